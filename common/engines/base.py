@@ -1,0 +1,92 @@
+"""The small interfaces every engine implements, one per kind of media.
+
+Scripts ask `common.engines.registry` for an engine of a kind and never know which backend
+they got: ComfyUI (real models) or offline (model-free previews). `identity()` goes into each
+item's checkpoint fingerprint, so switching engine or model redoes the work, and `preview`
+marks offline outputs so publishing can refuse them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+from common.voices import Voice
+
+
+@dataclass(frozen=True)
+class SpeechLine:
+    """One utterance of a chunk: who says what, in which voice."""
+
+    speaker: str
+    text: str
+    voice: Voice
+
+
+@dataclass(frozen=True)
+class SpokenChunk:
+    """A chunk's audio and where each line sits in it (seconds from the chunk's start).
+
+    `timing` says how the spans were obtained: 'exact' (each line synthesised alone) or
+    'estimated' (one multi-speaker job, spans apportioned by text length).
+    """
+
+    wav: Path
+    line_spans: tuple[tuple[float, float], ...]
+    timing: str
+
+
+class Engine(Protocol):
+    name: str
+    preview: bool
+
+    def identity(self) -> dict[str, object]:
+        """What determines the output besides the item's own inputs (engine, model, workflow)."""
+        ...
+
+
+class SpeechEngine(Engine, Protocol):
+    def speak_chunk(self, lines: Sequence[SpeechLine], out_wav: Path, *, seed: int) -> SpokenChunk: ...
+
+
+class SoundEngine(Engine, Protocol):
+    def sound_effect(self, description: str, seconds: float, out_wav: Path, *, seed: int) -> Path: ...
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """One picture to make; `kind` picks the offline card layout and the default workflow."""
+
+    kind: str  # 'character' | 'location' | 'scene' | 'thumbnail'
+    item_id: str
+    prompt: str
+    width: int
+    height: int
+    seed: int
+    steps: int | None = None
+    negative_prompt: str = ""
+    denoise: float | None = None
+    input_image: Path | None = None
+    title: str = ""
+    details: tuple[str, ...] = ()
+
+
+class ImageEngine(Engine, Protocol):
+    def image(self, request: ImageRequest, out_png: Path) -> Path: ...
+
+
+@dataclass(frozen=True)
+class ClipRequest:
+    scene_id: str
+    image: Path
+    prompt: str
+    seconds: float
+    width: int
+    height: int
+    fps: int
+    seed: int
+    end_image: Path | None = None
+
+
+class AnimationEngine(Engine, Protocol):
+    def animate(self, request: ClipRequest, out_mp4: Path) -> Path: ...

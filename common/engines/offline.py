@@ -1,0 +1,116 @@
+"""The offline engine: model-free but real media, so a laptop or CI gets a watchable preview.
+
+Speech is eSpeak NG with one distinct voice per voice stem, images are storyboard cards
+drawn from the prompt's own words, clips are Ken Burns moves over the still, and sound
+effects are silence (the offline engine has no sound model, and says so).
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from common import media
+from common.engines.base import ClipRequest, ImageRequest, SpeechLine, SpokenChunk
+from common.voices import Voice, VoiceLibrary
+
+
+def voice_indices(library: VoiceLibrary) -> dict[str, int]:
+    """Each stem's rank among voices of its gender: rank k gets the k-th distinct eSpeak voice."""
+    ranks: dict[str, int] = {}
+    by_gender: dict[str | None, list[str]] = {}
+    for stem in sorted(library.voices):
+        by_gender.setdefault(library.voices[stem].gender, []).append(stem)
+    for stems in by_gender.values():
+        for index, stem in enumerate(stems):
+            ranks[stem] = index
+    return ranks
+
+
+@dataclass
+class OfflineSpeech:
+    """Each line synthesised alone, so line timings are exact."""
+
+    sample_rate: int = 44100
+    line_pause: float = 0.3
+    indices: Mapping[str, int] = field(default_factory=dict)
+    name: str = "offline"
+    preview: bool = True
+
+    def identity(self) -> dict[str, object]:
+        return {"engine": "offline-espeak", "version": 1, "sample_rate": self.sample_rate, "pause": self.line_pause}
+
+    def espeak_voice(self, voice: Voice):  # -> espeak.EspeakVoice
+        from common.offline import espeak
+
+        return espeak.voice_for(voice.gender or "n", self.indices.get(voice.stem, 0))
+
+    def speak_chunk(self, lines: Sequence[SpeechLine], out_wav: Path, *, seed: int) -> SpokenChunk:
+        from common.offline import espeak
+
+        with tempfile.TemporaryDirectory(prefix="speech-", dir=out_wav.parent) as tmp:
+            pieces = []
+            for number, line in enumerate(lines):
+                piece = Path(tmp) / f"{number:03d}.wav"
+                espeak.synthesize(line.text, self.espeak_voice(line.voice), piece, sample_rate=self.sample_rate)
+                pieces.append(piece)
+            spans = media.concat_wavs(pieces, out_wav, sample_rate=self.sample_rate, gap_seconds=self.line_pause)
+        return SpokenChunk(out_wav, tuple((round(a, 4), round(b, 4)) for a, b in spans), "exact")
+
+
+@dataclass
+class OfflineSound:
+    """No sound model offline: every effect is silence of the asked length."""
+
+    sample_rate: int = 44100
+    name: str = "offline"
+    preview: bool = True
+
+    def identity(self) -> dict[str, object]:
+        return {"engine": "offline-silence", "sample_rate": self.sample_rate}
+
+    def sound_effect(self, description: str, seconds: float, out_wav: Path, *, seed: int) -> Path:
+        return media.write_wav(out_wav, media.silence(seconds, self.sample_rate), self.sample_rate)
+
+
+@dataclass
+class OfflineImage:
+    """Storyboard cards that show the item's id, place, people and action."""
+
+    name: str = "offline"
+    preview: bool = True
+
+    def identity(self) -> dict[str, object]:
+        return {"engine": "offline-cards", "version": 1}
+
+    def image(self, request: ImageRequest, out_png: Path) -> Path:
+        from common.offline import cards
+
+        if request.kind == "character":
+            return cards.character_card(request.item_id, request.prompt, out_png, request.width, request.height)
+        if request.kind == "location":
+            return cards.location_card(request.item_id, request.prompt, out_png, request.width, request.height)
+        if request.kind == "thumbnail":
+            return cards.thumbnail_card(request.title or request.item_id, request.prompt, out_png, request.width, request.height)
+        people = [(d.split(":", 1)[0], d.split(":", 1)[1].strip() if ":" in d else "") for d in request.details]
+        return cards.scene_card(request.item_id, request.prompt, people, out_png, request.width, request.height)
+
+
+@dataclass
+class OfflineAnimation:
+    """A Ken Burns move over the scene's still, chosen per scene so consecutive clips differ."""
+
+    name: str = "offline"
+    preview: bool = True
+
+    def identity(self) -> dict[str, object]:
+        return {"engine": "offline-kenburns", "version": 1}
+
+    def animate(self, request: ClipRequest, out_mp4: Path) -> Path:
+        from common.offline import kenburns
+
+        return kenburns.ken_burns(
+            request.image, out_mp4, seconds=request.seconds, width=request.width, height=request.height,
+            fps=request.fps, seed_text=request.scene_id,
+        )

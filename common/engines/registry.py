@@ -1,0 +1,133 @@
+"""Which engine serves each kind of work, chosen once per run (PIPELINE_ENGINE, SPEC 7).
+
+Builders are registered per (kind, backend); a script asks for a kind and gets whichever
+backend the run resolved to, so no script holds an if/elif over backends.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from common.engine_choice import EngineChoice, engines_from_env
+from common.errors import ConfigError, InputError
+from common.settings import Settings
+
+Builder = Callable[[Settings, Path], Any]
+_BUILDERS: dict[tuple[str, str], Builder] = {}
+
+
+def register(kind: str, backend: str) -> Callable[[Builder], Builder]:
+    def wrap(builder: Builder) -> Builder:
+        _BUILDERS[(kind, backend)] = builder
+        return builder
+
+    return wrap
+
+
+def _workflow(pipeline_dir: Path, name: str) -> Path:
+    path = Path(name) if Path(name).is_absolute() else pipeline_dir / "workflow" / name
+    if not path.is_file():
+        raise InputError(f"workflow {path} is missing; restore it from git or point the setting at your own API-format workflow.")
+    return path
+
+
+def _comfy_client(settings: Settings):
+    from common.comfyui.client import ComfyClient
+
+    return ComfyClient(settings.COMFYUI_BASE_URL)
+
+
+@register("speech", "offline")
+def _offline_speech(settings: Settings, pipeline_dir: Path) -> Any:
+    from common.engines.offline import OfflineSpeech, voice_indices
+    from common.voices import VoiceLibrary
+
+    library = VoiceLibrary.scan(pipeline_dir / "voices")
+    return OfflineSpeech(settings.AUDIO_SAMPLE_RATE, settings.LINE_PAUSE, voice_indices(library))
+
+
+@register("speech", "comfyui")
+def _comfy_speech(settings: Settings, pipeline_dir: Path) -> Any:
+    from common.engines.comfy import ComfySpeech
+
+    return ComfySpeech(_comfy_client(settings), _workflow(pipeline_dir, settings.STORY_WORKFLOW),
+                       settings.AUDIO_SAMPLE_RATE, settings.LINE_PAUSE, settings.COMFYUI_JOB_TIMEOUT)
+
+
+@register("sound", "offline")
+def _offline_sound(settings: Settings, pipeline_dir: Path) -> Any:
+    from common.engines.offline import OfflineSound
+
+    return OfflineSound(settings.AUDIO_SAMPLE_RATE)
+
+
+@register("sound", "comfyui")
+def _comfy_sound(settings: Settings, pipeline_dir: Path) -> Any:
+    from common.engines.comfy import ComfySound
+
+    return ComfySound(_comfy_client(settings), _workflow(pipeline_dir, "sfx.json"), settings.AUDIO_SAMPLE_RATE,
+                      settings.COMFYUI_JOB_TIMEOUT)
+
+
+@register("image", "offline")
+def _offline_image(settings: Settings, pipeline_dir: Path) -> Any:
+    from common.engines.offline import OfflineImage
+
+    return OfflineImage()
+
+
+@register("image", "comfyui")
+def _comfy_image(settings: Settings, pipeline_dir: Path) -> Any:
+    from common.engines.comfy import ComfyImage
+
+    folder = pipeline_dir / "workflow"
+    names = {"character": "character_location.json", "location": "character_location.json",
+             "scene": "scene.json", "thumbnail": "thumbnail.json"}
+    templates = {kind: folder / name for kind, name in names.items() if (folder / name).is_file()}
+    if not templates:
+        raise InputError(f"{folder} has no image workflow (scene.json, character_location.json or thumbnail.json).")
+    templates.setdefault("scene", next(iter(templates.values())))
+    return ComfyImage(_comfy_client(settings), templates, settings.COMFYUI_JOB_TIMEOUT)
+
+
+@register("animation", "offline")
+def _offline_animation(settings: Settings, pipeline_dir: Path) -> Any:
+    from common.engines.offline import OfflineAnimation
+
+    return OfflineAnimation()
+
+
+@register("animation", "comfyui")
+def _comfy_animation(settings: Settings, pipeline_dir: Path) -> Any:
+    from common.engines.comfy import ComfyAnimation
+
+    return ComfyAnimation(_comfy_client(settings), _workflow(pipeline_dir, "animate.json"),
+                          timeout=settings.COMFYUI_JOB_TIMEOUT)
+
+
+@register("text", "offline")
+def _offline_text(settings: Settings, pipeline_dir: Path) -> Any:
+    from common.engines.text import OfflineTextEngine
+
+    return OfflineTextEngine()
+
+
+@register("text", "llm")
+def _llm_text(settings: Settings, pipeline_dir: Path) -> Any:
+    from common.engines.text import LLMTextEngine
+    from common.llm import LLMClient
+
+    client = LLMClient(settings.LM_STUDIO_BASE_URL, settings.LM_STUDIO_MODEL,
+                       timeout=settings.LLM_TIMEOUT, max_retries=settings.LLM_MAX_RETRIES)
+    return LLMTextEngine(client, settings.LM_STUDIO_MODEL)
+
+
+def get_engine(kind: str, settings: Settings, pipeline_dir: Path, choice: EngineChoice | None = None) -> Any:
+    """The engine for `kind` ('speech', 'sound', 'image', 'animation', 'text') in this run."""
+    choice = choice or engines_from_env(settings)
+    backend = choice.text if kind == "text" else choice.media
+    try:
+        builder = _BUILDERS[(kind, backend)]
+    except KeyError:
+        raise ConfigError(f"no {backend} engine can make {kind}; set PIPELINE_ENGINE to auto, comfyui or offline.") from None
+    return builder(settings, pipeline_dir)

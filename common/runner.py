@@ -1,0 +1,196 @@
+"""The edge of every numbered script: flags, settings, checkpoints, progress and error handling.
+
+A script builds a `Script`, declares its own flags, and hands `run()` a `main(ctx)`. Errors a
+user can cause (PipelineError) become one sentence on stderr and that error's exit code;
+PIPELINE_DEBUG=1 re-raises them with the traceback. Nothing here ever waits for keyboard
+input unless stdin is a terminal and no --auto-confirm was given.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+
+from common.checkpoints import CheckpointStore, Entry
+from common.errors import ConfigError, Interrupted, PipelineError
+from common.paths import pipeline_dir_of
+from common.progress import Progress
+from common.settings import Settings, load_settings
+
+T = TypeVar("T")
+
+
+def _yes_no(value: str) -> str:
+    text = value.strip().lower()
+    if text in ("y", "yes"):
+        return "y"
+    if text in ("n", "no"):
+        return "n"
+    raise argparse.ArgumentTypeError("use y or n")
+
+
+def standard_parser(description: str) -> argparse.ArgumentParser:
+    """The flags every seed script accepted (SPEC 3); scripts add their own on top."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--force-start", action="store_true", help="ignore checkpoints and redo every item")
+    parser.add_argument("--disable-resumable", action="store_true", help="neither read nor write checkpoints")
+    parser.add_argument("--auto-confirm", type=_yes_no, metavar="y|n", help="answer every question with y or n")
+    parser.add_argument("--force", action="store_true", help="overwrite outputs a script would otherwise keep")
+    parser.add_argument("--bypass-validation", action="store_true", help="skip input validation (at your own risk)")
+    parser.add_argument("--change-settings", type=_yes_no, metavar="y|n", help="y: ask for settings changes before running")
+    return parser
+
+
+@dataclass
+class ScriptContext:
+    """What a running script needs, built once at the edge and passed down."""
+
+    name: str
+    pipeline_dir: Path
+    args: argparse.Namespace
+    settings: Settings
+    out: Callable[[str], None] = print
+    _stores: dict[str, CheckpointStore] = field(default_factory=dict)
+
+    @property
+    def input_dir(self) -> Path:
+        return self.pipeline_dir / "input"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.pipeline_dir / "output"
+
+    @property
+    def workflow_dir(self) -> Path:
+        return self.pipeline_dir / "workflow"
+
+    def say(self, message: str) -> None:
+        self.out(message)
+
+    def checkpoints(self, name: str | None = None) -> CheckpointStore:
+        """The script's checkpoint store, honouring --force-start / --disable-resumable / settings."""
+        key = name or self.name
+        if key not in self._stores:
+            resumable = self.settings.ENABLE_RESUMABLE_MODE and not self.args.disable_resumable
+            self._stores[key] = CheckpointStore(
+                self.output_dir / "tracking" / f"{key}.state.json",
+                base_dir=self.pipeline_dir,
+                resumable=resumable,
+                force_start=self.args.force_start,
+                warn=lambda text: print(text, file=sys.stderr, flush=True),
+            )
+        return self._stores[key]
+
+    def confirm(self, question: str, default: bool = True) -> bool:
+        """Ask only when a person can answer; unattended runs take the default and say so."""
+        if self.args.auto_confirm:
+            return self.args.auto_confirm == "y"
+        if not sys.stdin or not sys.stdin.isatty():
+            self.say(f"{question} -> {'yes' if default else 'no'} (unattended)")
+            return default
+        answer = input(f"{question} [{'Y/n' if default else 'y/N'}] ").strip().lower()
+        return default if not answer else answer.startswith("y")
+
+    def each(
+        self,
+        items: Sequence[T],
+        *,
+        label: str,
+        key: Callable[[T], str],
+        fingerprint: Callable[[T], str],
+        work: Callable[[T], tuple[Iterable[Path], dict[str, Any]]],
+        preview: bool = False,
+        store: CheckpointStore | None = None,
+    ) -> dict[str, Entry]:
+        """Run `work` for every item not already checkpointed, checkpointing each as it finishes.
+
+        `work(item)` returns (files it wrote, data to remember). Returns the entry of every
+        item, cached or new, by key, so the caller can assemble results in order.
+        """
+        store = store or self.checkpoints()
+        progress = Progress(len(items), label)
+        entries: dict[str, Entry] = {}
+        for item in items:
+            item_key, item_fp = key(item), fingerprint(item)
+            cached = store.lookup(item_key, item_fp)
+            if cached is not None:
+                store.note_cached()
+                entries[item_key] = cached
+                progress.done(item_key, cached=True)
+                continue
+            progress.begin(item_key)
+            started = time.monotonic()
+            files, data = work(item)
+            took = time.monotonic() - started
+            entries[item_key] = store.record(item_key, item_fp, files=files, data=data, preview=preview, took=took)
+            progress.done(item_key, took)
+        self.say(progress.summary())
+        return entries
+
+    def finish(self) -> None:
+        for store in self._stores.values():
+            store.finish(cleanup=self.settings.CLEANUP_TRACKING_FILES)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+class Script:
+    """A numbered script: `Script(__file__, "what it does")`, add flags, then `.run(main)`."""
+
+    def __init__(self, script_file: str, description: str) -> None:
+        self.file = Path(script_file).resolve()
+        self.name = self.file.stem
+        self.description = description
+        self.parser = standard_parser(f"{self.file.name}: {description}")
+        self._settings_flags: dict[str, str] = {}
+
+    def add_argument(self, *names: str, setting: str | None = None, **kwargs: Any) -> None:
+        """Add a flag; with `setting=`, the flag overrides that setting (flag -> env -> file -> default)."""
+        action = self.parser.add_argument(*names, **kwargs)
+        if setting:
+            self._settings_flags[action.dest] = setting
+
+    def context(self, argv: Sequence[str] | None = None) -> ScriptContext:
+        args = self.parser.parse_args(argv)
+        overrides = {setting: getattr(args, dest) for dest, setting in self._settings_flags.items()}
+        pipeline_dir = pipeline_dir_of(self.file)
+        settings = load_settings(pipeline_dir, overrides)
+        return ScriptContext(self.name, pipeline_dir, args, settings, out=lambda m: print(m, flush=True))
+
+    def run(self, main: Callable[[ScriptContext], None], argv: Sequence[str] | None = None) -> None:
+        """Run `main` and exit: 0 on success, the error's code on a user-caused failure."""
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        sys.exit(run_guarded(lambda: self._run_once(main, argv)))
+
+    def _run_once(self, main: Callable[[ScriptContext], None], argv: Sequence[str] | None) -> None:
+        ctx = self.context(argv)
+        main(ctx)
+        ctx.finish()
+
+
+def run_guarded(body: Callable[[], None]) -> int:
+    """Turn user-caused failures into one sentence and an exit code; our bugs keep tracebacks."""
+    debug = os.environ.get("PIPELINE_DEBUG", "") not in ("", "0")
+    try:
+        body()
+        return 0
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted: finished items are kept; run the same command again to continue.", file=sys.stderr, flush=True)
+        return Interrupted.exit_code
+    except PipelineError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+
+
+__all__ = ["Script", "ScriptContext", "standard_parser", "run_guarded", "ConfigError", "Iterator"]

@@ -1,0 +1,51 @@
+"""gen.audio step 2: speak the story chunk by chunk, then join the chunks into story.wav.
+
+Each chunk of CHUNK_SIZE lines is one TTS job and one checkpoint, fingerprinted by its
+lines, their voices and the engine: an edited line redoes only its own chunk. The per-line
+timings go to output/story.timings.json for the transcription step.
+"""
+from __future__ import annotations
+
+from common.checkpoints import fingerprint
+from common.engine_choice import engines_from_env
+from common.engines.registry import get_engine
+from common.formats.story import read_story
+from common.paths import require_file, story_path
+from common.runner import Script, ScriptContext
+from common.speech import build_chunks, join_story, voices_for_story
+
+script = Script(__file__, "speak the story in chunks and join them into output/story.wav")
+script.add_argument("--chunk-size", type=int, setting="CHUNK_SIZE", help="story lines per TTS job (default 5)")
+
+
+def main(ctx: ScriptContext) -> None:
+    story = read_story(story_path(ctx.pipeline_dir))
+    map_path = require_file(ctx.input_dir / "1.story.speakers.txt", "the voice map",
+                            "run 1.character.py first, it writes one voice per speaker.")
+    voices = voices_for_story(story, map_path, ctx.pipeline_dir / "voices")
+    chunks = build_chunks(story, voices, ctx.settings.CHUNK_SIZE)
+    ctx.say(engines_from_env(ctx.settings).reason)
+    engine = get_engine("speech", ctx.settings, ctx.pipeline_dir)
+    ident = engine.identity()
+    seed = ctx.settings.TTS_SEED
+    out_dir = ctx.output_dir / "story"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx.say(f"{len(story.utterances)} lines in {len(chunks)} chunks of up to {ctx.settings.CHUNK_SIZE}, "
+            f"engine {engine.name}")
+
+    def speak(chunk):
+        spoken = engine.speak_chunk(chunk.lines, out_dir / f"{chunk.key}.wav", seed=seed + chunk.number)
+        return [spoken.wav], {"spans": [list(s) for s in spoken.line_spans], "timing": spoken.timing}
+
+    store = ctx.checkpoints()
+    entries = ctx.each(
+        chunks, label="story", key=lambda c: c.key,
+        fingerprint=lambda c: fingerprint(ident, seed + c.number, c.identity()),
+        work=speak, preview=engine.preview,
+    )
+    store.retain_only([c.key for c in chunks] + ["story.wav"])
+    join_story(ctx, chunks, entries, preview=engine.preview)
+
+
+if __name__ == "__main__":
+    script.run(main)

@@ -1,0 +1,31 @@
+"""Shared test set-up: every test runs with the repo root importable and no user environment leaking in."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO.parent / "shared" / "fixtures" / "seed-system"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+_LEAKY = (
+    "PIPELINE_ENGINE", "PIPELINE_TEXT_ENGINE", "COMFYUI_BASE_URL", "COMFYUI_DIR", "LM_STUDIO_BASE_URL",
+    "LM_STUDIO_MODEL", "LM_STUDIO_CMD", "PIPELINE_DEBUG", "CHUNK_SIZE", "ENABLE_RESUMABLE_MODE",
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _LEAKY:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    if not FIXTURES.is_dir():
+        pytest.skip("shared/fixtures not present beside the repo")
+    return FIXTURES
