@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from common.errors import InputError
+from common.formats.story import gender_of
 
 _GENDER_FOLDERS = {"male": "m", "female": "f", "m": "m", "f": "f", "men": "m", "women": "f"}
 NARRATOR_TAGS = ("narrator",)
@@ -33,12 +34,6 @@ class Voice:
     @property
     def is_narrator(self) -> bool:
         return self.gender is None
-
-
-def gender_of_tag(tag: str) -> str | None:
-    """'m' for male_*, 'f' for female_*, None otherwise (the seed's naming rule)."""
-    head = tag.split("_", 1)[0].lower()
-    return {"male": "m", "female": "f"}.get(head)
 
 
 def _describe(wav: Path, root: Path) -> tuple[str | None, str, str]:
@@ -132,7 +127,7 @@ def assign_voices(
         if tag.lower() in NARRATOR_TAGS:
             result[tag] = library.get(narrator_voice).stem
             continue
-        gender = gender_of_tag(tag) or auto_gender
+        gender = gender_of(tag) or auto_gender
         if gender is None:
             raise InputError(
                 f"speaker [{tag}] has no male_/female_ prefix, so no voice can be chosen: rename it "

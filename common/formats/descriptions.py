@@ -1,0 +1,208 @@
+"""Per-key prose files: characters, locations and motion prompts.
+
+- `2.character.txt` / `3.character.txt`: `((tag)): attributes` / `((tag)): prose`
+- `2.location.txt` / `3.location.txt`:   `{{loc_N}} attributes` / `{{loc_N}} prose`
+- `2.motion.txt`:                        `(motion_X.Y) prompt` (one per scene_X.Y)
+
+Only the key's brackets are markup: the text after them is free prose written by an LLM
+and is taken as it is (the seed's own 2.motion.txt opens a prompt with an unclosed `{`).
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from common.formats._text import (
+    Layout, check_one_line, line_error, read_text, render, reuse_raw, snippet, split_lines,
+    tag_problem, write_text,
+)
+from common.formats.story import LOCATION_ID_RE, SCENE_ID_RE
+
+MOTION_ID_RE = re.compile(r"motion_(\d+)\.(\d+)\Z")
+
+
+@dataclass(frozen=True)
+class _Kind:
+    name: str
+    line_re: re.Pattern[str]
+    open: str
+    close: str
+    separator: str  # canonical text between the key and the prose
+    expected: str
+    key_problem: Callable[[str], str | None]
+
+
+def _location_problem(key: str) -> str | None:
+    if LOCATION_ID_RE.match(key):
+        return None
+    return f'"{key}" is not a location id; write "{{{{loc_<n>}}}}", e.g. "{{{{loc_1}}}}"'
+
+
+def _motion_problem(key: str) -> str | None:
+    if MOTION_ID_RE.match(key):
+        return None
+    return f'"{key}" is not a motion id; write "(motion_<part>.<n>)" to match scene_<part>.<n>'
+
+
+KINDS = {
+    "character": _Kind(
+        "character", re.compile(r"\s*\(\(([^()]*)\)\)(\s*:?\s*)(.*?)\s*\Z"), "((", "))", ": ",
+        '"((speaker_tag)): description"', tag_problem,
+    ),
+    "location": _Kind(
+        "location", re.compile(r"\s*\{\{([^{}]*)\}\}(\s*:?\s*)(.*?)\s*\Z"), "{{", "}}", " ",
+        '"{{loc_<n>}} description"', _location_problem,
+    ),
+    "motion": _Kind(
+        "motion", re.compile(r"\s*\(([^()]*)\)(\s*:?\s*)(.*?)\s*\Z"), "(", ")", " ",
+        '"(motion_<part>.<n>) prompt"', _motion_problem,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Description:
+    """One key (a speaker tag, `loc_3`, `motion_1.2`) and its text."""
+
+    key: str
+    text: str
+    line_no: int | None = field(default=None, compare=False)
+    raw: str | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_one_line(self.key, "a description key")
+        check_one_line(self.text, "a description")
+        if not self.text.strip():
+            raise ValueError(f"{self.key} has an empty description")
+
+
+@dataclass(frozen=True)
+class Descriptions:
+    """The entries of one description file; `kind` is 'character', 'location' or 'motion'."""
+
+    kind: str
+    entries: tuple[Description, ...]
+    source: str = field(default="descriptions", compare=False)
+    layout: Layout | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown description kind {self.kind!r}; one of {sorted(KINDS)}")
+        for entry in self.entries:
+            problem = KINDS[self.kind].key_problem(entry.key)
+            if problem:
+                raise ValueError(problem)
+
+    def get(self, key: str) -> str | None:
+        return next((e.text for e in self.entries if e.key == key), None)
+
+    def keys(self) -> tuple[str, ...]:
+        return tuple(e.key for e in self.entries)
+
+    def as_dict(self) -> dict[str, str]:
+        return {e.key: e.text for e in self.entries}
+
+
+def motion_id_for(scene_id: str) -> str:
+    """`scene_1.2` -> `motion_1.2`: 2.motion.txt holds one prompt per scene image."""
+    match = SCENE_ID_RE.match(scene_id)
+    if not match:
+        raise ValueError(f"not a scene id: {scene_id!r}")
+    return f"motion_{match.group(1)}.{match.group(2)}"
+
+
+def scene_id_for(motion_id: str) -> str:
+    match = MOTION_ID_RE.match(motion_id)
+    if not match:
+        raise ValueError(f"not a motion id: {motion_id!r}")
+    return f"scene_{match.group(1)}.{match.group(2)}"
+
+
+def _entry(kind: _Kind, line: str, source: str, line_no: int) -> Description:
+    match = kind.line_re.match(line)
+    if not match:
+        raise line_error(source, line_no, f"expected {kind.expected} but found {snippet(line)}; fix the line or remove it.")
+    key, text = match.group(1).strip(), match.group(3)
+    problem = kind.key_problem(key)
+    if problem:
+        raise line_error(source, line_no, f"{problem}.")
+    if not text:
+        raise line_error(source, line_no, f"{kind.open}{key}{kind.close} has no description; write it after the key or remove the line.")
+    return Description(key, text, line_no=line_no, raw=line)
+
+
+def _format_entry(kind: _Kind, entry: Description) -> str:
+    kept = reuse_raw(entry.raw, lambda raw: _entry(kind, raw, "line", 1), entry)
+    if kept is not None:
+        return kept
+    separator = kind.separator
+    if entry.raw is not None and (match := kind.line_re.match(entry.raw)) and match.group(2):
+        separator = match.group(2)  # an edited line keeps the file's `((tag)): ` / `{{loc}} ` look
+    return f"{kind.open}{entry.key}{kind.close}{separator}{entry.text}"
+
+
+def parse_descriptions(text: str, *, source: str, kind: str) -> Descriptions:
+    if kind not in KINDS:
+        raise ValueError(f"unknown description kind {kind!r}; one of {sorted(KINDS)}")
+    spec = KINDS[kind]
+    lines, layout = split_lines(text)
+    extras: list[tuple[int, str]] = []
+    entries: list[Description] = []
+    seen: dict[str, int] = {}
+    for index, line in enumerate(lines):
+        if not line.strip():
+            extras.append((len(entries), line))
+            continue
+        entry = _entry(spec, line, source, index + 1)
+        if entry.key in seen:
+            raise line_error(source, index + 1, f"{entry.key} is already described on line {seen[entry.key]}; keep one of the two lines.")
+        seen[entry.key] = index + 1
+        entries.append(entry)
+    return Descriptions(kind, tuple(entries), source=source, layout=replace(layout, extras=tuple(extras)))
+
+
+def parse_characters(text: str, *, source: str) -> Descriptions:
+    return parse_descriptions(text, source=source, kind="character")
+
+
+def parse_locations(text: str, *, source: str) -> Descriptions:
+    return parse_descriptions(text, source=source, kind="location")
+
+
+def parse_motions(text: str, *, source: str) -> Descriptions:
+    return parse_descriptions(text, source=source, kind="motion")
+
+
+def read_descriptions(path: str | os.PathLike[str], kind: str) -> Descriptions:
+    return parse_descriptions(read_text(path), source=str(path), kind=kind)
+
+
+def read_characters(path: str | os.PathLike[str]) -> Descriptions:
+    return read_descriptions(path, "character")
+
+
+def read_locations(path: str | os.PathLike[str]) -> Descriptions:
+    return read_descriptions(path, "location")
+
+
+def read_motions(path: str | os.PathLike[str]) -> Descriptions:
+    return read_descriptions(path, "motion")
+
+
+def format_descriptions(descriptions: Descriptions) -> str:
+    spec = KINDS[descriptions.kind]
+    return render([_format_entry(spec, e) for e in descriptions.entries], descriptions.layout or Layout())
+
+
+def write_descriptions(path: str | os.PathLike[str], descriptions: Descriptions) -> Path:
+    return write_text(path, format_descriptions(descriptions))
+
+
+__all__ = [
+    "Description", "Descriptions", "KINDS", "MOTION_ID_RE", "format_descriptions", "motion_id_for",
+    "parse_characters", "parse_descriptions", "parse_locations", "parse_motions", "read_characters",
+    "read_descriptions", "read_locations", "read_motions", "scene_id_for", "write_descriptions",
+]

@@ -1,0 +1,267 @@
+"""`<seconds>: <text>` files: 2.timeline.txt, 3.timing.txt, 4.sfx.txt and 2.timeline.script.txt.
+
+Each line is one segment's *duration* (not its start), in order, so the segments add up
+to the audio's length. The seed spells numbers differently per file (`2.920000` in
+2.timeline.txt, `2.92` in 3.timing.txt) and writes pause lines of 2.timeline.script.txt as
+`1.600000 : ..`; a parsed line keeps its spelling, and an edited one keeps the look of the
+line it replaces (separator, at least as many decimals). New values are written with
+`format_seconds` (3 decimals, millisecond precision).
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Protocol
+
+from common.formats._text import (
+    TAG_PATTERN, Layout, check_one_line, check_tag, line_error, read_text, render, reuse_raw,
+    snippet, split_lines, write_text,
+)
+from common.formats.story import SCENE_ID_RE, Scene, parse_scene_line
+
+_LINE_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)(\s*:\s*)(.*?)\s*\Z")
+_SCRIPT_BODY_RE = re.compile(rf"(scene_\d+\.\d+) = (.*?), ({TAG_PATTERN}) = (.*)\Z")
+_PAUSE_RE = re.compile(r"\.*\Z")
+DEFAULT_PLACES = 3
+
+
+class _HasSeconds(Protocol):
+    @property
+    def seconds(self) -> float: ...
+
+
+def format_seconds(seconds: float, places: int = DEFAULT_PLACES) -> str:
+    """A duration spelled the same way every time (`2.920`), for files we write."""
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"a duration must be a finite number >= 0, not {seconds!r}")
+    return f"{abs(seconds):.{places}f}"
+
+
+def timeline_total(entries: Iterable[_HasSeconds]) -> float:
+    """The summed durations: the length of the audio the timeline describes."""
+    return math.fsum(entry.seconds for entry in entries)
+
+
+def _check_seconds(seconds: float) -> None:
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"a duration must be a finite number >= 0, not {seconds!r}")
+
+
+@dataclass(frozen=True)
+class _Spelling:
+    places: int
+    separator: str
+
+
+def _spelling(raw: str | None, default_separator: str = ": ") -> _Spelling:
+    match = _LINE_RE.match(raw) if raw is not None else None
+    if match is None:
+        return _Spelling(DEFAULT_PLACES, default_separator)
+    number = match.group(1)
+    places = len(number) - number.index(".") - 1 if "." in number else 0
+    return _Spelling(max(DEFAULT_PLACES, places), match.group(2))
+
+
+def _split(line: str, source: str, line_no: int, expected: str) -> tuple[float, str]:
+    match = _LINE_RE.match(line)
+    if not match:
+        raise line_error(source, line_no, f"expected {expected} but found {snippet(line)}; fix the line or remove it.")
+    return float(match.group(1)), match.group(3)
+
+
+# ---------------------------------------------------------------- plain timelines
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One segment: how long it lasts and what it is (a transcript piece, an SFX, "Silence")."""
+
+    seconds: float
+    text: str
+    line_no: int | None = field(default=None, compare=False)
+    raw: str | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_seconds(self.seconds)
+        check_one_line(self.text, "a timeline entry's text")
+
+
+@dataclass(frozen=True)
+class Timeline:
+    entries: tuple[TimelineEntry, ...]
+    source: str = field(default="timeline", compare=False)
+    layout: Layout | None = field(default=None, compare=False, repr=False)
+
+    def total(self) -> float:
+        return timeline_total(self.entries)
+
+    def starts(self) -> tuple[float, ...]:
+        """Each entry's start time: the durations summed before it."""
+        return _starts(self.entries)
+
+
+def _starts(entries: Iterable[_HasSeconds]) -> tuple[float, ...]:
+    out: list[float] = []
+    done: list[float] = []
+    for entry in entries:
+        out.append(math.fsum(done))
+        done.append(entry.seconds)
+    return tuple(out)
+
+
+def _reparse_entry(raw: str) -> TimelineEntry:
+    seconds, text = _split(raw, "line", 1, "")
+    return TimelineEntry(seconds, text)
+
+
+def _format_entry(entry: TimelineEntry) -> str:
+    kept = reuse_raw(entry.raw, _reparse_entry, entry)
+    if kept is not None:
+        return kept
+    spelling = _spelling(entry.raw)
+    return f"{format_seconds(entry.seconds, spelling.places)}{spelling.separator}{entry.text}"
+
+
+def parse_timeline(text: str, *, source: str) -> Timeline:
+    """2.timeline.txt, 3.timing.txt, 4.sfx.txt; blank lines are ignored."""
+    lines, layout = split_lines(text)
+    extras: list[tuple[int, str]] = []
+    entries: list[TimelineEntry] = []
+    for index, line in enumerate(lines):
+        if not line.strip():
+            extras.append((len(entries), line))
+            continue
+        seconds, body = _split(line, source, index + 1, '"<seconds>: <text>" (e.g. "2.92: Silence")')
+        entries.append(TimelineEntry(seconds, body, line_no=index + 1, raw=line))
+    return Timeline(tuple(entries), source=source, layout=replace(layout, extras=tuple(extras)))
+
+
+def format_timeline(timeline: Timeline) -> str:
+    return render([_format_entry(e) for e in timeline.entries], timeline.layout or Layout())
+
+
+def read_timeline(path: str | os.PathLike[str]) -> Timeline:
+    return parse_timeline(read_text(path), source=str(path))
+
+
+def write_timeline(path: str | os.PathLike[str], timeline: Timeline) -> Path:
+    return write_text(path, format_timeline(timeline))
+
+
+# ---------------------------------------------------------------- 2.timeline.script.txt
+
+@dataclass(frozen=True)
+class ScriptEntry:
+    """Which scene shows while whom speaks, for how long; a pause has no scene or speaker.
+
+    `description` is the scene line after its id (`{{loc_1}}, {...}; ((tag)){...};`).
+    """
+
+    seconds: float
+    scene_id: str | None
+    description: str | None
+    speaker: str | None
+    text: str
+    line_no: int | None = field(default=None, compare=False)
+    raw: str | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_seconds(self.seconds)
+        check_one_line(self.text, "a timeline entry's text")
+        if self.scene_id is None:
+            if self.description is not None or self.speaker is not None:
+                raise ValueError("a pause entry has no description or speaker")
+            if not _PAUSE_RE.match(self.text):
+                raise ValueError(f"a pause entry's text is dots only, not {self.text!r}")
+        else:
+            if not SCENE_ID_RE.match(self.scene_id):
+                raise ValueError(f"not a scene id (scene_<part>.<n>): {self.scene_id!r}")
+            if self.speaker is None or self.description is None:
+                raise ValueError("a scene entry needs a description and a speaker")
+            check_tag(self.speaker)
+            check_one_line(self.description, "a scene description")
+
+    @property
+    def is_pause(self) -> bool:
+        return self.scene_id is None
+
+    def scene(self, *, source: str = "2.timeline.script.txt") -> Scene | None:
+        """The description parsed as a scene line (None for a pause)."""
+        if self.scene_id is None:
+            return None
+        return parse_scene_line(f"({self.scene_id}) {self.description}", source=source, line_no=self.line_no or 1)
+
+
+@dataclass(frozen=True)
+class ScriptTimeline:
+    entries: tuple[ScriptEntry, ...]
+    source: str = field(default="timeline script", compare=False)
+    layout: Layout | None = field(default=None, compare=False, repr=False)
+
+    def total(self) -> float:
+        return timeline_total(self.entries)
+
+    def starts(self) -> tuple[float, ...]:
+        return _starts(self.entries)
+
+
+_SCRIPT_EXPECTED = (
+    '"<seconds>: <scene_id> = <scene description>, <speaker_tag> = <text>" '
+    'or a pause "<seconds> : .."'
+)
+
+
+def _script_entry(line: str, source: str, line_no: int) -> ScriptEntry:
+    seconds, body = _split(line, source, line_no, _SCRIPT_EXPECTED)
+    if _PAUSE_RE.match(body):
+        return ScriptEntry(seconds, None, None, None, body, line_no=line_no, raw=line)
+    match = _SCRIPT_BODY_RE.match(body)
+    if not match:
+        raise line_error(source, line_no, f"expected {_SCRIPT_EXPECTED} but found {snippet(line)}; fix the line or remove it.")
+    scene_id, description, speaker, text = match.groups()
+    return ScriptEntry(seconds, scene_id, description, speaker, text, line_no=line_no, raw=line)
+
+
+def _format_script_entry(entry: ScriptEntry) -> str:
+    kept = reuse_raw(entry.raw, lambda raw: _script_entry(raw, "line", 1), entry)
+    if kept is not None:
+        return kept
+    spelling = _spelling(entry.raw, " : " if entry.is_pause else ": ")
+    head = f"{format_seconds(entry.seconds, spelling.places)}{spelling.separator}"
+    if entry.is_pause:
+        return head + entry.text
+    return f"{head}{entry.scene_id} = {entry.description}, {entry.speaker} = {entry.text}"
+
+
+def parse_timeline_script(text: str, *, source: str) -> ScriptTimeline:
+    lines, layout = split_lines(text)
+    extras: list[tuple[int, str]] = []
+    entries: list[ScriptEntry] = []
+    for index, line in enumerate(lines):
+        if not line.strip():
+            extras.append((len(entries), line))
+            continue
+        entries.append(_script_entry(line, source, index + 1))
+    return ScriptTimeline(tuple(entries), source=source, layout=replace(layout, extras=tuple(extras)))
+
+
+def format_timeline_script(timeline: ScriptTimeline) -> str:
+    return render([_format_script_entry(e) for e in timeline.entries], timeline.layout or Layout())
+
+
+def read_timeline_script(path: str | os.PathLike[str]) -> ScriptTimeline:
+    return parse_timeline_script(read_text(path), source=str(path))
+
+
+def write_timeline_script(path: str | os.PathLike[str], timeline: ScriptTimeline) -> Path:
+    return write_text(path, format_timeline_script(timeline))
+
+
+__all__ = [
+    "ScriptEntry", "ScriptTimeline", "Timeline", "TimelineEntry", "format_seconds",
+    "format_timeline", "format_timeline_script", "parse_timeline", "parse_timeline_script",
+    "read_timeline", "read_timeline_script", "timeline_total", "write_timeline",
+    "write_timeline_script",
+]
