@@ -6,7 +6,9 @@ effects are silence (the offline engine has no sound model, and says so).
 """
 from __future__ import annotations
 
+import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -50,11 +52,11 @@ class OfflineSpeech:
         from common.offline import espeak
 
         with tempfile.TemporaryDirectory(prefix="speech-", dir=out_wav.parent) as tmp:
-            pieces = []
-            for number, line in enumerate(lines):
-                piece = Path(tmp) / f"{number:03d}.wav"
-                espeak.synthesize(line.text, self.espeak_voice(line.voice), piece, sample_rate=self.sample_rate)
-                pieces.append(piece)
+            pieces = [Path(tmp) / f"{number:03d}.wav" for number in range(len(lines))]
+            # Each synthesis is its own short-lived worker process, so lines run in parallel.
+            with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+                list(pool.map(lambda job: espeak.synthesize(job[0].text, self.espeak_voice(job[0].voice), job[1],
+                                                            sample_rate=self.sample_rate), zip(lines, pieces)))
             spans = media.concat_wavs(pieces, out_wav, sample_rate=self.sample_rate, gap_seconds=self.line_pause)
         return SpokenChunk(out_wav, tuple((round(a, 4), round(b, 4)) for a, b in spans), "exact")
 
