@@ -51,7 +51,7 @@ _SETTINGS = [
     _s("LM_STUDIO_MODEL", "qwen/qwen3-14b", "model for text steps ('auto' = the first the server lists)"),
     _s("LM_STUDIO_CMD", "lms", "LM Studio's CLI (a command, path, or command with arguments)"),
     _s("LLM_TIMEOUT", 300.0, "seconds one LLM answer may take"),
-    _s("LLM_MAX_RETRIES", 3, "attempts for an answer that fails validation"),
+    _s("LLM_MAX_RETRIES", 3, "retries after an answer that fails validation (so up to 4 requests)"),
     _s("SERVICE_START_TIMEOUT", 300.0, "seconds a service may take to become ready"),
     _s("SERVICE_STOP_GRACE", 15.0, "seconds a service gets to stop before it is killed"),
     # --- checkpoints (SPEC 6) ---
