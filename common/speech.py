@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from common import media
 from common.atomic import atomic_write_json
 from common.checkpoints import Entry, fingerprint
 from common.engines.base import SpeechLine
@@ -92,6 +91,8 @@ def join_story(ctx: Any, chunks: Sequence[Chunk], entries: Mapping[str, Entry], 
     if store.lookup("story.wav", fp) is not None:
         ctx.say(f"{story_wav.name} is up to date")
         return story_wav
+    from common import media  # numpy and PyAV load only when there is joining to do
+
     started = time.monotonic()
     wavs = [ctx.pipeline_dir / entries[c.key].files[0] for c in chunks]
     spans = media.concat_wavs(wavs, story_wav, sample_rate=ctx.settings.AUDIO_SAMPLE_RATE, gap_seconds=gap)
