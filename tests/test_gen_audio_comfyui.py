@@ -1,0 +1,130 @@
+"""gen.audio steps 1-2 through the real HTTP/WebSocket APIs, against the fake ComfyUI and LLM servers,
+including SIGKILLs in the middle of 2.story.py."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import start_fake_comfyui
+from tests.fakes.llm_helpers import free_port, start_fake_llm
+from tests.support.project import copy_pipeline, env_for, run_generate, run_script
+
+TTS_CLASS = "OmniVoiceMultiSpeakerTTS"
+
+
+def _tts_node(prompt: dict) -> dict:
+    return next(node for node in prompt.values() if node["class_type"] == TTS_CLASS)
+
+
+def _comfy_env(url: str, **extra: str) -> dict[str, str]:
+    return env_for(PIPELINE_ENGINE="comfyui", COMFYUI_BASE_URL=url, LM_STUDIO_CMD="no-such-lms-command", **extra)
+
+
+def test_generate_through_fake_servers(tmp_path: Path) -> None:
+    pipeline = copy_pipeline(tmp_path)
+    with start_fake_comfyui(tmp_path, job_seconds=0.05) as comfy, start_fake_llm(tmp_path) as llm:
+        env = _comfy_env(comfy.url, LM_STUDIO_BASE_URL=llm.base_url, LM_STUDIO_MODEL="auto")
+        result = run_generate(pipeline, env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        prompts = comfy.prompts()
+        chat_count = llm.chat_count()
+    assert "ComfyUI + LLM" in result.stdout
+    assert chat_count == 2 + 1 + 3  # two summary chunks, the title, three chapters
+    assert len(prompts) == 3  # chunks 1_5, 6_10, 11_11
+    first = _tts_node(prompts[0])["inputs"]
+    lines = first["text"].split("\n")
+    assert lines[0].startswith("[Speaker_1]: The lighthouse on Gull Point")
+    assert lines[1].startswith("[Speaker_2]: Uncle Silas never misses")
+    assert first["num_speakers"] == "3"  # narrator, Ada, Bram in chunk 1
+    loaders = {nid: n for nid, n in prompts[0].items() if n["class_type"] == "LoadAudio"}
+    assert len(loaders) == 3
+    for slot in (1, 2, 3):
+        link = first[f"num_speakers.speaker_{slot}_audio"]
+        assert link[0] in loaders and first[f"num_speakers.speaker_{slot}_ref_text"].strip()
+    assert "narrator" in loaders[first["num_speakers.speaker_1_audio"][0]]["inputs"]["audio"]
+    timings = json.loads((pipeline / "output" / "story.timings.json").read_text())
+    assert {l["timing"] for l in timings["lines"]} == {"estimated"}
+    state = json.loads((pipeline / "output" / "tracking" / "2.story.state.json").read_text())
+    assert not any(item.get("preview") for item in state["items"].values())
+
+
+def test_comfyui_down_is_one_sentence(tmp_path: Path) -> None:
+    pipeline = copy_pipeline(tmp_path)
+    assert run_script(pipeline, "1.character.py", "--mode", "voices", env=env_for(PIPELINE_ENGINE="offline")).returncode == 0
+    url = f"http://127.0.0.1:{free_port()}"
+    result = run_script(pipeline, "2.story.py", env=_comfy_env(url))
+    assert result.returncode == 5, result.stderr
+    assert "Traceback" not in result.stderr
+    assert re.search(r"ComfyUI is not answering at http://127\.0\.0\.1:\d+", result.stderr)
+    # Through the orchestrator, with nothing installed to start: also one sentence, exit 5.
+    result = run_generate(pipeline, "--only", "2.story", env=_comfy_env(url, COMFYUI_DIR=str(tmp_path / "nowhere")))
+    assert result.returncode == 5 and "ComfyUI is not installed in" in result.stdout + result.stderr
+
+
+def _chunk_of(prompt: dict) -> str:
+    """The chunk a speech job was for, named by its first line's text."""
+    return _tts_node(prompt)["inputs"]["text"].split("\n")[0].split(": ", 1)[1][:40]
+
+
+def test_sigkill_mid_story_never_redoes_a_finished_chunk(tmp_path: Path) -> None:
+    reference = copy_pipeline(tmp_path / "ref")
+    killed = copy_pipeline(tmp_path / "killed")
+    offline = env_for(PIPELINE_ENGINE="offline")
+    for pipeline in (reference, killed):
+        assert run_script(pipeline, "1.character.py", "--mode", "voices", env=offline).returncode == 0
+
+    with start_fake_comfyui(tmp_path / "ref", job_seconds=0.05) as comfy:
+        result = run_script(reference, "2.story.py", "--chunk-size", "2", env=_comfy_env(comfy.url))
+        assert result.returncode == 0, result.stderr
+
+    state_file = killed / "output" / "tracking" / "2.story.state.json"
+    with start_fake_comfyui(tmp_path / "killed", job_seconds=0.4) as comfy:
+        env = _comfy_env(comfy.url)
+        kills = 0
+        for delay in (0.9, 1.6, 0.5, 2.2, None):  # kill after so many seconds; None: let it finish
+            done_before = set(json.loads(state_file.read_text())["items"]) if state_file.exists() else set()
+            queued_before = len(comfy.prompts())
+            proc = subprocess.Popen(
+                [sys.executable, "2.story.py", "--chunk-size", "2"], cwd=killed / "scripts", env=env,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            if delay is not None:
+                time.sleep(delay)
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGKILL)
+                    kills += 1
+            code = proc.wait(timeout=60)
+            assert delay is not None or code == 0  # the last run, not killed, finishes
+
+            if state_file.exists():
+                json.loads(state_file.read_text())  # never torn
+            # What this run queued never includes a chunk finished before it started.
+            finished = _finished_chunk_texts(killed, done_before)
+            assert not {_chunk_of(p) for p in comfy.prompts()[queued_before:]} & finished
+        per_chunk: dict[str, int] = {}
+        for prompt in comfy.prompts():
+            per_chunk[_chunk_of(prompt)] = per_chunk.get(_chunk_of(prompt), 0) + 1
+    assert kills >= 3
+    assert len(per_chunk) == 6  # 11 lines in chunks of 2
+    assert sum(per_chunk.values()) <= 6 + kills  # at most the one in-flight job per kill is repeated
+    assert (killed / "output" / "story.wav").read_bytes() == (reference / "output" / "story.wav").read_bytes()
+
+
+def _finished_chunk_texts(pipeline: Path, keys: set[str]) -> set[str]:
+    """The first-line texts of finished chunks, as the speech job would show them."""
+    from common.formats.story import read_story
+
+    utterances = read_story(pipeline / "input" / "1.story.txt").utterances
+    texts = set()
+    for key in keys:
+        if re.fullmatch(r"\d+_\d+", key):
+            texts.add(utterances[int(key.split("_")[0]) - 1].text[:40])
+    return texts
