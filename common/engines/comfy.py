@@ -32,6 +32,15 @@ def _single_output(files: list[Path], kinds: tuple[str, ...], what: str) -> Path
     return chosen[-1]
 
 
+def bridge_text_conditioning(workflow: Workflow) -> None:
+    """Wire conditioning left open for reference images (the seed's scene.json points FluxGuidance
+    at a node 30 that each job adds) straight to the text prompt, for jobs without references."""
+    encoders = workflow.positive_prompt_ids() or workflow.find("CLIPTextEncode")
+    for node_id, name, _ in workflow.dangling_links():
+        if name == "conditioning" and encoders:
+            workflow.connect(node_id, name, encoders[0])
+
+
 def apportion_spans(texts: Sequence[str], total: float, pause: float) -> tuple[tuple[float, float], ...]:
     """Line spans inside one multi-speaker take, shared out by text length around fixed pauses.
 
@@ -92,8 +101,9 @@ class ComfySound:
 
     def sound_effect(self, description: str, seconds: float, out_wav: Path, *, seed: int) -> Path:
         workflow = Workflow.load(self.template)
-        workflow.set_prompt(description)
-        workflow.set_seconds(max(1.0, float(seconds)))
+        need = "a sound effect"
+        workflow.set_prompt(description, required_for=need)
+        workflow.set_seconds(max(1.0, float(seconds)), required_for=need)
         workflow.set_seed(seed)
         with tempfile.TemporaryDirectory(prefix="sfx-", dir=out_wav.parent) as tmp:
             files = self.client.run(workflow.to_prompt(), Path(tmp), timeout=self.timeout)
@@ -115,19 +125,17 @@ class ComfyImage:
     def image(self, request: ImageRequest, out_png: Path) -> Path:
         template = self.templates.get(request.kind) or self.templates["scene"]
         workflow = Workflow.load(template)
-        workflow.set_prompt(request.prompt)
+        need = f"a {request.kind} image"
+        bridge_text_conditioning(workflow)
+        workflow.set_prompt(request.prompt, required_for=need)
         if request.negative_prompt:
             workflow.set_negative_prompt(request.negative_prompt)
         workflow.set_seed(request.seed)
-        workflow.set_size(request.width, request.height)
+        workflow.set_size(request.width, request.height, required_for=need)
         if request.steps:
             workflow.set_steps(request.steps)
         if request.input_image is not None:
-            name = self.client.upload_image(request.input_image)
-            if not workflow.set_input_image(name):
-                raise JobError(
-                    f"{template.name} has no LoadImage node, which an input image needs; add one or use a workflow that has it."
-                )
+            workflow.set_input_image(self.client.upload_image(request.input_image), required_for="an input image")
             if request.denoise is not None:
                 workflow.set_denoise(request.denoise)
         with tempfile.TemporaryDirectory(prefix="img-", dir=out_png.parent) as tmp:
@@ -161,14 +169,13 @@ class ComfyAnimation:
 
     def animate(self, request: ClipRequest, out_mp4: Path) -> Path:
         workflow = Workflow.load(self.template)
-        workflow.set_prompt(request.prompt)
+        need = "an image-to-video clip"
+        workflow.set_prompt(request.prompt, required_for=need)
         workflow.set_seed(request.seed)
-        workflow.set_size(request.width, request.height)
-        workflow.set_length(self.frames_for(request.seconds, request.fps))
+        workflow.set_size(request.width, request.height, required_for=need)
+        workflow.set_length(self.frames_for(request.seconds, request.fps), required_for=need)
         workflow.set_fps(request.fps)
-        name = self.client.upload_image(request.image)
-        if not workflow.set_input_image(name):
-            raise JobError(f"{self.template.name} has no LoadImage node for the scene image; use an image-to-video workflow.")
+        workflow.set_input_image(self.client.upload_image(request.image), required_for=need)
         with tempfile.TemporaryDirectory(prefix="clip-", dir=out_mp4.parent) as tmp:
             files = self.client.run(workflow.to_prompt(), Path(tmp), timeout=self.timeout)
             clip = _single_output(files, (".mp4", ".webm", ".mov", ".mkv"), "animation")
