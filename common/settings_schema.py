@@ -67,7 +67,7 @@ _SETTINGS = [
     _s("NARRATOR_VOICE", "narrator", "voice stem of the narrator (voices/narrator.wav)"),
     _s("AUDIO_SAMPLE_RATE", 44100, "sample rate of story.wav and everything mixed with it"),
     _s("LINE_PAUSE", 0.3, "seconds of silence between two lines (the seed's pause_between_speakers)"),
-    _s("TTS_SEED", 0, "seed of the TTS node"),
+    _s("TTS_SEED", 0, "seed of the TTS node; 0 = derived from each chunk's text, so reruns sound the same"),
     _s("STORY_WORKFLOW", "story.json", "workflow/ file used for speech"),
     # --- images (SPEC 4; seed values) ---
     _s("ART_STYLE", "Ghibli Art", "art style put in front of every image prompt"),

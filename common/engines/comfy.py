@@ -76,9 +76,10 @@ class ComfySpeech:
 
     def speak_chunk(self, lines: Sequence[SpeechLine], out_wav: Path, *, seed: int) -> SpokenChunk:
         workflow = Workflow.load(self.template)
-        workflow.set_seed(seed)
         voices = {line.speaker: line.voice for line in lines}
-        prompt = build_speech_prompt(workflow, [(l.speaker, l.text) for l in lines], voices, self.client.upload_image)
+        # Seed 0 means "derive it from the chunk's text": OmniVoice would take 0 as random.
+        prompt = build_speech_prompt(workflow, [(l.speaker, l.text) for l in lines], voices, self.client.upload_image,
+                                     seed=seed or None)
         with tempfile.TemporaryDirectory(prefix="tts-", dir=out_wav.parent) as tmp:
             files = self.client.run(prompt, Path(tmp), timeout=self.timeout)
             audio = _single_output(files, (".wav", ".flac", ".mp3", ".ogg", ".opus"), "speech")

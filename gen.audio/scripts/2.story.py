@@ -34,13 +34,13 @@ def main(ctx: ScriptContext) -> None:
             f"engine {engine.name}")
 
     def speak(chunk):
-        spoken = engine.speak_chunk(chunk.lines, out_dir / f"{chunk.key}.wav", seed=seed + chunk.number)
+        spoken = engine.speak_chunk(chunk.lines, out_dir / f"{chunk.key}.wav", seed=seed)
         return [spoken.wav], {"spans": [list(s) for s in spoken.line_spans], "timing": spoken.timing}
 
     store = ctx.checkpoints()
     entries = ctx.each(
         chunks, label="story", key=lambda c: c.key,
-        fingerprint=lambda c: fingerprint(ident, seed + c.number, c.identity()),
+        fingerprint=lambda c: fingerprint(ident, seed, c.identity()),
         work=speak, preview=engine.preview,
     )
     store.retain_only([c.key for c in chunks] + ["story.wav"])
