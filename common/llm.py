@@ -27,7 +27,6 @@ question. Connection retries for transient HTTP failures are the `openai` client
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import re
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 import jsonschema
 import openai
 
+from common.net import is_loopback_url
 from common.errors import ConfigError, InputError, JobError, ServiceError
 
 DEFAULT_BASE_URL = "http://127.0.0.1:1234/v1"
@@ -162,16 +162,6 @@ def schema_problem(value: Any, schema: dict[str, Any]) -> str | None:
     return _one_line(f"{'at ' + where + ': ' if where else ''}{error.message}", 240)
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def normalize_base_url(base_url: str | None) -> str:
     """The server's OpenAI API root; a bare `http://host:port` gets LM Studio's `/v1`."""
     url = (base_url or DEFAULT_BASE_URL).strip().rstrip("/")
@@ -223,7 +213,7 @@ class LLMClient:
         self.timeout = float(timeout)
         self.max_retries = max(0, int(max_retries))
         # A local server must not be reached through the user's HTTP(S)_PROXY.
-        http_client = openai.DefaultHttpxClient(trust_env=False) if _is_loopback(self.base_url) else None
+        http_client = openai.DefaultHttpxClient(trust_env=False) if is_loopback_url(self.base_url) else None
         self._client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "lm-studio",
                                      timeout=self.timeout, max_retries=max(0, int(transport_retries)),
                                      http_client=http_client)

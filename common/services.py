@@ -10,7 +10,6 @@ of its log, so a broken install fails in seconds with the reason, not after a 5-
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from urllib.parse import urlsplit
 import psutil
 import requests
 
+from common.net import is_loopback_url
 from common.errors import ServiceError
 
 Say = Callable[[str], None]
@@ -43,17 +43,6 @@ def _default_say(message: str) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def is_loopback_url(url: str) -> bool:
-    """Only a server on this machine can be started (or is ours to start) from here."""
-    host = (urlsplit(url).hostname or "").strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def port_of(url: str) -> int:
