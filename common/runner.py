@@ -12,12 +12,13 @@ import os
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from common.checkpoints import CheckpointStore, Entry
-from common.errors import ConfigError, Interrupted, PipelineError
+from common.errors import Interrupted, PipelineError
 from common.paths import pipeline_dir_of
 from common.progress import Progress
 from common.settings import Settings, load_settings
@@ -106,15 +107,19 @@ class ScriptContext:
         work: Callable[[T], tuple[Iterable[Path], dict[str, Any]]],
         preview: bool = False,
         store: CheckpointStore | None = None,
+        workers: int = 1,
     ) -> dict[str, Entry]:
         """Run `work` for every item not already checkpointed, checkpointing each as it finishes.
 
         `work(item)` returns (files it wrote, data to remember). Returns the entry of every
-        item, cached or new, by key, so the caller can assemble results in order.
+        item, cached or new, by key, so the caller can assemble results in order. With
+        `workers` > 1 that many items run at once (e.g. to keep a ComfyUI queue full); each is
+        still checkpointed the moment it finishes, so an interruption loses only those in flight.
         """
         store = store or self.checkpoints()
         progress = Progress(len(items), label)
         entries: dict[str, Entry] = {}
+        todo: list[tuple[T, str, str]] = []
         for item in items:
             item_key, item_fp = key(item), fingerprint(item)
             cached = store.lookup(item_key, item_fp)
@@ -122,15 +127,35 @@ class ScriptContext:
                 store.note_cached()
                 entries[item_key] = cached
                 progress.done(item_key, cached=True)
-                continue
-            progress.begin(item_key)
+            else:
+                todo.append((item, item_key, item_fp))
+
+        def run_one(job: tuple[T, str, str]) -> tuple[str, Entry]:
+            item, item_key, item_fp = job
             started = time.monotonic()
             files, data = work(item)
             took = time.monotonic() - started
-            entries[item_key] = store.record(item_key, item_fp, files=files, data=data, preview=preview, took=took)
-            progress.done(item_key, took)
+            return item_key, store.record(item_key, item_fp, files=files, data=data, preview=preview, took=took)
+
+        if workers <= 1 or len(todo) <= 1:
+            for job in todo:
+                progress.begin(job[1])
+                item_key, entry = run_one(job)
+                entries[item_key] = entry
+                progress.done(item_key, entry.took)
+        else:
+            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=label)
+            try:
+                futures = [pool.submit(run_one, job) for job in todo]
+                for future in as_completed(futures):
+                    item_key, entry = future.result()
+                    entries[item_key] = entry
+                    progress.done(item_key, entry.took)
+            finally:
+                # On an error or Ctrl+C, start nothing new; jobs in flight finish or fail on their own.
+                pool.shutdown(wait=True, cancel_futures=True)
         self.say(progress.summary())
-        return entries
+        return {key(item): entries[key(item)] for item in items}
 
     def finish(self) -> None:
         for store in self._stores.values():
@@ -193,4 +218,4 @@ def run_guarded(body: Callable[[], None]) -> int:
         return exc.exit_code
 
 
-__all__ = ["Script", "ScriptContext", "standard_parser", "run_guarded", "ConfigError", "Iterator"]
+__all__ = ["Script", "ScriptContext", "standard_parser", "run_guarded"]
