@@ -169,8 +169,10 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 class Script:
     """A numbered script: `Script(__file__, "what it does")`, add flags, then `.run(main)`."""
 
-    def __init__(self, script_file: str, description: str) -> None:
+    def __init__(self, script_file: str, description: str, settings_keys: Sequence[str] = ()) -> None:
+        """`settings_keys` are the settings this script uses: `--change-settings y` offers them."""
         self.file = Path(script_file).resolve()
+        self.settings_keys = tuple(settings_keys)
         self.name = self.file.stem
         self.description = description
         self.parser = standard_parser(f"{self.file.name}: {description}")
@@ -187,7 +189,22 @@ class Script:
         overrides = {setting: getattr(args, dest) for dest, setting in self._settings_flags.items()}
         pipeline_dir = pipeline_dir_of(self.file)
         settings = load_settings(pipeline_dir, overrides)
+        if args.change_settings == "y":
+            settings = self._ask_settings(settings)
         return ScriptContext(self.name, pipeline_dir, args, settings, out=lambda m: print(m, flush=True))
+
+    def _ask_settings(self, settings: Settings) -> Settings:
+        """The seed's interactive settings review, for this run only; unattended runs keep them."""
+        keys = self.settings_keys or tuple(self._settings_flags.values())
+        if not sys.stdin or not sys.stdin.isatty():
+            print("--change-settings y: no terminal to ask on, keeping the settings as they are.", flush=True)
+            return settings
+        changes: dict[str, str] = {}
+        for key in keys:
+            answer = input(f"{key} = {settings.get(key)!r} (from {settings.source_of(key)}); new value or Enter: ").strip()
+            if answer:
+                changes[key] = answer
+        return settings.with_overrides(**changes) if changes else settings
 
     def run(self, main: Callable[[ScriptContext], None], argv: Sequence[str] | None = None) -> None:
         """Run `main` and exit: 0 on success, the error's code on a user-caused failure."""

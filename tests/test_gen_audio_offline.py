@@ -139,3 +139,11 @@ def test_user_edits_to_voice_map_are_kept(tmp_path: Path) -> None:
     text = speakers.read_text()
     assert text.startswith("# mine\nmale_keeper_silas   samuel_en\n")
     assert read_voice_map(speakers).as_dict()["male_fisherman_bram"] in {"henry_en", "oliver_en"}
+
+
+def test_force_recasts_voices(tmp_path: Path) -> None:
+    pipeline = copy_pipeline(tmp_path)
+    speakers = pipeline / "input" / "1.story.speakers.txt"
+    speakers.write_text("male_keeper_silas   samuel_en\n")
+    assert run_script(pipeline, "1.character.py", "--mode", "voices", "--force", env=OFFLINE).returncode == 0
+    assert read_voice_map(speakers).as_dict()["male_keeper_silas"] == "oliver_en"

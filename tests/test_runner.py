@@ -91,3 +91,24 @@ def test_run_guarded_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
         raise KeyboardInterrupt
 
     assert run_guarded(interrupted) == 130
+
+
+def test_change_settings_asks_only_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    from common.runner import Script
+
+    scripts = tmp_path / "gen.x" / "scripts"
+    scripts.mkdir(parents=True)
+    script = Script(str(scripts / "9.t.py"), "t", settings_keys=("CHUNK_SIZE", "LANGUAGE"))
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Tty("7\n\n"))
+    ctx = script.context(["--change-settings", "y"])
+    assert ctx.settings.CHUNK_SIZE == 7 and ctx.settings.LANGUAGE == "en"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("9\n"))
+    assert script.context(["--change-settings", "y"]).settings.CHUNK_SIZE == 5

@@ -33,8 +33,13 @@ _INK: RGB = (246, 244, 238)
 _SHADE: RGB = (12, 14, 22)
 _PANEL_ALPHA = 185
 _ELLIPSIS = "\u2026"
-# Words that name a CSS colour but, in our descriptions, almost always mean something else.
-_NOT_COLOURS = frozenset({"tan"})
+# Ken Burns moves (common.offline.kenburns, zoom 1.10) show at least the middle 1/1.10 of a
+# card, losing up to 9.1% of one side in a pan: text kept this far from every edge stays in view.
+MOTION_SAFE_MARGIN = 0.095
+# CSS colour names that in story descriptions usually name a thing (a linen curtain, snow,
+# moccasins, a plum), not its colour.
+_NOT_COLOURS = frozenset({"linen", "snow", "moccasin", "tomato", "salmon", "chocolate", "peru", "wheat",
+                          "plum", "orchid", "bisque", "lime", "thistle"})
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class FittedText:
     width: int
     height: int
     truncated: bool
+    split_words: bool = False  # a word wider than the box was broken between characters
 
     @property
     def font(self) -> FontType:
@@ -92,7 +98,7 @@ def hex_colours(text: str) -> list[RGB]:
 
 
 def named_colours(text: str) -> list[RGB]:
-    """CSS colour names in the text ("dark_gray", "pale yellow", "navy"), in order, without repeats."""
+    """CSS colour names in the text ("dark_gray", "light yellow", "navy"), in order, without repeats."""
     words = _WORD.findall(text.lower())
     found: list[RGB] = []
     i = 0
@@ -173,36 +179,74 @@ def _break_word(word: str, font: FontType, width: float) -> list[str]:
     return pieces
 
 
-def wrap_text(text: str, font: FontType, width: float) -> list[str]:
-    """Greedy word wrap by measured width; a word wider than the box is split between characters."""
+def wrap_text(text: str, font: FontType, width: float, max_lines: int | None = None) -> list[str]:
+    """Greedy word wrap by measured width; a word wider than the box is split between characters.
+
+    Words are measured once and summed (fast for long descriptions); each finished line is
+    then measured whole, and words that kerning pushes over go back to the next line. Stops
+    after `max_lines` lines when given, since text that long will not fit anyway.
+    """
+    return _wrap(text, font, width, max_lines)[0]
+
+
+def _wrap(text: str, font: FontType, width: float, max_lines: int | None) -> tuple[list[str], bool]:
+    """wrap_text, also saying whether a word had to be split."""
+    split = False
+    space = font.getlength(" ")
+    measured: dict[str, float] = {}
     lines: list[str] = []
-    current = ""
-    for word in text.split():
-        trial = f"{current} {word}" if current else word
-        if font.getlength(trial) <= width:
-            current = trial
+    words: list[str] = []
+    used = 0.0
+    queue = list(reversed(text.split()))
+
+    def finish() -> None:
+        while len(words) > 1 and font.getlength(" ".join(words)) > width:
+            queue.append(words.pop())
+        lines.append(" ".join(words))
+
+    while queue and (max_lines is None or len(lines) <= max_lines):
+        word = queue.pop()
+        size = measured.get(word)
+        if size is None:
+            size = measured[word] = font.getlength(word)
+        if size > width and len(word) > 1:
+            queue.extend(reversed(_break_word(word, font, width)))
+            split = True
             continue
-        if current:
-            lines.append(current)
-        if font.getlength(word) <= width:
-            current = word
-        else:
-            *full, current = _break_word(word, font, width)
-            lines.extend(full)
-    if current:
-        lines.append(current)
-    return lines
+        # (A single character wider than the box stays on its own line; fit_text rejects it.)
+        if words and used + space + size > width:
+            queue.append(word)  # back on the stack first, so words finish() returns come before it
+            finish()
+            words, used = [], 0.0
+            continue
+        used = used + space + size if words else size
+        words.append(word)
+    if words and (max_lines is None or len(lines) <= max_lines):
+        finish()
+        if queue:  # kerning pushed words out of the last line
+            rest, rest_split = _wrap(" ".join(reversed(queue)), font, width, max_lines)
+            lines.extend(rest)
+            split |= rest_split
+    return lines, split
 
 
-def _layout(paragraphs: Sequence[str], size: int, bold: bool, width: int, spacing: float) -> FittedText:
+def _layout(paragraphs: Sequence[str], size: int, bold: bool, width: int, spacing: float,
+            max_height: float | None = None) -> FittedText:
+    """Wrap at one size; with `max_height`, stop early once the text is surely too tall."""
     font = load_font(size, bold)
     ascent, descent = font.getmetrics()
     line_height = max(1, round(size * spacing))
     gap = round(line_height * 0.45)
+    budget = None if max_height is None else int(max_height // line_height) + 1
     lines: list[str] = []
     breaks: list[int] = []
+    split_words = False
     for paragraph in paragraphs:
-        wrapped = wrap_text(paragraph, font, width)
+        room = None if budget is None else budget - len(lines)
+        if room is not None and room < 0:
+            break
+        wrapped, split = _wrap(paragraph, font, width, room)
+        split_words |= split
         if not wrapped:
             continue
         if lines:
@@ -210,7 +254,8 @@ def _layout(paragraphs: Sequence[str], size: int, bold: bool, width: int, spacin
         lines.extend(wrapped)
     widest = max((font.getlength(line) for line in lines), default=0.0)
     height = 0 if not lines else (len(lines) - 1) * line_height + len(breaks) * gap + ascent + descent
-    return FittedText(size, bold, tuple(lines), line_height, gap, tuple(breaks), int(np.ceil(widest)), height, False)
+    return FittedText(size, bold, tuple(lines), line_height, gap, tuple(breaks), int(np.ceil(widest)), height, False,
+                      split_words)
 
 
 def _truncate(fitted: FittedText, width: int, height: int) -> FittedText:
@@ -225,13 +270,18 @@ def _truncate(fitted: FittedText, width: int, height: int) -> FittedText:
             break
         used += extra
         keep.append(line)
-    if not keep:
+    if not keep or any(font.getlength(line) > width for line in keep):
+        # Not even one line, or a box narrower than a single character: draw nothing rather than spill.
         return FittedText(fitted.size, fitted.bold, (), fitted.line_height, fitted.paragraph_gap, (), 0, 0, True)
     last = keep[-1]
     while last and font.getlength(last.rstrip() + _ELLIPSIS) > width:
         # Drop whole words when there are several; a lone long word loses characters.
         last = last.rsplit(" ", 1)[0] if " " in last.strip() else last[:-1]
     keep[-1] = last.rstrip() + _ELLIPSIS
+    if font.getlength(keep[-1]) > width:  # not even the ellipsis fits
+        keep.pop()
+        if not keep:
+            return FittedText(fitted.size, fitted.bold, (), fitted.line_height, fitted.paragraph_gap, (), 0, 0, True)
     breaks = tuple(b for b in fitted.breaks if b < len(keep))
     widest = max(font.getlength(line) for line in keep)
     return FittedText(fitted.size, fitted.bold, tuple(keep), fitted.line_height, fitted.paragraph_gap, breaks,
@@ -242,27 +292,29 @@ def fit_text(paragraphs: str | Sequence[str], width: int, height: int, *, max_si
              bold: bool = False, spacing: float = 1.25) -> FittedText:
     """Wrap `paragraphs` into width x height at the largest font size that fits.
 
-    Shrinks step by step down to `min_size` (the smallest size still legible on the card);
-    text that does not fit even then is cut at a line end with an ellipsis rather than drawn
-    outside the box, and the result says so with `truncated`.
+    Shrinks as far as `min_size` (the smallest size still legible on the card), preferring
+    a smaller size to splitting a word; text that does not fit even then is cut at a line
+    end with an ellipsis rather than drawn outside the box, and `truncated` says so.
     """
     if isinstance(paragraphs, str):
         paragraphs = [paragraphs]
     paragraphs = [p for p in (" ".join(str(p).split()) for p in paragraphs) if p]
     min_size = max(1, int(min_size))
-    low, high = min_size, max(min_size, int(max_size))
-    best: FittedText | None = None
-    # Binary search for the largest size that fits; wrapping makes fit almost monotonic in size.
-    while low <= high:
-        size = (low + high) // 2
-        fitted = _layout(paragraphs, size, bold, width, spacing)
-        if fitted.height <= height and fitted.width <= width:
-            best, low = fitted, size + 1
-        else:
-            high = size - 1
-    if best is not None:
-        return best
-    return _truncate(_layout(paragraphs, min_size, bold, width, spacing), width, height)
+    # Largest size that fits, found by binary search (wrapping makes fit almost monotonic in
+    # size): first without splitting any word, and only if that fails, allowing splits.
+    for allow_split in (False, True):
+        low, high = min_size, max(min_size, int(max_size))
+        best: FittedText | None = None
+        while low <= high:
+            size = (low + high) // 2
+            fitted = _layout(paragraphs, size, bold, width, spacing, height)
+            if fitted.height <= height and fitted.width <= width and (allow_split or not fitted.split_words):
+                best, low = fitted, size + 1
+            else:
+                high = size - 1
+        if best is not None:
+            return best
+    return _truncate(_layout(paragraphs, min_size, bold, width, spacing, height), width, height)
 
 
 def _draw_text(draw: ImageDraw.ImageDraw, fitted: FittedText, x: int, y: int, boxes: list[Box],
@@ -369,13 +421,14 @@ def _draw_figures(image: Image.Image, figures: Sequence[Figure], zone: Box, rend
 def render_card(*, width: int, height: int, title: str, subtitle: str | None = None,
                 body_lines: Iterable[str] = (), palette: Sequence[ColourLike] | None = None,
                 seed_text: str = "", figures: Sequence[Figure] = (), headline: bool = False,
-                body_min_size: int | None = None) -> CardRender:
+                body_min_size: int | None = None, safe_margin: float = MOTION_SAFE_MARGIN) -> CardRender:
     """Draw a card in memory and report where its text landed.
 
     `title` is the card's id label (a scene id, a character tag) shown top-left, or with
     `headline` a large centred title (thumbnails). `body_lines` are paragraphs, wrapped and
     shrunk to fit a panel at the bottom that grows only as tall as they need; below
     `body_min_size` pixels (default: 2% of the short side) they are cut with an ellipsis.
+    Nothing that matters is drawn within `safe_margin` (a fraction of each side) of the edge.
     """
     if width < 64 or height < 64:
         raise InputError(f"A card of {width}x{height} pixels is too small to draw; use at least 64x64.")
@@ -392,9 +445,11 @@ def render_card(*, width: int, height: int, title: str, subtitle: str | None = N
     render = CardRender(image=image)
 
     short = min(width, height)
-    margin = max(6, round(short * 0.045))
-    pad = max(4, round(margin * 0.6))
-    inner_w = width - 2 * margin - 2 * pad
+    mx = max(6, round(width * safe_margin))
+    my = max(6, round(height * safe_margin))
+    pad = max(4, round(short * 0.027))
+    gap = max(6, round(short * 0.045))
+    inner_w = width - 2 * mx - 2 * pad
     portrait = height > width
 
     overlay = Image.new("RGBA", (width, height), (0, 0, 0, 0))
@@ -402,35 +457,32 @@ def render_card(*, width: int, height: int, title: str, subtitle: str | None = N
     pending: list[tuple[FittedText, int, int, str, int]] = []
 
     # Title: a label pill top-left, or a big centred headline.
-    y = margin
+    y = my
     if headline:
         fitted = fit_text(title, inner_w, round(height * 0.42), max_size=round(short * 0.13),
                           min_size=max(10, round(short * 0.04)), bold=True, spacing=1.12)
         block_h = fitted.height + 2 * pad
         y0 = round(height * 0.30 - block_h / 2) if body else round((height - block_h) / 2)
-        y0 = max(margin, y0)
-        panel = (margin, y0, width - margin, y0 + block_h)
+        y0 = max(my, y0)
+        panel = (mx, y0, width - mx, y0 + block_h)
         _panel(shapes, panel, pad)
         render.panels.append(panel)
-        pending.append((fitted, margin + pad, y0 + pad, "center", inner_w))
+        pending.append((fitted, mx + pad, y0 + pad, "center", inner_w))
         y = panel[3] + pad
     else:
         fitted = fit_text(title, inner_w, round(short * 0.2), max_size=round(short * 0.075),
                           min_size=max(9, round(short * 0.03)), bold=True, spacing=1.15)
-        panel = (margin, y, margin + fitted.width + 2 * pad, y + fitted.height + 2 * pad)
+        panel = (mx, y, mx + fitted.width + 2 * pad, y + fitted.height + 2 * pad)
         _panel(shapes, panel, pad)
         render.panels.append(panel)
-        pending.append((fitted, margin + pad, y + pad, "left", 0))
+        pending.append((fitted, mx + pad, y + pad, "left", 0))
         y = panel[3] + max(3, pad // 2)
     render.truncated |= fitted.truncated
 
     if subtitle:
         fitted = fit_text(subtitle, inner_w, round(short * 0.14), max_size=round(short * 0.045),
                           min_size=max(9, round(short * 0.022)), spacing=1.2)
-        if headline:
-            x0 = margin + pad + round((inner_w - fitted.width) / 2) - pad
-        else:
-            x0 = margin
+        x0 = mx + round((inner_w - fitted.width) / 2) if headline else mx
         panel = (x0, y, x0 + fitted.width + 2 * pad, y + fitted.height + 2 * pad)
         _panel(shapes, panel, pad)
         render.panels.append(panel)
@@ -440,29 +492,27 @@ def render_card(*, width: int, height: int, title: str, subtitle: str | None = N
     header_bottom = y
 
     # Body: a panel anchored at the bottom, as tall as the text needs up to its share of the card.
-    body_top_limit = (0.56 if portrait else 0.64) if figures else (0.36 if portrait else 0.42)
-    if headline:
-        body_top_limit = max(body_top_limit, (header_bottom + margin) / height)
-    max_body_h = height - margin - max(round(height * body_top_limit), header_bottom + margin)
-    body_panel_top = height - margin
+    body_top_limit = (0.56 if portrait else 0.62) if figures else (0.36 if portrait else 0.42)
+    max_body_h = height - my - max(round(height * body_top_limit), header_bottom + gap)
+    body_panel_top = height - my
     if body and max_body_h > 2 * pad + 8:
         fitted = fit_text(body, inner_w, max_body_h - 2 * pad, max_size=round(short * 0.048),
                           min_size=body_min_size or max(10, round(short * 0.02)))
         if fitted.lines:
-            body_panel_top = height - margin - fitted.height - 2 * pad
-            panel = (margin, body_panel_top, width - margin, height - margin)
+            body_panel_top = height - my - fitted.height - 2 * pad
+            panel = (mx, body_panel_top, width - mx, height - my)
             _panel(shapes, panel, pad)
             render.panels.append(panel)
-            pending.append((fitted, margin + pad, body_panel_top + pad, "left", 0))
+            pending.append((fitted, mx + pad, body_panel_top + pad, "left", 0))
         render.truncated |= fitted.truncated
 
     image.alpha_composite(overlay)
     if figures:
-        zone_top = header_bottom + margin // 2
-        zone_bottom = min(body_panel_top - margin // 2, round(height * (0.56 if portrait else 0.64)))
-        if body_panel_top >= height - margin:
-            zone_bottom = height - margin
-        _draw_figures(image, figures, (margin, zone_top, width - margin, zone_bottom), render)
+        zone_top = header_bottom + gap // 2
+        zone_bottom = min(body_panel_top - gap // 2, round(height * (0.56 if portrait else 0.62)))
+        if body_panel_top >= height - my:
+            zone_bottom = height - my
+        _draw_figures(image, figures, (mx, zone_top, width - mx, zone_bottom), render)
 
     draw = ImageDraw.Draw(image)
     for fitted, x, y_text, align, box_w in pending:
@@ -482,11 +532,12 @@ def save_png(image: Image.Image, out_png: str | os.PathLike[str]) -> Path:
 def draw_card(out_png: str | os.PathLike[str], *, width: int, height: int, title: str,
               subtitle: str | None = None, body_lines: Iterable[str] = (),
               palette: Sequence[ColourLike] | None = None, seed_text: str = "",
-              figures: Sequence[Figure] = (), headline: bool = False, body_min_size: int | None = None) -> Path:
+              figures: Sequence[Figure] = (), headline: bool = False, body_min_size: int | None = None,
+              safe_margin: float = MOTION_SAFE_MARGIN) -> Path:
     """Draw a storyboard card and write it to `out_png` (see `render_card` for the layout)."""
     render = render_card(width=width, height=height, title=title, subtitle=subtitle, body_lines=body_lines,
                          palette=palette, seed_text=seed_text, figures=figures, headline=headline,
-                         body_min_size=body_min_size)
+                         body_min_size=body_min_size, safe_margin=safe_margin)
     return save_png(render.image, out_png)
 
 
@@ -509,7 +560,7 @@ def character_card(tag: str, description: str, out: str | os.PathLike[str], widt
     return draw_card(out, width=width, height=height, title=tag, subtitle=display_name(tag),
                      body_lines=[description], palette=palette_from_text(description),
                      seed_text=f"character:{tag}\n{description}",
-                     figures=[Figure(display_name(tag), identity_colour(tag))])
+                     figures=[Figure("", identity_colour(tag))])  # the subtitle already names it
 
 
 def location_card(loc_id: str, description: str, out: str | os.PathLike[str], width: int = 1280,
@@ -544,4 +595,5 @@ def thumbnail_card(title: str, prompt_text: str, out: str | os.PathLike[str], wi
     """
     return draw_card(out, width=width, height=height, title=title, body_lines=[prompt_text] if prompt_text else (),
                      palette=palette_from_text(prompt_text + "\n" + title), seed_text=f"thumbnail:{title}\n{prompt_text}",
-                     headline=True, body_min_size=max(12, round(min(width, height) * 0.032)))
+                     headline=True, body_min_size=max(12, round(min(width, height) * 0.032)),
+                     safe_margin=0.045)

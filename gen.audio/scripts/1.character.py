@@ -19,7 +19,8 @@ MAP_HEADER = (
     "A stem names voices/**/<stem>.wav, with its transcript in <stem>.reference.txt beside it.",
 )
 
-script = Script(__file__, "assign voices, then write 9.summary.txt, 10.title.txt and 12.chapters.txt")
+script = Script(__file__, "assign voices, then write 9.summary.txt, 10.title.txt and 12.chapters.txt",
+                settings_keys=("LANGUAGE", "REGION", "NARRATOR_VOICE", "LM_STUDIO_MODEL"))
 script.add_argument("--auto-gender", choices=("m", "f"), help="gender for speaker tags with no male_/female_ prefix")
 script.add_argument("--mode", choices=("all", "voices", "text"), default="all", help="do only the voices or only the text")
 
@@ -28,8 +29,9 @@ def assign(ctx: ScriptContext, story) -> None:
     map_path = ctx.input_dir / "1.story.speakers.txt"
     library = VoiceLibrary.scan(ctx.pipeline_dir / "voices")
     existing = read_voice_map(map_path) if map_path.is_file() else VoiceMap(())
+    # --force recasts every speaker; otherwise the user's choices in the map are kept.
     voices = assign_voices(
-        story.speakers(), library, existing.as_dict(),
+        story.speakers(), library, {} if ctx.args.force else existing.as_dict(),
         language=ctx.settings.LANGUAGE, region=ctx.settings.REGION,
         narrator_voice=ctx.settings.NARRATOR_VOICE, auto_gender=ctx.args.auto_gender,
     )

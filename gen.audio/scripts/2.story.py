@@ -14,7 +14,8 @@ from common.paths import require_file, story_path
 from common.runner import Script, ScriptContext
 from common.speech import build_chunks, join_story, voices_for_story
 
-script = Script(__file__, "speak the story in chunks and join them into output/story.wav")
+script = Script(__file__, "speak the story in chunks and join them into output/story.wav",
+                settings_keys=("CHUNK_SIZE", "LINE_PAUSE", "TTS_SEED", "STORY_WORKFLOW"))
 script.add_argument("--chunk-size", type=int, setting="CHUNK_SIZE", help="story lines per TTS job (default 5)")
 
 
