@@ -2,6 +2,7 @@
 (and later the retake step) share."""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,26 @@ def build_chunks(story: Story, voices: Mapping[str, Voice], size: int) -> list[C
         Chunk(number, start + 1, min(start + size, len(lines)), tuple(lines[start : start + size]))
         for number, start in enumerate(range(0, len(lines), size))
     ]
+
+
+def retake_attempts(pipeline_dir: Path) -> dict[str, int]:
+    """How often 4.quality.py --retake has asked for each chunk again (chunk key -> count).
+
+    A deterministic TTS gives the same take for the same seed, so a retake must change the
+    seed; reading the count from 4.quality's checkpoint keeps 2.story.py's own fingerprints
+    unchanged (the retake already dropped the chunk's entry)."""
+    state = pipeline_dir / "output" / "tracking" / "4.quality.state.json"
+    try:
+        chunks = json.loads(state.read_text(encoding="utf-8"))["items"]["retakes"]["data"]["chunks"]
+        return {str(key): int(value.get("attempts", 0)) for key, value in chunks.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def chunk_seed(base: int, attempts: int) -> int:
+    """The seed of one take: the base seed (0 = derived from the text) on the first take,
+    a different non-zero one for each retake."""
+    return base + 7919 * attempts if attempts else base
 
 
 def line_timings(chunks: Sequence[Chunk], entries: Mapping[str, Entry], chunk_spans: Sequence[tuple[float, float]]) -> list[dict[str, Any]]:

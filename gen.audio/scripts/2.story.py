@@ -12,7 +12,7 @@ from common.engines.registry import get_engine
 from common.formats.story import read_story
 from common.paths import require_file, story_path
 from common.runner import Script, ScriptContext
-from common.speech import build_chunks, join_story, voices_for_story
+from common.speech import build_chunks, chunk_seed, join_story, retake_attempts, voices_for_story
 
 script = Script(__file__, "speak the story in chunks and join them into output/story.wav",
                 settings_keys=("CHUNK_SIZE", "LINE_PAUSE", "TTS_SEED", "STORY_WORKFLOW"))
@@ -34,8 +34,11 @@ def main(ctx: ScriptContext) -> None:
     ctx.say(f"{len(story.utterances)} lines in {len(chunks)} chunks of up to {ctx.settings.CHUNK_SIZE}, "
             f"engine {engine.name}")
 
+    retakes = retake_attempts(ctx.pipeline_dir)
+
     def speak(chunk):
-        spoken = engine.speak_chunk(chunk.lines, out_dir / f"{chunk.key}.wav", seed=seed)
+        take_seed = chunk_seed(seed, retakes.get(chunk.key, 0))
+        spoken = engine.speak_chunk(chunk.lines, out_dir / f"{chunk.key}.wav", seed=take_seed)
         return [spoken.wav], {"spans": [list(s) for s in spoken.line_spans], "timing": spoken.timing}
 
     store = ctx.checkpoints()
