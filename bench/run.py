@@ -101,6 +101,190 @@ def readiness_delay(work: Path) -> Result:
     return max(delays), "s", 0.5, "<="
 
 
+_MIX_DRIVER = textwrap.dedent(
+    """
+    import json, resource, sys
+    from pathlib import Path
+    from common.mix import mix_story
+    work = Path(sys.argv[1])
+    result = mix_story(work / "story.wav", work / "final.wav", sfx=work / "sfx.wav", music=work / "music.wav",
+                       say=lambda m: None)
+    print(json.dumps({"self_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                      "children_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+                      "summary": result.summary()}))
+    """
+)
+
+
+def _write_blocks(path: Path, seconds: float, rate: int, block: Callable[[int, int], "object"]) -> None:
+    """A mono 16-bit WAV written one 10-s block at a time: `block(start, n)` gives float samples."""
+    import wave
+
+    import numpy as np
+
+    total = int(seconds * rate)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        for start in range(0, total, 10 * rate):
+            n = min(10 * rate, total - start)
+            samples = np.clip(np.asarray(block(start, n), dtype=np.float32), -1.0, 1.0)
+            out.writeframes((samples * 32767.0).astype("<i2").tobytes())
+
+
+def synth_story_inputs(work: Path, seconds: float, rate: int = 44100) -> None:
+    """Speech-like story.wav (syllable-modulated noise bursts with pauses), a sparse sfx.wav and a music loop."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+
+    def speech(start: int, n: int):
+        t = np.arange(n, dtype=np.float32) / rate
+        syllables = 0.5 + 0.5 * np.sin(2 * np.pi * 4.0 * t) ** 2
+        phrase = (np.sin(2 * np.pi * 0.3 * (t + start / rate)) > -0.3).astype(np.float32)  # ~65% talking
+        out = rng.standard_normal(n, dtype=np.float32) * syllables * phrase * 0.1
+        # A plosive-like peak every 5 s, as real speech has: at -14 LUFS its peaks would pass
+        # -1 dBTP, so the mix takes loudnorm's dynamic mode, the heavier path.
+        for at in range(rate, n - 200, 5 * rate):
+            out[at:at + 200] += 0.8 * np.hanning(200).astype(np.float32)
+        return out
+
+    def sfx(start: int, n: int):
+        out = np.zeros(n, dtype=np.float32)
+        if (start // (10 * rate)) % 3 == 0:  # a 1.5-s effect every 30 s
+            k = min(n, int(1.5 * rate))
+            out[:k] = np.sin(2 * np.pi * 330.0 * np.arange(k) / rate) * np.hanning(k) * 0.3
+        return out
+
+    _write_blocks(work / "story.wav", seconds, rate, speech)
+    _write_blocks(work / "sfx.wav", seconds, rate, sfx)
+    _write_blocks(work / "music.wav", 30.0, rate,
+                  lambda s, n: 0.2 * np.sin(2 * np.pi * 220.0 * np.arange(s, s + n) / rate))
+
+
+def mix_peak_memory_mb(work: Path, seconds: float) -> float:
+    """Peak RSS (MB) of a mix of `seconds` of synthetic story: the Python process plus its ffmpeg children.
+
+    Sampled as the process tree's summed RSS, and bounded from above by the kernel's own
+    maxima (the driver's peak plus its largest child's): the larger of the two is reported.
+    """
+    import json
+
+    import psutil
+
+    synth_story_inputs(work, seconds)
+    proc = subprocess.Popen([sys.executable, "-c", _MIX_DRIVER, str(work)], env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    sampled = 0
+    root = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            tree = [root, *root.children(recursive=True)]
+            sampled = max(sampled, sum(p.memory_info().rss for p in tree))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"the mix failed: {err.strip()[-500:]}")
+    report = json.loads(out.strip().splitlines()[-1])
+    kernel = (report["self_kb"] + report["children_kb"]) * 1024
+    print(f"  mix of {seconds:.0f} s: {report['summary']}; peak RSS sampled {sampled / 2**20:.0f} MB, "
+          f"kernel: driver {report['self_kb'] / 1024:.0f} MB + largest ffmpeg {report['children_kb'] / 1024:.0f} MB",
+          file=sys.stderr)
+    return max(sampled, kernel) / 2**20
+
+
+@benchmark("combine_peak_memory_2h")
+def combine_peak_memory(work: Path) -> Result:
+    """8.combine.py's mix of a two-hour story (speech, sparse SFX, looped music) must stream, not load."""
+    return mix_peak_memory_mb(work, 2 * 3600.0), "MB", 300.0, "<="
+
+
+@benchmark("subtitles_2h_story")
+def subtitles_2h_story(work: Path) -> Result:
+    """3.transcribe.py's cue building for a two-hour story (~1,800 lines at 15 characters/s)."""
+    import random
+
+    from common.subtitles import CueRules, build_cues, to_timeline, words_from_timings
+
+    rng = random.Random(7)
+    vocabulary = ("the", "keeper", "lamp", "extraordinarily", "a", "harbour", "night,", "fog.", "said", "Ada?")
+    lines, at = [], 0.0
+    while at < 7200:
+        text = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(3, 60)))
+        end = at + len(text) / 15
+        lines.append({"line": len(lines) + 1, "text": text, "start": at, "end": end})
+        at = end + 0.3
+    words = words_from_timings(lines)
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        to_timeline(build_cues(words, CueRules(), total=at), at)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), "s", 3.0, "<="
+
+
+@benchmark("sfx_queue_efficiency")
+def sfx_queue_efficiency(work: Path) -> Result:
+    """7.sfx.py against the fake ComfyUI (one job at a time, like a GPU server; 0.5 s per job, 12
+    effects): wall time of the job phase / the time the server spent on jobs. 1.0 = it never
+    waited for our next job. From the fake's own record: a job starts when it is queued or when
+    the one before it ends, whichever is later, and ends at its job_done event."""
+    from common import media
+    from tests.fakes import start_fake_comfyui
+
+    pipeline = work / "gen.audio"
+    for part in ("scripts", "workflow"):
+        shutil.copytree(REPO / "gen.audio" / part, pipeline / part, ignore=shutil.ignore_patterns("__pycache__"))
+    (pipeline / "input").mkdir()
+    effects = [f"Bench effect number {n}, a soft rustle" for n in range(1, 13)]
+    (pipeline / "input" / "4.sfx.txt").write_text("".join(f"0.500: Silence\n2.000: {e}\n" for e in effects))
+    (pipeline / "output").mkdir()
+    media.write_wav(pipeline / "output" / "story.wav", media.silence(2.5 * len(effects), 44100), 44100)
+    with start_fake_comfyui(work, job_seconds=0.5) as comfy:
+        env = _env(PIPELINE_ENGINE="comfyui", COMFYUI_BASE_URL=comfy.url, LM_STUDIO_BASE_URL="http://127.0.0.1:9/v1")
+        subprocess.run([sys.executable, "7.sfx.py"], cwd=pipeline / "scripts", env=env, check=True,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        events = comfy.record_events()
+    queued = {e["prompt_id"]: e["time"] for e in events if e["event"] == "prompt"}
+    done = sorted((e["time"], e["prompt_id"]) for e in events if e["event"] == "job_done")
+    if len(done) != len(effects):
+        raise RuntimeError(f"expected {len(effects)} jobs, the fake ran {len(done)}")
+    busy, previous_end = 0.0, None
+    for ended, prompt_id in done:
+        started = queued[prompt_id] if previous_end is None else max(queued[prompt_id], previous_end)
+        busy += ended - started
+        previous_end = ended
+    wall = done[-1][0] - min(queued.values())
+    return wall / busy, "ratio", 1.02, "<="
+
+
+@benchmark("kenburns_speed")
+def kenburns_speed(work: Path) -> Result:
+    """The offline animation's Ken Burns render at 1024x576@24, as a multiple of realtime.
+
+    A storyboard card is the real input (flat colour and text, what the offline engine moves
+    over); a zoom and a pan are each timed three times, and the slower move's median counts.
+    """
+    from common.offline import cards, kenburns
+
+    still = cards.scene_card("scene_1.1", "{{loc_1, a weathered stone lighthouse on a rocky point}}, {Autumn evening}",
+                             [("female_keeper_niece_ada", "Determined, Standing in the boat, Tying the rope")],
+                             work / "still.png", 1280, 720)
+    seconds = 10.0
+    multiples = []
+    for move in ("zoom_in", "pan_left"):
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            kenburns.ken_burns(still, work / "clip.mp4", seconds=seconds, width=1024, height=576, fps=24, move=move)
+            times.append(time.perf_counter() - started)
+        multiples.append(seconds / statistics.median(times))
+    return min(multiples), "x realtime", 5.0, ">="
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("names", nargs="*", help=f"benchmarks to run (default all): {', '.join(BENCHMARKS)}")

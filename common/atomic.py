@@ -20,8 +20,20 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+_UMASK: list[int] = []
+
+
+def _default_mode() -> int:
+    """0o666 less the process umask, as open() would create the file (read once, then cached)."""
+    if not _UMASK:
+        current = os.umask(0o022)
+        os.umask(current)
+        _UMASK.append(current)
+    return 0o666 & ~_UMASK[0]
+
+
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike[str], suffix: str | None = None, mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success it is fsynced and renamed over it.
 
     Use it for files written by other programs (ffmpeg, Pillow): they write the temp path,
@@ -37,6 +49,8 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        # mkstemp makes owner-only files; outputs get the usual permissions unless asked otherwise.
+        os.chmod(tmp, _default_mode() if mode is None else mode)
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())

@@ -60,6 +60,13 @@ _SETTINGS = [
     # --- publishing (SPEC 9) ---
     _s("YOUTUBE_PRIVACY_STATUS", "private", "privacy of uploads", choices=("private", "unlisted", "public")),
     _s("YOUTUBE_CATEGORY_ID", "22", "YouTube category id"),
+    # --- gen.audio 12.youtube.py (publishing) ---
+    _s("YOUTUBE_CLIENT_SECRETS", "client_secrets.json", "OAuth client file (type Desktop app); a relative path is inside the pipeline folder"),
+    _s("YOUTUBE_TOKEN", "token.json", "authorisation saved by 12.youtube.py --authorize (mode 0600); a relative path is inside the pipeline folder"),
+    _s("YOUTUBE_DEFAULT_LANGUAGE", "en", "language of the video's title, description, audio and captions (BCP-47, e.g. en, en-GB)"),
+    _s("YOUTUBE_CHUNK_MB", 8.0, "upload chunk size in MiB, a multiple of 0.25; upload progress is saved after each chunk"),
+    _s("YOUTUBE_MAX_RETRIES", 8, "transient upload failures in a row that are retried before stopping (the upload stays resumable)"),
+    _s("YOUTUBE_UPLOAD_SHORTS", False, "also upload output/shorts/shorts.v*.mp4 (12.youtube.py --upload-shorts)"),
     # --- gen.audio ---
     _s("CHUNK_SIZE", 5, "story lines per TTS job (2.story.py --chunk-size)"),
     _s("LANGUAGE", "en", "voice language for speakers (voices/<gender>/<language>...)"),
@@ -69,6 +76,32 @@ _SETTINGS = [
     _s("LINE_PAUSE", 0.3, "seconds of silence between two lines (the seed's pause_between_speakers)"),
     _s("TTS_SEED", 0, "seed of the TTS node; 0 = derived from each chunk's text, so reruns sound the same"),
     _s("STORY_WORKFLOW", "story.json", "workflow/ file used for speech"),
+    # --- gen.audio 3.transcribe.py and 4.quality.py ---
+    _s("TRANSCRIBE_ENGINE", "auto", "whisper: transcribe story.wav; timings: subtitles from the line timings (offline); auto: whisper when installed and the speech is not an offline preview", choices=("auto", "whisper", "timings")),
+    _s("WHISPER_MODEL", "base", "Whisper model name (tiny, base, small, medium, large-v3, ...) for 3.transcribe.py"),
+    _s("SUBTITLE_MAX_CHARS", 42, "characters per subtitle row"),
+    _s("SUBTITLE_MAX_LINES", 2, "rows per subtitle cue"),
+    _s("SUBTITLE_MIN_DURATION", 1.0, "seconds a subtitle cue stays on screen at least"),
+    _s("QUALITY_THRESHOLD", 0.80, "4.quality.py: a line whose transcript matches less than this (0-1) fails"),
+    _s("QUALITY_MAX_RETAKES", 2, "4.quality.py --retake: rounds of regenerating failing chunks per chunk"),
+    # --- gen.audio 5.timeline.py, 6.timing.py, 7.sfx.py (sound effects) ---
+    _s("SFX_BATCH_SIZE", 10, "transcript segments (5.timeline.py) or effects (6.timing.py) per LLM question"),
+    _s("SFX_MAX_SECONDS", 47.0, "longest single sound effect in seconds (Stable Audio Open makes at most ~47 s)"),
+    _s("SFX_MAX_WORKERS", 3, "sound-effect jobs queued on ComfyUI at once, so it never idles between jobs"),
+    _s("SFX_SEED", 0, "seed of the sound-effect sampler; 0 = derived from each description, so reruns sound the same"),
+    # --- gen.audio 8.combine.py (mix; seed: SFX added at -6 dB, no ducking, no music) ---
+    _s("SFX_VOLUME", -6.0, "dB applied to sfx.wav in the mix (the seed added it at -6 dB)"),
+    _s("MUSIC_DIR", "", "folder of background music files; empty = <pipeline>/music"),
+    _s("MUSIC_FILE", "", "music bed: a file name in MUSIC_DIR (or a path); empty = no music"),
+    _s("MUSIC_VOLUME", -18.0, "music bed loudness relative to the speech, in dB, before ducking"),
+    _s("MUSIC_FADE", 3.0, "seconds the looped music bed fades in at the start and out at the end"),
+    _s("DUCK_THRESHOLD", -12.0, "dB relative to the speech's loudness above which speech ducks SFX and music"),
+    _s("DUCK_RATIO", 8.0, "ducking compressor ratio (1-20): higher ducks deeper"),
+    _s("DUCK_ATTACK", 20.0, "ms for the ducking to take hold when speech starts"),
+    _s("DUCK_RELEASE", 400.0, "ms for SFX and music to come back after speech stops"),
+    _s("FINAL_LOUDNESS", -14.0, "integrated loudness of final.wav in LUFS (SPEC 8: -14)"),
+    _s("FINAL_TRUE_PEAK", -1.0, "maximum true peak of final.wav in dBTP (SPEC 8: -1)"),
+    _s("FINAL_SAMPLE_RATE", 48000, "sample rate of final.wav: 48000 (video's native rate) or 44100", choices=(48000, 44100)),
     # --- images (SPEC 4; seed values) ---
     _s("ART_STYLE", "Ghibli Art", "art style put in front of every image prompt"),
     _s("CHARACTER_WIDTH", 633, "character image width"),
@@ -98,10 +131,35 @@ _SETTINGS = [
     _s("TITLE_LAYOUT", "overlay", "thumbnail title layout", choices=("overlay", "expand", "fit")),
     _s("TITLE_FONT_SCALE", 1.0, "thumbnail title size factor"),
     _s("SHORTS_VARIATIONS", 5, "number of Shorts"),
+    # --- gen.audio 10.thumbnail.py ---
+    _s("USE_TITLE_TEXT", True, "10.thumbnail.py: draw the title on the thumbnail and Shorts covers (False: the picture alone)"),
     # --- video ---
     _s("VIDEO_WIDTH", 1024, "animation width"),
     _s("VIDEO_HEIGHT", 576, "animation height"),
     _s("FRAMES_PER_SECOND", 24, "animation frame rate"),
+    # --- gen.video 1.story.py .. 4.video.py (motion prompts, animation, final video) ---
+    _s("MODEL_MOTION_GENERATION", "qwen_qwen3-vl-30b-a3b-instruct", "vision model that writes 2.motion.txt (2.motion.py); 'auto' = the first the server lists, empty = LM_STUDIO_MODEL"),
+    _s("VIDEO_WORKFLOW", "ltx", "animation model: ltx (workflow/animate.json, 8n+1 frames) or wan (workflow/animate_wan.json, WAN 2.2, 4n+1 frames)", choices=("ltx", "wan")),
+    _s("MODEL_MAX_SECONDS", {"ltx": 8.0, "wan": 5.0}, "longest clip each model makes in one job; a longer scene is chained from several segments", kind=dict),
+    _s("FIRST_LAST_FRAME", True, "a scene followed by one in the same location ends on that scene's picture, so the two clips meet exactly"),
+    _s("HOLD_SHORT_SCENES_BELOW", 1.0, "seconds: shorter scenes get a Ken Burns push over their picture instead of a generation"),
+    _s("HELD_SCENES", [], "scene ids (e.g. [\"scene_1.3\"]) that get a Ken Burns push instead of a generation", kind=list),
+    _s("ENABLE_MOTION", True, "put the scene's 2.motion.txt prompt into the animation prompt"),
+    _s("ENABLE_SCENE", True, "put the scene line (setting, characters, poses, actions) into the animation prompt"),
+    _s("ENABLE_LOCATION", True, "put the location's description into the animation prompt"),
+    _s("ANIMATION_SEED", 0, "base seed of the animation sampler; each shot and segment derives its own from it and its id, so reruns are the same"),
+    # --- gen.image 1.story.py, 4.audio.py, 5.video.py, 6.combine.py (descriptions, scene timeline, slideshow) ---
+    _s("CHARACTER_PROSE_MIN_WORDS", 60, "gen.image 1.story.py: shortest 3.character.txt paragraph the LLM may write (words)"),
+    _s("CHARACTER_PROSE_MAX_WORDS", 120, "gen.image 1.story.py: longest 3.character.txt paragraph (words)"),
+    _s("LOCATION_PROSE_MIN_WORDS", 40, "gen.image 1.story.py: shortest 3.location.txt paragraph the LLM may write (words)"),
+    _s("LOCATION_PROSE_MAX_WORDS", 100, "gen.image 1.story.py: longest 3.location.txt paragraph (words)"),
+    _s("VIDEO_FPS", 24, "gen.image 5.video.py: frame rate of the scene clips and merged.mp4 (seed 24)"),
+    _s("SLIDESHOW_WIDTH", 1280, "gen.image 5.video.py: video width; 6.combine.py copies the picture as it is (seed: 854, rescaled later)"),
+    _s("SLIDESHOW_HEIGHT", 720, "gen.image 5.video.py: video height (seed: 480, rescaled later)"),
+    _s("SLIDESHOW_FIT", "contain", "gen.image 5.video.py: contain keeps the whole picture (seed: letterbox), cover fills the frame", choices=("contain", "cover")),
+    _s("SCENE_PUSH", False, "gen.image 5.video.py: a slow push or pan over each scene picture instead of a still"),
+    _s("SCENE_PUSH_ZOOM", 1.06, "gen.image 5.video.py: how far a push goes (1.0-4.0)"),
+    _s("COMBINE_AUDIO_BITRATE", "192k", "gen.image 6.combine.py: AAC bit rate of final_sd.mp4's sound"),
 ]
 
 SCHEMA: dict[str, Setting] = {s.name: s for s in _SETTINGS}

@@ -70,3 +70,18 @@ def test_state_file_is_always_valid_json(tmp_path: Path) -> None:
         store.record(f"k{i}", "fp")
         json.loads((tmp_path / "output/tracking/s.state.json").read_text())
     assert not list((tmp_path / "output/tracking").glob(".*tmp*"))
+
+
+def test_atomic_files_get_normal_permissions_unless_asked(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from common.atomic import atomic_path, atomic_write_text
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    plain = atomic_write_text(tmp_path / "a.txt", "x")
+    assert stat.S_IMODE(plain.stat().st_mode) == 0o666 & ~umask
+    with atomic_path(tmp_path / "secret.json", mode=0o600) as tmp:
+        tmp.write_text("{}")
+    assert stat.S_IMODE((tmp_path / "secret.json").stat().st_mode) == 0o600

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 from common.voices import Voice
+
+if TYPE_CHECKING:
+    from common.animation import FrameRule
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,15 @@ class ImageRequest:
     input_image: Path | None = None
     title: str = ""
     details: tuple[str, ...] = ()
+    # (lora file, strength_model, strength_clip), applied in one pass (LORA_MODE chained); engines
+    # without LoRA support ignore them.
+    loras: tuple[tuple[str, float, float], ...] = ()
+    # Pictures the result must follow (a scene's stitched characters and location), each given
+    # to the model as a reference latent (Flux Kontext); `input_image` is the start picture.
+    reference_images: tuple[Path, ...] = ()
+    # What a card engine writes on the picture instead of the prompt: a character's or
+    # location's description, a scene's setting (offline cards also take their colours from it).
+    caption: str = ""
 
 
 class ImageEngine(Engine, Protocol):
@@ -77,6 +89,13 @@ class ImageEngine(Engine, Protocol):
 
 @dataclass(frozen=True)
 class ClipRequest:
+    """One animation job: from `image` (and to `end_image`, first-last-frame) in `frame_count` frames.
+
+    `frames` is the exact count to make (0: round(seconds * fps)); the caller plans it to the
+    engine's `frame_rule()` (common.animation). `camera` is a Ken Burns move name the motion
+    prompt asked for: engines that move a still honour it, generative ones read the prompt.
+    """
+
     scene_id: str
     image: Path
     prompt: str
@@ -86,7 +105,19 @@ class ClipRequest:
     fps: int
     seed: int
     end_image: Path | None = None
+    frames: int = 0
+    camera: str = ""
+
+    @property
+    def frame_count(self) -> int:
+        return self.frames or max(1, round(self.seconds * self.fps))
 
 
 class AnimationEngine(Engine, Protocol):
-    def animate(self, request: ClipRequest, out_mp4: Path) -> Path: ...
+    def frame_rule(self) -> "FrameRule":
+        """Which frame counts one job may have, and how long it may be (common.animation.FrameRule)."""
+        ...
+
+    def animate(self, request: ClipRequest, out_mp4: Path) -> Path:
+        """Exactly one job, written to `out_mp4` as the engine made it (size and frames as asked, if it obeys)."""
+        ...

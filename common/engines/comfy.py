@@ -5,8 +5,10 @@ points are found by node class and graph links (common.comfyui.workflow), not by
 """
 from __future__ import annotations
 
+import re
 import tempfile
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -14,9 +16,10 @@ from common import media
 from common.checkpoints import file_digest
 from common.comfyui.client import ComfyClient
 from common.comfyui.speech import build_speech_prompt
+from common.animation import FrameRule
 from common.comfyui.workflow import Workflow
 from common.engines.base import ClipRequest, ImageRequest, SpeechLine, SpokenChunk
-from common.errors import JobError
+from common.errors import InputError, JobError
 
 
 def _template_identity(path: Path) -> dict[str, object]:
@@ -90,15 +93,30 @@ class ComfySpeech:
 
 @dataclass
 class ComfySound:
+    """One Stable Audio job per effect; safe to call from several threads at once (7.sfx.py keeps
+    SFX_MAX_WORKERS jobs queued so the server never idles between them)."""
+
     client: ComfyClient
     template: Path
     sample_rate: int = 44100
     timeout: float = 3600.0
     name: str = "comfyui"
     preview: bool = False
+    _local: threading.local = field(default_factory=threading.local, init=False, repr=False, compare=False)
 
     def identity(self) -> dict[str, object]:
         return {"engine": "comfyui-sfx", **_template_identity(self.template), "sample_rate": self.sample_rate}
+
+    def _thread_client(self) -> ComfyClient:
+        """This thread's own client: ComfyUI sends a job's progress only to the socket of the client
+        id that queued it, and a second socket with the same id replaces the first, so jobs waited
+        on from several threads need one id each (and requests.Session is not thread-safe)."""
+        if threading.current_thread() is threading.main_thread():
+            return self.client
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = ComfyClient(self.client.base_url, request_timeout=self.client.request_timeout)
+        return client
 
     def sound_effect(self, description: str, seconds: float, out_wav: Path, *, seed: int) -> Path:
         workflow = Workflow.load(self.template)
@@ -107,7 +125,7 @@ class ComfySound:
         workflow.set_seconds(max(1.0, float(seconds)), required_for=need)
         workflow.set_seed(seed)
         with tempfile.TemporaryDirectory(prefix="sfx-", dir=out_wav.parent) as tmp:
-            files = self.client.run(workflow.to_prompt(), Path(tmp), timeout=self.timeout)
+            files = self._thread_client().run(workflow.to_prompt(), Path(tmp), timeout=self.timeout)
             audio = _single_output(files, (".wav", ".flac", ".mp3", ".ogg", ".opus"), "sound effect")
             return media.to_wav(audio, out_wav, sample_rate=self.sample_rate)
 
@@ -135,6 +153,7 @@ class ComfyImage:
         workflow.set_size(request.width, request.height, required_for=need)
         if request.steps:
             workflow.set_steps(request.steps)
+        self._apply_loras_and_start_image(workflow, request)
         if request.input_image is not None:
             workflow.set_input_image(self.client.upload_image(request.input_image), required_for="an input image")
             if request.denoise is not None:
@@ -150,36 +169,157 @@ class ComfyImage:
                 img.convert("RGB").save(part, format="PNG")
         return out_png
 
+    # ---- LoRAs and IMAGE mode (10.thumbnail.py; ImageRequest.loras / input_image) ----
+    @staticmethod
+    def _apply_loras_and_start_image(workflow: Workflow, request: ImageRequest) -> None:
+        """Chain the request's LoRAs after the model loaders, and give a text-to-image template a start image.
+
+        The seed's IMAGE mode (an input image *with* a denoise: start from this picture) replaces
+        the empty latent with LoadImage + VAEEncode; its own workflows have no LoadImage, so one
+        is added here (fed the VAE the decoder uses) and the caller points it at the uploaded
+        file. A template that already loads an image, or an input image without a denoise (a
+        reference, not a start), is left as it is.
+        """
+        if request.loras:
+            workflow.add_loras(request.loras, required_for="LoRAs (USE_LORA)")
+        if request.input_image is None or request.denoise is None or workflow.load_image_ids():
+            return
+        vae = next((workflow.link(n, "vae") for n in workflow.find("VAEDecode") if workflow.link(n, "vae")), None)
+        empties = [n for n in workflow.find() if workflow.class_of(n) in ("EmptySD3LatentImage", "EmptyLatentImage")]
+        if vae is None or not empties:
+            raise InputError(
+                f"{workflow.source} cannot start from an image (it needs a VAEDecode and an empty latent to replace); "
+                "set LATENT_MODE to LATENT or use a workflow with a LoadImage node."
+            )
+        loader = workflow.add_node("LoadImage", {"image": ""}, title="start image")
+        encoder = workflow.add_node("VAEEncode", {"pixels": [loader, 0], "vae": list(vae)}, title="start latent")
+        for empty in empties:
+            for node_id, name in workflow.consumers(empty, 0):
+                workflow.connect(node_id, name, encoder, 0)
+            del workflow.nodes[empty]
+
+
+_VIDEO_FILES = (".mp4", ".webm", ".mov", ".mkv")
+_VIDEO_OUTPUTS = {"VHS_VideoCombine", "SaveVideo", "SaveWEBM"}
+_END_TITLE = re.compile(r"\b(end|last)\b", re.I)
+
+
+def end_image_loaders(workflow: Workflow) -> list[str]:
+    """LoadImage nodes titled for the end picture ("end image", "Load Last Frame")."""
+    return [n for n in workflow.load_image_ids() if _END_TITLE.search(workflow.title_of(n))]
+
+
+def drop_frame_outputs(workflow: Workflow) -> None:
+    """A graph that saves a video needs no PNG of every frame (the seed's LTX graph has one):
+    hundreds of downloads per clip for nothing."""
+    if any(workflow.class_of(n) in _VIDEO_OUTPUTS for n in workflow.ids()):
+        for node_id in workflow.find("SaveImage", "PreviewImage"):
+            del workflow.nodes[node_id]
+
+
+def remove_branch(workflow: Workflow, node_id: str) -> None:
+    """Remove a node and what only it fed: optional `*end*` inputs are unset, other dependants removed."""
+    removed = {node_id}
+    del workflow.nodes[node_id]
+    changed = True
+    while changed:
+        changed = False
+        for other in list(workflow.nodes):
+            for name, (src, _) in list(workflow.links_of(other)):
+                if src not in removed:
+                    continue
+                if "end" in name.lower():
+                    del workflow.nodes[other]["inputs"][name]
+                else:
+                    removed.add(other)
+                    del workflow.nodes[other]
+                    changed = True
+                    break
+
+
+def add_ltx_end_guide(workflow: Workflow) -> str:
+    """Give an LTX graph an end picture: a second LTXVAddGuide at frame_idx -1 (the last frame),
+    chained after the start guide, fed by a new LoadImage (returned) through the same preprocessing."""
+    guides = workflow.find("LTXVAddGuide")
+    last = next((g for g in guides if not any(workflow.class_of(c) == "LTXVAddGuide" for c, _ in workflow.consumers(g))), None)
+    if last is None:
+        raise InputError(
+            f"{workflow.source} cannot end a clip on a picture: it has no LoadImage titled \"end image\" and no "
+            "LTXVAddGuide to add one to; set FIRST_LAST_FRAME to false or use a first-last-frame workflow."
+        )
+    inputs = workflow.node(last)["inputs"]
+    loader = workflow.add_node("LoadImage", {"image": ""}, title="end image")
+    image: list[object] = [loader, 0]
+    before = workflow.link(last, "image")
+    if before and workflow.class_of(before[0]) == "LTXVPreprocess":
+        settings = {k: v for k, v in workflow.node(before[0])["inputs"].items() if k != "image"}
+        image = [workflow.add_node("LTXVPreprocess", {**settings, "image": [loader, 0]}, title="end image preprocess"), 0]
+    guide = workflow.add_node("LTXVAddGuide", {
+        "positive": [last, 0], "negative": [last, 1], "vae": inputs.get("vae"), "latent": [last, 2],
+        "image": image, "frame_idx": -1, "strength": inputs.get("strength", 1.0),
+    }, title="end guide")
+    for node_id, name in workflow.consumers(last):
+        if node_id != guide:
+            workflow.connect(node_id, name, guide, workflow.link(node_id, name)[1])  # type: ignore[index]
+    return loader
+
 
 @dataclass
 class ComfyAnimation:
+    """Image-to-video through an LTX or WAN 2.2 workflow: one job per clip segment.
+
+    The start picture goes to the LoadImage node(s) not titled "end"; an end picture (first-last
+    frame) to the one titled "end image" (animate_wan.json has it, wired to
+    WanFirstLastFrameToVideo), or, in an LTX graph, to a guide added at the last frame. Without
+    an end picture the end loader and its inputs are removed, so the same file does plain
+    image-to-video. Segment planning (frame rules, chaining) is the caller's: common.animation.
+    """
+
     client: ComfyClient
     template: Path
-    frame_rule: tuple[int, int] = (8, 1)  # LTX: 8n+1 frames; WAN: 4n+1
+    rule: FrameRule = field(default_factory=lambda: FrameRule(8, None, "ltx"))
     timeout: float = 3600.0
     name: str = "comfyui"
     preview: bool = False
 
     def identity(self) -> dict[str, object]:
-        return {"engine": "comfyui-animation", **_template_identity(self.template), "frames": list(self.frame_rule)}
+        # The length limit is not here: it changes the plan (and so each job's frames), not a job.
+        return {"engine": "comfyui-animation", "version": 2, **_template_identity(self.template),
+                "model": self.rule.name, "step": self.rule.step}
 
-    def frames_for(self, seconds: float, fps: int) -> int:
-        step, plus = self.frame_rule
-        wanted = max(plus, round(seconds * fps))
-        return ((wanted - plus + step - 1) // step) * step + plus
+    def frame_rule(self) -> FrameRule:
+        return self.rule
 
     def animate(self, request: ClipRequest, out_mp4: Path) -> Path:
+        frames = request.frame_count
+        if not self.rule.valid(frames):
+            frames = self.rule.round_up(frames)  # the model would round (or refuse) it anyway
         workflow = Workflow.load(self.template)
         need = "an image-to-video clip"
+        drop_frame_outputs(workflow)
         workflow.set_prompt(request.prompt, required_for=need)
         workflow.set_seed(request.seed)
         workflow.set_size(request.width, request.height, required_for=need)
-        workflow.set_length(self.frames_for(request.seconds, request.fps), required_for=need)
+        workflow.set_length(frames, required_for=need)
         workflow.set_fps(request.fps)
-        workflow.set_input_image(self.client.upload_image(request.image), required_for=need)
+        ends = end_image_loaders(workflow)
+        starts = [n for n in workflow.load_image_ids() if n not in ends]
+        if not starts:
+            raise InputError(f"{workflow.source} has no LoadImage node for the start picture, which {need} needs; use a workflow that has one.")
+        start_name = self.client.upload_image(request.image)
+        for node_id in starts:
+            workflow.nodes[node_id]["inputs"]["image"] = start_name
+        if request.end_image is not None:
+            ends = ends or [add_ltx_end_guide(workflow)]
+            end_name = self.client.upload_image(request.end_image)
+            for node_id in ends:
+                workflow.nodes[node_id]["inputs"]["image"] = end_name
+        else:
+            for node_id in ends:
+                remove_branch(workflow, node_id)
         with tempfile.TemporaryDirectory(prefix="clip-", dir=out_mp4.parent) as tmp:
             files = self.client.run(workflow.to_prompt(), Path(tmp), timeout=self.timeout)
-            clip = _single_output(files, (".mp4", ".webm", ".mov", ".mkv"), "animation")
+            clip = _single_output(files, _VIDEO_FILES, "animation")
             from common.atomic import atomic_path
 
             with atomic_path(out_mp4) as part:

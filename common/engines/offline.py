@@ -2,7 +2,9 @@
 
 Speech is eSpeak NG with one distinct voice per voice stem, images are storyboard cards
 drawn from the prompt's own words, clips are Ken Burns moves over the still, and sound
-effects are silence (the offline engine has no sound model, and says so).
+effects are synthesised procedurally for a small vocabulary (rain, wind, surf, fire, thunder,
+footsteps, bells, a crowd, knocking, a clock, birds, crickets: common.offline.sfx); any other
+description is silence, because a wrong sound is worse than none.
 """
 from __future__ import annotations
 
@@ -63,17 +65,27 @@ class OfflineSpeech:
 
 @dataclass
 class OfflineSound:
-    """No sound model offline: every effect is silence of the asked length."""
+    """Procedural effects for the vocabulary `sounds()` names; silence for anything else."""
 
     sample_rate: int = 44100
     name: str = "offline"
     preview: bool = True
 
     def identity(self) -> dict[str, object]:
-        return {"engine": "offline-silence", "sample_rate": self.sample_rate}
+        from common.offline import sfx
+
+        return {"engine": "offline-sfx", "version": 2, "vocabulary": sfx.VERSION, "sample_rate": self.sample_rate}
+
+    def sounds(self) -> tuple[str, ...]:
+        """The sounds this engine can make (what the offline text engine may propose)."""
+        from common.offline import sfx
+
+        return sfx.names()
 
     def sound_effect(self, description: str, seconds: float, out_wav: Path, *, seed: int) -> Path:
-        return media.write_wav(out_wav, media.silence(seconds, self.sample_rate), self.sample_rate)
+        from common.offline import sfx
+
+        return media.write_wav(out_wav, sfx.synthesize(description, seconds, self.sample_rate, seed), self.sample_rate)
 
 
 @dataclass
@@ -84,7 +96,7 @@ class OfflineImage:
     preview: bool = True
 
     def identity(self) -> dict[str, object]:
-        return {"engine": "offline-cards", "version": 1}
+        return {"engine": "offline-cards", "version": 2}
 
     def image(self, request: ImageRequest, out_png: Path) -> Path:
         from common.offline import cards
@@ -94,25 +106,35 @@ class OfflineImage:
         if request.kind == "location":
             return cards.location_card(request.item_id, request.prompt, out_png, request.width, request.height)
         if request.kind == "thumbnail":
-            return cards.thumbnail_card(request.title or request.item_id, request.prompt, out_png, request.width, request.height)
+            # No headline: 10.thumbnail.py draws the title itself, where TITLE_POSITION says.
+            return cards.thumbnail_card("", request.prompt, out_png, request.width, request.height)
         people = [(d.split(":", 1)[0], d.split(":", 1)[1].strip() if ":" in d else "") for d in request.details]
         return cards.scene_card(request.item_id, request.prompt, people, out_png, request.width, request.height)
 
 
 @dataclass
 class OfflineAnimation:
-    """A Ken Burns move over the scene's still, chosen per scene so consecutive clips differ."""
+    """A Ken Burns move over the scene's still: the camera move the motion prompt asked for
+    (ClipRequest.camera), else one chosen per scene so consecutive clips differ. Any length in
+    one job, so a scene is always a single clip; an end picture cannot be honoured by a move
+    over one still and is ignored."""
 
     name: str = "offline"
     preview: bool = True
 
     def identity(self) -> dict[str, object]:
-        return {"engine": "offline-kenburns", "version": 1}
+        return {"engine": "offline-kenburns", "version": 2}
+
+    def frame_rule(self):  # -> common.animation.FrameRule
+        from common.animation import FrameRule
+
+        return FrameRule(1, None, "kenburns")
 
     def animate(self, request: ClipRequest, out_mp4: Path) -> Path:
         from common.offline import kenburns
 
+        move = request.camera if request.camera in kenburns.MOVES else None
         return kenburns.ken_burns(
-            request.image, out_mp4, seconds=request.seconds, width=request.width, height=request.height,
-            fps=request.fps, seed_text=request.scene_id,
+            request.image, out_mp4, seconds=request.frame_count / request.fps, width=request.width,
+            height=request.height, fps=request.fps, move=move, seed_text=request.scene_id,
         )

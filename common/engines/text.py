@@ -9,10 +9,19 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 from common.formats.story import Story, Utterance
 from common.story_sections import Section, first_sentence
+
+if TYPE_CHECKING:  # sound-effect types (5.timeline.py, 6.timing.py)
+    from common.sfx_plan import EffectSlot, EffectTiming, SfxSegment
+if TYPE_CHECKING:  # motion prompts (gen.video 2.motion.py)
+    from pathlib import Path
+
+    from common.motion import MotionBrief
+if TYPE_CHECKING:  # gen.image 1.story.py: descriptions and scene lines
+    from common.story_visuals import CharacterBrief, LocationBrief, SceneRequest
 
 MAX_TITLE_CHARS = 100
 
@@ -28,6 +37,63 @@ class TextEngine(Protocol):
     def title(self, story: Story, summary: str) -> str: ...
 
     def chapter(self, story: Story, section: Section) -> tuple[str, str]: ...
+
+    # --- 9.media.py (YouTube metadata); both engines delegate to common.engines.media_text ---
+    def description_hook(self, story: Story, title: str, summary: str) -> tuple[str, list[str]]:
+        """A one- or two-sentence hook and three to five bullets for the video description."""
+        ...
+
+    def tags(self, story: Story, title: str, summary: str) -> list[str]:
+        """Candidate tags, most specific first; common.metadata.fit_tags cleans and fits them."""
+        ...
+
+    def thumbnail_prompt(self, story: Story, title: str, summary: str) -> str:
+        """One paragraph describing the thumbnail picture for the image model (no text in it)."""
+        ...
+
+    # --- sound effects: 5.timeline.py and 6.timing.py; questions and checks in common.sfx_plan ---
+    def sfx_identity(self) -> dict[str, object]:
+        """What besides identity() decides the sound answers (prompt version, offline vocabulary)."""
+        ...
+
+    def sound_effects(self, segments: Sequence["SfxSegment"], *, names: Sequence[str] = ()) -> list[str]:
+        """One short sound description or "Silence" per transcript segment, in order."""
+        ...
+
+    def effect_timings(self, slots: Sequence["EffectSlot"], *, max_seconds: float) -> list["EffectTiming"]:
+        """Each effect's start and length inside its segment, in order."""
+        ...
+
+    # --- gen.video 2.motion.py: motion prompts; questions, checks and offline wording in common.motion ---
+    def motion_prompt(self, brief: "MotionBrief", image: "Path | None") -> str:
+        """One or two sentences for an image-to-video model: what moves in the picture, how the camera moves."""
+        ...
+
+    # --- gen.image 1.story.py: looks of characters and locations, scene lines; questions in common.visual_questions ---
+    def visuals_identity(self) -> dict[str, object]:
+        """What besides identity() decides the description answers (prompt version, offline wording)."""
+        ...
+
+    def character_attributes(self, brief: "CharacterBrief") -> str:
+        """One 2.character.txt entry: `Face: (...), Clothing: (...), Accessories: [...]` style attributes."""
+        ...
+
+    def character_prose(self, brief: "CharacterBrief", attributes: str, *, words: tuple[int, int]) -> str:
+        """One 3.character.txt paragraph of about `words` words from the attributes."""
+        ...
+
+    def location_attributes(self, brief: "LocationBrief") -> str:
+        """One 2.location.txt entry: `Place: (...), Ground: (...), Objects: [...]`, colours as hex where known."""
+        ...
+
+    def location_prose(self, brief: "LocationBrief", attributes: str, *, words: tuple[int, int]) -> str:
+        """One 3.location.txt paragraph from the attributes, keeping the story's hex colours."""
+        ...
+
+    def scene_line(self, request: "SceneRequest", *, check: bool = True) -> str:
+        """`(scene_X.Y) {{loc_k...}}, {...}; ((tag)){...};` for one utterance; `check=False`
+        (--bypass-validation) keeps the line as written, without the format check."""
+        ...
 
 
 def _check_sentence(text: str, max_words: int) -> None:
@@ -104,6 +170,118 @@ class LLMTextEngine:
             name="chapter",
         )
         return clean_title(answer["title"]), " ".join(answer["summary"].split())
+
+    # --- 9.media.py (YouTube metadata) ---
+    def description_hook(self, story: Story, title: str, summary: str) -> tuple[str, list[str]]:
+        from common.engines import media_text
+
+        return media_text.llm_description_hook(self.client, story, title, summary)
+
+    def tags(self, story: Story, title: str, summary: str) -> list[str]:
+        from common.engines import media_text
+
+        return media_text.llm_tags(self.client, story, title, summary)
+
+    def thumbnail_prompt(self, story: Story, title: str, summary: str) -> str:
+        from common.engines import media_text
+
+        return media_text.llm_thumbnail_prompt(self.client, story, title, summary)
+
+    # --- sound effects: 5.timeline.py and 6.timing.py ---
+    def sfx_identity(self) -> dict[str, object]:
+        from common import sfx_plan
+
+        return {"sfx_prompts": sfx_plan.PROMPT_VERSION}
+
+    def sound_effects(self, segments: Sequence["SfxSegment"], *, names: Sequence[str] = ()) -> list[str]:
+        from common import sfx_plan
+
+        prompt, system, schema = sfx_plan.sound_question(segments)
+        answer = self.client.complete_json(  # type: ignore[attr-defined]
+            prompt, schema, system=system, name="sound_effects",
+            validate=lambda value: sfx_plan.read_sound_answer(value, segments, names),
+        )
+        return sfx_plan.read_sound_answer(answer, segments, names)
+
+    def effect_timings(self, slots: Sequence["EffectSlot"], *, max_seconds: float) -> list["EffectTiming"]:
+        from common import sfx_plan
+
+        prompt, system, schema = sfx_plan.timing_question(slots, max_seconds)
+        answer = self.client.complete_json(  # type: ignore[attr-defined]
+            prompt, schema, system=system, name="effect_timings",
+            validate=lambda value: sfx_plan.read_timing_answer(value, slots, max_seconds),
+        )
+        return sfx_plan.read_timing_answer(answer, slots, max_seconds)
+
+    # --- gen.video 2.motion.py ---
+    def motion_prompt(self, brief: "MotionBrief", image: "Path | None") -> str:
+        """The vision model looks at the scene's picture, told the scene line's action to ground it."""
+        from common import motion
+        from common.errors import InputError
+
+        if image is None:
+            raise InputError(f"{brief.scene_id} has no picture to describe; run gen.image's 3.scene.py first.")
+        answer = self.client.describe_image(  # type: ignore[attr-defined]
+            motion.motion_question(brief), image, system=motion.MOTION_SYSTEM,
+            validate=lambda text: motion.check_motion(motion.clean_motion(text)),
+        )
+        return motion.motion_line(motion.clean_motion(answer))
+
+    # --- gen.image 1.story.py ---
+    def visuals_identity(self) -> dict[str, object]:
+        from common import visual_questions
+
+        return {"visual_prompts": visual_questions.PROMPT_VERSION}
+
+    def character_attributes(self, brief: "CharacterBrief") -> str:
+        from common import visual_questions as vq
+
+        prompt, system, schema = vq.character_question(brief)
+        answer = self.client.complete_json(  # type: ignore[attr-defined]
+            prompt, schema, system=system, name="character", temperature=0.8,
+            validate=lambda value: vq.read_character_answer(value, brief),
+        )
+        return vq.read_character_answer(answer, brief)
+
+    def character_prose(self, brief: "CharacterBrief", attributes: str, *, words: tuple[int, int]) -> str:
+        from common import visual_questions as vq
+
+        prompt, system = vq.prose_question(f"the character {brief.display_name.rstrip(',')}", attributes, words)
+        answer = self.client.complete_text(  # type: ignore[attr-defined]
+            prompt, system=system, validate=lambda text: vq.check_prose(text, words))
+        return vq.clean_prose(answer)
+
+    def location_attributes(self, brief: "LocationBrief") -> str:
+        from common import visual_questions as vq
+
+        prompt, system, schema = vq.location_question(brief)
+        answer = self.client.complete_json(  # type: ignore[attr-defined]
+            prompt, schema, system=system, name="location", temperature=0.8,
+            validate=lambda value: vq.read_location_answer(value, brief),
+        )
+        return vq.read_location_answer(answer, brief)
+
+    def location_prose(self, brief: "LocationBrief", attributes: str, *, words: tuple[int, int]) -> str:
+        from common import visual_questions as vq
+
+        prompt, system = vq.prose_question(f"the location {brief.location_id}", attributes, words)
+        answer = self.client.complete_text(  # type: ignore[attr-defined]
+            prompt, system=system, validate=lambda text: vq.check_prose(text, words, brief.colours))
+        return vq.clean_prose(answer)
+
+    def scene_line(self, request: "SceneRequest", *, check: bool = True) -> str:
+        from common import visual_questions as vq
+
+        def validate(text: str) -> None:
+            line = vq.scene_text(text, request.scene_id)
+            if check:
+                vq.check_scene_line(line, request)
+            elif line == f"({request.scene_id})":
+                raise ValueError("the answer holds no scene line")
+
+        prompt, system = vq.scene_question(request)
+        answer = self.client.complete_text(prompt, system=system, validate=validate)  # type: ignore[attr-defined]
+        return vq.scene_text(answer, request.scene_id)
 
 
 _PROPER = re.compile(r"\b(?:[A-Z][a-z'’]+)(?:\s+(?:of\s+|the\s+)?[A-Z][a-z'’]+)*")
@@ -202,3 +380,76 @@ class OfflineTextEngine:
             title = _location_phrase(scene.location_description or story.locations().get(scene.location_id))
         title = title or (f"Part {section.part}" if section.part is not None else f"Chapter {section.index}")
         return clean_title(title), _gist(section.utterances)
+
+    # --- 9.media.py (YouTube metadata) ---
+    def description_hook(self, story: Story, title: str, summary: str) -> tuple[str, list[str]]:
+        from common.engines import media_text
+
+        return media_text.offline_description_hook(story, title, summary)
+
+    def tags(self, story: Story, title: str, summary: str) -> list[str]:
+        from common.engines import media_text
+
+        return media_text.offline_tags(story, title, summary)
+
+    def thumbnail_prompt(self, story: Story, title: str, summary: str) -> str:
+        from common.engines import media_text
+
+        return media_text.offline_thumbnail_prompt(story, title, summary)
+
+    # --- sound effects: 5.timeline.py and 6.timing.py ---
+    def sfx_identity(self) -> dict[str, object]:
+        from common import sfx_plan
+        from common.offline import sfx
+
+        return {"sfx_vocabulary": sfx.VERSION, "sfx_rules": sfx_plan.RULES_VERSION}
+
+    def sound_effects(self, segments: Sequence["SfxSegment"], *, names: Sequence[str] = ()) -> list[str]:
+        """Only what the scene markup names and the offline sound engine can make; else Silence."""
+        from common import sfx_plan
+        from common.offline import sfx
+
+        return [sfx.describe(found) if (found := sfx.match_sounds(s.scene or "")) else sfx_plan.SILENCE
+                for s in segments]
+
+    def effect_timings(self, slots: Sequence["EffectSlot"], *, max_seconds: float) -> list["EffectTiming"]:
+        from common import sfx_plan
+
+        return [sfx_plan.rule_timing(slot, max_seconds) for slot in slots]
+
+    # --- gen.video 2.motion.py ---
+    def motion_prompt(self, brief: "MotionBrief", image: "Path | None") -> str:
+        """The scene line's poses and actions, and the camera move its place in the story suggests."""
+        return brief.fallback
+
+    # --- gen.image 1.story.py: the markup's own facts (common.story_visuals) ---
+    def visuals_identity(self) -> dict[str, object]:
+        from common import story_visuals
+
+        return {"visual_wording": story_visuals.OFFLINE_VERSION}
+
+    def character_attributes(self, brief: "CharacterBrief") -> str:
+        from common import story_visuals
+
+        return story_visuals.offline_character_attributes(brief)
+
+    def character_prose(self, brief: "CharacterBrief", attributes: str, *, words: tuple[int, int]) -> str:
+        """As long as the facts allow: padding to `words` would mean inventing."""
+        from common import story_visuals
+
+        return story_visuals.offline_character_prose(brief)
+
+    def location_attributes(self, brief: "LocationBrief") -> str:
+        from common import story_visuals
+
+        return story_visuals.offline_location_attributes(brief)
+
+    def location_prose(self, brief: "LocationBrief", attributes: str, *, words: tuple[int, int]) -> str:
+        from common import story_visuals
+
+        return story_visuals.offline_location_prose(brief)
+
+    def scene_line(self, request: "SceneRequest", *, check: bool = True) -> str:
+        from common import story_visuals
+
+        return story_visuals.offline_scene_line(request)

@@ -456,9 +456,11 @@ def render_card(*, width: int, height: int, title: str, subtitle: str | None = N
     shapes = ImageDraw.Draw(overlay)
     pending: list[tuple[FittedText, int, int, str, int]] = []
 
-    # Title: a label pill top-left, or a big centred headline.
+    # Title: a label pill top-left, or a big centred headline; none when the caller draws its own.
     y = my
-    if headline:
+    if not title.strip():
+        pass
+    elif headline:
         fitted = fit_text(title, inner_w, round(height * 0.42), max_size=round(short * 0.13),
                           min_size=max(10, round(short * 0.04)), bold=True, spacing=1.12)
         block_h = fitted.height + 2 * pad
@@ -477,7 +479,8 @@ def render_card(*, width: int, height: int, title: str, subtitle: str | None = N
         render.panels.append(panel)
         pending.append((fitted, mx + pad, y + pad, "left", 0))
         y = panel[3] + max(3, pad // 2)
-    render.truncated |= fitted.truncated
+    if title.strip():
+        render.truncated |= fitted.truncated
 
     if subtitle:
         fitted = fit_text(subtitle, inner_w, round(short * 0.14), max_size=round(short * 0.045),

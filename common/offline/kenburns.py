@@ -5,10 +5,10 @@ so a slow move steps visibly (jitter) unless the source is enlarged many times, 
 slow. We resample each frame from the still at sub-pixel positions instead, in NumPy
 integer arithmetic: a zoom enlarges a window with a bilinear filter, a pan shifts a
 once-enlarged still by a fraction of a pixel with a 4-tap cubic filter along one axis
-(cheaper still, and sharper). Frames are drawn directly in the
-video's own format, Y'CbCr 4:2:0 BT.709 (1.5 samples per pixel instead of Pillow's 4 for
-RGB), so ffmpeg only encodes; they stream through a pipe, so the two cores draw and encode
-at the same time.
+(cheaper still, and sharper). Frames are drawn directly in the video's own format,
+Y'CbCr 4:2:0 BT.709 (1.5 samples per pixel instead of 4 for Pillow's RGB), so ffmpeg only
+encodes; they stream through a pipe, so the two cores draw and encode at the same time.
+x264 remains about three quarters of the cost.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from PIL import Image, ImageFilter, UnidentifiedImageError
 
 from common.atomic import atomic_path
 from common.errors import InputError, PipelineError
+from common.media import ffmpeg_exe
 
 MOVES: tuple[str, ...] = ("zoom_in", "zoom_out", "pan_left", "pan_right", "pan_up", "pan_down")
 FITS: tuple[str, ...] = ("cover", "contain")
@@ -38,13 +39,6 @@ _COLOUR_TAGS = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc
 _ENCODE_TIMEOUT_S = 600.0
 
 ImageSource = str | os.PathLike[str] | Image.Image
-
-
-def _ffmpeg_exe() -> str:
-    # Private until common.media offers it; the imageio-ffmpeg wheel carries the binary.
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 @dataclass(frozen=True)
@@ -156,15 +150,19 @@ def _check_size(width: int, height: int) -> None:
 
 def _encode_args(width: int, height: int, fps: Fraction, frames: int, out: Path, *, still: bool,
                  video_filter: str | None = None) -> list[str]:
-    args = [_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+    args = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-framerate", str(fps),
             # Tag the input as what it is: with tags only on the output, ffmpeg would insert a
             # scaler that converts every frame through RGB (slower, and shifts colours).
             *_COLOUR_TAGS, "-i", "pipe:0"]
     if video_filter:
         args += ["-vf", video_filter]
+    # A held frame is x264's "still image" case. For moves, skipping the small-partition
+    # search saves 10-20% of the encode on storyboard cards (flat colour, soft shapes) for
+    # the same size and ~0.1 dB PSNR (measured on a scene card, 1024x576, crf 20).
+    tuning = ["-tune", "stillimage"] if still else ["-x264-params", "partitions=none"]
     args += ["-frames:v", str(frames), "-r", str(fps), "-an",
-             "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", *(["-tune", "stillimage"] if still else []),
+             "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", *tuning,
              "-pix_fmt", "yuv420p", *_COLOUR_TAGS, "-movflags", "+faststart", "-f", "mp4", str(out)]
     return args
 
