@@ -15,6 +15,7 @@ from typing import Sequence
 from common import media
 from common.checkpoints import file_digest
 from common.comfyui.client import ComfyClient
+from common.comfyui.references import add_reference_latents
 from common.comfyui.speech import build_speech_prompt
 from common.animation import FrameRule
 from common.comfyui.workflow import Workflow
@@ -158,6 +159,8 @@ class ComfyImage:
             workflow.set_input_image(self.client.upload_image(request.input_image), required_for="an input image")
             if request.denoise is not None:
                 workflow.set_denoise(request.denoise)
+        # After the start image: its LoadImage was pointed at above, each reference gets its own.
+        add_reference_latents(workflow, [self.client.upload_image(p) for p in request.reference_images])
         with tempfile.TemporaryDirectory(prefix="img-", dir=out_png.parent) as tmp:
             files = self.client.run(workflow.to_prompt(), Path(tmp), timeout=self.timeout)
             picture = _single_output(files, (".png", ".jpg", ".jpeg", ".webp"), "image")

@@ -101,15 +101,16 @@ class OfflineImage:
     def image(self, request: ImageRequest, out_png: Path) -> Path:
         from common.offline import cards
 
+        text = request.caption or request.prompt  # a card shows the description, not the whole prompt
         if request.kind == "character":
-            return cards.character_card(request.item_id, request.prompt, out_png, request.width, request.height)
+            return cards.character_card(request.item_id, text, out_png, request.width, request.height)
         if request.kind == "location":
-            return cards.location_card(request.item_id, request.prompt, out_png, request.width, request.height)
+            return cards.location_card(request.item_id, text, out_png, request.width, request.height)
         if request.kind == "thumbnail":
             # No headline: 10.thumbnail.py draws the title itself, where TITLE_POSITION says.
             return cards.thumbnail_card("", request.prompt, out_png, request.width, request.height)
         people = [(d.split(":", 1)[0], d.split(":", 1)[1].strip() if ":" in d else "") for d in request.details]
-        return cards.scene_card(request.item_id, request.prompt, people, out_png, request.width, request.height)
+        return cards.scene_card(request.item_id, text, people, out_png, request.width, request.height)
 
 
 @dataclass

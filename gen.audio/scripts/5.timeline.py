@@ -1,0 +1,74 @@
+"""gen.audio step 5: one sound effect (or "Silence") for every transcript segment.
+
+Reads input/2.timeline.txt (`<seconds>: <text>`, from 3.transcribe.py) and writes
+input/3.timing.txt with the same durations and a short sound description in place of each
+text. The text engine answers SFX_BATCH_SIZE segments per question, each batch checkpointed.
+Segments are matched to the story's lines (through output/story.timings.json, else by their
+words) so the scene a line belongs to goes with it: the LLM gets it as context, and it is the
+offline engine's only source (it proposes only sounds it can make, and Silence elsewhere).
+"""
+from __future__ import annotations
+
+import json
+
+from common import sfx_plan
+from common.checkpoints import fingerprint
+from common.engine_choice import engines_from_env
+from common.engines.registry import get_engine
+from common.errors import InputError
+from common.formats.story import read_story
+from common.formats.timeline import read_timeline, write_timeline
+from common.paths import require_file, story_path
+from common.runner import Script, ScriptContext
+from common.speech import TIMINGS_FILE
+
+script = Script(__file__, "choose a sound effect or Silence for every segment of 2.timeline.txt -> 3.timing.txt")
+script.add_argument("--batch-size", type=int, setting="SFX_BATCH_SIZE", help="segments per LLM question (default 10)")
+
+
+def _timings(ctx: ScriptContext) -> dict | None:
+    path = ctx.output_dir / TIMINGS_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        ctx.say(f"{path.name} is unreadable: matching segments to story lines by their words")
+        return None
+
+
+def main(ctx: ScriptContext) -> None:
+    source = require_file(ctx.input_dir / "2.timeline.txt", "the transcript timeline",
+                          "run 3.transcribe.py first: it writes one '<seconds>: <text>' line per segment.")
+    timeline = read_timeline(source)
+    if not timeline.entries:
+        raise InputError(f"{source} has no segments; run 3.transcribe.py again to rewrite it.")
+    try:
+        story = read_story(story_path(ctx.pipeline_dir))
+    except InputError:
+        story = None
+    scenes, how = sfx_plan.segment_scenes(timeline, story, _timings(ctx))
+    segments = sfx_plan.segments_of(timeline, scenes)
+    names = sfx_plan.person_names(story)
+    ctx.say(f"{source.name}: {len(segments)} segments, {timeline.total():.1f} s; "
+            f"{sum(1 for s in scenes if s)} matched to a scene ({how})")
+    ctx.say(engines_from_env(ctx.settings).reason)
+    engine = get_engine("text", ctx.settings, ctx.pipeline_dir)
+    ident = [engine.identity(), engine.sfx_identity()]
+    groups = sfx_plan.batches(segments, ctx.settings.SFX_BATCH_SIZE)
+
+    def key(group: list[sfx_plan.SfxSegment]) -> str:
+        return f"sounds_{group[0].index:05d}_{group[-1].index:05d}"
+
+    entries = ctx.each(
+        groups, label="sounds", key=key,
+        fingerprint=lambda g: fingerprint(ident, names, [(s.index, s.seconds, s.text, s.scene) for s in g]),
+        work=lambda g: ((), {"sounds": engine.sound_effects(g, names=names)}), preview=engine.preview,
+    )
+    ctx.checkpoints().retain_only([key(g) for g in groups])
+    sounds = [sound for g in groups for sound in entries[key(g)].data["sounds"]]
+    target = write_timeline(ctx.input_dir / "3.timing.txt", sfx_plan.sound_timeline(timeline, sounds))
+    effects = sum(1 for s in sounds if not sfx_plan.is_silence(s))
+    ctx.say(f"wrote {target.name}: {effects} sound effects, {len(sounds) - effects} silent segments")
+
+
+if __name__ == "__main__":
+    script.run(main)
