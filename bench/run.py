@@ -285,6 +285,41 @@ def kenburns_speed(work: Path) -> Result:
     return min(multiples), "x realtime", 5.0, ">="
 
 
+@benchmark("final_mp4_encode_speed")
+def final_mp4_encode_speed(work: Path) -> Result:
+    """final.mp4 from a 10-minute final.wav (48 kHz stereo, as 8.combine.py writes it) and a
+    1280x720 thumbnail, as a multiple of realtime: audio seconds / wall seconds, AAC included.
+
+    The picture has texture (blurred noise, shapes), so the one keyframe costs what a real
+    thumbnail's would; the median of three encodes counts.
+    """
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFilter
+
+    from common.media import write_wav
+    from common.video import encode_still
+
+    rate, seconds = 48000, 600.0
+    t = np.arange(int(rate * seconds)) / rate
+    rng = np.random.default_rng(11)
+    voice = 0.25 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 0.7 * t))
+    left, right = voice + 0.02 * rng.standard_normal(t.size), voice + 0.02 * rng.standard_normal(t.size)
+    write_wav(work / "final.wav", np.stack([left, right], axis=1).astype(np.float32), rate)
+    del t, voice, left, right
+    noise = (rng.random((90, 160, 3)) * 255).astype("uint8")
+    picture = Image.fromarray(noise).resize((1280, 720), Image.BICUBIC).filter(ImageFilter.GaussianBlur(4))
+    draw = ImageDraw.Draw(picture)
+    draw.rectangle((80, 420, 1200, 640), fill=(20, 20, 30))
+    draw.ellipse((900, 60, 1180, 340), fill=(230, 190, 60))
+    picture.save(work / "thumbnail.png")
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        encode_still(work / "thumbnail.png", work / "final.wav", work / "final.mp4", size=(1280, 720))
+        times.append(time.perf_counter() - started)
+    return seconds / statistics.median(times), "x realtime", 20.0, ">="
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("names", nargs="*", help=f"benchmarks to run (default all): {', '.join(BENCHMARKS)}")
