@@ -169,7 +169,7 @@ _SETTINGS = [
     _s("CHARACTER_PROSE_MAX_WORDS", 120, "gen.image 1.story.py: longest 3.character.txt paragraph (words)"),
     _s("LOCATION_PROSE_MIN_WORDS", 40, "gen.image 1.story.py: shortest 3.location.txt paragraph the LLM may write (words)"),
     _s("LOCATION_PROSE_MAX_WORDS", 100, "gen.image 1.story.py: longest 3.location.txt paragraph (words)"),
-    _s("VIDEO_FPS", 24, "gen.image 5.video.py: frame rate of the scene clips and merged.mp4 (seed 24)"),
+    _s("VIDEO_FPS", 24.0, "gen.image 5.video.py: frame rate of the scene clips and merged.mp4 (seed 24; 25, 30, 29.97 work too)"),
     _s("SLIDESHOW_WIDTH", 1280, "gen.image 5.video.py: video width; 6.combine.py copies the picture as it is (seed: 854, rescaled later)"),
     _s("SLIDESHOW_HEIGHT", 720, "gen.image 5.video.py: video height (seed: 480, rescaled later)"),
     _s("SLIDESHOW_FIT", "contain", "gen.image 5.video.py: contain keeps the whole picture (seed: letterbox), cover fills the frame", choices=("contain", "cover")),

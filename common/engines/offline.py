@@ -13,11 +13,14 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from common import media
 from common.engines.base import ClipRequest, ImageRequest, SpeechLine, SpokenChunk
 from common.voices import Voice, VoiceLibrary
+
+if TYPE_CHECKING:
+    from common.animation import FrameRule
 
 
 def voice_indices(library: VoiceLibrary) -> dict[str, int]:
@@ -96,7 +99,7 @@ class OfflineImage:
     preview: bool = True
 
     def identity(self) -> dict[str, object]:
-        return {"engine": "offline-cards", "version": 2}
+        return {"engine": "offline-cards", "version": 3}
 
     def image(self, request: ImageRequest, out_png: Path) -> Path:
         from common.offline import cards
@@ -107,8 +110,10 @@ class OfflineImage:
         if request.kind == "location":
             return cards.location_card(request.item_id, text, out_png, request.width, request.height)
         if request.kind == "thumbnail":
-            # No headline: 10.thumbnail.py draws the title itself, where TITLE_POSITION says.
-            return cards.thumbnail_card("", request.prompt, out_png, request.width, request.height)
+            # A picture only, coloured by the prompt: 10.thumbnail.py draws the title where
+            # TITLE_POSITION says, and Shorts burn captions over it, so no text of its own.
+            return cards.draw_card(out_png, width=request.width, height=request.height, title="",
+                                   palette=cards.palette_from_text(request.prompt), seed_text=request.prompt)
         people = [(d.split(":", 1)[0], d.split(":", 1)[1].strip() if ":" in d else "") for d in request.details]
         return cards.scene_card(request.item_id, text, people, out_png, request.width, request.height)
 
@@ -126,7 +131,7 @@ class OfflineAnimation:
     def identity(self) -> dict[str, object]:
         return {"engine": "offline-kenburns", "version": 2}
 
-    def frame_rule(self):  # -> common.animation.FrameRule
+    def frame_rule(self) -> "FrameRule":
         from common.animation import FrameRule
 
         return FrameRule(1, None, "kenburns")

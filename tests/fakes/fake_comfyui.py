@@ -184,6 +184,7 @@ node("ConditioningZeroOut", {"conditioning": T("CONDITIONING")}, ("CONDITIONING"
 node("FluxGuidance", {"conditioning": T("CONDITIONING"), "guidance": FLOAT(3.5, 0, 100)}, ("CONDITIONING",), category="advanced/conditioning/flux")
 node("ReferenceLatent", {"conditioning": T("CONDITIONING")}, ("CONDITIONING",), optional={"latent": T("LATENT")},
      category="advanced/conditioning/edit_models")
+node("FluxKontextImageScale", {"image": T("IMAGE")}, ("IMAGE",), category="advanced/conditioning/flux")
 
 # --- sampling
 node("KSampler", {
