@@ -204,3 +204,10 @@ def test_a_crowd_on_a_tiny_card_still_draws_inside() -> None:
         assert _inside(box, (0, 0, 160, 90))
     nothing = fit_text("W", 3, 50, max_size=20, min_size=8)
     assert nothing.lines == () and nothing.truncated
+
+
+@pytest.mark.parametrize("size", [(64, 64), (128, 72), (192, 112), (300, 120)])
+def test_small_scene_cards_with_people_never_crash(tmp_path: Path, size: tuple[int, int]) -> None:
+    out = cards.scene_card("scene_1.1", "a room", [("male_a", "sits"), ("female_b", "stands")], tmp_path / "s.png", *size)
+    with Image.open(out) as img:
+        assert img.size == size

@@ -387,6 +387,8 @@ def _draw_figures(image: Image.Image, figures: Sequence[Figure], zone: Box, rend
     caption_height = round(caption_size * 2.6)
     body_bottom = bottom - caption_height
     radius = max(3, round(min((body_bottom - top) * 0.17, slot * 0.2)))
+    if body_bottom - top < radius * 3:
+        return  # too small a card for silhouettes: the text alone says who is there
     stroke = max(1, radius // 12)
     layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
