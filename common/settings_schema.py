@@ -145,7 +145,7 @@ _SETTINGS = [
     # --- gen.audio 10.thumbnail.py ---
     _s("USE_TITLE_TEXT", True, "10.thumbnail.py: draw the title on the thumbnail and Shorts covers (False: the picture alone)"),
     # --- gen.audio 11.video.py (final.mp4 and the Shorts) ---
-    _s("FINAL_VIDEO_SIZE", "1280x720", "size of final.mp4 made from the thumbnail (SPEC 8 allows these two)", choices=("1280x720", "1920x1080")),
+    _s("FINAL_VIDEO_SIZE", "1280x720", "size of the published videos: final.mp4 and gen.video's final_sd.mp4 (SPEC 8 allows these two)", choices=("1280x720", "1920x1080")),
     _s("VIDEO_AUDIO_BITRATE", "192k", "AAC bitrate of final.mp4 and the Shorts"),
     _s("SHORTS_SECONDS", 60.0, "target length of a Short in seconds, at most 180; each ends at the last sentence end that fits"),
     _s("SHORTS_CAPTIONS", True, "burn the subtitles (input/2.story.srt) into the Shorts"),

@@ -99,9 +99,13 @@ def _offline_animation(settings: Settings, pipeline_dir: Path) -> Any:
 
 @register("animation", "comfyui")
 def _comfy_animation(settings: Settings, pipeline_dir: Path) -> Any:
+    from common.animation import model_rule
     from common.engines.comfy import ComfyAnimation
 
-    return ComfyAnimation(_comfy_client(settings), _workflow(pipeline_dir, "animate.json"),
+    # VIDEO_WORKFLOW picks the model family: its workflow file and its frame rule / length limit.
+    files = {"ltx": "animate.json", "wan": "animate_wan.json"}
+    rule = model_rule(settings.VIDEO_WORKFLOW, settings.MODEL_MAX_SECONDS)
+    return ComfyAnimation(_comfy_client(settings), _workflow(pipeline_dir, files[settings.VIDEO_WORKFLOW]), rule,
                           timeout=settings.COMFYUI_JOB_TIMEOUT)
 
 

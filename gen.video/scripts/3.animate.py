@@ -1,0 +1,73 @@
+"""gen.video step 3: one clip per shot, output/animation/<scene_id>.mp4, exactly its slot long.
+
+Each scene's picture is animated with its 2.motion.txt prompt (ART_STYLE and, per
+ENABLE_MOTION / ENABLE_SCENE / ENABLE_LOCATION, the motion, scene line and place) through LTX
+or WAN 2.2 (VIDEO_WORKFLOW), or offline as a Ken Burns move. A scene longer than the model's
+MODEL_MAX_SECONDS is chained from segments, each starting from the previous one's last frame;
+with FIRST_LAST_FRAME a scene followed by one in the same place ends on that scene's picture.
+Short or listed scenes (HOLD_SHORT_SCENES_BELOW, HELD_SCENES) get a Ken Burns push instead.
+Every segment and clip is its own checkpoint: a killed run redoes only the job in flight.
+"""
+from __future__ import annotations
+
+from common.clip_jobs import Folders, Look, build_jobs, fingerprints, items_for, remove_leftovers, run_item
+from common.engine_choice import engines_from_env
+from common.engines.registry import get_engine
+from common.formats.descriptions import read_motions, scene_id_for
+from common.runner import Script, ScriptContext
+from common.storyboard import read_storyboard
+
+script = Script(__file__, "animate every scene into output/animation/<scene_id>.mp4",
+                settings_keys=("VIDEO_WORKFLOW", "VIDEO_WIDTH", "VIDEO_HEIGHT", "FRAMES_PER_SECOND", "FIRST_LAST_FRAME",
+                               "HOLD_SHORT_SCENES_BELOW", "HELD_SCENES", "ENABLE_MOTION", "ENABLE_SCENE",
+                               "ENABLE_LOCATION", "ART_STYLE", "MODEL_MAX_SECONDS"))
+script.add_argument("--workflow", choices=("ltx", "wan"), setting="VIDEO_WORKFLOW", help="animation model (default ltx)")
+
+
+def look_of(settings) -> Look:
+    return Look(
+        width=settings.VIDEO_WIDTH, height=settings.VIDEO_HEIGHT, fps=settings.FRAMES_PER_SECOND,
+        seed=settings.ANIMATION_SEED, art_style=settings.ART_STYLE, enable_motion=settings.ENABLE_MOTION,
+        enable_scene=settings.ENABLE_SCENE, enable_location=settings.ENABLE_LOCATION,
+        first_last_frame=settings.FIRST_LAST_FRAME, hold_below=settings.HOLD_SHORT_SCENES_BELOW,
+        held=frozenset(str(s) for s in settings.HELD_SCENES),
+    )
+
+
+def main(ctx: ScriptContext) -> None:
+    board = read_storyboard(ctx.pipeline_dir)
+    motion_file = ctx.input_dir / "2.motion.txt"
+    motions = {}
+    if motion_file.is_file() and motion_file.stat().st_size:
+        motions = {scene_id_for(key): text for key, text in read_motions(motion_file).as_dict().items()}
+    look = look_of(ctx.settings)
+    unknown = sorted(look.held - {s.clip for s in board.shots} - set(board.scene_ids()))
+    if unknown:
+        ctx.say(f"warning: HELD_SCENES names {', '.join(unknown)}, which the timeline does not show")
+    ctx.say(engines_from_env(ctx.settings).reason)
+    engine = get_engine("animation", ctx.settings, ctx.pipeline_dir)
+    rule = engine.frame_rule()
+    jobs, unprompted = build_jobs(board, motions, look, rule, ctx.pipeline_dir)
+    if unprompted:
+        ctx.say(f"{len(unprompted)} scene(s) have no line in {motion_file.name} (e.g. {unprompted[0]}); "
+                "their scene lines stand in (run 2.motion.py to write them)")
+    items = items_for(jobs, rule)
+    prints = fingerprints(items, engine.identity(), look, rule)
+    folders = Folders(ctx.output_dir / "animation", ctx.output_dir / "animation" / "segments")
+    if left := remove_leftovers(folders.clips):
+        ctx.say(f"removed {left} half-made file(s) left by an interrupted run")
+    held = sum(j.hold for j in jobs)
+    chained = sum(len(j.plan.segments) > 1 for j in jobs)
+    ends = sum(j.end_image is not None for j in jobs)
+    limit = f"{rule.max_seconds:g} s" if rule.max_seconds else "no limit"
+    ctx.say(f"{len(jobs)} clips at {look.width}x{look.height} {look.fps} fps with {engine.name} ({rule.name}, {limit}): "
+            f"{held} held, {chained} chained from segments, {ends} ending on the next scene's picture")
+
+    ctx.each(items, label="animate", key=lambda it: it.key, fingerprint=lambda it: prints[it.key],
+             work=lambda it: run_item(it, engine, look, folders), preview=engine.preview)
+    ctx.checkpoints().retain_only(prints)
+    ctx.say(f"wrote {len(jobs)} clips to {folders.clips}")
+
+
+if __name__ == "__main__":
+    script.run(main)
