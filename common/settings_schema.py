@@ -176,6 +176,8 @@ _SETTINGS = [
     _s("SCENE_PUSH", False, "gen.image 5.video.py: a slow push or pan over each scene picture instead of a still"),
     _s("SCENE_PUSH_ZOOM", 1.06, "gen.image 5.video.py: how far a push goes (1.0-4.0)"),
     _s("COMBINE_AUDIO_BITRATE", "192k", "gen.image 6.combine.py: AAC bit rate of final_sd.mp4's sound"),
+    # --- overnight runs (common/preflight.py, common/run_report.py): morning report ---
+    _s("NOTIFY_CMD", "", "command run (no shell) with output/report.md's path as last argument when generate.py ends; empty = none"),
 ]
 
 SCHEMA: dict[str, Setting] = {s.name: s for s in _SETTINGS}

@@ -1,7 +1,8 @@
 """gen.image orchestrator: runs the numbered scripts in order, starting and stopping services.
 
 As in the seed system, a pipeline may run another pipeline's scripts (paths starting
-with ../): gen.image first needs gen.audio's narration. Its own steps join SCRIPTS as they land.
+with ../): gen.image needs gen.audio's narration, sound and metadata, and hands its video
+back to gen.audio's 11.video.py and 12.youtube.py. The order is the seed's.
 `python generate.py --help` lists the options (--list, --from, --until, --only, --dry-run).
 """
 import sys
@@ -9,23 +10,85 @@ from pathlib import Path
 
 from common.orchestrator import run_pipeline
 
+AUDIO = "../../gen.audio/scripts/"
+VIDEO_FILE = "../../gen.image/output/final_sd.mp4"  # from gen.audio/scripts, where those scripts run
+
 SCRIPTS = [
-    "../../gen.audio/scripts/1.character.py",
-    "../../gen.audio/scripts/2.story.py",
+    AUDIO + "1.character.py",
+    AUDIO + "2.story.py",
+    AUDIO + "3.transcribe.py",
+    AUDIO + "4.quality.py",
+    "1.story.py",
+    "4.audio.py",
+    AUDIO + "5.timeline.py",
+    AUDIO + "6.timing.py",
+    AUDIO + "7.sfx.py",
+    AUDIO + "8.combine.py",
+    "2.character.py",
+    "2.location.py",
+    "3.scene.py",
+    AUDIO + "9.media.py",
+    AUDIO + "10.thumbnail.py",
+    "5.video.py",
+    "6.combine.py",
+    AUDIO + "11.video.py",
+    AUDIO + "12.youtube.py",
 ]
 
 NEEDS_COMFYUI = {
-    "../../gen.audio/scripts/1.character.py": False,
-    "../../gen.audio/scripts/2.story.py": True,
+    AUDIO + "1.character.py": False,
+    AUDIO + "2.story.py": True,
+    AUDIO + "3.transcribe.py": False,
+    AUDIO + "4.quality.py": False,
+    "1.story.py": False,
+    "4.audio.py": False,
+    AUDIO + "5.timeline.py": False,
+    AUDIO + "6.timing.py": False,
+    AUDIO + "7.sfx.py": True,
+    AUDIO + "8.combine.py": False,
+    "2.character.py": True,
+    "2.location.py": True,
+    "3.scene.py": True,
+    AUDIO + "9.media.py": False,
+    AUDIO + "10.thumbnail.py": True,
+    "5.video.py": False,
+    "6.combine.py": False,
+    AUDIO + "11.video.py": False,
+    AUDIO + "12.youtube.py": False,
 }
 
 NEEDS_LMSTUDIO = {
-    "../../gen.audio/scripts/1.character.py": True,
-    "../../gen.audio/scripts/2.story.py": False,
+    AUDIO + "1.character.py": True,
+    AUDIO + "2.story.py": False,
+    AUDIO + "3.transcribe.py": False,
+    AUDIO + "4.quality.py": False,
+    "1.story.py": True,
+    "4.audio.py": False,
+    AUDIO + "5.timeline.py": True,
+    AUDIO + "6.timing.py": True,
+    AUDIO + "7.sfx.py": False,
+    AUDIO + "8.combine.py": False,
+    "2.character.py": False,
+    "2.location.py": False,
+    "3.scene.py": False,
+    AUDIO + "9.media.py": True,
+    AUDIO + "10.thumbnail.py": False,
+    "5.video.py": False,
+    "6.combine.py": False,
+    AUDIO + "11.video.py": False,
+    AUDIO + "12.youtube.py": False,
 }
 
+# The seed passed 5.timeline.py "../input/2.timeline.script.txt"; ours reads gen.audio's own
+# 2.timeline.txt and story.timings.json, so it takes no file. The Shorts are found where
+# 11.video.py writes them (gen.audio/output/shorts), so 12.youtube.py needs no --shorts-dir.
 SCRIPT_ARGS = {
-    "../../gen.audio/scripts/1.character.py": ["--auto-confirm", "y"],
+    AUDIO + "1.character.py": ["--auto-confirm", "y"],
+    "1.story.py": ["--bypass-validation"],
+    "4.audio.py": ["--bypass-validation"],
+    AUDIO + "7.sfx.py": ["--auto-confirm", "y"],
+    AUDIO + "11.video.py": ["--video-file", VIDEO_FILE],
+    AUDIO + "12.youtube.py": ["--video-file", VIDEO_FILE, "--upload-shorts"],
 }
 
 if __name__ == "__main__":
