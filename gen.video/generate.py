@@ -1,43 +1,70 @@
-"""gen.video orchestrator: runs the numbered scripts in order, starting and stopping services.
+"""gen.video orchestrator: the whole chain, story -> narration -> pictures -> animation -> upload.
 
-As in the seed system, a pipeline may run another pipeline's scripts (paths starting
-with ../): gen.video first needs gen.audio's narration (and gen.image's scene pictures and timeline).
-`python generate.py --help` lists the options (--list, --from, --until, --only, --dry-run).
+This is the overnight command (`cd gen.video && python generate.py`): as in the seed system a
+pipeline runs the other pipelines' scripts (paths starting with ../), in the seed's order, and
+every step resumes from its checkpoints. `python generate.py --help` lists the options
+(--list, --from, --until, --only, --dry-run).
 """
 import sys
 from pathlib import Path
 
 from common.orchestrator import run_pipeline
 
+AUDIO = "../../gen.audio/scripts/"
+IMAGE = "../../gen.image/scripts/"
+VIDEO_FILE = "../../gen.video/output/final_sd.mp4"  # from gen.audio/scripts, where those scripts run
+
 SCRIPTS = [
-    "../../gen.audio/scripts/1.character.py",
-    "../../gen.audio/scripts/2.story.py",
+    AUDIO + "1.character.py",
+    AUDIO + "2.story.py",
+    AUDIO + "3.transcribe.py",
+    AUDIO + "4.quality.py",
+    IMAGE + "1.story.py",
+    IMAGE + "4.audio.py",
+    AUDIO + "5.timeline.py",
+    AUDIO + "6.timing.py",
+    AUDIO + "7.sfx.py",
+    AUDIO + "8.combine.py",
+    IMAGE + "2.character.py",
+    IMAGE + "2.location.py",
+    IMAGE + "3.scene.py",
     "1.story.py",
     "2.motion.py",
     "3.animate.py",
+    AUDIO + "9.media.py",
+    AUDIO + "10.thumbnail.py",
     "4.video.py",
+    AUDIO + "11.video.py",
+    AUDIO + "12.youtube.py",
 ]
 
+# Scripts not named here need neither service.
 NEEDS_COMFYUI = {
-    "../../gen.audio/scripts/1.character.py": False,
-    "../../gen.audio/scripts/2.story.py": True,
-    "1.story.py": False,
-    "2.motion.py": False,
+    AUDIO + "2.story.py": True,
+    AUDIO + "7.sfx.py": True,
+    IMAGE + "2.character.py": True,
+    IMAGE + "2.location.py": True,
+    IMAGE + "3.scene.py": True,
     "3.animate.py": True,
-    "4.video.py": False,
+    AUDIO + "10.thumbnail.py": True,
 }
 
 NEEDS_LMSTUDIO = {
-    "../../gen.audio/scripts/1.character.py": True,
-    "../../gen.audio/scripts/2.story.py": False,
-    "1.story.py": False,
+    AUDIO + "1.character.py": True,
+    IMAGE + "1.story.py": True,
+    AUDIO + "5.timeline.py": True,
+    AUDIO + "6.timing.py": True,
     "2.motion.py": True,
-    "3.animate.py": False,
-    "4.video.py": False,
+    AUDIO + "9.media.py": True,
 }
 
 SCRIPT_ARGS = {
-    "../../gen.audio/scripts/1.character.py": ["--auto-confirm", "y"],
+    AUDIO + "1.character.py": ["--auto-confirm", "y"],
+    IMAGE + "1.story.py": ["--bypass-validation"],
+    IMAGE + "4.audio.py": ["--bypass-validation"],
+    AUDIO + "7.sfx.py": ["--auto-confirm", "y"],
+    AUDIO + "11.video.py": ["--video-file", VIDEO_FILE],
+    AUDIO + "12.youtube.py": ["--video-file", VIDEO_FILE, "--upload-shorts"],
 }
 
 if __name__ == "__main__":

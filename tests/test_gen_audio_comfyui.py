@@ -32,7 +32,8 @@ def test_generate_through_fake_servers(tmp_path: Path) -> None:
     pipeline = copy_pipeline(tmp_path)
     with start_fake_comfyui(tmp_path, job_seconds=0.05) as comfy, start_fake_llm(tmp_path) as llm:
         env = _comfy_env(comfy.url, LM_STUDIO_BASE_URL=llm.base_url, LM_STUDIO_MODEL="auto")
-        result = run_generate(pipeline, env=env)
+        # Steps 1-2 here; each later step has its own test against these fakes.
+        result = run_generate(pipeline, "--until", "2.story", env=env)
         assert result.returncode == 0, result.stdout + result.stderr
         prompts = comfy.prompts()
         chat_count = llm.chat_count()

@@ -70,11 +70,42 @@ def test_checkpoints_mark_previews(finished: tuple[Path, str]) -> None:
     assert all(item["preview"] for item in items.values())
 
 
+def test_every_output_of_the_whole_pipeline(finished: tuple[Path, str]) -> None:
+    """Issue 3's check, on the module's one full offline run of all twelve steps."""
+    from common.formats.srt import read_srt
+    from common.metadata import chapter_problems, parse_description_chapters
+
+    pipeline, stdout = finished
+    out = pipeline / "output"
+    loudness = media.measure_loudness(out / "final.wav")
+    assert abs(loudness.integrated_lufs + 14) <= 1 and loudness.true_peak_dbtp <= -1
+    wav_seconds = media.audio_duration(out / "final.wav")
+    final = media.probe(out / "final.mp4")
+    assert (final.video.codec, final.video.pix_fmt, final.video.width, final.video.height) == ("h264", "yuv420p", 1280, 720)
+    assert final.audio.codec == "aac" and abs(final.duration - wav_seconds) <= 1 / 24 + 0.03
+    shorts = sorted((out / "shorts").glob("shorts.v*.mp4"))
+    assert len(shorts) == 5
+    for short in shorts:
+        info = media.probe(short)
+        assert (info.video.codec, info.video.width, info.video.height, info.audio.codec) == ("h264", 1080, 1920, "aac")
+        assert 0 < info.duration <= 60.5
+    duration = media.audio_duration(out / "story.wav")
+    marks = parse_description_chapters((out / "description.txt").read_text())
+    assert chapter_problems(marks, duration) == []
+    speech_end = json.loads((out / "story.timings.json").read_text())["lines"][-1]["end"]
+    assert abs(read_srt(pipeline / "input" / "2.story.srt").cues[-1].end - speech_end) <= 0.1
+    thumbnail = out / "thumbnail.png"
+    assert thumbnail.stat().st_size < 2_000_000
+    assert (out / "upload.manifest.json").is_file() and "12.youtube.py --authorize" in stdout
+    for name in ("2.timeline.txt", "3.timing.txt", "4.sfx.txt", "2.story.str.txt", "10.thumbnail.txt"):
+        assert (pipeline / "input" / name).stat().st_size > 0, name
+
+
 def test_rerun_redoes_nothing_and_an_edit_redoes_one_chunk(tmp_path: Path) -> None:
     pipeline = copy_pipeline(tmp_path)
-    assert run_generate(pipeline, env=OFFLINE).returncode == 0
+    assert run_generate(pipeline, "--until", "2.story", env=OFFLINE).returncode == 0
     before = _state(pipeline, "2.story")["items"]
-    again = run_generate(pipeline, env=OFFLINE)
+    again = run_generate(pipeline, "--until", "2.story", env=OFFLINE)
     assert again.returncode == 0
     assert "3 items: 0 made, 3 already done" in again.stdout
     assert _state(pipeline, "2.story")["items"] == before

@@ -108,6 +108,7 @@ def start_fake_comfyui(
     input_dir: Path | None = None,
     startup_delay: float = 0.0,
     startup_timeout: float = 30.0,
+    evil_filenames: bool = False,
 ) -> FakeServer:
     """Start fake_comfyui.py and return once GET /system_stats answers (or raise, having killed it)."""
     tmp_path = Path(tmp_path)
@@ -127,7 +128,7 @@ def start_fake_comfyui(
         "--startup-delay", str(startup_delay),
         *(["--fail-jobs", str(fail_jobs)] if fail_jobs is not None else []),
         *_flags("--missing-node", missing_node), *_flags("--missing-model", missing_model),
-        *_flags("--extra-model", extra_model),
+        *_flags("--extra-model", extra_model), *(["--evil-filenames"] if evil_filenames else []),
     ]
     with open(log, "wb") as handle:
         proc = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -586,6 +586,7 @@ class State:
     jobs_started: int = 0
     last_node: str | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    evil_names: dict[str, Path] = field(default_factory=dict)  # --evil-filenames: listed name -> real file
 
 
 def _record(state: State, event: dict[str, Any]) -> None:
@@ -845,6 +846,23 @@ def _run_output(state: State, prompt: dict[str, Any], node_id: str) -> dict[str,
     return {}
 
 
+def _evil_names(state: State, ui: dict[str, Any]) -> dict[str, Any]:
+    """--evil-filenames: list each output under a name that climbs out of, or lies outside, any
+    download folder (`../../x`, an absolute path), as a hostile or broken server might; /view still
+    serves the real file for that name, so only the client's own care keeps it inside."""
+    climb = state.output_dir.parent / "escaped"
+    for value in ui.values():
+        for n, item in enumerate(value if isinstance(value, list) else []):
+            if not isinstance(item, dict) or "filename" not in item:
+                continue
+            folder = _dir_for(state, item.get("type")) or state.output_dir
+            real = folder / str(item.get("subfolder") or "") / item["filename"]
+            evil = f"../../../{item['filename']}" if n % 2 == 0 else str(climb / f"abs_{item['filename']}")
+            state.evil_names[evil] = real
+            item.update(filename=evil, subfolder="../..")
+    return ui
+
+
 def _heavy_node(prompt: dict[str, Any], to_run: list[str]) -> str | None:
     """The node that takes the job's time and reports progress: the sampler (or TTS) if any."""
     for node_id in to_run:
@@ -916,6 +934,8 @@ async def _execute(state: State, job: Job) -> None:
                 except NodeFailure as failure:
                     failure.node_id = failure.node_id or node_id
                     raise
+                if state.args.evil_filenames:
+                    ui = _evil_names(state, ui)
                 outputs_ui[node_id] = ui
                 if ui:
                     await _send(state, "executed", {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": pid}, sid)
@@ -1106,6 +1126,8 @@ async def get_view(request: web.Request) -> web.StreamResponse:
     filename = query.get("filename")
     if not filename:
         return web.Response(status=404)
+    if filename in state.evil_names:
+        return web.FileResponse(state.evil_names[filename])
     if filename[0] == "/" or ".." in filename:
         return web.Response(status=400)
     base = _dir_for(state, query.get("type", "output"))
@@ -1250,6 +1272,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--temp-dir", dest="temp_dir")
     parser.add_argument("--ws", choices=["normal", "refuse", "drop"], default="normal",
                         help="refuse: /ws answers 404; drop: it closes right after the first status message")
+    parser.add_argument("--evil-filenames", action="store_true",
+                        help="list outputs as ../../name or an absolute path (the client must keep them inside)")
     parser.add_argument("--startup-delay", type=float, default=0.0, help="seconds to wait before listening")
     # Real ComfyUI flags (--cpu, --lowvram, ...) may come through COMFYUI_EXTRA_ARGS: accept, ignore.
     args, unknown = parser.parse_known_args(argv)

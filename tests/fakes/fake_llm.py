@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import re
 import json
 import os
 import sys
@@ -216,6 +217,13 @@ class SchemaFaker:
         return value
 
     def _integer(self, schema: dict[str, Any], path: str, depth: int) -> int:
+        # Inside the k-th item of an array, a bounded integer counts up from its minimum, as a
+        # model numbering items does (e.g. {"index": 5}, {"index": 6}, ...), so such answers stay valid.
+        item = re.findall(r"\[(\d+)\]\.[^.\[]+$", path)
+        low, high = schema.get("minimum"), schema.get("maximum")
+        if item and isinstance(low, int):
+            value = low + int(item[0])
+            return min(value, high) if isinstance(high, int) else value
         return int(self._number(schema, path, depth, integer=True))
 
     def _boolean(self, schema: dict[str, Any], path: str, depth: int) -> bool:
