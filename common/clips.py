@@ -10,8 +10,6 @@ picture away from the narration. Memory stays at a few frames whatever the lengt
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -20,7 +18,6 @@ from common import media
 from common.atomic import atomic_path
 from common.errors import InputError, PipelineError
 
-_ENCODE_TIMEOUT_S = 6 * 3600.0
 
 
 def last_frame(video: Path, png: Path) -> Path:
@@ -113,34 +110,11 @@ def encode(frames: Iterable[bytes], out: Path, *, width: int, height: int, fps: 
     if width < 16 or height < 16 or width % 2 or height % 2:
         raise InputError(f"Video size {width}x{height} is not usable for H.264 4:2:0; use even sizes of 16 or more.")
     out = Path(out)
-    count = 0
-    with atomic_path(out) as tmp, tempfile.TemporaryFile() as errors:
-        process = subprocess.Popen(_encoder_args(width, height, fps, tmp, audio=audio, crf=crf),
-                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors)
-        assert process.stdin is not None
-        broken = False
-        try:
-            for frame in frames:
-                try:
-                    process.stdin.write(frame)
-                except BrokenPipeError:
-                    broken = True
-                    break
-                count += 1
-            try:
-                process.stdin.close()
-            except BrokenPipeError:
-                broken = True
-            code = process.wait(timeout=_ENCODE_TIMEOUT_S)
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
-        if code != 0 or broken or count == 0:
-            errors.seek(0)
-            lines = errors.read().decode("utf-8", "replace").strip().splitlines()
-            reason = lines[-1] if lines else ("no frames to encode" if count == 0 else f"exit code {code}")
-            raise PipelineError(f"ffmpeg could not encode {out.name}: {reason}. Check free disk space and the inputs.")
+    with atomic_path(out) as tmp:
+        count = media.pipe_to_ffmpeg(_encoder_args(width, height, fps, tmp, audio=audio, crf=crf), frames,
+                                     what=f"encoding {out.name}")
+        if count == 0:
+            raise PipelineError(f"no frames to encode into {out.name}; check the clips it is made from.")
     return count
 
 

@@ -18,7 +18,7 @@ import tempfile
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -136,6 +136,43 @@ def ffmpeg_log(args: Sequence[str], *, what: str, timeout: float | None = None) 
 
 
 # --------------------------------------------------------------------------- probing
+
+
+def pipe_to_ffmpeg(args: Sequence[str], chunks: Iterable[bytes], *, what: str, timeout: float = 6 * 3600.0) -> int:
+    """Stream raw data (video frames) into an ffmpeg reading `pipe:0`; returns the chunks written.
+
+    ffmpeg's stderr goes to a temp file, not a pipe, so a chatty encoder can never block us;
+    a failure (a non-zero exit, or ffmpeg closing its input early) carries its last words.
+    """
+    written = 0
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(list(args), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors)
+        assert process.stdin is not None
+        broken = False
+        try:
+            for chunk in chunks:
+                try:
+                    process.stdin.write(chunk)
+                except BrokenPipeError:
+                    broken = True
+                    break
+                written += 1
+            try:
+                process.stdin.close()
+            except BrokenPipeError:
+                broken = True
+            code = process.wait(timeout=timeout)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        if code != 0 or broken:
+            errors.seek(0)
+            detail = errors.read().decode("utf-8", "replace").strip().splitlines()
+            reason = detail[-1] if detail else f"exit code {code}"
+            raise FFmpegError(f"ffmpeg failed while {what}: {reason}. Check free disk space and the inputs.",
+                              what=what, stderr_tail="\n".join(detail[-5:]), returncode=code)
+    return written
 
 
 @dataclass(frozen=True)

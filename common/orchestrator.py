@@ -25,6 +25,8 @@ from typing import Any, Collection, Mapping, Sequence
 
 from common.engine_choice import EngineChoice, child_environment, choose_engines
 from common.errors import ConfigError, PipelineError, ServiceError
+from common.preflight import run_preflight
+from common.run_report import RunRecord, StepResult, notify, now_text, status_lines, write_report
 from common.services import ServiceManager
 from common.settings import load_settings
 
@@ -88,6 +90,9 @@ def _resolve_position(token: str, steps: Sequence[Step], flag: str) -> int:
         raise ConfigError(f"{flag} {token} is out of range; use a number from 1 to {len(steps)} (see --list).")
     exact = [s for s in steps if token in (s.name, s.basename, s.path.stem)]
     matches = exact or [s for s in steps if s.basename.startswith(token) or s.name.startswith(token)]
+    own = [s for s in matches if "/" not in s.name.replace("\\", "/")]
+    if len(matches) > 1 and len(own) == 1:
+        matches = own  # `1.story` in gen.video means gen.video's own 1.story.py, not gen.image's
     if len(matches) == 1:
         return matches[0].position
     if not matches:
@@ -360,6 +365,10 @@ def _parse(argv: Sequence[str] | None, pipeline_dir: Path) -> argparse.Namespace
     parser.add_argument("--until", metavar="N", help="stop after script N (number or name prefix)")
     parser.add_argument("--only", metavar="N", help="run only script N (number or name prefix)")
     parser.add_argument("--dry-run", action="store_true", help="say what would start, stop and run; do nothing")
+    parser.add_argument("--check", action="store_true",
+                        help="run the preflight checks for the selected scripts, print them, exit 0 (ok) or 1")
+    parser.add_argument("--status", action="store_true",
+                        help="items done / preview / failed / left per script, from the checkpoints only")
     return parser.parse_args(argv)
 
 
@@ -385,6 +394,10 @@ def run_pipeline(
             check_exist(steps, pipeline_dir)
             return 0
         selected = select_steps(steps, args.start, args.until, args.only)
+        if args.status:
+            for line in status_lines(pipeline_dir, selected):
+                _to_terminal(line)
+            return 0
         check_exist(selected, pipeline_dir)
         settings = load_settings(pipeline_dir)
         choice = choose_engines(settings)
@@ -400,7 +413,41 @@ def run_pipeline(
         manager = ServiceManager.from_settings(settings, pipeline_dir, use_comfyui=choice.media == "comfyui",
                                                use_llm=choice.text == "llm", say=_to_terminal)
         return _dry_run(selected, manager)
+    if args.check:
+        return _check(pipeline_dir, selected, settings, choice)
     return _run(pipeline_dir, selected, settings, choice)
+
+
+def _check(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: EngineChoice) -> int:
+    """`--check`: the preflight screen alone; a server it had to start is stopped again."""
+    manager = ServiceManager.from_settings(settings, pipeline_dir, use_comfyui=choice.media == "comfyui",
+                                           use_llm=choice.text == "llm", say=_to_terminal)
+    try:
+        report = run_preflight(pipeline_dir, steps, settings, choice, manager)
+    except KeyboardInterrupt:
+        _to_terminal("interrupted.", err=True)
+        return SIGNAL_EXIT[signal.SIGINT]
+    finally:
+        manager.shutdown()
+    for line in report.lines():
+        _to_terminal(line)
+    return 0 if report.ok else 1
+
+
+def _report(pipeline_dir: Path, steps: Sequence[Step], results: dict[int, StepResult], started_at: str,
+            code: int, summary: str, choice: EngineChoice, preflight: list[str], settings: Any, log: RunLog) -> None:
+    """The morning report and NOTIFY_CMD; neither may change how the run ended."""
+    record = RunRecord(pipeline_dir, steps, [results.get(s.position, StepResult(s, None)) for s in steps],
+                       started_at, now_text(), code, summary, choice.reason, preflight)
+    try:
+        path = write_report(record)
+    except Exception as exc:  # a report that cannot be written must not hide the run's own outcome
+        log.line(f"report: could not write {pipeline_dir / 'output' / 'report.md'} ({exc})", err=True)
+        return
+    log.line(f"report: {path}")
+    command = str(getattr(settings, "NOTIFY_CMD", "") or "").strip()
+    if command:
+        notify(command, path, lambda message: log.line(message, err=True))
 
 
 def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: EngineChoice) -> int:
@@ -412,11 +459,26 @@ def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Engin
     grace = float(settings.SERVICE_STOP_GRACE)
     env = _child_env(choice)
     started = time.monotonic()
+    started_at = now_text()
+    results: dict[int, StepResult] = {}
+    preflight: list[str] = []
     current: Step | None = None
     code = 0
     summary = ""
     try:
         log.line(choice.reason)
+        signals.raise_now = True
+        try:
+            checked = run_preflight(pipeline_dir, steps, settings, choice, manager)
+        finally:
+            signals.raise_now = False
+        preflight = checked.lines()
+        for line in preflight:
+            log.line(line, err=not checked.ok)
+        if not checked.ok:
+            raise checked.error()
+        if signals.signum is not None:
+            raise _Stopped(signals.signum)
         for step in steps:
             current = step
             if signals.signum is None:
@@ -427,7 +489,9 @@ def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Engin
                     signals.raise_now = False
             if signals.signum is not None:
                 raise _Stopped(signals.signum)
+            step_started = time.monotonic()
             code = run_step(step, env, log, signals, grace)
+            results[step.position] = StepResult(step, code, time.monotonic() - step_started)
             if signals.signum is not None:
                 raise _Stopped(signals.signum)
             if code != 0:
@@ -453,6 +517,7 @@ def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Engin
         finally:
             if summary:
                 log.line(summary, err=code != 0)
+            _report(pipeline_dir, steps, results, started_at, code, summary, choice, preflight, settings, log)
             log.close()
             signals.restore()
     return code

@@ -129,7 +129,10 @@ def test_generate_offline_writes_motion_clips_and_final_video(tmp_path: Path) ->
     copy_pipeline(tmp_path, "gen.audio")
     pipeline = copy_pipeline(tmp_path, "gen.video")
     audio_seconds = make_inputs(tmp_path)  # after copy: our story replaces the sample one
-    result = run_generate(pipeline, env=_env(), timeout=240)
+    # gen.video's own four steps of the whole chain (the others have their own tests).
+    result = run_generate(pipeline, "--from", "1.story", "--until", "3.animate", env=_env(), timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = run_generate(pipeline, "--only", "4.video", env=_env(), timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     motions = read_motions(pipeline / "input" / "2.motion.txt")
@@ -151,7 +154,7 @@ def test_generate_offline_writes_motion_clips_and_final_video(tmp_path: Path) ->
     assert all(item["preview"] for item in state["items"].values())  # offline outputs are previews
 
     stamps = {p: p.stat().st_mtime_ns for p in (pipeline / "output").rglob("*.mp4")}
-    again = run_generate(pipeline, "--from", "1.story", env=_env(), timeout=120)
+    again = run_generate(pipeline, "--from", "1.story", "--until", "3.animate", env=_env(), timeout=120)
     assert again.returncode == 0, again.stderr
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing redone
     assert "0 made" in again.stdout

@@ -327,3 +327,14 @@ def test_ctrl_c_is_passed_on_and_a_stubborn_script_is_killed_after_the_grace(tmp
     assert {"kind": "ignored", "signal": int(signal.SIGINT), "script": "1.stubborn.py"} in S.events(pipe)
     assert markers(pipe) == [("START", "1.stubborn.py", None), ("END", "1.stubborn.py", 128 + signal.SIGKILL)]
     assert "engine: offline (PIPELINE_ENGINE=offline) — outputs are previews" in output
+
+
+def test_a_name_shared_with_another_pipeline_means_this_pipelines_own_script() -> None:
+    from pathlib import Path as _P
+
+    from common.orchestrator import _resolve_position, build_steps
+
+    steps = build_steps(_P("/x/gen.video"), ["../../gen.image/scripts/1.story.py", "1.story.py", "2.motion.py"],
+                        {}, {}, {})
+    assert _resolve_position("1.story", steps, "--from") == 2
+    assert _resolve_position("2.mo", steps, "--from") == 3

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import tempfile
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,8 +25,8 @@ import numpy as np
 from PIL import Image, ImageFilter, UnidentifiedImageError
 
 from common.atomic import atomic_path
-from common.errors import InputError, PipelineError
-from common.media import ffmpeg_exe
+from common.errors import InputError
+from common.media import ffmpeg_exe, pipe_to_ffmpeg
 
 MOVES: tuple[str, ...] = ("zoom_in", "zoom_out", "pan_left", "pan_right", "pan_up", "pan_down")
 FITS: tuple[str, ...] = ("cover", "contain")
@@ -165,35 +163,6 @@ def _encode_args(width: int, height: int, fps: Fraction, frames: int, out: Path,
              "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", *tuning,
              "-pix_fmt", "yuv420p", *_COLOUR_TAGS, "-movflags", "+faststart", "-f", "mp4", str(out)]
     return args
-
-
-def _run_encoder(args: list[str], chunks: Iterator[bytes], out_name: str) -> None:
-    """Stream raw frames into ffmpeg; a failure carries ffmpeg's own words."""
-    with tempfile.TemporaryFile() as errors:
-        process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors)
-        assert process.stdin is not None
-        broken = False
-        try:
-            for chunk in chunks:
-                try:
-                    process.stdin.write(chunk)
-                except BrokenPipeError:
-                    broken = True
-                    break
-            try:
-                process.stdin.close()
-            except BrokenPipeError:
-                broken = True
-            code = process.wait(timeout=_ENCODE_TIMEOUT_S)
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
-        if code != 0 or broken:
-            errors.seek(0)
-            detail = errors.read().decode("utf-8", "replace").strip().splitlines()
-            reason = detail[-1] if detail else f"exit code {code}"
-            raise PipelineError(f"ffmpeg could not encode {out_name}: {reason}. Check free disk space and the ffmpeg install.")
 
 
 def _bilinear_taps(start: float, length: float, count: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
@@ -366,7 +335,8 @@ def ken_burns(image: ImageSource, out_mp4: str | os.PathLike[str], *, seconds: f
     rate = Fraction(fps).limit_denominator(1001)
     out = Path(out_mp4)
     with atomic_path(out) as tmp:
-        _run_encoder(_encode_args(width, height, rate, frames, tmp, still=False), stream(), out.name)
+        pipe_to_ffmpeg(_encode_args(width, height, rate, frames, tmp, still=False), stream(),
+                       what=f"encoding {out.name}", timeout=_ENCODE_TIMEOUT_S)
     return out
 
 
@@ -396,6 +366,6 @@ def still_video(image: ImageSource, out_mp4: str | os.PathLike[str], seconds: fl
     loop = f"loop=loop={frames - 1}:size=1:start=0,setpts=N/({rate.numerator}/{rate.denominator})/TB"
     out = Path(out_mp4)
     with atomic_path(out) as tmp:
-        _run_encoder(_encode_args(width, height, rate, frames, tmp, still=True, video_filter=loop),
-                     iter([frame]), out.name)
+        pipe_to_ffmpeg(_encode_args(width, height, rate, frames, tmp, still=True, video_filter=loop),
+                       iter([frame]), what=f"encoding {out.name}", timeout=_ENCODE_TIMEOUT_S)
     return out
