@@ -46,3 +46,9 @@ class Interrupted(PipelineError):
     """The user pressed Ctrl+C or the process got SIGTERM; finished work is kept."""
 
     exit_code = 130
+
+
+class PreflightError(PipelineError):
+    """The checks before an overnight run found problems; nothing expensive was started."""
+
+    exit_code = 8
