@@ -129,3 +129,52 @@ def _finished_chunk_texts(pipeline: Path, keys: set[str]) -> set[str]:
         if re.fullmatch(r"\d+_\d+", key):
             texts.add(utterances[int(key.split("_")[0]) - 1].text[:40])
     return texts
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the orchestrator and everything under it, like a power cut for the whole run."""
+    import psutil
+
+    try:
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for member in family:
+        try:
+            member.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait(timeout=30)
+
+
+def test_whole_pipeline_through_the_apis_survives_kills(tmp_path: Path) -> None:
+    """All twelve steps via the fake ComfyUI and LLM; two SIGKILLs of the whole run, then resume."""
+    from common import media
+
+    pipeline = copy_pipeline(tmp_path)
+    with start_fake_comfyui(tmp_path, job_seconds=0.3) as comfy, start_fake_llm(tmp_path) as llm:
+        env = _comfy_env(comfy.url, LM_STUDIO_BASE_URL=llm.base_url, LM_STUDIO_MODEL="auto")
+        kills = 0
+        for delay in (4.0, 9.0):
+            proc = subprocess.Popen([sys.executable, "generate.py"], cwd=pipeline, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            time.sleep(delay)
+            if proc.poll() is None:
+                _kill_tree(proc)
+                kills += 1
+            for state in (pipeline / "output" / "tracking").glob("*.state.json"):
+                json.loads(state.read_text())  # never torn
+        result = run_generate(pipeline, env=env, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+        prompts = comfy.prompts()
+    assert kills == 2
+    texts = [json.dumps(p, sort_keys=True) for p in prompts]
+    repeats = len(texts) - len(set(texts))
+    assert repeats <= kills  # only a job in flight at a kill is ever sent again
+    out = pipeline / "output"
+    for name in ("story.wav", "sfx.wav", "final.wav", "final.mp4", "thumbnail.png", "description.txt", "upload.manifest.json"):
+        assert (out / name).stat().st_size > 0, name
+    loudness = media.measure_loudness(out / "final.wav")
+    assert abs(loudness.integrated_lufs + 14) <= 1 and loudness.true_peak_dbtp <= -1
+    state = json.loads((out / "tracking" / "8.combine.state.json").read_text())
+    assert not any(item.get("preview") for item in state["items"].values())

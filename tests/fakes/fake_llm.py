@@ -179,6 +179,8 @@ class SchemaFaker:
             return "2024-01-01T00:00:00Z"
         if fmt in ("uri", "url"):
             return "https://example.com/" + hashlib.sha1(path.encode()).hexdigest()[:8]
+        if path.endswith(".sound"):
+            return "Silence"  # a sound designer's most common answer, valid for any segment
         text = derived_text(self.prompt, path)
         low = int(schema.get("minLength", 0))
         high = schema.get("maxLength")
