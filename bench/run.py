@@ -44,9 +44,10 @@ def _env(**extra: str) -> dict[str, str]:
 def noop_rerun(work: Path) -> Result:
     """A finished gen.audio pipeline run again: every step must see its checkpoints and stop."""
     pipeline = work / "gen.audio"
-    for part in ("scripts", "workflow", "voices", "input"):
-        shutil.copytree(REPO / "gen.audio" / part, pipeline / part,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.speakers.txt", "9.*", "10.*", "12.*"))
+    for part in ("scripts", "workflow", "voices"):
+        shutil.copytree(REPO / "gen.audio" / part, pipeline / part, ignore=shutil.ignore_patterns("__pycache__"))
+    (pipeline / "input").mkdir()
+    shutil.copy2(REPO / "gen.audio" / "input" / "1.story.txt", pipeline / "input")
     shutil.copy2(REPO / "gen.audio" / "generate.py", pipeline)
     env = _env(PIPELINE_ENGINE="offline")
     run = lambda: subprocess.run([sys.executable, "generate.py"], cwd=pipeline, env=env, check=True,
