@@ -15,7 +15,7 @@ from common.quality import (
     format_table, normalise, redo_command, similarity, verdict,
 )
 from common.subtitles import Word, line_words, words_from_timings
-from tests.support.project import REPO, copy_pipeline, env_for, run_script
+from tests.support.project import REPO, env_for, run_script, spoken_pipeline
 
 FAKE_WHISPER = REPO / "tests" / "fakes" / "fake_whisper"
 THRESHOLD = 0.80
@@ -138,11 +138,7 @@ OFFLINE = env_for(PIPELINE_ENGINE="offline")
 @pytest.fixture(scope="module")
 def spoken(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample story spoken once by the offline engine (steps 1 and 2); tests work on copies."""
-    pipeline = copy_pipeline(tmp_path_factory.mktemp("spoken"))
-    for step in ("1.character.py", "2.story.py"):
-        result = run_script(pipeline, step, env=OFFLINE)
-        assert result.returncode == 0, result.stdout + result.stderr
-    return pipeline
+    return spoken_pipeline(tmp_path_factory.mktemp("spoken"))
 
 
 @pytest.fixture

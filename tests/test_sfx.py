@@ -22,7 +22,7 @@ from common.formats.timeline import read_timeline
 from common.offline import sfx
 from tests.fakes import start_fake_comfyui
 from tests.fakes.llm_helpers import start_fake_llm
-from tests.support.project import copy_pipeline, env_for, run_script
+from tests.support.project import copy_pipeline, env_for, run_script, spoken_pipeline
 
 OFFLINE = env_for(PIPELINE_ENGINE="offline")
 STEPS = ("5.timeline.py", "6.timing.py", "7.sfx.py")
@@ -77,9 +77,7 @@ def write_story_wav(pipeline: Path, seconds: float, rate: int = 44100) -> Path:
 
 @pytest.fixture(scope="module")
 def offline_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pipeline = copy_pipeline(tmp_path_factory.mktemp("sfx-offline"))
-    for script in ("1.character.py", "2.story.py"):
-        _run(pipeline, script, OFFLINE)
+    pipeline = spoken_pipeline(tmp_path_factory.mktemp("sfx-offline"))
     timings = json.loads((pipeline / "output" / "story.timings.json").read_text())
     write_timeline(pipeline, [(l["text"], l["start"], l["end"]) for l in timings["lines"]], timings["duration"])
     return pipeline

@@ -24,7 +24,7 @@ from common.transcribe import (
     INSTALL_HINT, TIMINGS, WHISPER, WhisperTranscriber, choose_transcriber, import_whisper,
     transcript_from_whisper, whisper_installed,
 )
-from tests.support.project import REPO, copy_pipeline, env_for, run_script
+from tests.support.project import REPO, env_for, run_script, spoken_pipeline
 
 RULES = CueRules()
 FAKE_WHISPER = REPO / "tests" / "fakes" / "fake_whisper"
@@ -301,11 +301,7 @@ OFFLINE = env_for(PIPELINE_ENGINE="offline")
 @pytest.fixture(scope="module")
 def spoken(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample story spoken once by the offline engine (steps 1 and 2); tests work on copies."""
-    pipeline = copy_pipeline(tmp_path_factory.mktemp("spoken"))
-    for step in ("1.character.py", "2.story.py"):
-        result = run_script(pipeline, step, env=OFFLINE)
-        assert result.returncode == 0, result.stdout + result.stderr
-    return pipeline
+    return spoken_pipeline(tmp_path_factory.mktemp("spoken"))
 
 
 @pytest.fixture

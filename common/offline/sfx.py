@@ -335,7 +335,6 @@ def _bell(n: int, sr: int, rng: Rng, text: str) -> np.ndarray:
 def _crowd(n: int, sr: int, rng: Rng, text: str) -> np.ndarray:
     low = 16000  # speech murmur has little above 4 kHz: make it at a low rate, then resample
     m = max(16, int(n * low / sr))
-    t = np.arange(m) / low
     voices = np.zeros(m)
     for _ in range(8):
         f0 = rng.uniform(95, 140) if rng.random() < 0.5 else rng.uniform(170, 250)

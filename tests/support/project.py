@@ -50,3 +50,16 @@ def run_generate(pipeline: Path, *args: str, env: dict[str, str] | None = None,
         [sys.executable, "generate.py", *args], cwd=pipeline, env=env or env_for(),
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
     )
+
+
+def spoken_pipeline(tmp_path: Path) -> Path:
+    """gen.audio with the sample story spoken by the offline engine (steps 1 and 2), in tmp_path.
+
+    Several test modules start from this state; each makes it once (module fixture) and copies it.
+    """
+    pipeline = copy_pipeline(tmp_path)
+    offline = env_for(PIPELINE_ENGINE="offline")
+    for step in ("1.character.py", "2.story.py"):
+        result = run_script(pipeline, step, env=offline)
+        assert result.returncode == 0, result.stdout + result.stderr
+    return pipeline
