@@ -20,18 +20,26 @@ Reasoning models, the rule used here (`answer_text`):
    last paragraph is. For JSON, the last JSON document in the reasoning is used instead.
 Whatever comes out still has to pass validation, so a wrong guess costs a retry, not a bad file.
 
-`max_retries` counts retries after the first answer: at most `max_retries + 1` requests per
-question. Connection retries for transient HTTP failures are the `openai` client's own
-(`transport_retries`), separate from answer retries.
+Two bounded retry loops, each logging one line on stderr per retry (an overnight log must show
+why a run took long, not only that it did):
+- answers: `max_retries` counts retries after the first answer that could not be used, so at
+  most `max_retries + 1` answers per question; then a JobError (exit 6).
+- transport: a request that gets no answer within `timeout` (a hung model), a dropped
+  connection, a refused connection or a 5xx/429 is sent again up to `transport_retries` times,
+  after a short growing pause; then a ServiceError (exit 5). The `openai` client's own silent
+  retries are switched off so every attempt is ours, counted and logged.
+So one question costs at most `(max_retries + 1) * (transport_retries + 1)` requests.
 """
 from __future__ import annotations
 
 import base64
 import json
 import re
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import jsonschema
@@ -45,6 +53,10 @@ AUTO_MODELS = ("", "auto")
 
 Validator = Callable[[Any], None]
 Message = dict[str, Any]
+Log = Callable[[str], None]
+T = TypeVar("T")
+RETRY_PAUSE = 0.5  # seconds before the first transport retry; doubled for each next one
+MAX_RETRY_PAUSE = 8.0
 
 _THINK_TAGS = "think|thinking|reasoning"
 _PAIRED = re.compile(rf"<({_THINK_TAGS})>.*?</\1\s*>", re.S | re.I)
@@ -207,36 +219,79 @@ class LLMClient:
     formats it refuses)."""
 
     def __init__(self, base_url: str | None, model: str | None, *, timeout: float = 300.0,
-                 max_retries: int = 3, api_key: str = "lm-studio", transport_retries: int = 2) -> None:
+                 max_retries: int = 3, api_key: str = "lm-studio", transport_retries: int = 2,
+                 log: Log | None = None, retry_pause: float = RETRY_PAUSE) -> None:
+        """`log` gets one line per retry (default: stderr); `retry_pause` is the first transport pause."""
         self.base_url = normalize_base_url(base_url)
         self.requested_model = (model or "").strip()
         self.timeout = float(timeout)
         self.max_retries = max(0, int(max_retries))
+        self.transport_retries = max(0, int(transport_retries))
+        self.retry_pause = max(0.0, float(retry_pause))
+        self._log = log or _log_to_stderr
         # A local server must not be reached through the user's HTTP(S)_PROXY.
         http_client = openai.DefaultHttpxClient(trust_env=False) if is_loopback_url(self.base_url) else None
+        # max_retries=0: the openai client would retry silently; _send retries visibly instead.
         self._client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "lm-studio",
-                                     timeout=self.timeout, max_retries=max(0, int(transport_retries)),
-                                     http_client=http_client)
+                                     timeout=self.timeout, max_retries=0, http_client=http_client)
         self._model: str | None = None if self.requested_model.lower() in AUTO_MODELS else self.requested_model
         self._json_modes = ["json_schema", "json_object", "prompt"]
 
     # ---- server facts
 
-    def _down(self, exc: Exception) -> ServiceError:
+    def _send(self, call: Callable[[], T]) -> T:
+        """`call()` (one HTTP request), sent again on a transport failure, a bounded and logged number of times.
+
+        Only failures a second try can cure are retried: no answer in time, a dropped or refused
+        connection, a 5xx, a 429. Anything else (a 4xx) propagates at once for the caller to word.
+        """
+        attempts = self.transport_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return call()
+            except openai.APIConnectionError as exc:  # includes APITimeoutError
+                failure: Exception = exc
+                problem = _connection_problem(exc, self.timeout)
+            except openai.APIStatusError as exc:
+                if exc.status_code != 429 and exc.status_code < 500:
+                    raise
+                failure = exc
+                problem = f"failed ({exc.status_code}: {_status_detail(exc, 120)})"
+            if attempt == attempts:
+                raise self._gave_up(failure, attempts) from failure
+            self._log(f"LLM server {problem}; asking again ({attempt + 1} of {attempts})")
+            if not isinstance(failure, openai.APITimeoutError):  # a timeout already waited long enough
+                time.sleep(min(MAX_RETRY_PAUSE, self.retry_pause * 2 ** (attempt - 1)))
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _gave_up(self, exc: Exception, attempts: int) -> ServiceError:
+        """The one sentence for a transport failure that outlasted every retry."""
+        tries = "" if attempts == 1 else f" ({attempts} tries)"
         if isinstance(exc, openai.APITimeoutError):
             return ServiceError(
-                f"The LLM server is not answering at {self.base_url} within {self.timeout:g} s: check that its model "
-                f"is loaded and not stuck (lms ps), or raise LLM_TIMEOUT, then run again.")
+                f"The LLM server is not answering at {self.base_url} within {self.timeout:g} s{tries}: check that its "
+                f"model is loaded and not stuck (lms ps), or raise LLM_TIMEOUT, then run again.")
+        if isinstance(exc, openai.APIConnectionError) and not _refused(exc):
+            return ServiceError(
+                f"The LLM server at {self.base_url} closed the connection without answering{tries}: check LM Studio's "
+                f"log (lms log stream) for a crash or an out-of-memory model, then run again.")
+        if isinstance(exc, openai.APIConnectionError):
+            return ServiceError(
+                f"The LLM server is not answering at {self.base_url}{tries}: start LM Studio's server "
+                f"(lms server start) or set LM_STUDIO_BASE_URL, then run again.")
+        assert isinstance(exc, openai.APIStatusError)
+        if exc.status_code == 429:
+            return ServiceError(f"The LLM server at {self.base_url} is too busy (429){tries}: "
+                                f"let other jobs finish, then run again.")
+        failed = "failed" if attempts == 1 else f"failed {attempts} times in a row"
         return ServiceError(
-            f"The LLM server is not answering at {self.base_url}: start LM Studio's server (lms server start) "
-            f"or set LM_STUDIO_BASE_URL, then run again.")
+            f"The LLM server at {self.base_url} {failed} ({exc.status_code}: {_status_detail(exc, 160)}): "
+            f"check LM Studio's log (lms log stream), then run again.")
 
     def models(self) -> list[str]:
         """The model ids the server offers (`GET /models`), in the server's order."""
         try:
-            page = self._client.models.list()
-        except openai.APIConnectionError as exc:
-            raise self._down(exc) from exc
+            page = self._send(self._client.models.list)
         except openai.NotFoundError as exc:
             raise ConfigError(
                 f"The server at {self.base_url} has no OpenAI-compatible API there (GET /models gave 404): "
@@ -308,9 +363,7 @@ class LLMClient:
         if response_format is not None:
             kwargs["response_format"] = response_format
         try:
-            completion = self._client.chat.completions.create(**kwargs)
-        except openai.APIConnectionError as exc:  # includes timeouts
-            raise self._down(exc) from exc
+            completion = self._send(lambda: self._client.chat.completions.create(**kwargs))
         except openai.AuthenticationError as exc:
             raise ConfigError(f"The LLM server at {self.base_url} rejected the API key: check the key for that server, then run again.") from exc
         except openai.NotFoundError as exc:
@@ -327,10 +380,7 @@ class LLMClient:
                     raise unknown from exc
             raise JobError(f"The LLM server refused the request for model {model} ({_one_line(exc.message, 200)}): "
                            f"check that the model can do this (e.g. read images), then run again.") from exc
-        except openai.RateLimitError as exc:
-            raise ServiceError(f"The LLM server at {self.base_url} is too busy (429) even after retries: "
-                               f"let other jobs finish, then run again.") from exc
-        except openai.APIStatusError as exc:
+        except openai.APIStatusError as exc:  # a 4xx not handled above; 5xx and 429 were retried in _send
             raise JobError(f"The LLM server failed while model {model} answered ({exc.status_code}: "
                            f"{_one_line(exc.message, 200)}): check LM Studio's log (lms log stream), then run again.") from exc
         choices = completion.choices or []
@@ -362,6 +412,9 @@ class LLMClient:
                 return parse(reply)
             except InvalidAnswer as exc:
                 reason = _one_line(str(exc), 300)
+            if _attempt + 1 < attempts:
+                self._log(f"LLM answer could not be used ({_one_line(reason, 160)}); asking again "
+                          f"({_attempt + 2} of {attempts})")
             shown = reply.content.strip() if reply is not None and reply.content.strip() else "(an empty answer)"
             # Only the latest bad answer goes back: the conversation stays short however many retries.
             conversation = list(messages) + [
@@ -391,11 +444,7 @@ class LLMClient:
         """A non-empty text answer that passes `validate` (which raises ValueError with a reason)."""
 
         def parse(reply: Reply) -> str:
-            text = answer_text(reply)
-            if not text:
-                raise InvalidAnswer(_empty_reason(reply))
-            _run_validator(validate, text)
-            return text
+            return _text_answer(reply, validate)
 
         return self._ask(_messages(system, prompt), parse, temperature=temperature, max_tokens=max_tokens,
                          correction="Answer again, with only the answer itself.")
@@ -468,18 +517,66 @@ class LLMClient:
         messages = ([{"role": "system", "content": system}] if system else []) + [user]
 
         def parse(reply: Reply) -> str:
-            text = answer_text(reply)
-            if not text:
-                raise InvalidAnswer(_empty_reason(reply))
-            _run_validator(validate, text)
-            return text
+            return _text_answer(reply, validate)
 
         return self._ask(messages, parse, temperature=temperature, max_tokens=max_tokens,
                          correction="Answer again about the same image, with only the answer itself.")
 
 
+def _log_to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether nothing listened (connect failed), as opposed to a server that dropped our request."""
+    return any(isinstance(e, ConnectionRefusedError) or type(e).__name__ == "ConnectError" for e in _causes(exc))
+
+
+def _status_detail(exc: openai.APIStatusError, limit: int) -> str:
+    """The server's own words for an HTTP error, first sentence only, without the openai prefix."""
+    body = exc.body
+    detail = ""
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        detail = str(inner.get("message", "") if isinstance(inner, dict) else inner)
+    elif isinstance(body, str):
+        detail = body
+    detail = detail or re.sub(r"^Error code: \d+ - ", "", exc.message)
+    detail = _one_line(detail, limit).split(". ")[0].rstrip(". ")
+    return detail or "no detail given"
+
+
+def _connection_problem(exc: openai.APIConnectionError, timeout: float) -> str:
+    """What went wrong, for the retry line: 'LLM server <problem>; asking again (2 of 3)'."""
+    if isinstance(exc, openai.APITimeoutError):
+        return f"did not answer within {timeout:g} s"
+    if _refused(exc):
+        return "refused the connection (not running?)"
+    return "closed the connection without answering"
+
+
 def _messages(system: str | None, prompt: str) -> list[Message]:
     return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+
+
+def _text_answer(reply: Reply, validate: Validator | None) -> str:
+    """The text answer of a reply, or InvalidAnswer: empty, cut off at the token limit, or refused by `validate`."""
+    text = answer_text(reply)
+    if not text:
+        raise InvalidAnswer(_empty_reason(reply))
+    if reply.finish_reason == "length":  # half a sentence reads as a whole one: never keep it
+        raise InvalidAnswer("the answer was cut off at the token limit before it was complete")
+    _run_validator(validate, text)
+    return text
 
 
 def _empty_reason(reply: Reply) -> str:

@@ -246,6 +246,66 @@ def test_hang_times_out_as_service_error(tmp_path):
         assert "1 s" in str(caught.value)
 
 
+
+def test_hang_is_retried_with_a_log_line_then_answers(tmp_path):
+    lines: list[str] = []
+    with start_fake_llm(tmp_path, hang_first=1) as fake:
+        client = client_for(fake, timeout=1.0, transport_retries=1, log=lines.append)
+        assert client.complete_text("Name the lighthouse").startswith("Name the lighthouse:")
+        assert [r["mode"] for r in fake.chat_requests()] == ["hang", "auto"]
+    assert lines == ["LLM server did not answer within 1 s; asking again (2 of 2)"]
+
+
+@pytest.mark.parametrize("flag, problem, final", [
+    ("error_first", "LLM server failed (500: Internal server error: the model crashed while answering (fake_llm fault injection))",
+     "failed 3 times in a row (500: "),
+    ("drop_first", "LLM server closed the connection without answering", "closed the connection without answering (3 tries)"),
+])
+def test_server_failures_are_retried_bounded_and_logged(tmp_path, flag, problem, final):
+    lines: list[str] = []
+    with start_fake_llm(tmp_path, **{flag: 100}) as fake:
+        client = client_for(fake, transport_retries=2, retry_pause=0, log=lines.append, max_retries=3)
+        with pytest.raises(ServiceError) as caught:
+            client.complete_json("List the scenes", SCENES)
+        assert fake.chat_count() == 3  # transport tries only: a broken server is not asked for a better answer
+    assert lines == [f"{problem}; asking again (2 of 3)", f"{problem}; asking again (3 of 3)"]
+    message = str(caught.value)
+    assert final in message and fake.base_url in message and "\n" not in message
+
+
+def test_transient_server_failure_recovers(tmp_path):
+    lines: list[str] = []
+    with start_fake_llm(tmp_path, error_first=1, drop_first=1) as fake:
+        client = client_for(fake, transport_retries=2, retry_pause=0, log=lines.append)
+        assert client.complete_text("Write a title").startswith("Write a title:")
+        assert [r["mode"] for r in fake.chat_requests()] == ["error", "drop", "auto"]
+    assert [line.rsplit("(", 1)[1] for line in lines] == ["2 of 3)", "3 of 3)"]
+
+
+def test_faults_after_answers_the_first_requests_well(tmp_path):
+    with start_fake_llm(tmp_path, faults_after=2, garbage_first=1, reasoning_only_first=1) as fake:
+        client = client_for(fake, max_retries=0)
+        assert client.complete_text("first").startswith("first:")
+        assert client.complete_json("List the scenes", SCENES)["scenes"]
+        with pytest.raises(JobError, match="prose, not JSON"):
+            client.complete_json("List the scenes", SCENES)
+        with pytest.raises(JobError, match=r"only reasoning"):
+            client.complete_text("second")
+        assert client.complete_text("third").startswith("third:")
+        assert [r["mode"] for r in fake.chat_requests()] == ["auto", "auto", "garbage", "reasoning-only", "auto"]
+
+
+def test_answer_retries_are_logged_and_truncated_text_is_refused(tmp_path):
+    lines: list[str] = []
+    with start_fake_llm(tmp_path, truncate_first=1) as fake:
+        text = client_for(fake, log=lines.append).complete_text("Summarise the night at the lighthouse")
+        assert text.startswith("Summarise the night")
+        requests = fake.chat_requests()
+        assert [r["mode"] for r in requests] == ["truncated", "auto"]
+        assert "cut off at the token limit" in requests[1]["last_user"]
+    assert lines == ["LLM answer could not be used (the answer was cut off at the token limit before it was complete); "
+                     "asking again (2 of 4)"]
+
 def test_server_down_is_service_error(tmp_path):
     port = free_port()  # nothing listens there
     client = LLMClient(f"http://127.0.0.1:{port}/v1", "fake-model", timeout=5.0, transport_retries=0)

@@ -7,7 +7,9 @@ not through mocks of our own code.
 
     python tests/fakes/fake_llm.py --port 0 [--model NAME ...] [--record FILE] [--think]
         [--reasoning-content] [--answer-in-reasoning] [--garbage-first N] [--empty-first N]
-        [--truncate-first N] [--delay S] [--hang] [--answers FILE] [--reject-json-schema] [--lmstudio]
+        [--truncate-first N] [--reasoning-only-first N] [--error-first N] [--drop-first N]
+        [--hang-first N] [--faults-after N] [--delay S] [--hang] [--answers FILE]
+        [--reject-json-schema] [--lmstudio]
 
 Endpoints: `GET /v1/models`, `POST /v1/chat/completions`, and with `--lmstudio` (fake_lms passes
 it) `GET /lmstudio-greeting`, the probe the real `lms` CLI uses to tell an LM Studio server from
@@ -23,14 +25,23 @@ Answers are deterministic functions of the request, so tests can assert on them:
   json_object: `{"answer": <text>}`. Otherwise a short text derived from the prompt. "The prompt"
   is the first user message, so a retry (bad answer + correction appended) answers the same
   question; the record's `last_user` shows the correction the client sent.
-- Failure injection, counted over chat answers in this order: the first `--garbage-first N`
-  answers are prose instead of JSON, the next `--empty-first N` are empty, the next
-  `--truncate-first N` are the JSON cut in half (finish_reason "length"). So with
-  `--garbage-first 1 --empty-first 1` the first answer is prose, the second empty, the third good.
+- Failure injection, counted over chat requests (well-formed ones) in this order: the first
+  `--garbage-first N` answers are prose instead of JSON, the next `--empty-first N` are empty,
+  the next `--truncate-first N` are the JSON cut in half (finish_reason "length"), the next
+  `--reasoning-only-first N` hold only an unfinished thought in `reasoning_content` and no answer
+  at all (finish_reason "length": a reasoning model that ran out of tokens), the next
+  `--error-first N` are HTTP 500s, the next `--drop-first N` close the connection without
+  answering, the next `--hang-first N` never answer. So with `--garbage-first 1 --empty-first 1`
+  the first answer is prose, the second empty, the third good; a large N (1000) means "always".
+  `--faults-after N` answers the first N chat requests well and starts that sequence (and
+  `--hang`) only after them: earlier items complete, later ones fail, as when a server breaks
+  down in the middle of a night. Faulted requests are recorded with `"mode"` garbage, empty,
+  truncated, reasoning-only, error, drop or hang (a hang and a drop are recorded when they start,
+  with `"status": null`).
 - `--think` wraps answers as `<think>...</think>answer`; `--reasoning-content` puts the reasoning
   in `message.reasoning_content` (LM Studio's and DeepSeek's field); `--answer-in-reasoning` leaves
   `content` empty and ends the reasoning with the answer (a template that never closed its think
-  block); `--delay S` waits before answering; `--hang` never answers.
+  block); `--delay S` waits before answering; `--hang` never answers (after `--faults-after`).
 
 Models: the `--model` names, else, when FAKE_LMS_STATE names a fake_lms state directory, the
 identifiers `fake_lms.py load` recorded there (read on every request, so loads and unloads after
@@ -265,7 +276,7 @@ def _text_of(content: Any) -> tuple[str, int]:
 class FakeLLM:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.answer_count = 0
+        self.chat_index = 0  # well-formed chat requests seen, the clock of fault injection
         self.answer_hits: dict[int, int] = {}
         self.answers: list[dict[str, Any]] = []
         if args.answers:
@@ -314,11 +325,40 @@ class FakeLLM:
             return _error(400, "We could not parse the JSON body of your request.", "invalid_request_error")
         entry: dict[str, Any] = {"path": "/v1/chat/completions", "model": body.get("model") if isinstance(body, dict) else None}
         response = await self._chat(body, entry)
+        if response == "drop":
+            entry["status"] = None
+            self.record(entry)
+            # Close the socket with the request read and nothing written: the client sees the
+            # server disconnect without a response, as when a model server crashes mid-request.
+            if request.transport is not None:
+                request.transport.close()
+            raise asyncio.CancelledError
+        if response == "hang":
+            entry["status"] = None
+            self.record(entry)
+            await asyncio.sleep(10 ** 6)
+            raise asyncio.CancelledError
+        assert isinstance(response, web.StreamResponse)
         entry["status"] = response.status
         self.record(entry)
         return response
 
-    async def _chat(self, body: Any, entry: dict[str, Any]) -> web.StreamResponse:
+    def _fault(self, index: int) -> str | None:
+        """The fault injected into the `index`-th (0-based) chat request, by the order of the module docstring."""
+        args = self.args
+        position = index - args.faults_after
+        if position < 0:
+            return None
+        for mode, count in (("garbage", args.garbage_first), ("empty", args.empty_first),
+                            ("truncated", args.truncate_first), ("reasoning-only", args.reasoning_only_first),
+                            ("error", args.error_first), ("drop", args.drop_first), ("hang", args.hang_first)):
+            if position < count:
+                return mode
+            position -= count
+        return "hang" if args.hang else None
+
+    async def _chat(self, body: Any, entry: dict[str, Any]) -> web.StreamResponse | str:
+        """The response to one chat request, or "drop" / "hang" for the caller to act out."""
         if not isinstance(body, dict):
             return _error(400, "The request body must be a JSON object.", "invalid_request_error")
         messages = body.get("messages")
@@ -368,8 +408,16 @@ class FakeLLM:
                 schema = spec["schema"]
         entry["response_format"] = fmt_type
 
-        if self.args.hang:
-            await asyncio.sleep(10 ** 6)
+        index = self.chat_index
+        self.chat_index += 1
+        fault = self._fault(index)
+        if fault in ("drop", "hang"):
+            entry["mode"] = fault
+            return fault
+        if fault == "error":
+            entry["mode"] = fault
+            return _error(500, "Internal server error: the model crashed while answering (fake_llm fault injection).",
+                          "server_error")
         if self.args.delay:
             await asyncio.sleep(self.args.delay)
 
@@ -377,23 +425,23 @@ class FakeLLM:
         # Answers derive from the first user message, the question: a retry (which appends the bad
         # answer and a correction) gets an answer to the same question, as from a real model.
         answer, mode = self._answer(conversation, first_user or "", fmt_type, schema)
-        entry["mode"] = mode
-        index = self.answer_count
-        self.answer_count += 1
         finish = "stop"
-        if mode == "auto":
-            args = self.args
-            if index < args.garbage_first:
-                answer, mode = "I believe the answer is probably along these lines, but let me explain in prose instead.", "garbage"
-            elif index < args.garbage_first + args.empty_first:
-                answer, mode = "", "empty"
-            elif index < args.garbage_first + args.empty_first + args.truncate_first:
-                answer, mode, finish = answer[: max(1, len(answer) // 2)], "truncated", "length"
-            entry["mode"] = mode
+        if fault == "garbage":
+            answer, mode = "I believe the answer is probably along these lines, but let me explain in prose instead.", fault
+        elif fault == "empty":
+            answer, mode = "", fault
+        elif fault == "truncated":
+            answer, mode, finish = answer[: max(1, len(answer) // 2)], fault, "length"
+        elif fault == "reasoning-only":
+            mode, finish = fault, "length"
+        entry["mode"] = mode
 
         reasoning = f"The user asks: {(first_user or '')[:80]!r}. I will answer briefly."
         message: dict[str, Any] = {"role": "assistant", "content": answer}
-        if self.args.answer_in_reasoning:
+        if fault == "reasoning-only":
+            message["content"] = ""
+            message["reasoning_content"] = f"{reasoning} First I should weigh every line of the passage, and then"
+        elif self.args.answer_in_reasoning:
             message["content"] = ""
             message["reasoning_content"] = f"{reasoning}\n\n{answer}"
         elif self.args.reasoning_content:
@@ -463,8 +511,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--garbage-first", type=int, default=0)
     parser.add_argument("--empty-first", type=int, default=0)
     parser.add_argument("--truncate-first", type=int, default=0)
+    parser.add_argument("--reasoning-only-first", type=int, default=0,
+                        help="answers with only an unfinished thought in reasoning_content, cut at the token limit")
+    parser.add_argument("--error-first", type=int, default=0, help="requests answered with HTTP 500")
+    parser.add_argument("--drop-first", type=int, default=0, help="requests whose connection is closed unanswered")
+    parser.add_argument("--hang-first", type=int, default=0, help="requests never answered")
+    parser.add_argument("--faults-after", type=int, default=0,
+                        help="answer the first N chat requests well; the faults (and --hang) come after them")
     parser.add_argument("--delay", type=float, default=0.0)
-    parser.add_argument("--hang", action="store_true")
+    parser.add_argument("--hang", action="store_true", help="never answer (after --faults-after)")
     parser.add_argument("--answers", help="JSON list of {contains, answer|answers}")
     parser.add_argument("--lmstudio", action="store_true",
                         help="answer LM Studio's GET /lmstudio-greeting probe (fake_lms passes it; an Ollama-like fake does not)")

@@ -6,9 +6,12 @@
         assert fake.chat_count() == 3
 
 Options map to fake_llm.py flags: model="m" or ["a", "b"], think=True, reasoning_content=True,
-answer_in_reasoning=True, garbage_first=N, empty_first=N, truncate_first=N, delay=S, hang=True,
-reject_json_schema=True, answers=[{"contains": ..., "answer": ...}] (written to a file for you),
-env={...} (extra environment, e.g. FAKE_LMS_STATE).
+answer_in_reasoning=True, garbage_first=N, empty_first=N, truncate_first=N, reasoning_only_first=N,
+error_first=N (HTTP 500), drop_first=N (connection closed unanswered), hang_first=N,
+faults_after=N (the first N chat requests are answered well, the faults come after), delay=S,
+hang=True, reject_json_schema=True, answers=[{"contains": ..., "answer": ...}] (written to a file
+for you), env={...} (extra environment, e.g. FAKE_LMS_STATE). Each fake request's "mode" in
+`requests()` names the fault it got ("auto" for a good answer).
 """
 from __future__ import annotations
 
