@@ -8,6 +8,12 @@ streamed line by line to the terminal and appended, whole lines only, to `log.tx
 START/END markers, so the log of a night tells what happened even after a power cut.
 A failure stops the run with the child's exit code; Ctrl+C and SIGTERM are passed on to the
 child, which checkpoints and exits; in every case the servers we started are stopped.
+
+Two things keep a night going without doing anything twice: the run stamp (common/run_stamp.py)
+skips the scripts a finished run proves to be no-ops, so re-running a finished pipeline costs
+one process, not one per script; and a script that exits 5 (ComfyUI or the LLM stopped
+answering or got stuck) gets its server restarted and runs again, SERVICE_RESTARTS times at
+most, when that server is ours; a server the user started is never restarted.
 """
 from __future__ import annotations
 
@@ -19,16 +25,19 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Mapping, Sequence
 
 from common.engine_choice import EngineChoice, child_environment, choose_engines
 from common.errors import ConfigError, PipelineError, ServiceError
-from common.preflight import run_preflight
 from common.run_report import RunRecord, StepResult, notify, now_text, status_lines, write_report
-from common.services import ServiceManager
+from common.run_stamp import SkipPlan, context_parts, plan_skips, record_run
 from common.settings import load_settings
+
+if TYPE_CHECKING:  # imported where used: a run with nothing to do never pays for requests/psutil
+    from common.services import ServiceManager
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -262,8 +271,12 @@ def _new_group_kwargs() -> dict[str, Any]:
     return {"start_new_session": True}
 
 
-def run_step(step: Step, env: Mapping[str, str], log: RunLog, signals: _Signals, grace: float) -> int:
-    """Run one script to its end, streaming its output; returns its exit code (signals as 128+n)."""
+def run_step(step: Step, env: Mapping[str, str], log: RunLog, signals: _Signals, grace: float,
+             tail: deque[str] | None = None) -> int:
+    """Run one script to its end, streaming its output; returns its exit code (signals as 128+n).
+
+    `tail` receives the child's last lines, so the run's summary can repeat its error sentence.
+    """
     log.line(f"===== START {step.name} @ {_now()} =====")
     started = time.monotonic()
     proc = subprocess.Popen(
@@ -274,7 +287,10 @@ def run_step(step: Step, env: Mapping[str, str], log: RunLog, signals: _Signals,
     def pump() -> None:
         assert proc.stdout is not None
         for raw in iter(proc.stdout.readline, b""):
-            log.line(_clean_child_line(raw))
+            text = _clean_child_line(raw)
+            log.line(text)
+            if tail is not None and text.strip():
+                tail.append(text.strip())
 
     reader = threading.Thread(target=pump, name=f"output of {step.basename}", daemon=True)
     reader.start()
@@ -315,9 +331,12 @@ def _print_list(steps: Sequence[Step], pipeline_dir: Path) -> None:
         _to_terminal(f"{s.position:3d}. {s.name:<{width}}  needs: {s.needs_text}{args}{missing}")
 
 
-def _dry_run(steps: Sequence[Step], manager: ServiceManager) -> int:
+def _dry_run(steps: Sequence[Step], manager: ServiceManager, plan: SkipPlan) -> int:
     """Say what a run would start, stop and run; starts and runs nothing."""
     _to_terminal("dry run: nothing is started, stopped or run")
+    for line in _plan_lines(plan, steps):
+        _to_terminal(line)
+    steps = [s for s in steps if s.position not in plan.positions]
     services = {"comfyui": manager.comfyui, "llm": manager.llm}
     plans: dict[str, str] = {}
     active = {"comfyui": False, "llm": False}
@@ -369,6 +388,10 @@ def _parse(argv: Sequence[str] | None, pipeline_dir: Path) -> argparse.Namespace
                         help="run the preflight checks for the selected scripts, print them, exit 0 (ok) or 1")
     parser.add_argument("--status", action="store_true",
                         help="items done / preview / failed / left per script, from the checkpoints only")
+    parser.add_argument("--force-start", action="store_true",
+                        help="run every selected script even when nothing changed since the last finished run "
+                             "(each still resumes from its checkpoints; to redo a script from scratch run it "
+                             "alone with --force-start)")
     return parser.parse_args(argv)
 
 
@@ -408,18 +431,36 @@ def run_pipeline(
         _to_terminal("interrupted before anything started.", err=True)
         return SIGNAL_EXIT[signal.SIGINT]
 
+    if args.check and not args.dry_run:
+        return _check(pipeline_dir, selected, settings, choice)
+    context = context_parts(settings, (choice.media, choice.text))
+    if settings.ENABLE_RESUMABLE_MODE:
+        plan = plan_skips(pipeline_dir, selected, context, force=args.force_start)
+    else:  # without checkpoints every script redoes its work: nothing is a no-op
+        plan = SkipPlan([], None, "ENABLE_RESUMABLE_MODE is off: every selected script runs")
     if args.dry_run:
+        from common.services import ServiceManager
+
         _to_terminal(choice.reason)
         manager = ServiceManager.from_settings(settings, pipeline_dir, use_comfyui=choice.media == "comfyui",
                                                use_llm=choice.text == "llm", say=_to_terminal)
-        return _dry_run(selected, manager)
-    if args.check:
-        return _check(pipeline_dir, selected, settings, choice)
-    return _run(pipeline_dir, selected, settings, choice)
+        return _dry_run(selected, manager, plan)
+    return _run(pipeline_dir, selected, settings, choice, plan, context)
+
+
+def _plan_lines(plan: SkipPlan, steps: Sequence[Step]) -> list[str]:
+    """What the run stamp decided, in the words the log and the terminal use."""
+    lines = [f"[{s.position}] {s.name}: up to date since {plan.since}, skipped" for s in plan.skipped]
+    if plan.reason and len(plan.skipped) < len(steps):
+        lines.append(f"run stamp: {plan.reason}; running {'the rest' if plan.skipped else 'every selected script'}")
+    return lines
 
 
 def _check(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: EngineChoice) -> int:
     """`--check`: the preflight screen alone; a server it had to start is stopped again."""
+    from common.preflight import run_preflight
+    from common.services import ServiceManager
+
     manager = ServiceManager.from_settings(settings, pipeline_dir, use_comfyui=choice.media == "comfyui",
                                            use_llm=choice.text == "llm", say=_to_terminal)
     try:
@@ -450,13 +491,40 @@ def _report(pipeline_dir: Path, steps: Sequence[Step], results: dict[int, StepRe
         notify(command, path, lambda message: log.line(message, err=True))
 
 
-def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: EngineChoice) -> int:
+def _owned(service: Any) -> bool:
+    """Ours to restart: we started it (it may have died since); an adopted server never is."""
+    if service.adopted:
+        return False
+    return service.started_by_us or getattr(service, "pid", None) is not None
+
+
+def _suspects(step: Step, manager: ServiceManager) -> list[Any]:
+    """The servers a step's exit 5 is about: those it needs that stopped answering, else all it needs."""
+    needed = [svc for flag, svc in ((step.needs_comfyui, manager.comfyui), (step.needs_llm, manager.llm))
+              if flag and svc is not None]
+    silent = [svc for svc in needed if not svc.answers()]
+    return silent or needed
+
+
+def _script_sentence(tail: Sequence[str]) -> str:
+    errors = [line for line in tail if line.startswith("error:")]
+    return (errors or list(tail) or [""])[-1]
+
+
+def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: EngineChoice, plan: SkipPlan,
+         context: Mapping[str, str]) -> int:
     log = RunLog(pipeline_dir / "log.txt")
     signals = _Signals()
     signals.install()
-    manager = ServiceManager.from_settings(settings, pipeline_dir, use_comfyui=choice.media == "comfyui",
-                                           use_llm=choice.text == "llm", say=log.line)
+    to_run = [s for s in steps if s.position not in plan.positions]
+    manager: ServiceManager | None = None
+    if to_run:
+        from common.services import ServiceManager
+
+        manager = ServiceManager.from_settings(settings, pipeline_dir, use_comfyui=choice.media == "comfyui",
+                                               use_llm=choice.text == "llm", say=log.line)
     grace = float(settings.SERVICE_STOP_GRACE)
+    restarts = max(0, int(getattr(settings, "SERVICE_RESTARTS", 1)))
     env = _child_env(choice)
     started = time.monotonic()
     started_at = now_text()
@@ -465,11 +533,24 @@ def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Engin
     current: Step | None = None
     code = 0
     summary = ""
+    finished = False
     try:
         log.line(choice.reason)
+        for line in _plan_lines(plan, steps):
+            log.line(line)
+        for step in plan.skipped:
+            results[step.position] = StepResult(step, 0, 0.0, skipped_since=plan.since)
+        if not to_run:
+            summary = (f"nothing to do: all {len(steps)} script(s) are up to date since {plan.since} (nothing "
+                       "changed since that finished run); generate.py --force-start runs them anyway")
+            finished = True
+            return code
+        assert manager is not None
+        from common.preflight import run_preflight
+
         signals.raise_now = True
         try:
-            checked = run_preflight(pipeline_dir, steps, settings, choice, manager)
+            checked = run_preflight(pipeline_dir, to_run, settings, choice, manager)
         finally:
             signals.raise_now = False
         preflight = checked.lines()
@@ -479,7 +560,7 @@ def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Engin
             raise checked.error()
         if signals.signum is not None:
             raise _Stopped(signals.signum)
-        for step in steps:
+        for step in to_run:
             current = step
             if signals.signum is None:
                 signals.raise_now = True
@@ -490,17 +571,52 @@ def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Engin
             if signals.signum is not None:
                 raise _Stopped(signals.signum)
             step_started = time.monotonic()
-            code = run_step(step, env, log, signals, grace)
-            results[step.position] = StepResult(step, code, time.monotonic() - step_started)
+            attempt = 0
+            not_ours = ""
+            while True:
+                tail: deque[str] = deque(maxlen=20)
+                code = run_step(step, env, log, signals, grace, tail)
+                if signals.signum is not None or code != ServiceError.exit_code:
+                    break
+                suspects = _suspects(step, manager)
+                theirs = [svc for svc in suspects if not _owned(svc)]
+                if theirs:
+                    names = " and ".join(f"the {svc.name} at {svc.base_url}" for svc in theirs)
+                    not_ours = (f"{names} was already running when the run started, so it is not ours to restart: "
+                                "restart it yourself, then run generate.py again (finished work is kept)")
+                    break
+                if not suspects or attempt >= restarts:
+                    break
+                attempt += 1
+                names = " and ".join(svc.name for svc in suspects)
+                log.line(f"services: {step.name} exited 5 ({_script_sentence(tail) or 'service error'}); "
+                         f"restarting {names} (restart {attempt} of {restarts}) and running {step.name} again")
+                signals.raise_now = True
+                try:
+                    for svc in suspects:
+                        svc.stop()
+                        svc.ensure_running()
+                finally:
+                    signals.raise_now = False
+            results[step.position] = StepResult(step, code, time.monotonic() - step_started, restarts=attempt)
             if signals.signum is not None:
                 raise _Stopped(signals.signum)
             if code != 0:
-                summary = (f"{step.name} failed (exit {code}); fix the problem above and run generate.py again: "
-                           "finished work is kept")
+                if not_ours:
+                    summary = f"{step.name} failed (exit {code}): {_script_sentence(tail)} {not_ours}"
+                elif code == ServiceError.exit_code and attempt:
+                    summary = (f"{step.name} failed (exit {code}) again after {attempt} restart(s) of its server: "
+                               f"{_script_sentence(tail)} Check the server's log, then run generate.py again: "
+                               "finished work is kept")
+                else:
+                    summary = (f"{step.name} failed (exit {code}); fix the problem above and run generate.py "
+                               "again: finished work is kept")
                 break
         else:
             took = time.monotonic() - started
-            summary = f"done: {len(steps)} script(s) finished in {took:.1f}s"
+            skipped = f" ({len(plan.skipped)} skipped: up to date since {plan.since})" if plan.skipped else ""
+            summary = f"done: {len(to_run)} script(s) finished in {took:.1f}s{skipped}"
+            finished = True
     except _Stopped as stop:
         code = SIGNAL_EXIT.get(stop.signum, 130)
         what = "Ctrl+C" if stop.signum == signal.SIGINT else "SIGTERM"
@@ -513,8 +629,14 @@ def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Engin
     finally:
         signals.raise_now = False
         try:
-            manager.shutdown()
+            if manager is not None:
+                manager.shutdown()
         finally:
+            if finished and code == 0 and signals.signum is None:
+                try:
+                    record_run(pipeline_dir, steps, context, now_text(), plan)
+                except OSError as exc:  # the stamp only saves time: never a reason to fail a run
+                    log.line(f"run stamp: could not be written ({exc}); the next run checks every script", err=True)
             if summary:
                 log.line(summary, err=code != 0)
             _report(pipeline_dir, steps, results, started_at, code, summary, choice, preflight, settings, log)

@@ -25,6 +25,7 @@ TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # as common.checkpoints writes finished_at: c
 OUTPUT_NAMES = ("final.wav", "final.mp4", "final_sd.mp4", "shorts", "thumbnail.png", "review.html",
                 "upload.manifest.json")
 _DATA_KEYS = ("seed", "model", "workflow")  # data fields worth a line in the report
+FAILED_LINES = 5  # failed items --status lists per script (the report lists them all)
 
 
 def state_path(step: Any) -> Path:
@@ -56,6 +57,7 @@ class Counts:
     took: float = 0.0
     left: int | None = None
     details: dict[str, list[str]] = field(default_factory=dict)
+    failed_items: list[tuple[str, str]] = field(default_factory=list)  # (item key, the script's sentence)
 
     @property
     def cached(self) -> int:
@@ -90,16 +92,32 @@ def _collect_details(details: dict[str, list[str]], data: Any) -> None:
                 seen.append(str(value))
 
 
+def _error_of(entry: dict[str, Any]) -> str:
+    data = entry.get("data")
+    error = data.get("error") if isinstance(data, dict) else None
+    text = " ".join(str(error).split()) if error else ""
+    return text or "no reason recorded"
+
+
+def redo_commands(pipeline_dir: Path, step: Any) -> list[str]:
+    """How to redo just a script's failed items: its finished items are kept, failed ones retried."""
+    scripts_dir = Path(step.path).parent
+    direct = shlex.join(["python", Path(step.path).name, *getattr(step, "args", ())])
+    return [f"cd {shlex.quote(str(pipeline_dir))} && python generate.py --only {step.position}",
+            f"or, with the servers it needs running: cd {shlex.quote(str(scripts_dir))} && {direct}"]
+
+
 def count_step(step: Any, since: str | None = None) -> Counts:
     """The checkpoint counts of one step; `since` (TIME_FORMAT) marks entries made by this run."""
     entries = read_entries(state_path(step))
     counts = Counts()
-    for entry in entries.values():
+    for key, entry in entries.items():
         took = entry.get("took")
         if isinstance(took, (int, float)) and math.isfinite(took):
             counts.took += float(took)
         if entry.get("status", "done") != "done":
             counts.failed += 1
+            counts.failed_items.append((key, _error_of(entry)))
             continue
         counts.done += 1
         counts.preview += bool(entry.get("preview"))
@@ -135,6 +153,14 @@ def status_lines(pipeline_dir: Path, steps: Sequence[Any]) -> list[str]:
         out.append(f"  {step.position:3d} {step.name:<{width}}  {c.done:>5} {c.preview:>7} {c.failed:>6} {left:>5}"
                    f"  {_duration(c.took):>8}")
     out.append("  left '?': this script's item count is only known while it runs")
+    for step in steps:
+        failed = count_step(step).failed_items if state_path(step).is_file() else []
+        for key, error in failed[:FAILED_LINES]:
+            out.append(f"  failed: {step.name} {key}: {error}")
+        if len(failed) > FAILED_LINES:
+            out.append(f"  failed: {step.name}: {len(failed) - FAILED_LINES} more (see output/report.md)")
+        if failed:
+            out.append(f"  redo them: {redo_commands(Path(pipeline_dir), step)[0]}")
     return out
 
 
@@ -146,6 +172,8 @@ class StepResult:
     step: Any
     code: int | None  # None: did not run
     took: float = 0.0
+    skipped_since: str | None = None  # the run stamp proved it a no-op (up to date since then)
+    restarts: int = 0  # times its server was restarted and it ran again
 
 
 @dataclass
@@ -210,21 +238,33 @@ def build_report(record: RunRecord) -> list[tuple[str, list[str]]]:
     ]
     rows = []
     details: dict[str, list[str]] = {}
+    failures: list[str] = []
     for result in record.results:
         step = result.step
         if result.code is None:
             rows.append(f"{step.position}. {step.name}: not run")
             continue
         c = count_step(step, record.started_at)
-        state = "ok" if result.code == 0 else f"FAILED (exit {result.code})"
         left = "" if c.left is None else f", {c.left} left"
-        rows.append(f"{step.position}. {step.name}: {state} in {_duration(result.took)}; items: {c.made} made, "
-                    f"{c.cached} already done, {c.failed} failed{left}"
-                    + (f" ({c.preview} previews)" if c.preview else ""))
+        if result.skipped_since is not None:
+            rows.append(f"{step.position}. {step.name}: up to date since {result.skipped_since}, skipped; "
+                        f"items: {c.done} already done, {c.failed} failed{left}")
+        else:
+            state = "ok" if result.code == 0 else f"FAILED (exit {result.code})"
+            restarted = f" after {result.restarts} server restart(s)" if result.restarts else ""
+            rows.append(f"{step.position}. {step.name}: {state}{restarted} in {_duration(result.took)}; items: "
+                        f"{c.made} made, {c.cached} already done, {c.failed} failed{left}"
+                        + (f" ({c.preview} previews)" if c.preview else ""))
+        if c.failed_items:
+            failures += [f"{step.name} {key}: {error}" for key, error in c.failed_items]
+            commands = redo_commands(Path(record.pipeline_dir), step)
+            failures += [f"redo the {len(c.failed_items)} failed item(s) of {step.name}: {commands[0]}", commands[1]]
         for key, values in c.details.items():
             merged = details.setdefault(f"{step.path.stem}: {key}", [])
             merged.extend(v for v in values if v not in merged)
     sections.append(("Steps", rows or ["no script ran"]))
+    if failures:
+        sections.append(("Failed items", failures))
     if record.preflight:
         sections.append(("Preflight", [line.strip() for line in record.preflight]))
     if details:
@@ -289,4 +329,4 @@ def now_text() -> str:
 
 
 __all__ = ["status_lines", "count_step", "Counts", "StepResult", "RunRecord", "build_report", "write_report",
-           "notify", "next_command", "state_path", "read_entries", "now_text"]
+           "notify", "next_command", "state_path", "read_entries", "now_text", "redo_commands"]

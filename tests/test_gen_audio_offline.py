@@ -105,7 +105,10 @@ def test_rerun_redoes_nothing_and_an_edit_redoes_one_chunk(tmp_path: Path) -> No
     pipeline = copy_pipeline(tmp_path)
     assert run_generate(pipeline, "--until", "2.story", env=OFFLINE).returncode == 0
     before = _state(pipeline, "2.story")["items"]
-    again = run_generate(pipeline, "--until", "2.story", env=OFFLINE)
+    skipped = run_generate(pipeline, "--until", "2.story", env=OFFLINE)
+    assert skipped.returncode == 0 and "2.story.py: up to date since" in skipped.stdout
+    # --force-start runs the scripts anyway: their checkpoints say there is nothing to do.
+    again = run_generate(pipeline, "--until", "2.story", "--force-start", env=OFFLINE)
     assert again.returncode == 0
     assert "3 items: 0 made, 3 already done" in again.stdout
     assert _state(pipeline, "2.story")["items"] == before

@@ -15,6 +15,9 @@ import pytest
 
 from tests.support.project import copy_pipeline, env_for, run_generate
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes" / "orch"))
+import orch_support as S  # noqa: E402
+
 STORY_ITEMS = 4  # the sample story: 11 lines in chunks of 5 -> 1_5, 6_10, 11_11, plus story.wav
 CHARACTER_ITEMS = 6  # 2 summary parts, the title, 3 chapters
 
@@ -119,3 +122,101 @@ def test_failing_notify_command_is_not_fatal(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "NOTIFY_CMD" in result.stderr
     assert "1.character.py: ok" in (pipeline / "output" / "report.md").read_text(encoding="utf-8")
+
+
+def _start_run(pipeline: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "generate.py", "--until", "2"], cwd=pipeline, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def _kill_when(proc: subprocess.Popen, ready) -> None:
+    try:
+        deadline = time.monotonic() + 90
+        while not ready() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert ready(), "the moment to kill never came"
+    finally:
+        _kill_run(proc)
+
+
+def test_status_and_report_after_two_kills_and_a_final_resume(tmp_path: Path) -> None:
+    pipeline = copy_pipeline(tmp_path)
+    env = env_for(PIPELINE_ENGINE="offline")
+    character = pipeline / "output" / "tracking" / "1.character.state.json"
+    story = pipeline / "output" / "tracking" / "2.story.state.json"
+
+    # Kill 1: as soon as 1.character.py has finished an item (in it, or just after it).
+    _kill_when(_start_run(pipeline, env), lambda: bool(_items(character)))
+    assert 0 < len(_items(character)) <= CHARACTER_ITEMS and len(_items(story)) < STORY_ITEMS
+    # Kill 2: the resumed run, in the middle of 2.story.py.
+    _kill_when(_start_run(pipeline, env), lambda: bool(_items(story)))
+    done_before = len(_items(story))
+    assert 0 < done_before < STORY_ITEMS
+    assert len(_items(character)) == CHARACTER_ITEMS
+    rows = _status_rows(pipeline, env)
+    assert rows["2.story.py"][:4] == [str(done_before), str(done_before), "0", str(STORY_ITEMS - done_before)]
+    log = (pipeline / "log.txt").read_text(encoding="utf-8")
+    assert log.count("===== START 1.character.py") == 2 and "===== END 2.story.py" not in log
+
+    result = run_generate(pipeline, "--until", "2", env=env, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = _status_rows(pipeline, env)
+    assert rows["1.character.py"][:4] == [str(CHARACTER_ITEMS), str(CHARACTER_ITEMS), "0", "?"]
+    assert rows["2.story.py"][:4] == [str(STORY_ITEMS), str(STORY_ITEMS), "0", "0"]
+    report = (pipeline / "output" / "report.md").read_text(encoding="utf-8")
+    assert "FAILED" not in report and "Failed items" not in report
+    assert "1.character.py: ok in" in report
+    assert f"0 made, {CHARACTER_ITEMS} already done, 0 failed" in report
+    assert "2.story.py: ok" in report
+    assert f"{STORY_ITEMS - done_before} made, {done_before} already done, 0 failed, 0 left" in report
+    assert "nothing left to run" in report
+    # The killed runs left no run stamp: this resume ran both scripts, the next run skips them.
+    again = run_generate(pipeline, "--until", "2", env=env, timeout=120)
+    assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout + again.stderr
+
+
+FAILING_STEP = r'''
+import json, os, sys
+from pathlib import Path
+tracking = Path(__file__).resolve().parent.parent / "output" / "tracking"
+tracking.mkdir(parents=True, exist_ok=True)
+items = {
+    "scene_1.1": {"fingerprint": "a", "files": [], "status": "done", "finished_at": "2000-01-01 00:00:00"},
+    "scene_1.2": {"fingerprint": "b", "files": [], "status": "failed", "finished_at": "2000-01-01 00:00:00",
+                  "data": {"error": "ComfyUI rejected the job: the node CheckpointLoader is missing."}},
+    "scene_2.1": {"fingerprint": "c", "files": [], "status": "failed", "finished_at": "2000-01-01 00:00:00",
+                  "data": {"error": "The picture came back empty; run again."}},
+}
+(tracking / (Path(__file__).stem + ".state.json")).write_text(json.dumps({"version": 1, "items": items}))
+print("error: 2 of 3 scenes failed; the others are kept", file=sys.stderr)
+sys.exit(6)
+'''
+
+
+def test_failed_items_are_listed_with_the_command_that_redoes_them(tmp_path: Path) -> None:
+    pipe = S.make_pipeline(tmp_path, ["1.ok.py", "2.scenes.py", "3.after.py"],
+                           script_args={"2.scenes.py": ["--mode", "all"]})
+    (pipe / "scripts" / "2.scenes.py").write_text(FAILING_STEP, encoding="utf-8")
+    env = dict(S.service_env(tmp_path, engine="offline"), TEST_EVENTS=str(tmp_path / "events.jsonl"))
+    result = subprocess.run([sys.executable, str(pipe / "generate.py")], env=env, capture_output=True, text=True,
+                            timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 6, result.stdout + result.stderr
+    report = (pipe / "output" / "report.md").read_text(encoding="utf-8")
+    assert "2.scenes.py: FAILED (exit 6)" in report and "0 made, 1 already done, 2 failed" in report
+    assert "## Failed items" in report
+    assert "- 2.scenes.py scene_1.2: ComfyUI rejected the job: the node CheckpointLoader is missing." in report
+    assert "- 2.scenes.py scene_2.1: The picture came back empty; run again." in report
+    assert f"redo the 2 failed item(s) of 2.scenes.py: cd {pipe} && python generate.py --only 2" in report
+    assert f"cd {pipe / 'scripts'} && python 2.scenes.py --mode all" in report
+    html = (pipe / "output" / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Failed items</h2>" in html and "scene_2.1" in html
+
+    status = subprocess.run([sys.executable, str(pipe / "generate.py"), "--status"], env=env, capture_output=True,
+                            text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert status.returncode == 0, status.stderr
+    row = next(line.split() for line in status.stdout.splitlines() if " 2.scenes.py " in line and "failed:" not in line)
+    assert row[2:5] == ["1", "0", "2"]  # done, preview, failed
+    assert "failed: 2.scenes.py scene_1.2: ComfyUI rejected the job" in status.stdout
+    assert f"redo them: cd {pipe} && python generate.py --only 2" in status.stdout
