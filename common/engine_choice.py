@@ -37,9 +37,13 @@ def _comfyui_status(settings: Any, may_start: bool) -> tuple[bool, str]:
     # Imported here: an offline run never pays for requests/psutil at start-up.
     from common.services import CHECK_TIMEOUT, http_answers, is_loopback_url
 
-    url = settings.COMFYUI_BASE_URL.rstrip("/")
-    if http_answers(f"{url}/system_stats", CHECK_TIMEOUT):
-        return True, f"ComfyUI answering at {url}"
+    from common.comfyui.pool import server_urls
+
+    urls = server_urls(settings.COMFYUI_BASE_URL)
+    answering = [u for u in urls if http_answers(f"{u}/system_stats", CHECK_TIMEOUT)]
+    if answering:
+        return True, f"ComfyUI answering at {', '.join(answering)}"
+    url = urls[0]
     main_py = Path(settings.COMFYUI_DIR) / "main.py"
     startable = is_loopback_url(url) and main_py.is_file()
     if may_start and startable:
@@ -86,6 +90,10 @@ def _compose(media: Media, text: Text, media_why: str, text_why: str, cause: str
 def choose_engines(settings: Any, *, may_start: bool = True) -> EngineChoice:
     """Resolve PIPELINE_ENGINE (auto|comfyui|offline) into a media and a text engine."""
     mode = str(settings.PIPELINE_ENGINE).lower()
+    text_mode = str(getattr(settings, "PIPELINE_TEXT_ENGINE", "auto")).lower()
+    if mode == "offline" and text_mode == "llm":  # offline pictures and sound, real text
+        return _compose("offline", "llm", "", "",
+                        f"PIPELINE_ENGINE=offline, PIPELINE_TEXT_ENGINE=llm: LLM at {settings.LM_STUDIO_BASE_URL}")
     if mode == "offline":
         return _compose("offline", "offline", "", "", "PIPELINE_ENGINE=offline")
     if mode == "comfyui":

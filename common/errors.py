@@ -34,6 +34,13 @@ class JobError(PipelineError):
     """A job was accepted by a server but failed (validation, missing node/model, run-time error)."""
 
     exit_code = 6
+    #: True when every other item would fail the same way (a missing node or model): stop at once
+    #: instead of marking the item failed and going on with the others.
+    affects_every_item = False
+
+
+class ItemsFailedError(JobError):
+    """Some items of a script failed while the others were finished and kept."""
 
 
 class QuotaError(PipelineError):

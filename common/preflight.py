@@ -212,27 +212,39 @@ def _check_comfyui(report: PreflightReport, steps: Sequence[Any], settings: Any,
     if not files:  # nothing to ask it: starting it now would only cost a start-up
         report.add("ComfyUI", True, "no workflow file to check; it is started when a script needs it")
         return
+    from common.comfyui.pool import server_urls
+
+    urls = server_urls(settings.COMFYUI_BASE_URL)
     try:
         manager.comfyui.ensure_running()
-        with ComfyClient(settings.COMFYUI_BASE_URL, request_timeout=30.0) as client:
-            info = client.object_info()
     except PipelineError as exc:
         report.add_error("ComfyUI", exc)
         return
-    report.add("ComfyUI", True, f"answering at {settings.COMFYUI_BASE_URL}, {len(info)} node types")
+    workflows = []
     for path in files:
         name = f"{path.parent.parent.name}/workflow/{path.name}"
         try:
-            workflow = Workflow.load(path)
+            workflows.append((name, Workflow.load(path)))
         except PipelineError as exc:
             report.add_error(name, exc)
+    for url in urls:
+        # Every listed server gets jobs of every kind, so each must have every node and model.
+        label = "ComfyUI" if len(urls) == 1 else f"ComfyUI {url}"
+        try:
+            with ComfyClient(url, request_timeout=30.0) as client:
+                info = client.object_info()
+        except PipelineError as exc:
+            report.add_error(label, exc)
             continue
-        problems = client.find_problems(workflow.nodes, info)
-        for problem in problems:
-            what, _, fix = problem.partition(": ")
-            report.add(name, False, what, fix)
-        if not problems:
-            report.add(name, True, f"{len(workflow.nodes)} nodes, every node type and model file present")
+        report.add(label, True, f"answering at {url}, {len(info)} node types")
+        for name, workflow in workflows:
+            name = name if len(urls) == 1 else f"{name} on {url}"
+            problems = client.find_problems(workflow.nodes, info)
+            for problem in problems:
+                what, _, fix = problem.partition(": ")
+                report.add(name, False, what, fix)
+            if not problems:
+                report.add(name, True, f"{len(workflow.nodes)} nodes, every node type and model file present")
 
 
 def _check_llm(report: PreflightReport, steps: Sequence[Any], settings: Any, manager: Any) -> None:

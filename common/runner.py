@@ -11,6 +11,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from common.checkpoints import CheckpointStore, Entry
-from common.errors import Interrupted, PipelineError
+from common.errors import Interrupted, ItemsFailedError, JobError, PipelineError
 from common.paths import pipeline_dir_of
 from common.progress import Progress
 from common.settings import Settings, load_settings
@@ -108,6 +109,7 @@ class ScriptContext:
         preview: bool = False,
         store: CheckpointStore | None = None,
         workers: int = 1,
+        chain: Callable[[T], str] | None = None,
     ) -> dict[str, Entry]:
         """Run `work` for every item not already checkpointed, checkpointing each as it finishes.
 
@@ -115,10 +117,17 @@ class ScriptContext:
         item, cached or new, by key, so the caller can assemble results in order. With
         `workers` > 1 that many items run at once (e.g. to keep a ComfyUI queue full); each is
         still checkpointed the moment it finishes, so an interruption loses only those in flight.
+        Items with the same `chain(item)` depend on each other: they run in their listed order in
+        one worker, and after one fails the rest of its chain waits for the next run.
+
+        An item whose work raises a JobError (a job the server failed, an answer that never
+        validated) is recorded as failed and the other items go on; the call then raises one
+        ItemsFailedError naming them. A JobError that would hit every item stops at once.
         """
         store = store or self.checkpoints()
         progress = Progress(len(items), label)
         entries: dict[str, Entry] = {}
+        failures: dict[str, JobError] = {}
         todo: list[tuple[T, str, str]] = []
         for item in items:
             item_key, item_fp = key(item), fingerprint(item)
@@ -133,33 +142,73 @@ class ScriptContext:
         def run_one(job: tuple[T, str, str]) -> tuple[str, Entry]:
             item, item_key, item_fp = job
             started = time.monotonic()
-            files, data = work(item)
+            try:
+                files, data = work(item)
+            except JobError as exc:
+                if exc.affects_every_item:
+                    raise
+                # This item is given up for this run; the others are independent and go on.
+                failures[item_key] = exc
+                return item_key, store.record(item_key, item_fp, data={"error": str(exc)},
+                                              took=time.monotonic() - started, status="failed")
             took = time.monotonic() - started
             return item_key, store.record(item_key, item_fp, files=files, data=data, preview=preview, took=took)
 
-        if workers <= 1 or len(todo) <= 1:
-            for job in todo:
+        lock = threading.Lock()
+
+        def finished(item_key: str, entry: Entry) -> None:
+            with lock:  # workers report from their own threads
+                entries[item_key] = entry
+                if entry.status == "failed":
+                    progress.done(item_key, failed=True)
+                    self.say(f"[{label}] {item_key} failed: {entry.data.get('error', '')}")
+                else:
+                    progress.done(item_key, entry.took)
+
+        chains: dict[str, list[tuple[T, str, str]]] = {}
+        for job in todo:
+            chains.setdefault(chain(job[0]) if chain else job[1], []).append(job)
+
+        def run_chain(jobs: list[tuple[T, str, str]]) -> None:
+            for job in jobs:
                 progress.begin(job[1])
                 item_key, entry = run_one(job)
-                entries[item_key] = entry
-                progress.done(item_key, entry.took)
+                finished(item_key, entry)
+                if entry.status == "failed":
+                    return  # what follows builds on this item
+
+        if workers <= 1 or len(chains) <= 1:
+            for jobs in chains.values():
+                run_chain(jobs)
         else:
             pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=label)
             try:
-                futures = [pool.submit(run_one, job) for job in todo]
+                futures = [pool.submit(run_chain, jobs) for jobs in chains.values()]
                 for future in as_completed(futures):
-                    item_key, entry = future.result()
-                    entries[item_key] = entry
-                    progress.done(item_key, entry.took)
+                    future.result()
             finally:
                 # On an error or Ctrl+C, start nothing new; jobs in flight finish or fail on their own.
                 pool.shutdown(wait=True, cancel_futures=True)
         self.say(progress.summary())
+        if failures:
+            raise items_failed(label, [key(item) for item in items], failures)
         return {key(item): entries[key(item)] for item in items}
 
     def finish(self) -> None:
         for store in self._stores.values():
             store.finish(cleanup=self.settings.CLEANUP_TRACKING_FILES)
+
+
+def items_failed(label: str, keys: Sequence[str], failures: dict[str, JobError]) -> ItemsFailedError:
+    """One sentence for the morning: how many failed, the first reason, and how to redo just those."""
+    failed = [k for k in keys if k in failures]
+    first = failed[0]
+    reason = str(failures[first]).rstrip(".")
+    others = f" (also failed: {', '.join(failed[1:6])}{', ...' if len(failed) > 6 else ''})" if len(failed) > 1 else ""
+    kept = len(keys) - len(failed)
+    return ItemsFailedError(
+        f"{len(failed)} of {len(keys)} {label} failed, first {first}: {reason}{others}; the other {kept} are done "
+        "and kept: fix the cause and run the same command again to redo only the failed ones.")
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

@@ -654,8 +654,12 @@ class ServiceManager:
         comfyui = None
         if use_comfyui:
             extra = shlex.split(settings.COMFYUI_EXTRA_ARGS or "", posix=os.name != "nt")
+            from common.comfyui.pool import server_urls
+
+            # With several servers listed, the first is the one this machine may start; the
+            # others (other GPUs, other machines) are the user's to run.
             comfyui = ComfyUIService(
-                settings.COMFYUI_BASE_URL, Path(settings.COMFYUI_DIR), settings.COMFYUI_PYTHON,
+                server_urls(settings.COMFYUI_BASE_URL)[0], Path(settings.COMFYUI_DIR), settings.COMFYUI_PYTHON,
                 Path(pipeline_dir) / "output" / "comfyui.log", extra,
                 start_timeout=float(settings.SERVICE_START_TIMEOUT), stop_grace=float(settings.SERVICE_STOP_GRACE),
                 say=say,

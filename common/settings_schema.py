@@ -47,11 +47,18 @@ _SETTINGS = [
             default_factory=lambda root: sys.executable),
     _s("COMFYUI_EXTRA_ARGS", "", "extra arguments for ComfyUI's main.py (e.g. --lowvram)"),
     _s("COMFYUI_JOB_TIMEOUT", 3600.0, "seconds one ComfyUI job may take"),
+    _s("COMFYUI_STALL_TIMEOUT", 600.0, "watchdog: a running ComfyUI job with no progress message for this many seconds is interrupted and retried (0: off)"),
+    _s("COMFYUI_JOB_RETRIES", 1, "further attempts after a ComfyUI job stalled or was lost"),
+    _s("COMFYUI_OOM_RETRY", True, "after an out-of-memory error: free ComfyUI's memory and retry once with lower settings"),
+    _s("COMFYUI_OOM_SCALE", 0.75, "the lower settings of that retry: image and video sizes times this (0.25-1.0), and tiled VAE decoding"),
+    _s("COMFYUI_RETURN_WAIT", 60.0, "seconds to wait for a ComfyUI server that stopped answering to come back"),
+    _s("COMFYUI_QUEUE_DEPTH", 2, "jobs kept queued on each ComfyUI server (COMFYUI_BASE_URL may list several, comma-separated)"),
     _s("LM_STUDIO_BASE_URL", "http://127.0.0.1:1234/v1", "OpenAI-compatible server (LM Studio, Ollama, llama.cpp, vLLM)"),
     _s("LM_STUDIO_MODEL", "qwen/qwen3-14b", "model for text steps ('auto' = the first the server lists)"),
     _s("LM_STUDIO_CMD", "lms", "LM Studio's CLI (a command, path, or command with arguments)"),
     _s("LLM_TIMEOUT", 300.0, "seconds one LLM answer may take"),
     _s("LLM_MAX_RETRIES", 3, "retries after an answer that fails validation (so up to 4 requests)"),
+    _s("LLM_TRANSPORT_RETRIES", 2, "retries after the LLM server hung past LLM_TIMEOUT, dropped the connection or answered 5xx/429"),
     _s("SERVICE_START_TIMEOUT", 300.0, "seconds a service may take to become ready"),
     _s("SERVICE_STOP_GRACE", 15.0, "seconds a service gets to stop before it is killed"),
     # --- checkpoints (SPEC 6) ---
@@ -178,6 +185,8 @@ _SETTINGS = [
     _s("COMBINE_AUDIO_BITRATE", "192k", "gen.image 6.combine.py: AAC bit rate of final_sd.mp4's sound"),
     # --- overnight runs (common/preflight.py, common/run_report.py): morning report ---
     _s("NOTIFY_CMD", "", "command run (no shell) with output/report.md's path as last argument when generate.py ends; empty = none"),
+    # --- overnight runs (common/orchestrator.py): restart-and-retry of the servers we started ---
+    _s("SERVICE_RESTARTS", 1, "times a script that exits 5 (ComfyUI or the LLM stopped answering) gets the server restarted and runs again; only servers the run started, never one that was already running"),
 ]
 
 SCHEMA: dict[str, Setting] = {s.name: s for s in _SETTINGS}

@@ -41,7 +41,8 @@ def _setup(tmp_path: Path) -> tuple[Path, float]:
 
 
 def _env(url: str, **extra: str) -> dict[str, str]:
-    return env_for(PIPELINE_ENGINE="comfyui", COMFYUI_BASE_URL=url, LM_STUDIO_CMD="no-such-lms-command",
+    # One job at a time (COMFYUI_QUEUE_DEPTH=1): these tests read the jobs in the order of the clips.
+    return env_for(PIPELINE_ENGINE="comfyui", COMFYUI_BASE_URL=url, LM_STUDIO_CMD="no-such-lms-command", COMFYUI_QUEUE_DEPTH="1",
                    VIDEO_WIDTH=str(W), VIDEO_HEIGHT=str(H), FRAMES_PER_SECOND=str(FPS), **extra)
 
 

@@ -316,6 +316,8 @@ def test_auto_decides_media_and_text_independently(tmp_path: Path) -> None:
 def test_forced_engines_and_the_orchestrators_exported_choice(tmp_path: Path) -> None:
     offline = choose_engines(settings_for(tmp_path, PIPELINE_ENGINE="offline"))
     assert (offline.media, offline.text) == ("offline", "offline")
+    text_only = choose_engines(settings_for(tmp_path, PIPELINE_ENGINE="offline", PIPELINE_TEXT_ENGINE="llm"))
+    assert (text_only.media, text_only.text) == ("offline", "llm")  # previews, with the real LLM's text
     forced = choose_engines(settings_for(tmp_path, PIPELINE_ENGINE="comfyui"))
     assert (forced.media, forced.text) == ("comfyui", "llm")
     child = engines_from_env(settings_for(tmp_path),

@@ -40,6 +40,9 @@ _INPUT_FOLDERS = {
 }
 _OUTPUT_KEYS_SKIPPED = {"animated", "text"}
 _SERVER_GONE_AFTER = 5.0  # seconds of connection failures mid-wait before we call the server dead
+_GET_ATTEMPTS = 3  # a GET that meets a refused connection or a 5xx is tried this often
+_RETRY_PAUSE = 0.5  # seconds before the first retry, doubled after each
+_SIGNS_OF_LIFE = {"execution_start", "execution_cached", "executing", "progress", "progress_state", "executed"}
 
 
 def model_folder(class_type: str, input_name: str) -> str | None:
@@ -57,7 +60,9 @@ class ComfyJobError(JobError):
 
 
 class WorkflowRejectedError(ComfyJobError):
-    """POST /prompt said no (validation): nothing ran."""
+    """POST /prompt said no (validation): nothing ran, and no other job of the graph would run."""
+
+    affects_every_item = True
 
     def __init__(self, message: str, *, node_errors: dict[str, Any] | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
@@ -98,6 +103,22 @@ class JobLostError(ComfyJobError):
 
 class JobTimeoutError(ComfyJobError):
     """The job did not finish in time; it was interrupted so the GPU is free again."""
+
+
+class JobStalledError(ComfyJobError):
+    """The watchdog saw no progress for too long and interrupted the job: retrying may work."""
+
+
+class ServerAnswerError(ServiceError):
+    """ComfyUI answered, but with an error or nonsense (a 5xx, not JSON): retrying elsewhere won't help."""
+
+
+class ServerGoneError(ServiceError):
+    """ComfyUI took the job, then stopped answering (a crash, a restart, a network break)."""
+
+
+class ServerStuckError(ServiceError):
+    """ComfyUI did not stop a stalled job when asked: only restarting it frees the GPU."""
 
 
 @dataclass(frozen=True)
@@ -237,9 +258,23 @@ class ComfyClient:
         )
 
     def _request(self, method: str, path: str, *, timeout: float | None = None, **kw: Any) -> requests.Response:
+        """One HTTP call; a GET (safe to repeat) is retried a little on a refused connection or a 5xx,
+        since a server that is restarting or briefly overloaded answers a second later."""
         timeout = self.request_timeout if timeout is None else timeout
+        attempts = _GET_ATTEMPTS if method == "GET" else 1
         try:
-            return self._session.request(method, self.base_url + path, timeout=timeout, **kw)
+            for attempt in range(1, attempts + 1):
+                try:
+                    resp = self._session.request(method, self.base_url + path, timeout=timeout, **kw)
+                except requests.ConnectionError:
+                    if attempt == attempts:
+                        raise
+                else:
+                    if resp.status_code < 500 or attempt == attempts:
+                        return resp
+                    resp.close()
+                time.sleep(_RETRY_PAUSE * 2 ** (attempt - 1))
+            raise AssertionError("unreachable")
         except requests.ConnectionError:
             raise self._down() from None
         except requests.Timeout:
@@ -250,14 +285,14 @@ class ComfyClient:
     def _json(self, method: str, path: str, **kw: Any) -> Any:
         resp = self._request(method, path, **kw)
         if resp.status_code != 200:
-            raise ServiceError(
+            raise ServerAnswerError(
                 f"ComfyUI at {self.base_url} answered {method} {path} with HTTP {resp.status_code} "
                 f"({_first_line(resp.text, 200)}); check that the URL points at ComfyUI and that it is up to date."
             )
         try:
             return resp.json()
         except ValueError:
-            raise ServiceError(
+            raise ServerAnswerError(
                 f"ComfyUI at {self.base_url} answered {method} {path} with something that is not JSON; "
                 "check that the URL points at ComfyUI."
             ) from None
@@ -332,18 +367,34 @@ class ComfyClient:
             fields["overwrite"] = "true"
         resp = self._request("POST", "/upload/image", files={"image": (name or path.name, data)}, data=fields)
         if resp.status_code != 200:
-            raise ServiceError(f"ComfyUI at {self.base_url} refused the upload of {path.name} (HTTP {resp.status_code}); check its input folder is writable.")
+            raise ServerAnswerError(f"ComfyUI at {self.base_url} refused the upload of {path.name} (HTTP {resp.status_code}); check its input folder is writable.")
         answer = resp.json()
         server_name = str(answer["name"])
         sub = str(answer.get("subfolder") or "")
         return f"{sub}/{server_name}" if sub else server_name
 
     def queue(self, prompt: dict[str, Any], *, prompt_id: str | None = None) -> str:
-        """POST /prompt; returns the prompt id, or raises a WorkflowRejectedError naming what to fix."""
-        body: dict[str, Any] = {"prompt": prompt, "client_id": self.client_id}
-        if prompt_id:
-            body["prompt_id"] = prompt_id
-        resp = self._request("POST", "/prompt", json=body)
+        """POST /prompt; returns the prompt id, or raises a WorkflowRejectedError naming what to fix.
+
+        The id is ours (ComfyUI accepts a supplied one), so when the answer is lost (a dropped
+        connection, a 5xx) we can ask whether the job got queued before sending it again: a
+        retried POST never makes the GPU do the same job twice.
+        """
+        pid = prompt_id or str(uuid.uuid4())
+        body: dict[str, Any] = {"prompt": prompt, "client_id": self.client_id, "prompt_id": pid}
+        for attempt in range(1, _GET_ATTEMPTS + 1):
+            try:
+                resp = self._request("POST", "/prompt", json=body)
+            except ServiceError:
+                if attempt == _GET_ATTEMPTS:
+                    raise
+            else:
+                if resp.status_code < 500 or attempt == _GET_ATTEMPTS:
+                    break
+                resp.close()
+            time.sleep(_RETRY_PAUSE * 2 ** (attempt - 1))
+            if self._has_job(pid):
+                return pid  # the answer was lost, the job was not
         try:
             answer = resp.json()
         except ValueError:
@@ -351,7 +402,7 @@ class ComfyClient:
         if resp.status_code == 400 and isinstance(answer, dict):
             raise describe_rejection(answer.get("error"), answer.get("node_errors"), prompt)
         if resp.status_code != 200 or not isinstance(answer, dict) or "prompt_id" not in answer:
-            raise ServiceError(
+            raise ServerAnswerError(
                 f"ComfyUI at {self.base_url} could not take the job (HTTP {resp.status_code}: {_first_line(resp.text, 200)}); "
                 "see ComfyUI's console output."
             )
@@ -364,6 +415,13 @@ class ComfyClient:
             raise err
         return pid
 
+    def _has_job(self, pid: str) -> bool:
+        """True when ComfyUI has queued, is running or has run `pid` (False when unsure: it is down)."""
+        try:
+            return self.history(pid) is not None or self._known(pid)
+        except ServiceError:
+            return False
+
     # ------------------------------------------------------------------ waiting
     def _open_socket(self) -> websocket.WebSocket | None:
         parts = urlsplit(self.base_url)
@@ -374,14 +432,15 @@ class ComfyClient:
         except (websocket.WebSocketException, OSError):
             return None  # polling /history still works
 
-    def wait(self, prompt_id: str, *, timeout: float, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+    def wait(self, prompt_id: str, *, timeout: float, on_progress: ProgressCallback | None = None,
+             stall_timeout: float | None = None) -> dict[str, Any]:
         """Block until the job ends; returns its history entry or raises (JobError family, ServiceError).
 
         Ctrl+C interrupts the job on the server, then re-raises KeyboardInterrupt.
         """
         sock = self._open_socket()
         try:
-            return self._wait(prompt_id, time.monotonic() + timeout, timeout, on_progress, sock)
+            return self._wait(prompt_id, timeout, on_progress, sock, stall_timeout)
         except KeyboardInterrupt:
             self._cancel_quietly(prompt_id)
             raise
@@ -390,13 +449,17 @@ class ComfyClient:
                 sock.close()
 
     def run(self, prompt: dict[str, Any], dest_dir: str | Path, *, timeout: float,
-            on_progress: ProgressCallback | None = None) -> list[Path]:
-        """Queue a job, wait for it, and download its output files into `dest_dir`."""
+            on_progress: ProgressCallback | None = None, stall_timeout: float | None = None) -> list[Path]:
+        """Queue a job, wait for it, and download its output files into `dest_dir`.
+
+        With `stall_timeout`, a running job that sends no progress message for that many seconds
+        is interrupted (JobStalledError), or, when ComfyUI will not stop it, ServerStuckError.
+        """
         sock = self._open_socket()  # before queueing, so no message of this job is missed
         try:
             prompt_id = self.queue(prompt)
             try:
-                entry = self._wait(prompt_id, time.monotonic() + timeout, timeout, on_progress, sock)
+                entry = self._wait(prompt_id, timeout, on_progress, sock, stall_timeout)
             except KeyboardInterrupt:
                 self._cancel_quietly(prompt_id)
                 raise
@@ -410,13 +473,20 @@ class ComfyClient:
                 "(SaveImage, SaveAudio, SaveAudioMP3, VHS_VideoCombine or SaveVideo).", prompt_id=prompt_id)
         return files
 
-    def _wait(self, pid: str, deadline: float, timeout: float, on_progress: ProgressCallback | None,
-              sock: websocket.WebSocket | None) -> dict[str, Any]:
-        """Listen on the socket when there is one; poll /history either way (often once the socket says done)."""
+    def _wait(self, pid: str, timeout: float, on_progress: ProgressCallback | None,
+              sock: websocket.WebSocket | None, stall_timeout: float | None = None) -> dict[str, Any]:
+        """Listen on the socket when there is one; poll /history either way (often once the socket says done).
+
+        The watchdog's clock runs only while the socket shows our job running (a job waiting
+        behind others is not stalled) and restarts at every message about it; without a socket
+        there is no progress to watch, and only the overall timeout applies.
+        """
+        deadline = time.monotonic() + timeout
         poll_every = 1.0 if sock is not None else 0.25
         next_poll = 0.0
         polls = 0
         failing_since: float | None = None
+        last_sign: float | None = None  # when the socket last said something about our running job
         while True:
             now = time.monotonic()
             if now >= deadline:
@@ -424,12 +494,18 @@ class ComfyClient:
                 raise JobTimeoutError(
                     f"ComfyUI job {pid} did not finish within {timeout:g} s, so it was interrupted: "
                     "raise the timeout for this step, or check ComfyUI's console for a stuck node.", prompt_id=pid)
+            if stall_timeout and last_sign is not None and now - last_sign > stall_timeout:
+                self._stop_stalled(pid, stall_timeout)
             if sock is not None:
                 raw, sock = self._receive(sock, max(0.05, min(0.5, deadline - now, max(next_poll - now, 0.05))))
                 if sock is None:
-                    poll_every, next_poll = 0.25, 0.0  # the socket failed: /history polling carries on
-                elif raw is not None and self._handle_message(pid, raw, on_progress):
-                    poll_every, next_poll = 0.1, 0.0  # the job ended: its history entry is (nearly) there
+                    poll_every, next_poll, last_sign = 0.25, 0.0, None  # the socket failed: /history polling carries on
+                elif raw is not None:
+                    said = self._handle_message(pid, raw, on_progress)
+                    if said == "end":
+                        poll_every, next_poll, last_sign = 0.1, 0.0, None  # its history entry is (nearly) there
+                    elif said == "sign":
+                        last_sign = time.monotonic()
             else:
                 time.sleep(max(0.0, min(poll_every, deadline - now, next_poll - now)))
             if time.monotonic() < next_poll:
@@ -442,13 +518,35 @@ class ComfyClient:
             except ServiceError:
                 failing_since = failing_since or time.monotonic()
                 if time.monotonic() - failing_since > _SERVER_GONE_AFTER:
-                    raise ServiceError(
+                    raise ServerGoneError(
                         f"ComfyUI stopped answering at {self.base_url} while job {pid} was running: it may have crashed "
                         "(out of memory?); restart it and run again, finished work is kept."
                     ) from None
                 continue
             if entry is not None:
                 return self._checked(pid, entry)
+
+    def _stop_stalled(self, pid: str, stall_timeout: float) -> None:
+        """Interrupt a job that stopped making progress; raise whichever error says what happened.
+
+        A node stops at its next step boundary, so it gets as long again as it was allowed to stall
+        (2-15 s) before the server counts as stuck.
+        """
+        self._cancel_quietly(pid)
+        give_up = time.monotonic() + max(2.0, min(15.0, stall_timeout))
+        while time.monotonic() < give_up:
+            try:
+                if self.history(pid) is not None or not self._known(pid):
+                    raise JobStalledError(
+                        f"ComfyUI job {pid} showed no progress for {stall_timeout:g} s, so it was interrupted: "
+                        "check ComfyUI's console for a stuck node, or raise COMFYUI_STALL_TIMEOUT for slow steps.",
+                        prompt_id=pid)
+            except ServiceError:
+                pass
+            time.sleep(0.2)
+        raise ServerStuckError(
+            f"ComfyUI at {self.base_url} did not stop job {pid} after it stalled for {stall_timeout:g} s: "
+            "restart ComfyUI (the pipeline restarts a ComfyUI it started itself) and run again; finished work is kept.")
 
     @staticmethod
     def _receive(sock: websocket.WebSocket, wait: float) -> tuple[str | None, websocket.WebSocket | None]:
@@ -479,25 +577,28 @@ class ComfyClient:
         return any(len(item) > 1 and item[1] == pid
                    for key in ("queue_running", "queue_pending") for item in state.get(key, []))
 
-    def _handle_message(self, pid: str, raw: str, on_progress: ProgressCallback | None) -> bool:
-        """React to one socket message; True when it says our job has ended."""
+    def _handle_message(self, pid: str, raw: str, on_progress: ProgressCallback | None) -> str | None:
+        """React to one socket message: "end" when it says our job ended, "sign" for any other
+        news of our job (it is alive), None for everything else."""
         try:
             message = json.loads(raw)
         except ValueError:
-            return False
+            return None
         data = message.get("data") if isinstance(message, dict) else None
         if not isinstance(data, dict) or data.get("prompt_id") != pid:
-            return False  # status, other clients' jobs, other prompts
+            return None  # status, other clients' jobs, other prompts
         kind = message.get("type")
         if kind == "executing":
             if data.get("node") is None:
-                return True
+                return "end"
             if on_progress:
                 on_progress(Progress(pid, str(data["node"]), 0, 0))
         elif kind == "progress" and on_progress:
             on_progress(Progress(pid, str(data.get("node")) if data.get("node") is not None else None,
                                  int(data.get("value", 0)), int(data.get("max", 0))))
-        return kind in ("execution_success", "execution_error", "execution_interrupted")
+        if kind in ("execution_success", "execution_error", "execution_interrupted"):
+            return "end"
+        return "sign" if kind in _SIGNS_OF_LIFE else None
 
     @staticmethod
     def _checked(pid: str, entry: dict[str, Any]) -> dict[str, Any]:
@@ -577,7 +678,7 @@ class ComfyClient:
                 if size == 0:
                     raise ComfyJobError(f"ComfyUI returned an empty file for {params['filename']}; run the job again.")
         except requests.RequestException:
-            raise ServiceError(f"The download of {params['filename']} from ComfyUI at {self.base_url} broke off; run again.") from None
+            raise ServerGoneError(f"The download of {params['filename']} from ComfyUI at {self.base_url} broke off; run again.") from None
         finally:
             resp.close()
 

@@ -419,6 +419,17 @@ class Workflow:
                 return int(inputs["width"]), int(inputs["height"])
         return None
 
+    def use_tiled_decode(self, tile_size: int = 512) -> int:
+        """Decode in tiles (core ComfyUI's VAEDecodeTiled): much less GPU memory for big images and
+        long videos, the out-of-memory retry's first remedy. Returns how many decoders changed."""
+        changed = 0
+        for node_id in self.find("VAEDecode"):
+            node = self.nodes[node_id]
+            node["class_type"] = "VAEDecodeTiled"
+            node["inputs"].update({"tile_size": tile_size, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8})
+            changed += 1
+        return changed
+
     def set_length(self, frames: int, *, required_for: str | None = None) -> int:
         """Frame count of a video latent (EmptyLTXVLatentVideo, WAN image-to-video nodes)."""
         ids = [n for n in self.ids() if any(k in self.class_of(n) for k in ("Video", "Wan", "LTXV"))]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -15,6 +14,7 @@ from typing import Sequence
 from common import media
 from common.checkpoints import file_digest
 from common.comfyui.client import ComfyClient
+from common.comfyui.pool import ComfyPool
 from common.comfyui.references import add_reference_latents
 from common.comfyui.speech import build_speech_prompt
 from common.animation import FrameRule
@@ -34,6 +34,21 @@ def _single_output(files: list[Path], kinds: tuple[str, ...], what: str) -> Path
             f"ComfyUI finished the {what} job but returned no {'/'.join(kinds)} file; check the workflow's save node."
         )
     return chosen[-1]
+
+
+def lowered_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """The out-of-memory retry's size: both sides times `scale`, kept to multiples of 16 (the
+    latent grid every image/video model here needs), never below 64."""
+    scale = min(1.0, max(0.25, float(scale)))
+    return (max(64, int(width * scale) // 16 * 16), max(64, int(height * scale) // 16 * 16))
+
+
+def lower_for_memory(workflow: Workflow, width: int, height: int, scale: float) -> tuple[int, int]:
+    """Patch a graph to need less GPU memory (smaller size, tiled VAE decoding); returns the new size."""
+    size = lowered_size(width, height, scale)
+    workflow.set_size(*size)
+    workflow.use_tiled_decode()
+    return size
 
 
 def bridge_text_conditioning(workflow: Workflow) -> None:
@@ -67,7 +82,7 @@ def apportion_spans(texts: Sequence[str], total: float, pause: float) -> tuple[t
 class ComfySpeech:
     """One job per chunk through a multi-speaker TTS node (SPEC 7)."""
 
-    client: ComfyClient
+    pool: ComfyPool
     template: Path
     sample_rate: int = 44100
     line_pause: float = 0.3
@@ -75,17 +90,23 @@ class ComfySpeech:
     name: str = "comfyui"
     preview: bool = False
 
+    @property
+    def parallel_jobs(self) -> int:
+        return self.pool.parallel_jobs
+
     def identity(self) -> dict[str, object]:
         return {"engine": "comfyui-speech", **_template_identity(self.template), "sample_rate": self.sample_rate}
 
     def speak_chunk(self, lines: Sequence[SpeechLine], out_wav: Path, *, seed: int) -> SpokenChunk:
-        workflow = Workflow.load(self.template)
         voices = {line.speaker: line.voice for line in lines}
-        # Seed 0 means "derive it from the chunk's text": OmniVoice would take 0 as random.
-        prompt = build_speech_prompt(workflow, [(l.speaker, l.text) for l in lines], voices, self.client.upload_image,
-                                     seed=seed or None)
+
+        def build(client: ComfyClient, lowered: bool) -> dict:
+            # Seed 0 means "derive it from the chunk's text": OmniVoice would take 0 as random.
+            return build_speech_prompt(Workflow.load(self.template), [(l.speaker, l.text) for l in lines], voices,
+                                       client.upload_image, seed=seed or None)
+
         with tempfile.TemporaryDirectory(prefix="tts-", dir=out_wav.parent) as tmp:
-            files = self.client.run(prompt, Path(tmp), timeout=self.timeout)
+            files = self.pool.run(build, Path(tmp), timeout=self.timeout, what=f"the speech of {out_wav.stem}")
             audio = _single_output(files, (".wav", ".flac", ".mp3", ".ogg", ".opus"), "speech")
             media.to_wav(audio, out_wav, sample_rate=self.sample_rate)
         total = media.audio_duration(out_wav)
@@ -95,81 +116,93 @@ class ComfySpeech:
 @dataclass
 class ComfySound:
     """One Stable Audio job per effect; safe to call from several threads at once (7.sfx.py keeps
-    SFX_MAX_WORKERS jobs queued so the server never idles between them)."""
+    every server's queue full so no GPU idles between jobs)."""
 
-    client: ComfyClient
+    pool: ComfyPool
     template: Path
     sample_rate: int = 44100
     timeout: float = 3600.0
     name: str = "comfyui"
     preview: bool = False
-    _local: threading.local = field(default_factory=threading.local, init=False, repr=False, compare=False)
+
+    @property
+    def parallel_jobs(self) -> int:
+        return self.pool.parallel_jobs
 
     def identity(self) -> dict[str, object]:
         return {"engine": "comfyui-sfx", **_template_identity(self.template), "sample_rate": self.sample_rate}
 
-    def _thread_client(self) -> ComfyClient:
-        """This thread's own client: ComfyUI sends a job's progress only to the socket of the client
-        id that queued it, and a second socket with the same id replaces the first, so jobs waited
-        on from several threads need one id each (and requests.Session is not thread-safe)."""
-        if threading.current_thread() is threading.main_thread():
-            return self.client
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = self._local.client = ComfyClient(self.client.base_url, request_timeout=self.client.request_timeout)
-        return client
-
     def sound_effect(self, description: str, seconds: float, out_wav: Path, *, seed: int) -> Path:
-        workflow = Workflow.load(self.template)
         need = "a sound effect"
-        workflow.set_prompt(description, required_for=need)
-        workflow.set_seconds(max(1.0, float(seconds)), required_for=need)
-        workflow.set_seed(seed)
+
+        def build(client: ComfyClient, lowered: bool) -> dict:
+            workflow = Workflow.load(self.template)
+            workflow.set_prompt(description, required_for=need)
+            workflow.set_seconds(max(1.0, float(seconds)), required_for=need)
+            workflow.set_seed(seed)
+            if lowered:
+                workflow.use_tiled_decode()
+            return workflow.to_prompt()
+
         with tempfile.TemporaryDirectory(prefix="sfx-", dir=out_wav.parent) as tmp:
-            files = self._thread_client().run(workflow.to_prompt(), Path(tmp), timeout=self.timeout)
+            files = self.pool.run(build, Path(tmp), timeout=self.timeout, what=f"the sound effect {out_wav.stem}")
             audio = _single_output(files, (".wav", ".flac", ".mp3", ".ogg", ".opus"), "sound effect")
             return media.to_wav(audio, out_wav, sample_rate=self.sample_rate)
 
 
 @dataclass
 class ComfyImage:
-    client: ComfyClient
+    pool: ComfyPool
     templates: dict[str, Path]  # kind -> workflow file
     timeout: float = 3600.0
     name: str = "comfyui"
     preview: bool = False
+    oom_scale: float = 0.75
+
+    @property
+    def parallel_jobs(self) -> int:
+        return self.pool.parallel_jobs
 
     def identity(self) -> dict[str, object]:
         return {"engine": "comfyui-image", "workflows": {k: _template_identity(p) for k, p in sorted(self.templates.items())}}
 
     def image(self, request: ImageRequest, out_png: Path) -> Path:
         template = self.templates.get(request.kind) or self.templates["scene"]
-        workflow = Workflow.load(template)
         need = f"a {request.kind} image"
-        bridge_text_conditioning(workflow)
-        workflow.set_prompt(request.prompt, required_for=need)
-        if request.negative_prompt:
-            workflow.set_negative_prompt(request.negative_prompt)
-        workflow.set_seed(request.seed)
-        workflow.set_size(request.width, request.height, required_for=need)
-        if request.steps:
-            workflow.set_steps(request.steps)
-        self._apply_loras_and_start_image(workflow, request)
-        if request.input_image is not None:
-            workflow.set_input_image(self.client.upload_image(request.input_image), required_for="an input image")
-            if request.denoise is not None:
-                workflow.set_denoise(request.denoise)
-        # After the start image: its LoadImage was pointed at above, each reference gets its own.
-        add_reference_latents(workflow, [self.client.upload_image(p) for p in request.reference_images])
+
+        def build(client: ComfyClient, lowered: bool) -> dict:
+            workflow = Workflow.load(template)
+            bridge_text_conditioning(workflow)
+            workflow.set_prompt(request.prompt, required_for=need)
+            if request.negative_prompt:
+                workflow.set_negative_prompt(request.negative_prompt)
+            workflow.set_seed(request.seed)
+            workflow.set_size(request.width, request.height, required_for=need)
+            if request.steps:
+                workflow.set_steps(request.steps)
+            self._apply_loras_and_start_image(workflow, request)
+            if request.input_image is not None:
+                workflow.set_input_image(client.upload_image(request.input_image), required_for="an input image")
+                if request.denoise is not None:
+                    workflow.set_denoise(request.denoise)
+            # After the start image: its LoadImage was pointed at above, each reference gets its own.
+            add_reference_latents(workflow, [client.upload_image(p) for p in request.reference_images])
+            if lowered:
+                lower_for_memory(workflow, request.width, request.height, self.oom_scale)
+            return workflow.to_prompt()
+
         with tempfile.TemporaryDirectory(prefix="img-", dir=out_png.parent) as tmp:
-            files = self.client.run(workflow.to_prompt(), Path(tmp), timeout=self.timeout)
+            files = self.pool.run(build, Path(tmp), timeout=self.timeout, what=f"the {request.kind} image {request.item_id}")
             picture = _single_output(files, (".png", ".jpg", ".jpeg", ".webp"), "image")
             from PIL import Image
 
             from common.atomic import atomic_path
 
             with Image.open(picture) as img, atomic_path(out_png) as part:
-                img.convert("RGB").save(part, format="PNG")
+                img = img.convert("RGB")
+                if img.size != (request.width, request.height):  # made smaller after running out of memory
+                    img = img.resize((request.width, request.height), Image.Resampling.LANCZOS)
+                img.save(part, format="PNG")
         return out_png
 
     # ---- LoRAs and IMAGE mode (10.thumbnail.py; ImageRequest.loras / input_image) ----
@@ -278,12 +311,17 @@ class ComfyAnimation:
     image-to-video. Segment planning (frame rules, chaining) is the caller's: common.animation.
     """
 
-    client: ComfyClient
+    pool: ComfyPool
     template: Path
     rule: FrameRule = field(default_factory=lambda: FrameRule(8, None, "ltx"))
     timeout: float = 3600.0
     name: str = "comfyui"
     preview: bool = False
+    oom_scale: float = 0.75
+
+    @property
+    def parallel_jobs(self) -> int:
+        return self.pool.parallel_jobs
 
     def identity(self) -> dict[str, object]:
         # The length limit is not here: it changes the plan (and so each job's frames), not a job.
@@ -293,10 +331,7 @@ class ComfyAnimation:
     def frame_rule(self) -> FrameRule:
         return self.rule
 
-    def animate(self, request: ClipRequest, out_mp4: Path) -> Path:
-        frames = request.frame_count
-        if not self.rule.valid(frames):
-            frames = self.rule.round_up(frames)  # the model would round (or refuse) it anyway
+    def _graph(self, request: ClipRequest, frames: int, client: ComfyClient) -> Workflow:
         workflow = Workflow.load(self.template)
         need = "an image-to-video clip"
         drop_frame_outputs(workflow)
@@ -309,19 +344,32 @@ class ComfyAnimation:
         starts = [n for n in workflow.load_image_ids() if n not in ends]
         if not starts:
             raise InputError(f"{workflow.source} has no LoadImage node for the start picture, which {need} needs; use a workflow that has one.")
-        start_name = self.client.upload_image(request.image)
+        start_name = client.upload_image(request.image)
         for node_id in starts:
             workflow.nodes[node_id]["inputs"]["image"] = start_name
         if request.end_image is not None:
             ends = ends or [add_ltx_end_guide(workflow)]
-            end_name = self.client.upload_image(request.end_image)
+            end_name = client.upload_image(request.end_image)
             for node_id in ends:
                 workflow.nodes[node_id]["inputs"]["image"] = end_name
         else:
             for node_id in ends:
                 remove_branch(workflow, node_id)
+        return workflow
+
+    def animate(self, request: ClipRequest, out_mp4: Path) -> Path:
+        frames = request.frame_count
+        if not self.rule.valid(frames):
+            frames = self.rule.round_up(frames)  # the model would round (or refuse) it anyway
+
+        def build(client: ComfyClient, lowered: bool) -> dict:
+            workflow = self._graph(request, frames, client)
+            if lowered:  # common.clips scales a smaller clip back to the film's size
+                lower_for_memory(workflow, request.width, request.height, self.oom_scale)
+            return workflow.to_prompt()
+
         with tempfile.TemporaryDirectory(prefix="clip-", dir=out_mp4.parent) as tmp:
-            files = self.client.run(workflow.to_prompt(), Path(tmp), timeout=self.timeout)
+            files = self.pool.run(build, Path(tmp), timeout=self.timeout, what=f"the clip of {request.scene_id}")
             clip = _single_output(files, _VIDEO_FILES, "animation")
             from common.atomic import atomic_path
 

@@ -56,7 +56,8 @@ class OfflineSpeech:
     def speak_chunk(self, lines: Sequence[SpeechLine], out_wav: Path, *, seed: int) -> SpokenChunk:
         from common.offline import espeak
 
-        with tempfile.TemporaryDirectory(prefix="speech-", dir=out_wav.parent) as tmp:
+        # Scratch space outside the project: a killed run must leave no folder among the outputs.
+        with tempfile.TemporaryDirectory(prefix="speech-") as tmp:
             pieces = [Path(tmp) / f"{number:03d}.wav" for number in range(len(lines))]
             # Each synthesis is its own short-lived worker process, so lines run in parallel.
             with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:

@@ -31,10 +31,10 @@ def _workflow(pipeline_dir: Path, name: str) -> Path:
     return path
 
 
-def _comfy_client(settings: Settings):
-    from common.comfyui.client import ComfyClient
+def _comfy_pool(settings: Settings):
+    from common.comfyui.pool import ComfyPool
 
-    return ComfyClient(settings.COMFYUI_BASE_URL)
+    return ComfyPool.from_settings(settings)
 
 
 @register("speech", "offline")
@@ -50,7 +50,7 @@ def _offline_speech(settings: Settings, pipeline_dir: Path) -> Any:
 def _comfy_speech(settings: Settings, pipeline_dir: Path) -> Any:
     from common.engines.comfy import ComfySpeech
 
-    return ComfySpeech(_comfy_client(settings), _workflow(pipeline_dir, settings.STORY_WORKFLOW),
+    return ComfySpeech(_comfy_pool(settings), _workflow(pipeline_dir, settings.STORY_WORKFLOW),
                        settings.AUDIO_SAMPLE_RATE, settings.LINE_PAUSE, settings.COMFYUI_JOB_TIMEOUT)
 
 
@@ -65,7 +65,7 @@ def _offline_sound(settings: Settings, pipeline_dir: Path) -> Any:
 def _comfy_sound(settings: Settings, pipeline_dir: Path) -> Any:
     from common.engines.comfy import ComfySound
 
-    return ComfySound(_comfy_client(settings), _workflow(pipeline_dir, "sfx.json"), settings.AUDIO_SAMPLE_RATE,
+    return ComfySound(_comfy_pool(settings), _workflow(pipeline_dir, "sfx.json"), settings.AUDIO_SAMPLE_RATE,
                       settings.COMFYUI_JOB_TIMEOUT)
 
 
@@ -87,7 +87,8 @@ def _comfy_image(settings: Settings, pipeline_dir: Path) -> Any:
     if not templates:
         raise InputError(f"{folder} has no image workflow (scene.json, character_location.json or thumbnail.json).")
     templates.setdefault("scene", next(iter(templates.values())))
-    return ComfyImage(_comfy_client(settings), templates, settings.COMFYUI_JOB_TIMEOUT)
+    return ComfyImage(_comfy_pool(settings), templates, settings.COMFYUI_JOB_TIMEOUT,
+                      oom_scale=settings.COMFYUI_OOM_SCALE)
 
 
 @register("animation", "offline")
@@ -105,8 +106,8 @@ def _comfy_animation(settings: Settings, pipeline_dir: Path) -> Any:
     # VIDEO_WORKFLOW picks the model family: its workflow file and its frame rule / length limit.
     files = {"ltx": "animate.json", "wan": "animate_wan.json"}
     rule = model_rule(settings.VIDEO_WORKFLOW, settings.MODEL_MAX_SECONDS)
-    return ComfyAnimation(_comfy_client(settings), _workflow(pipeline_dir, files[settings.VIDEO_WORKFLOW]), rule,
-                          timeout=settings.COMFYUI_JOB_TIMEOUT)
+    return ComfyAnimation(_comfy_pool(settings), _workflow(pipeline_dir, files[settings.VIDEO_WORKFLOW]), rule,
+                          timeout=settings.COMFYUI_JOB_TIMEOUT, oom_scale=settings.COMFYUI_OOM_SCALE)
 
 
 @register("text", "offline")
@@ -116,14 +117,32 @@ def _offline_text(settings: Settings, pipeline_dir: Path) -> Any:
     return OfflineTextEngine()
 
 
+class LazyClient:
+    """Builds the LLM client on first use: importing openai costs 1-2 s, which a step whose
+    answers are all checkpointed already (every resumed or repeated run) should not pay."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = self._build()
+        return getattr(self._client, name)
+
+
 @register("text", "llm")
 def _llm_text(settings: Settings, pipeline_dir: Path) -> Any:
     from common.engines.text import LLMTextEngine
-    from common.llm import LLMClient
 
-    client = LLMClient(settings.LM_STUDIO_BASE_URL, settings.LM_STUDIO_MODEL,
-                       timeout=settings.LLM_TIMEOUT, max_retries=settings.LLM_MAX_RETRIES)
-    return LLMTextEngine(client, settings.LM_STUDIO_MODEL)
+    def build() -> Any:
+        from common.llm import LLMClient
+
+        return LLMClient(settings.LM_STUDIO_BASE_URL, settings.LM_STUDIO_MODEL,
+                         timeout=settings.LLM_TIMEOUT, max_retries=settings.LLM_MAX_RETRIES,
+                         transport_retries=settings.LLM_TRANSPORT_RETRIES)
+
+    return LLMTextEngine(LazyClient(build), settings.LM_STUDIO_MODEL)
 
 
 def get_engine(kind: str, settings: Settings, pipeline_dir: Path, choice: EngineChoice | None = None) -> Any:

@@ -56,7 +56,10 @@ def main(ctx: ScriptContext) -> None:
     if not story.scenes():
         require_file(scene_file, "the scene lines", "run 1.story.py first: it writes one scene line per utterance.")
     out = ctx.input_dir / "2.timeline.script.txt"
-    inputs = [story_file, narration, source] + ([] if story.scenes() else [scene_file])
+    total = media.audio_duration(narration)
+    # The narration counts by its length only: final.wav (made later in the chain) replacing an
+    # equally long story.wav must not redo this step.
+    inputs = [story_file, round(total, 3), source] + ([] if story.scenes() else [scene_file])
     ctx.say(f"{story_file.name}: {len(story.utterances)} lines; timing from {source.name}, length from {narration.name}")
 
     def work(_: str):
@@ -78,7 +81,6 @@ def main(ctx: ScriptContext) -> None:
                 raise InputError(f"{len(lost)} story line(s) are not on the narration, the first {where} ([{first.speaker}]); "
                                  "run gen.audio's 2.story.py for this story, or pass --bypass-validation to show them for 0 s.")
             ctx.say(f"--bypass-validation: {len(lost)} story line(s) are not on the narration (first {where}); they get no time")
-        total = media.audio_duration(narration)
         timeline = build_script(story, scenes, starts, total)
         write_timeline_script(out, timeline)
         shown = len({e.scene_id for e in timeline.entries})

@@ -64,7 +64,8 @@ def main(ctx: ScriptContext) -> None:
             f"{held} held, {chained} chained from segments, {ends} ending on the next scene's picture")
 
     ctx.each(items, label="animate", key=lambda it: it.key, fingerprint=lambda it: prints[it.key],
-             work=lambda it: run_item(it, engine, look, folders), preview=engine.preview)
+             work=lambda it: run_item(it, engine, look, folders), preview=engine.preview,
+             workers=getattr(engine, "parallel_jobs", 1), chain=lambda it: it.job.shot.clip)
     ctx.checkpoints().retain_only(prints)
     ctx.say(f"wrote {len(jobs)} clips to {folders.clips}")
 

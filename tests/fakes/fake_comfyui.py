@@ -211,6 +211,9 @@ node("EmptySD3LatentImage", _size(), ("LATENT",), category="latent/sd3")
 node("EmptyLatentImage", _size(512, 512), ("LATENT",), category="latent")
 node("EmptyImage", {**_size(512, 512), "color": INT(0, 0, 0xFFFFFF)}, ("IMAGE",), category="image")
 node("VAEDecode", {"samples": T("LATENT"), "vae": T("VAE")}, ("IMAGE",), category="latent")
+node("VAEDecodeTiled", {"samples": T("LATENT"), "vae": T("VAE"), "tile_size": INT(512, 64, 4096),
+                        "overlap": INT(64, 0, 4096), "temporal_size": INT(64, 8, 4096),
+                        "temporal_overlap": INT(8, 4, 4096)}, ("IMAGE",), category="_for_testing")
 node("VAEEncode", {"pixels": T("IMAGE"), "vae": T("VAE")}, ("LATENT",), category="latent")
 node("ImageScaleBy", {"image": T("IMAGE"), "upscale_method": COMBO(["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]),
                       "scale_by": FLOAT(1.0, 0.01, 8.0)}, ("IMAGE",), category="image/upscaling")
@@ -584,6 +587,7 @@ class State:
     cache: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     interrupt: bool = False
     jobs_started: int = 0
+    prompt_posts: int = 0
     last_node: str | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     evil_names: dict[str, Path] = field(default_factory=dict)  # --evil-filenames: listed name -> real file
@@ -921,6 +925,8 @@ async def _execute(state: State, job: Job) -> None:
                     while not state.interrupt:
                         await asyncio.sleep(0.02)
                     raise Interrupted(node_id)
+                while fail == "stuck":  # a wedged GPU driver: not even /interrupt stops it
+                    await asyncio.sleep(0.05)
                 if fail == "execution_error":
                     raise NodeFailure(node_id, "RuntimeError",
                                       "Fake failure requested with --fail-mode execution_error")
@@ -1010,6 +1016,10 @@ async def post_prompt(request: web.Request) -> web.Response:
                                   "node_errors": {}}, status=400)
     prompt = body["prompt"]
     prompt_id = str(body.get("prompt_id") or uuid.uuid4())
+    state.prompt_posts += 1
+    if state.prompt_posts <= state.args.prompt_500:
+        _record(state, {"event": "http_500", "prompt_id": prompt_id})
+        return web.Response(status=500, text="500 Internal Server Error\n\nServer got itself in trouble")
     ok, error, outputs, node_errors = validate_prompt(state, prompt)
     if not ok:
         _record(state, {"event": "rejected", "error": error, "node_errors": node_errors})
@@ -1023,6 +1033,10 @@ async def post_prompt(request: web.Request) -> web.Response:
                     "prompt": prompt})
     state.wake.set()
     await _status(state)
+    if state.prompt_posts <= state.args.prompt_500 + state.args.drop_prompt:
+        _record(state, {"event": "dropped_answer", "prompt_id": prompt_id})
+        if request.transport is not None:
+            request.transport.abort()  # the job is queued; its answer never arrives
     return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": node_errors})
 
 
@@ -1262,7 +1276,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8188, help="0 picks a free port (printed in the GUI line)")
     parser.add_argument("--job-seconds", type=float, default=0.2, help="how long each job's sampler runs")
     parser.add_argument("--record", help="append one JSON line per event to this file")
-    parser.add_argument("--fail-mode", choices=["none", "execution_error", "oom", "hang"], default="none")
+    parser.add_argument("--fail-mode", choices=["none", "execution_error", "oom", "hang", "stuck"], default="none",
+                        help="hang: no more progress after the sampler until interrupted; stuck: not even then")
     parser.add_argument("--fail-jobs", type=int, default=10**9, help="fail only the first N jobs this process runs")
     parser.add_argument("--missing-node", nargs="*", default=[], metavar="CLASS", help="node classes to leave out")
     parser.add_argument("--missing-model", nargs="*", default=[], metavar="FILE", help="model files to leave out")
@@ -1275,6 +1290,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--evil-filenames", action="store_true",
                         help="list outputs as ../../name or an absolute path (the client must keep them inside)")
     parser.add_argument("--startup-delay", type=float, default=0.0, help="seconds to wait before listening")
+    parser.add_argument("--prompt-500", type=int, default=0, metavar="N",
+                        help="the first N POST /prompt answer 500 without queueing anything")
+    parser.add_argument("--drop-prompt", type=int, default=0, metavar="N",
+                        help="the first N POST /prompt queue the job but close the connection without an answer")
     # Real ComfyUI flags (--cpu, --lowvram, ...) may come through COMFYUI_EXTRA_ARGS: accept, ignore.
     args, unknown = parser.parse_known_args(argv)
     if unknown:

@@ -32,6 +32,7 @@ def env_for(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "COMFYUI_", "LM_STUDIO_"))}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["PYTHONUNBUFFERED"] = "1"
+    env["COMFYUI_RETURN_WAIT"] = "3"  # a test whose server died should not wait a minute for it
     env.update(extra)
     return env
 
