@@ -123,6 +123,10 @@ class CheckpointStore:
 
     # ----- loading -----
     def _load(self) -> dict[str, Entry]:
+        # A kill between writing a new state and renaming it leaves the temp file: the state it
+        # held was never current, so it goes (one process per script owns this file).
+        for stale in self.path.parent.glob(f".{self.path.stem}.*.tmp{self.path.suffix}"):
+            stale.unlink(missing_ok=True)
         if not self.path.exists():
             return {}
         try:

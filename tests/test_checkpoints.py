@@ -85,3 +85,16 @@ def test_atomic_files_get_normal_permissions_unless_asked(tmp_path: Path) -> Non
     with atomic_path(tmp_path / "secret.json", mode=0o600) as tmp:
         tmp.write_text("{}")
     assert stat.S_IMODE((tmp_path / "secret.json").stat().st_mode) == 0o600
+
+
+def test_a_temp_state_left_by_a_kill_is_removed_on_load(tmp_path: Path) -> None:
+    state = tmp_path / "tracking" / "2.story.state.json"
+    first = CheckpointStore(state, base_dir=tmp_path)
+    first.record("chunk_1", "fp1")
+    stale = state.parent / ".2.story.state.k1ll3d.tmp.json"
+    stale.write_text('{"items": {"half', encoding="utf-8")
+    other = state.parent / ".3.transcribe.state.abc.tmp.json"  # another script's: not ours to touch
+    other.write_text("{}", encoding="utf-8")
+    again = CheckpointStore(state, base_dir=tmp_path)
+    assert not stale.exists() and other.exists()
+    assert again.is_done("chunk_1", "fp1")
