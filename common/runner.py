@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
+from common import cancel
 from common.checkpoints import CheckpointStore, Entry
 from common.errors import Interrupted, ItemsFailedError, JobError, PipelineError
 from common.paths import pipeline_dir_of
@@ -171,6 +172,8 @@ class ScriptContext:
 
         def run_chain(jobs: list[tuple[T, str, str]]) -> None:
             for job in jobs:
+                if cancel.stop_requested():
+                    raise KeyboardInterrupt
                 progress.begin(job[1])
                 item_key, entry = run_one(job)
                 finished(item_key, entry)
@@ -186,6 +189,9 @@ class ScriptContext:
                 futures = [pool.submit(run_chain, jobs) for jobs in chains.values()]
                 for future in as_completed(futures):
                     future.result()
+            except KeyboardInterrupt:
+                cancel.request_stop()  # the workers' jobs are cancelled on their servers, not awaited
+                raise
             finally:
                 # On an error or Ctrl+C, start nothing new; jobs in flight finish or fail on their own.
                 pool.shutdown(wait=True, cancel_futures=True)

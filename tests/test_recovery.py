@@ -314,3 +314,58 @@ def test_preflight_checks_every_listed_server(tmp_path: Path) -> None:
     finally:
         good.stop()
         short.stop()
+
+
+def test_ctrl_c_cancels_the_jobs_workers_wait_on(tmp_path: Path, pipeline: Path) -> None:
+    """Ctrl+C reaches the main thread only; the jobs its workers wait on are cancelled, not awaited."""
+    import signal
+    import subprocess
+    import sys
+
+    with start_fake_comfyui(tmp_path, job_seconds=120) as fake:
+        proc = subprocess.Popen([sys.executable, "2.character.py"], cwd=pipeline / "scripts",
+                                env=comfy_env(fake.url, COMFYUI_QUEUE_DEPTH="2"), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while len(fake.prompts()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(fake.prompts()) == 2  # both pictures queued at once, one running
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)  # far less than one 120 s job
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 130, err[-2000:]
+        assert "interrupted: finished items are kept" in err and "Traceback" not in err
+        # The pending job was dropped, the running one interrupted (it stops at its next sampler step).
+        deadline = time.monotonic() + 30
+        while fake.jobs_run("interrupted") < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert fake.jobs_run("interrupted") == 1 and fake.jobs_run("success") == 0
+        queue = __import__("requests").get(fake.url + "/queue", timeout=5).json()
+        assert queue["queue_running"] == [] and queue["queue_pending"] == []
+
+
+def test_overnight_command_stops_at_once_on_a_missing_model(tmp_path: Path) -> None:
+    """The whole chain (cd gen.video && python generate.py) with one model file missing in ComfyUI:
+    one screen naming the file and its folder, exit 8, nothing generated."""
+    from tests.fakes.llm_helpers import start_fake_llm
+    from tests.support import chaos
+    from tests.support.project import run_generate
+
+    video = chaos.make_project(tmp_path / "project")
+    with start_fake_comfyui(tmp_path, missing_model=["flux1-kontext-dev-Q8_0.gguf"]) as fake, \
+            start_fake_llm(tmp_path) as llm:
+        env = comfy_env(fake.url, LM_STUDIO_BASE_URL=llm.base_url, LM_STUDIO_MODEL="auto")
+        result = run_generate(video, env=env, timeout=120)
+        screen = result.stdout + result.stderr
+        assert result.returncode == 8, screen
+        assert "flux1-kontext-dev-Q8_0.gguf" in screen and "ComfyUI/models/unet" in screen
+        assert "gen.image/workflow/scene.json" in screen  # every workflow of the chain was checked
+        assert fake.prompts() == [] and not fake.record_events("upload")
+        asked = llm.record.read_text().splitlines() if llm.record.exists() else []
+        assert not [line for line in asked if "chat/completions" in line]  # no question asked either
+    for pipeline in ("gen.audio", "gen.image", "gen.video"):
+        assert not (tmp_path / "project" / pipeline / "output" / "tracking").exists(), pipeline

@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit
 import requests
 import websocket
 
+from common import cancel
 from common.atomic import atomic_path
 from common.errors import InputError, JobError, ServiceError
 
@@ -489,6 +490,8 @@ class ComfyClient:
         last_sign: float | None = None  # when the socket last said something about our running job
         while True:
             now = time.monotonic()
+            if cancel.stop_requested():  # Ctrl+C reached the main thread while this worker waited
+                raise KeyboardInterrupt
             if now >= deadline:
                 self._cancel_quietly(pid)
                 raise JobTimeoutError(

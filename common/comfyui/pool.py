@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from common import cancel
 from common.comfyui.client import (
     ComfyClient, JobLostError, JobStalledError, OutOfMemoryJobError, ProgressCallback, ServerAnswerError,
     ServerGoneError, ServerStuckError,
@@ -167,6 +168,8 @@ class ComfyPool:
             self.say(f"no ComfyUI server answers ({', '.join(waiting)}); waiting up to {wait:g} s for one to come back.")
             give_up = time.monotonic() + wait
             while time.monotonic() < give_up:
+                if cancel.stop_requested():
+                    raise KeyboardInterrupt
                 for url in waiting:
                     if self.client(url).is_up():
                         with self._lock:
