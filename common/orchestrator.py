@@ -89,6 +89,17 @@ def build_steps(
     return steps
 
 
+# Scripts that ask their own model of the LLM server rather than LM_STUDIO_MODEL.
+STEP_MODEL_SETTINGS = {"2.motion.py": "MODEL_MOTION_GENERATION"}
+
+
+def llm_model_for(step: Step, settings: Any) -> str | None:
+    """The model the orchestrator loads for `step` (None: the LLM service's own, LM_STUDIO_MODEL)."""
+    name = STEP_MODEL_SETTINGS.get(step.basename)
+    model = str(getattr(settings, name, "") or "").strip() if name else ""
+    return model or None
+
+
 def _resolve_position(token: str, steps: Sequence[Step], flag: str) -> int:
     """A 1-based position, or a script name / name prefix such as `2.story`."""
     token = token.strip()
@@ -565,7 +576,7 @@ def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Engin
             if signals.signum is None:
                 signals.raise_now = True
                 try:
-                    manager.prepare_for(step.needs_comfyui, step.needs_llm)
+                    manager.prepare_for(step.needs_comfyui, step.needs_llm, llm_model_for(step, settings))
                 finally:
                     signals.raise_now = False
             if signals.signum is not None:

@@ -414,6 +414,7 @@ class LLMService:
         self._adopted = False
         self._is_lm_studio: bool | None = None
         self._dirty = False
+        self._loaded: str | None = None  # the model we last loaded
 
     @property
     def started_by_us(self) -> bool:
@@ -494,8 +495,9 @@ class LLMService:
         load = f", then `lms load {self.model} -y`" if self._model_to_load() else ""
         return f"start the {self.name}: `lms server start --port {port_of(self.base_url)}`{load}"
 
-    def _model_to_load(self) -> str | None:
-        return self.model if self.model and self.model.lower() != "auto" else None
+    def _model_to_load(self, model: str | None = None) -> str | None:
+        model = (model or self.model or "").strip()
+        return model if model and model.lower() != "auto" else None
 
     def _check_startable(self) -> None:
         if not is_loopback_url(self.base_url):
@@ -510,8 +512,9 @@ class LLMService:
                 "or use PIPELINE_ENGINE=offline."
             )
 
-    def ensure_running(self) -> None:
-        """Make the server answer with the model loaded: keep, adopt, or `lms server start`."""
+    def ensure_running(self, model: str | None = None) -> None:
+        """Make the server answer with the model loaded (`model`, else the service's own): keep,
+        adopt, or `lms server start`."""
         if self._started or self.answers():
             if not self._started and not self._adopted:
                 self._adopted = True
@@ -521,7 +524,7 @@ class LLMService:
                 wait_until(self.answers, timeout=self.start_timeout, what=self.name)
             self._dirty = True
             if self._started or self.is_lm_studio():
-                self._load_model()
+                self._load_model(model)
             return
         self._adopted = False
         self._check_startable()
@@ -534,17 +537,22 @@ class LLMService:
         took = wait_until(self.answers, timeout=self.start_timeout, what=f"the {self.name} at {self.base_url}")
         self.say(f"services: {self.name} ready at {self.base_url} in {took:.1f}s")
         self._dirty = True
-        self._load_model()
+        self._load_model(model)
 
-    def _load_model(self) -> None:
-        model = self._model_to_load()
+    def _load_model(self, wanted: str | None = None) -> None:
+        model = self._model_to_load(wanted)
         if model is None:
             return
         if self._is_loaded(model):
             return
+        if self._loaded and self._loaded != model:
+            # A step wants another model (2.motion.py's vision model): one model at a time in GPU memory.
+            self._lms("unload", "--all")
+            self.say(f"services: unloaded {self._loaded} for {model}")
         self.say(f"services: loading {model} with `lms load {model} -y`")
         started = time.monotonic()
         self._lms_checked("load", model, "-y", timeout=self.start_timeout)
+        self._loaded = model
         self.say(f"services: {model} loaded in {time.monotonic() - started:.1f}s")
 
     def _is_loaded(self, model: str) -> bool:
@@ -572,6 +580,7 @@ class LLMService:
             self.say(f"services: the {self.name} at {self.base_url} is not LM Studio; nothing to free "
                      "(it manages its own memory)")
         self._dirty = False
+        self._loaded = None
 
     def release(self) -> None:
         """Unload models; stop the server too if we started it."""
@@ -678,15 +687,19 @@ class ServiceManager:
             pairs.append((self.llm, "llm"))
         return pairs
 
-    def prepare_for(self, needs_comfyui: bool, needs_llm: bool) -> None:
-        """Release what the next script does not need first (GPU memory), then start what it does."""
+    def prepare_for(self, needs_comfyui: bool, needs_llm: bool, llm_model: str | None = None) -> None:
+        """Release what the next script does not need first (GPU memory), then start what it does
+        (`llm_model`: the model that script asks for, when not the LLM service's own)."""
         needs = {"comfyui": needs_comfyui, "llm": needs_llm}
         for service, key in self._services():
             if not needs[key] and service.active:
                 service.release()
         for service, key in self._services():
             if needs[key]:
-                service.ensure_running()
+                if isinstance(service, LLMService):
+                    service.ensure_running(llm_model)
+                else:
+                    service.ensure_running()
 
     def shutdown(self) -> None:
         """Stop what we started and free what we adopted; safe to call more than once."""

@@ -206,6 +206,22 @@ def test_llm_server_is_started_with_lms_loaded_then_unloaded_and_stopped(tmp_pat
         service.stop()
 
 
+def test_a_step_with_its_own_model_gets_it_loaded_in_place_of_the_other(tmp_path: Path, lms_state: Path) -> None:
+    """2.motion.py asks MODEL_MOTION_GENERATION (a vision model, gemma 3 here): loaded for it, one at a time."""
+    port = S.free_port()
+    service = LLMService(f"http://127.0.0.1:{port}/v1", S.lms_command(), "qwen/qwen3-14b", start_timeout=30,
+                         say=lambda _: None)
+    manager = ServiceManager(None, service, say=lambda _: None)
+    try:
+        manager.prepare_for(False, True)
+        manager.prepare_for(False, True, llm_model="google/gemma-3-12b")
+        manager.prepare_for(False, True, llm_model="google/gemma-3-12b")  # already loaded: nothing to do
+        calls = [c for c in S.lms_calls(lms_state) if c[0] in ("load", "unload")]
+        assert calls == [["load", "qwen/qwen3-14b", "-y"], ["unload", "--all"], ["load", "google/gemma-3-12b", "-y"]]
+    finally:
+        manager.shutdown()
+
+
 def test_an_adopted_lm_studio_is_only_unloaded(tmp_path: Path, lms_state: Path) -> None:
     port = S.free_port()
     subprocess.run([sys.executable, str(S.FAKE_LMS), "server", "start", "--port", str(port)],
