@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -90,18 +91,25 @@ def fake_comfyui() -> None:
     S.require_fake(S.FAKE_COMFYUI, wait=5)
 
 
-def test_our_comfyui_is_restarted_and_the_step_runs_again(tmp_path: Path, fake_comfyui: None) -> None:
+def _run_with_our_comfyui(tmp_path: Path, **extra: str) -> tuple[Path, Path, Any, int | None]:
+    """7.sfx.py through generate.py with a ComfyUI the run starts itself, its first job's server
+    killed; returns (pipeline, the ComfyUI dir, the finished run, the killed server's pid)."""
     pipeline = _sfx_pipeline(tmp_path)
     record = tmp_path / "comfy_events.jsonl"
     comfy = S.make_comfyui_dir(tmp_path, record)
     port = S.free_port()
-    env = _env(tmp_path, comfy_dir=comfy, comfy_port=port)
+    env = dict(_env(tmp_path, comfy_dir=comfy, comfy_port=port), **extra)
     try:
         result, killed = _run_and_kill_first_job(pipeline, env, record, port)
     finally:
         for start in S.comfy_starts(comfy):
             S.kill_pid(start["server"])
             S.kill_pid(start["main"])
+    return pipeline, comfy, result, killed
+
+
+def test_our_comfyui_is_restarted_and_the_step_runs_again(tmp_path: Path, fake_comfyui: None) -> None:
+    pipeline, comfy, result, killed = _run_with_our_comfyui(tmp_path)
     output = result.stdout + result.stderr
     assert killed, "the first job was never queued"
     assert result.returncode == 0, output
@@ -118,17 +126,7 @@ def test_our_comfyui_is_restarted_and_the_step_runs_again(tmp_path: Path, fake_c
 
 
 def test_no_restart_when_service_restarts_is_zero(tmp_path: Path, fake_comfyui: None) -> None:
-    pipeline = _sfx_pipeline(tmp_path)
-    record = tmp_path / "comfy_events.jsonl"
-    comfy = S.make_comfyui_dir(tmp_path, record)
-    port = S.free_port()
-    env = dict(_env(tmp_path, comfy_dir=comfy, comfy_port=port), SERVICE_RESTARTS="0")
-    try:
-        result, killed = _run_and_kill_first_job(pipeline, env, record, port)
-    finally:
-        for start in S.comfy_starts(comfy):
-            S.kill_pid(start["server"])
-            S.kill_pid(start["main"])
+    _, comfy, result, killed = _run_with_our_comfyui(tmp_path, SERVICE_RESTARTS="0")
     output = result.stdout + result.stderr
     assert killed and result.returncode == 5, output
     assert len(S.comfy_starts(comfy)) == 1

@@ -330,3 +330,30 @@ def test_backoff_is_jittered_exponential_and_capped():
     for attempt in range(1, 6):
         retry.wait(attempt)
     assert waits == [0.5, 2.0, 3.0, 8.0, 8.0]
+
+
+def test_a_captions_insert_that_failed_but_went_through_is_not_added_twice(tmp_path, media):
+    """A 503 after YouTube stored the track: the retry finds our track instead of adding a second."""
+    inputs = pipeline_with(tmp_path, media)
+    size = inputs.video.stat().st_size
+    ours = {"id": "CAP7", "snippet": {"videoId": "VID00000001", "language": "en", "name": "", "trackKind": "standard"}}
+    other = {"id": "ASR1", "snippet": {"videoId": "VID00000001", "language": "de", "name": "", "trackKind": "asr"}}
+    transport, said, result = run(inputs, [session(), *chunk_responses(size), ok({"kind": "youtube#thumbnailSetResponse"}),
+                                           error(503, "backendError"), ok({"items": [other, ours]})])
+    assert result.sent == ["video", "thumbnail", "captions"], result
+    inserts = [c for c in transport.calls if c[0] == "POST" and "/captions" in c[1]]
+    assert len(inserts) == 1  # the one that failed; no second track
+    assert any(c[0] == "GET" and "/captions" in c[1] and "videoId=VID00000001" in c[1] for c in transport.calls)
+    assert state(inputs)["captions"]["data"]["caption_id"] == "CAP7"
+    assert not transport._iterable
+
+
+def test_a_captions_insert_that_failed_and_left_nothing_is_sent_again(tmp_path, media):
+    inputs = pipeline_with(tmp_path, media)
+    size = inputs.video.stat().st_size
+    transport, said, result = run(inputs, [session(), *chunk_responses(size), ok({"kind": "youtube#thumbnailSetResponse"}),
+                                           error(503, "backendError"), ok({"items": []}), ok({"id": "CAP2"})])
+    assert result.sent == ["video", "thumbnail", "captions"], result
+    assert len([c for c in transport.calls if c[0] == "POST" and "/captions" in c[1]]) == 2
+    assert state(inputs)["captions"]["data"]["caption_id"] == "CAP2"
+    assert not transport._iterable

@@ -374,13 +374,37 @@ class Publisher:
                                    caption_id=caption_id)
         what = f"setting the thumbnail of {video_url(video_id)}" if item.kind == "thumbnail" else \
             f"{'replacing' if caption_id else 'adding'} the captions of {video_url(video_id)}"
-        response = with_retries(lambda: request.execute(num_retries=0), what, self.policy, self.say)
+        tries = 0
+
+        def send() -> Any:
+            nonlocal tries
+            tries += 1
+            if item.kind == "captions" and caption_id is None and tries > 1:
+                # The attempt that failed (a 5xx, a broken connection) may have added the track all
+                # the same: adding it again would show viewers two identical caption tracks.
+                found = self._our_caption(video_id, item)
+                if found:
+                    return {"id": found}
+            return request.execute(num_retries=0)
+
+        response = with_retries(send, what, self.policy, self.say)
         data: dict[str, Any] = {"video_id": video_id}
         if item.kind == "captions":
             data["caption_id"] = str((response or {}).get("id", caption_id or ""))
         self.store.record(item.key, fp, data=data)
         self.say(f"done: {what}")
         self.result.sent.append(item.key)
+
+
+    def _our_caption(self, video_id: str, item: Item) -> str | None:
+        """The id of a caption track on the video in our language and name (we add one), if any."""
+        wanted = item.body.get("snippet", {})
+        answer = self.service.captions().list(part="snippet", videoId=video_id).execute(num_retries=0)
+        for track in (answer or {}).get("items", []):
+            snippet = track.get("snippet", {})
+            if snippet.get("language") == wanted.get("language") and snippet.get("name", "") == wanted.get("name", ""):
+                return str(track.get("id", "")) or None
+        return None
 
 
 def publish(inputs: PublishInputs, service: Any, store: CheckpointStore, *, policy: RetryPolicy,
