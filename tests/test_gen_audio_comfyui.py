@@ -115,7 +115,8 @@ def test_sigkill_mid_story_never_redoes_a_finished_chunk(tmp_path: Path) -> None
             per_chunk[_chunk_of(prompt)] = per_chunk.get(_chunk_of(prompt), 0) + 1
     assert kills >= 3
     assert len(per_chunk) == 6  # 11 lines in chunks of 2
-    assert sum(per_chunk.values()) <= 6 + kills  # at most the one in-flight job per kill is repeated
+    # At most the jobs in flight at a kill are repeated: COMFYUI_QUEUE_DEPTH (2) chunks at a time.
+    assert sum(per_chunk.values()) <= 6 + 2 * kills
     assert (killed / "output" / "story.wav").read_bytes() == (reference / "output" / "story.wav").read_bytes()
 
 
