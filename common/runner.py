@@ -244,6 +244,8 @@ class Script:
         overrides = {setting: getattr(args, dest) for dest, setting in self._settings_flags.items()}
         pipeline_dir = pipeline_dir_of(self.file)
         settings = load_settings(pipeline_dir, overrides)
+        if args.force_start:  # redo every item: a finished job a server still holds is no exception
+            settings = settings.with_overrides(COMFYUI_REUSE_JOBS=False)
         if args.change_settings == "y":
             settings = self._ask_settings(settings)
         return ScriptContext(self.name, pipeline_dir, args, settings, out=lambda m: print(m, flush=True))

@@ -52,6 +52,7 @@ _SETTINGS = [
     _s("COMFYUI_OOM_RETRY", True, "after an out-of-memory error: free ComfyUI's memory and retry once with lower settings"),
     _s("COMFYUI_OOM_SCALE", 0.75, "the lower settings of that retry: image and video sizes times this (0.25-1.0), and tiled VAE decoding"),
     _s("COMFYUI_RETURN_WAIT", 60.0, "seconds to wait for a ComfyUI server that stopped answering to come back"),
+    _s("COMFYUI_REUSE_JOBS", True, "take over a job an interrupted run left on ComfyUI (the same graph): wait for it if still queued, use its files if finished (--force-start: never)"),
     _s("COMFYUI_QUEUE_DEPTH", 2, "jobs kept queued on each ComfyUI server (COMFYUI_BASE_URL may list several, comma-separated)"),
     _s("LM_STUDIO_BASE_URL", "http://127.0.0.1:1234/v1", "OpenAI-compatible server (LM Studio, Ollama, llama.cpp, vLLM)"),
     _s("LM_STUDIO_MODEL", "qwen/qwen3-14b", "model for text steps ('auto' = the first the server lists)"),

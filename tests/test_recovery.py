@@ -369,3 +369,31 @@ def test_overnight_command_stops_at_once_on_a_missing_model(tmp_path: Path) -> N
         assert not [line for line in asked if "chat/completions" in line]  # no question asked either
     for pipeline in ("gen.audio", "gen.image", "gen.video"):
         assert not (tmp_path / "project" / pipeline / "output" / "tracking").exists(), pipeline
+
+
+def test_a_rerun_after_a_kill_takes_over_the_job_it_left_on_the_server(tmp_path: Path, pipeline: Path) -> None:
+    """SIGKILL while ComfyUI runs a picture: the next run does not queue that job again, it waits for
+    the one still running (the same graph has the same prompt id) and keeps its result."""
+    import signal
+    import subprocess
+    import sys
+
+    with start_fake_comfyui(tmp_path, job_seconds=3.0) as fake:
+        env = comfy_env(fake.url, COMFYUI_QUEUE_DEPTH="1")
+        proc = subprocess.Popen([sys.executable, "2.character.py"], cwd=pipeline / "scripts", env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while not fake.prompts() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.wait(timeout=30)
+        assert len(fake.prompts()) == 1 and fake.jobs_run() == 0  # killed while its first job runs
+        result = run_script(pipeline, "2.character.py", env=env)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        assert len(fake.prompts()) == 2  # the left job was taken over, only the other picture was queued
+        assert finished_jobs([fake], WORDS) == {k: 1 for k in WORDS}
+        # A plain re-run has nothing to do; --force-start redoes every picture, on the server too.
+        again = run_script(pipeline, "2.character.py", "--force-start", env=env)
+        assert again.returncode == 0 and len(fake.prompts()) == 4

@@ -154,6 +154,12 @@ def _first_line(text: Any, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def job_id(prompt: dict[str, Any]) -> str:
+    """The prompt id of a graph: the same job always gets the same id (ComfyUI takes ours)."""
+    blob = json.dumps(prompt, sort_keys=True, ensure_ascii=False, default=str)
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "comfyui-job:" + blob))
+
+
 def describe_rejection(error: dict[str, Any] | None, node_errors: dict[str, Any] | None,
                        prompt: dict[str, Any] | None = None) -> WorkflowRejectedError:
     """Turn a /prompt 400 body (or a 200 with node_errors) into one error with one sentence."""
@@ -450,29 +456,59 @@ class ComfyClient:
                 sock.close()
 
     def run(self, prompt: dict[str, Any], dest_dir: str | Path, *, timeout: float,
-            on_progress: ProgressCallback | None = None, stall_timeout: float | None = None) -> list[Path]:
+            on_progress: ProgressCallback | None = None, stall_timeout: float | None = None,
+            adopt: bool = True) -> list[Path]:
         """Queue a job, wait for it, and download its output files into `dest_dir`.
 
         With `stall_timeout`, a running job that sends no progress message for that many seconds
         is interrupted (JobStalledError), or, when ComfyUI will not stop it, ServerStuckError.
+        With `adopt`, the same job left by an interrupted run (same graph, so same id) is used:
+        its files if it finished, waited for if it is still queued or running.
         """
         sock = self._open_socket()  # before queueing, so no message of this job is missed
         try:
-            prompt_id = self.queue(prompt)
-            try:
-                entry = self._wait(prompt_id, timeout, on_progress, sock, stall_timeout)
-            except KeyboardInterrupt:
-                self._cancel_quietly(prompt_id)
-                raise
+            prompt_id, entry = self._adopt_or_queue(prompt) if adopt else (self.queue(prompt), None)
+            adopted = entry is not None
+            if entry is None:
+                try:
+                    entry = self._wait(prompt_id, timeout, on_progress, sock, stall_timeout)
+                except KeyboardInterrupt:
+                    self._cancel_quietly(prompt_id)
+                    raise
         finally:
             if sock is not None:
                 sock.close()
-        files = self.download_outputs(entry, dest_dir)
+        try:
+            files = self.download_outputs(entry, dest_dir)
+        except ComfyJobError:
+            if not adopted:
+                raise
+            # The earlier run's files are gone from ComfyUI's output folder: make them again.
+            return self.run(prompt, dest_dir, timeout=timeout, on_progress=on_progress,
+                            stall_timeout=stall_timeout, adopt=False)
         if not files:
             raise ComfyJobError(
                 f"ComfyUI finished job {prompt_id} but it saved no files: the workflow needs an output node "
                 "(SaveImage, SaveAudio, SaveAudioMP3, VHS_VideoCombine or SaveVideo).", prompt_id=prompt_id)
         return files
+
+    def _adopt_or_queue(self, prompt: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+        """(prompt id, the finished history entry or None to wait for it).
+
+        A job's id is derived from its graph, so a run killed after queueing finds its job again:
+        finished with files (taken as they are), or still queued or running (waited for, not
+        queued a second time). A failed or interrupted one gets a fresh id and runs again.
+        """
+        pid = job_id(prompt)
+        entry = self.history(pid)
+        if entry is not None:
+            status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
+            if status.get("status_str", "success") == "success" and self.output_items(entry):
+                return pid, entry
+            return self.queue(prompt), None
+        if self._known(pid):
+            return pid, None
+        return self.queue(prompt, prompt_id=pid), None
 
     def _wait(self, pid: str, timeout: float, on_progress: ProgressCallback | None,
               sock: websocket.WebSocket | None, stall_timeout: float | None = None) -> dict[str, Any]:

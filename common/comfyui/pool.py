@@ -71,12 +71,13 @@ class Recovery:
     oom_retry: bool = True        # free memory and retry once with lower settings
     return_wait: float = 60.0     # seconds to wait for a vanished server to come back
     depth: int = 2                # jobs kept queued per server
+    reuse_jobs: bool = True       # take over the same job an interrupted run left on a server
 
     @classmethod
     def from_settings(cls, settings: Any) -> "Recovery":
         return cls(float(settings.COMFYUI_STALL_TIMEOUT), max(0, int(settings.COMFYUI_JOB_RETRIES)),
                    bool(settings.COMFYUI_OOM_RETRY), max(0.0, float(settings.COMFYUI_RETURN_WAIT)),
-                   max(1, int(settings.COMFYUI_QUEUE_DEPTH)))
+                   max(1, int(settings.COMFYUI_QUEUE_DEPTH)), bool(settings.COMFYUI_REUSE_JOBS))
 
 
 class ComfyPool:
@@ -218,7 +219,7 @@ class ComfyPool:
                 with self._claim(url):
                     prompt = build(client, lowered)
                     files = client.run(prompt, dest_dir, timeout=timeout, on_progress=on_progress,
-                                       stall_timeout=rec.stall_timeout or None)
+                                       stall_timeout=rec.stall_timeout or None, adopt=rec.reuse_jobs)
                 self._answered.add(url)
                 return files
             except OutOfMemoryJobError:
