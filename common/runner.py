@@ -269,6 +269,7 @@ class Script:
         sys.exit(run_guarded(lambda: self._run_once(main, argv)))
 
     def _run_once(self, main: Callable[[ScriptContext], None], argv: Sequence[str] | None) -> None:
+        cancel.clear()  # a script run in-process after an interrupted one starts afresh
         ctx = self.context(argv)
         main(ctx)
         ctx.finish()
