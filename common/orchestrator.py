@@ -522,6 +522,59 @@ def _script_sentence(tail: Sequence[str]) -> str:
     return (errors or list(tail) or [""])[-1]
 
 
+@dataclass
+class _Outcome:
+    """How a step ended after any server restarts: its exit code, the restarts it took, the last
+    lines it printed, and why its server could not be restarted (empty when that was not the case)."""
+
+    code: int
+    restarts: int
+    tail: Sequence[str]
+    not_ours: str = ""
+
+    def failure_summary(self, step: Step) -> str:
+        said = _script_sentence(self.tail)
+        if self.not_ours:
+            return f"{step.name} failed (exit {self.code}): {said} {self.not_ours}"
+        if self.code == ServiceError.exit_code and self.restarts:
+            return (f"{step.name} failed (exit {self.code}) again after {self.restarts} restart(s) of its server: "
+                    f"{said} Check the server's log, then run generate.py again: finished work is kept")
+        return (f"{step.name} failed (exit {self.code}); fix the problem above and run generate.py again: "
+                "finished work is kept")
+
+
+def _run_with_restarts(step: Step, env: Mapping[str, str], log: RunLog, signals: _Signals, grace: float,
+                       manager: ServiceManager, restarts: int) -> _Outcome:
+    """Run a step; when it exits 5 and the server it needs is ours, restart that server and run it
+    again, `restarts` times at most. A server the user started is never restarted."""
+    attempt = 0
+    while True:
+        tail: deque[str] = deque(maxlen=20)
+        code = run_step(step, env, log, signals, grace, tail)
+        if signals.signum is not None or code != ServiceError.exit_code:
+            return _Outcome(code, attempt, tail)
+        suspects = _suspects(step, manager)
+        theirs = [svc for svc in suspects if not _owned(svc)]
+        if theirs:
+            names = " and ".join(f"the {svc.name} at {svc.base_url}" for svc in theirs)
+            return _Outcome(code, attempt, tail,
+                            f"{names} was already running when the run started, so it is not ours to restart: "
+                            "restart it yourself, then run generate.py again (finished work is kept)")
+        if not suspects or attempt >= restarts:
+            return _Outcome(code, attempt, tail)
+        attempt += 1
+        names = " and ".join(svc.name for svc in suspects)
+        log.line(f"services: {step.name} exited 5 ({_script_sentence(tail) or 'service error'}); "
+                 f"restarting {names} (restart {attempt} of {restarts}) and running {step.name} again")
+        signals.raise_now = True
+        try:
+            for svc in suspects:
+                svc.stop()
+                svc.ensure_running()
+        finally:
+            signals.raise_now = False
+
+
 def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: EngineChoice, plan: SkipPlan,
          context: Mapping[str, str]) -> int:
     log = RunLog(pipeline_dir / "log.txt")
@@ -535,7 +588,7 @@ def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Engin
         manager = ServiceManager.from_settings(settings, pipeline_dir, use_comfyui=choice.media == "comfyui",
                                                use_llm=choice.text == "llm", say=log.line)
     grace = float(settings.SERVICE_STOP_GRACE)
-    restarts = max(0, int(getattr(settings, "SERVICE_RESTARTS", 1)))
+    restarts = max(0, int(settings.SERVICE_RESTARTS))
     env = _child_env(choice)
     started = time.monotonic()
     started_at = now_text()
@@ -582,46 +635,14 @@ def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Engin
             if signals.signum is not None:
                 raise _Stopped(signals.signum)
             step_started = time.monotonic()
-            attempt = 0
-            not_ours = ""
-            while True:
-                tail: deque[str] = deque(maxlen=20)
-                code = run_step(step, env, log, signals, grace, tail)
-                if signals.signum is not None or code != ServiceError.exit_code:
-                    break
-                suspects = _suspects(step, manager)
-                theirs = [svc for svc in suspects if not _owned(svc)]
-                if theirs:
-                    names = " and ".join(f"the {svc.name} at {svc.base_url}" for svc in theirs)
-                    not_ours = (f"{names} was already running when the run started, so it is not ours to restart: "
-                                "restart it yourself, then run generate.py again (finished work is kept)")
-                    break
-                if not suspects or attempt >= restarts:
-                    break
-                attempt += 1
-                names = " and ".join(svc.name for svc in suspects)
-                log.line(f"services: {step.name} exited 5 ({_script_sentence(tail) or 'service error'}); "
-                         f"restarting {names} (restart {attempt} of {restarts}) and running {step.name} again")
-                signals.raise_now = True
-                try:
-                    for svc in suspects:
-                        svc.stop()
-                        svc.ensure_running()
-                finally:
-                    signals.raise_now = False
-            results[step.position] = StepResult(step, code, time.monotonic() - step_started, restarts=attempt)
+            outcome = _run_with_restarts(step, env, log, signals, grace, manager, restarts)
+            code = outcome.code
+            results[step.position] = StepResult(step, code, time.monotonic() - step_started,
+                                                restarts=outcome.restarts)
             if signals.signum is not None:
                 raise _Stopped(signals.signum)
             if code != 0:
-                if not_ours:
-                    summary = f"{step.name} failed (exit {code}): {_script_sentence(tail)} {not_ours}"
-                elif code == ServiceError.exit_code and attempt:
-                    summary = (f"{step.name} failed (exit {code}) again after {attempt} restart(s) of its server: "
-                               f"{_script_sentence(tail)} Check the server's log, then run generate.py again: "
-                               "finished work is kept")
-                else:
-                    summary = (f"{step.name} failed (exit {code}); fix the problem above and run generate.py "
-                               "again: finished work is kept")
+                summary = outcome.failure_summary(step)
                 break
         else:
             took = time.monotonic() - started

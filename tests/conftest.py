@@ -1,7 +1,6 @@
 """Shared test set-up: every test runs with the repo root importable and no user environment leaking in."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

@@ -3,15 +3,12 @@ including SIGKILLs in the middle of 2.story.py."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-import pytest
 
 from tests.fakes import start_fake_comfyui
 from tests.fakes.llm_helpers import free_port, start_fake_llm

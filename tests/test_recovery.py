@@ -10,16 +10,20 @@ about the servers, not about our own log lines.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from PIL import Image
 
 from tests.fakes import FakeServer, start_fake_comfyui
-from tests.support.image_inputs import CHARACTERS, SCENES, SMALL, image_pipeline
+from tests.support.image_inputs import SCENES, SMALL, image_pipeline
 from tests.support.project import env_for, run_script
 
 pytestmark = pytest.mark.timeout(180)
@@ -318,10 +322,6 @@ def test_preflight_checks_every_listed_server(tmp_path: Path) -> None:
 
 def test_ctrl_c_cancels_the_jobs_workers_wait_on(tmp_path: Path, pipeline: Path) -> None:
     """Ctrl+C reaches the main thread only; the jobs its workers wait on are cancelled, not awaited."""
-    import signal
-    import subprocess
-    import sys
-
     with start_fake_comfyui(tmp_path, job_seconds=120) as fake:
         proc = subprocess.Popen([sys.executable, "2.character.py"], cwd=pipeline / "scripts",
                                 env=comfy_env(fake.url, COMFYUI_QUEUE_DEPTH="2"), stdin=subprocess.DEVNULL,
@@ -344,7 +344,7 @@ def test_ctrl_c_cancels_the_jobs_workers_wait_on(tmp_path: Path, pipeline: Path)
         while fake.jobs_run("interrupted") < 1 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert fake.jobs_run("interrupted") == 1 and fake.jobs_run("success") == 0
-        queue = __import__("requests").get(fake.url + "/queue", timeout=5).json()
+        queue = requests.get(fake.url + "/queue", timeout=5).json()
         assert queue["queue_running"] == [] and queue["queue_pending"] == []
 
 
@@ -374,10 +374,6 @@ def test_overnight_command_stops_at_once_on_a_missing_model(tmp_path: Path) -> N
 def test_a_rerun_after_a_kill_takes_over_the_job_it_left_on_the_server(tmp_path: Path, pipeline: Path) -> None:
     """SIGKILL while ComfyUI runs a picture: the next run does not queue that job again, it waits for
     the one still running (the same graph has the same prompt id) and keeps its result."""
-    import signal
-    import subprocess
-    import sys
-
     with start_fake_comfyui(tmp_path, job_seconds=3.0) as fake:
         env = comfy_env(fake.url, COMFYUI_QUEUE_DEPTH="1")
         proc = subprocess.Popen([sys.executable, "2.character.py"], cwd=pipeline / "scripts", env=env,

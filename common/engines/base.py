@@ -42,6 +42,8 @@ class SpokenChunk:
 class Engine(Protocol):
     name: str
     preview: bool
+    parallel_jobs: int  # items worth running at once: enough to keep every server's queue full
+
 
     def identity(self) -> dict[str, object]:
         """What determines the output besides the item's own inputs (engine, model, workflow)."""

@@ -79,20 +79,26 @@ def apportion_spans(texts: Sequence[str], total: float, pause: float) -> tuple[t
 
 
 @dataclass
-class ComfySpeech:
-    """One job per chunk through a multi-speaker TTS node (SPEC 7)."""
+class _OnPool:
+    """An engine whose jobs go to the run's ComfyUI servers (common.comfyui.pool)."""
 
     pool: ComfyPool
+
+    @property
+    def parallel_jobs(self) -> int:
+        return self.pool.parallel_jobs
+
+
+@dataclass
+class ComfySpeech(_OnPool):
+    """One job per chunk through a multi-speaker TTS node (SPEC 7)."""
+
     template: Path
     sample_rate: int = 44100
     line_pause: float = 0.3
     timeout: float = 3600.0
     name: str = "comfyui"
     preview: bool = False
-
-    @property
-    def parallel_jobs(self) -> int:
-        return self.pool.parallel_jobs
 
     def identity(self) -> dict[str, object]:
         return {"engine": "comfyui-speech", **_template_identity(self.template), "sample_rate": self.sample_rate}
@@ -114,20 +120,15 @@ class ComfySpeech:
 
 
 @dataclass
-class ComfySound:
+class ComfySound(_OnPool):
     """One Stable Audio job per effect; safe to call from several threads at once (7.sfx.py keeps
     every server's queue full so no GPU idles between jobs)."""
 
-    pool: ComfyPool
     template: Path
     sample_rate: int = 44100
     timeout: float = 3600.0
     name: str = "comfyui"
     preview: bool = False
-
-    @property
-    def parallel_jobs(self) -> int:
-        return self.pool.parallel_jobs
 
     def identity(self) -> dict[str, object]:
         return {"engine": "comfyui-sfx", **_template_identity(self.template), "sample_rate": self.sample_rate}
@@ -151,17 +152,12 @@ class ComfySound:
 
 
 @dataclass
-class ComfyImage:
-    pool: ComfyPool
+class ComfyImage(_OnPool):
     templates: dict[str, Path]  # kind -> workflow file
     timeout: float = 3600.0
     name: str = "comfyui"
     preview: bool = False
     oom_scale: float = 0.75
-
-    @property
-    def parallel_jobs(self) -> int:
-        return self.pool.parallel_jobs
 
     def identity(self) -> dict[str, object]:
         return {"engine": "comfyui-image", "workflows": {k: _template_identity(p) for k, p in sorted(self.templates.items())}}
@@ -301,7 +297,7 @@ def add_ltx_end_guide(workflow: Workflow) -> str:
 
 
 @dataclass
-class ComfyAnimation:
+class ComfyAnimation(_OnPool):
     """Image-to-video through an LTX or WAN 2.2 workflow: one job per clip segment.
 
     The start picture goes to the LoadImage node(s) not titled "end"; an end picture (first-last
@@ -311,17 +307,12 @@ class ComfyAnimation:
     image-to-video. Segment planning (frame rules, chaining) is the caller's: common.animation.
     """
 
-    pool: ComfyPool
     template: Path
     rule: FrameRule = field(default_factory=lambda: FrameRule(8, None, "ltx"))
     timeout: float = 3600.0
     name: str = "comfyui"
     preview: bool = False
     oom_scale: float = 0.75
-
-    @property
-    def parallel_jobs(self) -> int:
-        return self.pool.parallel_jobs
 
     def identity(self) -> dict[str, object]:
         # The length limit is not here: it changes the plan (and so each job's frames), not a job.

@@ -39,6 +39,8 @@ def voice_indices(library: VoiceLibrary) -> dict[str, int]:
 class OfflineSpeech:
     """Each line synthesised alone, so line timings are exact."""
 
+    parallel_jobs = 1  # one at a time: each job already uses every core, or takes no time
+
     sample_rate: int = 44100
     line_pause: float = 0.3
     indices: Mapping[str, int] = field(default_factory=dict)
@@ -71,6 +73,8 @@ class OfflineSpeech:
 class OfflineSound:
     """Procedural effects for the vocabulary `sounds()` names; silence for anything else."""
 
+    parallel_jobs = 1  # one at a time: each job already uses every core, or takes no time
+
     sample_rate: int = 44100
     name: str = "offline"
     preview: bool = True
@@ -95,6 +99,8 @@ class OfflineSound:
 @dataclass
 class OfflineImage:
     """Storyboard cards that show the item's id, place, people and action."""
+
+    parallel_jobs = 1  # one at a time: each job already uses every core, or takes no time
 
     name: str = "offline"
     preview: bool = True
@@ -125,6 +131,8 @@ class OfflineAnimation:
     (ClipRequest.camera), else one chosen per scene so consecutive clips differ. Any length in
     one job, so a scene is always a single clip; an end picture cannot be honoured by a move
     over one still and is ignored."""
+
+    parallel_jobs = 1  # one at a time: each job already uses every core, or takes no time
 
     name: str = "offline"
     preview: bool = True

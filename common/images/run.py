@@ -158,7 +158,7 @@ def run_step(ctx: ScriptContext, kind: str) -> None:
     prints = {item.key: fingerprint(ident, _pass_identity(passes), item.identity()) for item in todo}
     ctx.each(todo, label=KIND_FOLDERS[kind], key=lambda i: i.key, fingerprint=lambda i: prints[i.key],
              work=lambda i: make_picture(engine, i, passes, store, ctx.pipeline_dir, prints[i.key]),
-             preview=engine.preview, workers=getattr(engine, "parallel_jobs", 1))
+             preview=engine.preview, workers=engine.parallel_jobs)
     removed = _remove_stale(store, {i.key for i in items}, ctx.pipeline_dir, kind)
     if removed:
         ctx.say(f"removed {len(removed)} picture(s) no longer in the descriptions: {', '.join(removed)}")

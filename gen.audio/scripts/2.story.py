@@ -46,7 +46,7 @@ def main(ctx: ScriptContext) -> None:
         chunks, label="story", key=lambda c: c.key,
         fingerprint=lambda c: fingerprint(ident, seed, c.identity()),
         work=speak, preview=engine.preview,
-        workers=getattr(engine, "parallel_jobs", 1),  # chunks are independent: keep every server busy
+        workers=engine.parallel_jobs,  # chunks are independent: keep every server busy
     )
     store.retain_only([c.key for c in chunks] + ["story.wav"])
     join_story(ctx, chunks, entries, preview=engine.preview)

@@ -59,7 +59,7 @@ def main(ctx: ScriptContext) -> None:
         fingerprint=lambda j: fingerprint(ident, j.description, min(j.seconds, longest),
                                           seed_for(j.description, fixed_seed)),
         work=make, preview=engine.preview,
-        workers=max(1, int(ctx.settings.SFX_MAX_WORKERS), getattr(engine, "parallel_jobs", 1)),
+        workers=max(1, int(ctx.settings.SFX_MAX_WORKERS), engine.parallel_jobs),
     )
     store.retain_only([j.key for j in jobs] + ["sfx.wav"])
     clips = {j.key: ctx.pipeline_dir / entries[j.key].files[0] for j in jobs}

@@ -65,7 +65,7 @@ def main(ctx: ScriptContext) -> None:
 
     ctx.each(items, label="animate", key=lambda it: it.key, fingerprint=lambda it: prints[it.key],
              work=lambda it: run_item(it, engine, look, folders), preview=engine.preview,
-             workers=getattr(engine, "parallel_jobs", 1), chain=lambda it: it.job.shot.clip)
+             workers=engine.parallel_jobs, chain=lambda it: it.job.shot.clip)
     ctx.checkpoints().retain_only(prints)
     ctx.say(f"wrote {len(jobs)} clips to {folders.clips}")
 
