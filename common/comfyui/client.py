@@ -114,10 +114,6 @@ class ServerAnswerError(ServiceError):
     """ComfyUI answered, but with an error or nonsense (a 5xx, not JSON): retrying elsewhere won't help."""
 
 
-class ServerGoneError(ServiceError):
-    """ComfyUI took the job, then stopped answering (a crash, a restart, a network break)."""
-
-
 class ServerStuckError(ServiceError):
     """ComfyUI did not stop a stalled job when asked: only restarting it frees the GPU."""
 
@@ -243,6 +239,7 @@ class ComfyClient:
         self.base_url = base_url.rstrip("/")
         self.client_id = client_id or uuid.uuid4().hex
         self.request_timeout = request_timeout
+        self.answered = False  # the server answered some request of ours (it was up at some point)
         self._session = requests.Session()
         host = urlsplit(self.base_url).hostname or ""
         if host in ("127.0.0.1", "localhost", "::1"):
@@ -277,6 +274,7 @@ class ComfyClient:
                     if attempt == attempts:
                         raise
                 else:
+                    self.answered = True
                     if resp.status_code < 500 or attempt == attempts:
                         return resp
                     resp.close()
@@ -557,7 +555,7 @@ class ComfyClient:
             except ServiceError:
                 failing_since = failing_since or time.monotonic()
                 if time.monotonic() - failing_since > _SERVER_GONE_AFTER:
-                    raise ServerGoneError(
+                    raise ServiceError(
                         f"ComfyUI stopped answering at {self.base_url} while job {pid} was running: it may have crashed "
                         "(out of memory?); restart it and run again, finished work is kept."
                     ) from None
@@ -717,7 +715,7 @@ class ComfyClient:
                 if size == 0:
                     raise ComfyJobError(f"ComfyUI returned an empty file for {params['filename']}; run the job again.")
         except requests.RequestException:
-            raise ServerGoneError(f"The download of {params['filename']} from ComfyUI at {self.base_url} broke off; run again.") from None
+            raise ServiceError(f"The download of {params['filename']} from ComfyUI at {self.base_url} broke off; run again.") from None
         finally:
             resp.close()
 

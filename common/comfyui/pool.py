@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator, Sequence
 from common import cancel
 from common.comfyui.client import (
     ComfyClient, JobLostError, JobStalledError, OutOfMemoryJobError, ProgressCallback, ServerAnswerError,
-    ServerGoneError, ServerStuckError,
+    ServerStuckError,
 )
 from common.errors import ConfigError, ServiceError
 
@@ -95,7 +95,6 @@ class ComfyPool:
         self._busy = {url: 0 for url in self.urls}
         self._down: dict[str, float] = {}  # url -> when it stopped answering
         self._stuck: set[str] = set()      # would not stop a stalled job: never used again this run
-        self._answered: set[str] = set()   # servers that took a job this run: worth waiting for
         self._local = threading.local()
         self._clients: list[ComfyClient] = []
 
@@ -160,7 +159,9 @@ class ComfyPool:
         """No server answers: wait a bounded time for one to come back (a crash, a restart)."""
         waiting = [u for u in self.urls if u not in self._stuck]
         wait = self.recovery.return_wait
-        if not self._answered:
+        with self._lock:
+            answered = any(c.answered for c in self._clients)  # up at some point this run: worth waiting for
+        if not answered:
             # Down from the start: no crash to wait out, the user has to start it.
             raise self.client(self.urls[0])._down() if len(self.urls) == 1 else ServiceError(
                 f"no ComfyUI server answers ({', '.join(self.urls)}): start them, or set COMFYUI_DIR so the "
@@ -218,10 +219,8 @@ class ComfyPool:
             try:
                 with self._claim(url):
                     prompt = build(client, lowered)
-                    files = client.run(prompt, dest_dir, timeout=timeout, on_progress=on_progress,
-                                       stall_timeout=rec.stall_timeout or None, adopt=rec.reuse_jobs)
-                self._answered.add(url)
-                return files
+                    return client.run(prompt, dest_dir, timeout=timeout, on_progress=on_progress,
+                                  stall_timeout=rec.stall_timeout or None, adopt=rec.reuse_jobs)
             except OutOfMemoryJobError:
                 if lowered or not rec.oom_retry:
                     raise
@@ -242,16 +241,13 @@ class ComfyPool:
                     raise
                 self.say(f"ComfyUI at {url} is stuck (it would not stop a stalled job); moving {what} to another server.")
             except JobLostError:
-                self._answered.add(url)
                 moves += 1
                 if moves > max_moves:
                     raise
                 self.say(f"ComfyUI at {url} lost {what} (it restarted?); queueing it again.")
             except ServerAnswerError:
                 raise  # it answers, with an error it already repeated: its sentence says what to check
-            except ServiceError as exc:
-                if isinstance(exc, ServerGoneError):
-                    self._answered.add(url)  # it was there a moment ago: worth waiting for
+            except ServiceError:
                 self._set_aside(url)
                 moves += 1
                 if moves > max_moves:
