@@ -82,7 +82,7 @@ _LATE_SERVER = textwrap.dedent(
 @benchmark("service_readiness_delay")
 def readiness_delay(work: Path) -> Result:
     """Seconds between a started ComfyUI answering and the orchestrator's service noticing it."""
-    from common.services import ComfyUIService
+    from common.services.lifecycle import ComfyUIService
     from tests.fakes.llm_helpers import free_port
 
     comfy = work / "ComfyUI"
@@ -106,7 +106,7 @@ _MIX_DRIVER = textwrap.dedent(
     """
     import json, resource, sys
     from pathlib import Path
-    from common.mix import mix_story
+    from common.audio.mix import mix_story
     work = Path(sys.argv[1])
     result = mix_story(work / "story.wav", work / "final.wav", sfx=work / "sfx.wav", music=work / "music.wav",
                        say=lambda m: None)
@@ -208,7 +208,7 @@ def subtitles_2h_story(work: Path) -> Result:
     """3.transcribe.py's cue building for a two-hour story (~1,800 lines at 15 characters/s)."""
     import random
 
-    from common.subtitles import CueRules, build_cues, to_timeline, words_from_timings
+    from common.audio.subtitles import CueRules, build_cues, to_timeline, words_from_timings
 
     rng = random.Random(7)
     vocabulary = ("the", "keeper", "lamp", "extraordinarily", "a", "harbour", "night,", "fog.", "said", "Ada?")
@@ -233,7 +233,7 @@ def sfx_queue_efficiency(work: Path) -> Result:
     effects): wall time of the job phase / the time the server spent on jobs. 1.0 = it never
     waited for our next job. From the fake's own record: a job starts when it is queued or when
     the one before it ends, whichever is later, and ends at its job_done event."""
-    from common import media
+    from common.media import ffmpeg as media
     from tests.fakes import start_fake_comfyui
 
     pipeline = work / "gen.audio"
@@ -297,8 +297,8 @@ def final_mp4_encode_speed(work: Path) -> Result:
     import numpy as np
     from PIL import Image, ImageDraw, ImageFilter
 
-    from common.media import write_wav
-    from common.video import encode_still
+    from common.media.ffmpeg import write_wav
+    from common.video.final import encode_still
 
     rate, seconds = 48000, 600.0
     t = np.arange(int(rate * seconds)) / rate

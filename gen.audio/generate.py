@@ -6,7 +6,7 @@ the options (--list, --from, --until, --only, --dry-run).
 import sys
 from pathlib import Path
 
-from common.orchestrator import run_pipeline
+from common.run.orchestrator import run_pipeline
 
 SCRIPTS = [
     "1.character.py",   # voices, summary, title, chapters

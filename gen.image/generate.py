@@ -8,7 +8,7 @@ back to gen.audio's 11.video.py and 12.youtube.py. The order is the seed's.
 import sys
 from pathlib import Path
 
-from common.orchestrator import run_pipeline
+from common.run.orchestrator import run_pipeline
 
 AUDIO = "../../gen.audio/scripts/"
 VIDEO_FILE = "../../gen.image/output/final_sd.mp4"  # from gen.audio/scripts, where those scripts run

@@ -8,7 +8,7 @@ every step resumes from its checkpoints. `python generate.py --help` lists the o
 import sys
 from pathlib import Path
 
-from common.orchestrator import run_pipeline
+from common.run.orchestrator import run_pipeline
 
 AUDIO = "../../gen.audio/scripts/"
 IMAGE = "../../gen.image/scripts/"

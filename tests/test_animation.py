@@ -1,14 +1,14 @@
-"""Segment planning (common.animation): frame rules, length limits, chaining, trimming, slots."""
+"""Segment planning (common.video.animation): frame rules, length limits, chaining, trimming, slots."""
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from common.animation import (
+from common.video.animation import (
     FrameRule, Segment, camera_move_in, fill_slots, model_rule, plan_clip, slot_frames,
 )
-from common.errors import ConfigError, InputError
+from common.run.errors import ConfigError, InputError
 
 LTX = FrameRule(8, None, "ltx")
 WAN5 = FrameRule(4, 5.0, "wan")

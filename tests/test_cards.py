@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.errors import InputError
-from common.fonts import font_source, load_font
+from common.run.errors import InputError
+from common.media.fonts import font_source, load_font
 from common.offline import cards
 from common.offline.cards import (
     character_card,

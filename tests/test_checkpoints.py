@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from common.checkpoints import CheckpointStore, fingerprint
+from common.state.checkpoints import CheckpointStore, fingerprint
 
 
 def _store(tmp_path: Path, **kw) -> CheckpointStore:
@@ -76,7 +76,7 @@ def test_atomic_files_get_normal_permissions_unless_asked(tmp_path: Path) -> Non
     import os
     import stat
 
-    from common.atomic import atomic_path, atomic_write_text
+    from common.state.atomic import atomic_path, atomic_write_text
 
     umask = os.umask(0o022)
     os.umask(umask)

@@ -11,8 +11,8 @@ import av
 import pytest
 from PIL import Image
 
-import common.comfyui.client as client_module
-from common.comfyui.client import (
+import common.services.comfyui.client as client_module
+from common.services.comfyui.client import (
     ComfyClient,
     ExecutionError,
     JobInterruptedError,
@@ -23,8 +23,8 @@ from common.comfyui.client import (
     OutOfMemoryJobError,
     Progress,
 )
-from common.comfyui.workflow import Workflow
-from common.errors import JobError, ServiceError
+from common.services.comfyui.workflow import Workflow
+from common.run.errors import JobError, ServiceError
 from tests.fakes import FakeServer, start_fake_comfyui
 
 pytestmark = pytest.mark.timeout(60)

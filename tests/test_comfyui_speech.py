@@ -10,10 +10,10 @@ from pathlib import Path
 import av
 import pytest
 
-from common.comfyui.client import ComfyClient
-from common.comfyui.speech import MAX_SPEAKERS, build_speech_prompt, find_tts_node
-from common.comfyui.workflow import Workflow
-from common.errors import InputError
+from common.services.comfyui.client import ComfyClient
+from common.engines.comfy_speech import MAX_SPEAKERS, build_speech_prompt, find_tts_node
+from common.services.comfyui.workflow import Workflow
+from common.run.errors import InputError
 from tests.fakes import start_fake_comfyui
 
 pytestmark = pytest.mark.timeout(60)

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from common import media
-from common.engine_choice import EngineChoice
+from common.media import ffmpeg as media
+from common.engines.choice import EngineChoice
 from common.engines.base import ClipRequest, ImageRequest
 from common.engines.registry import get_engine
-from common.settings import load_settings
+from common.config.settings import load_settings
 from tests.fakes import start_fake_comfyui
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,7 +49,7 @@ def test_comfy_image_scene_size_seed_and_input_image(fake, tmp_path: Path) -> No
     assert prompt["33"]["inputs"]["text"] == "Ghibli Art. A lighthouse."
     assert (prompt["19"]["inputs"]["width"], prompt["19"]["inputs"]["height"]) == (640, 360)
     assert (prompt["16"]["inputs"]["seed"], prompt["16"]["inputs"]["steps"]) == (42, 9)
-    from common.errors import InputError
+    from common.run.errors import InputError
 
     with pytest.raises(InputError, match="no LoadImage node"):
         engine.image(ImageRequest("scene", "s", "x", 64, 64, seed=1, input_image=ref), tmp_path / "x.png")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import media
-from common.errors import ConfigError
+from common.media import ffmpeg as media
+from common.run.errors import ConfigError
 from common.offline import espeak
 
 SENTENCE = "The quick brown fox jumps over the lazy dog, and then it runs away into the forest."

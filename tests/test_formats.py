@@ -9,7 +9,7 @@ from typing import Any, Callable
 import pytest
 
 import common.formats as F
-from common.errors import InputError
+from common.run.errors import InputError
 
 _REPO_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "seed-system"
 FIXTURES = _REPO_FIXTURES if _REPO_FIXTURES.is_dir() else Path("/work/shared/fixtures/seed-system")

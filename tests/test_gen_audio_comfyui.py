@@ -148,7 +148,7 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 
 def test_whole_pipeline_through_the_apis_survives_kills(tmp_path: Path) -> None:
     """All twelve steps via the fake ComfyUI and LLM; two SIGKILLs of the whole run, then resume."""
-    from common import media
+    from common.media import ffmpeg as media
 
     pipeline = copy_pipeline(tmp_path)
     with start_fake_comfyui(tmp_path, job_seconds=0.3) as comfy, start_fake_llm(tmp_path) as llm:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import media
+from common.media import ffmpeg as media
 from common.formats.speakers import read_voice_map
 from tests.support.project import copy_pipeline, env_for, run_generate, run_script
 
@@ -73,7 +73,7 @@ def test_checkpoints_mark_previews(finished: tuple[Path, str]) -> None:
 def test_every_output_of_the_whole_pipeline(finished: tuple[Path, str]) -> None:
     """Issue 3's check, on the module's one full offline run of all twelve steps."""
     from common.formats.srt import read_srt
-    from common.metadata import chapter_problems, parse_description_chapters
+    from common.publish.metadata import chapter_problems, parse_description_chapters
 
     pipeline, stdout = finished
     out = pipeline / "output"

@@ -10,11 +10,11 @@ import pytest
 
 from common.formats.descriptions import read_characters, read_locations
 from common.formats.story import parse_scene_line, parse_story, read_scenes
-from common.story_sections import chapter_sections
-from common.story_visuals import (
+from common.formats.sections import chapter_sections
+from common.pictures.story_visuals import (
     CharacterBrief, LocationBrief, SceneRequest, character_briefs, location_briefs, offline_scene_line, split_tag,
 )
-from common.visual_questions import check_prose, check_scene_line, format_attributes, scene_text
+from common.pictures.questions import check_prose, check_scene_line, format_attributes, scene_text
 from tests.fakes.llm_helpers import start_fake_llm
 from tests.support.project import REPO, copy_pipeline, env_for, run_script
 
@@ -182,7 +182,7 @@ def test_llm_scene_lines_are_validated_retried_and_checkpointed(tmp_path: Path) 
 def test_bypass_validation_keeps_llm_scene_lines_as_written(tmp_path: Path) -> None:
     """The engine level (the script passes check=False for --bypass-validation and says so)."""
     from common.engines.text import LLMTextEngine
-    from common.llm import LLMClient
+    from common.services.llm import LLMClient
 
     request = SceneRequest("scene_2.1", "female_keeper_niece_ada", "Uncle Silas never misses a night.", None, None,
                            ("female_keeper_niece_ada", "male_keeper_silas"), (("loc_1", "a lighthouse"),), "loc_1")

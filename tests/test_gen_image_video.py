@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common import media
-from common.clips import decoded_frame_count
+from common.media import ffmpeg as media
+from common.video.clips import decoded_frame_count
 from common.formats.story import parse_story
 from common.formats.timeline import (
     ScriptEntry, ScriptTimeline, Timeline, TimelineEntry, read_timeline_script, write_timeline_script,
 )
-from common.scene_timeline import Segment, build_script, line_starts, scenes_for_lines, segments_from_transcript
-from common.slideshow import cut_frames, frame_rate, plan_slides, total_frames
+from common.pictures.scene_timeline import Segment, build_script, line_starts, scenes_for_lines, segments_from_transcript
+from common.pictures.slideshow import cut_frames, frame_rate, plan_slides, total_frames
 from tests.support.project import REPO, copy_pipeline, env_for, run_script
 
 OFFLINE = env_for(PIPELINE_ENGINE="offline")

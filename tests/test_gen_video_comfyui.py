@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common import clips, media
-from common.animation import FrameRule, slot_frames
+from common.video import clips
+from common.media import ffmpeg as media
+from common.video.animation import FrameRule, slot_frames
 from common.formats.descriptions import read_motions
-from common.storyboard import read_storyboard
+from common.video.storyboard import read_storyboard
 from tests.fakes import start_fake_comfyui
 from tests.fakes.llm_helpers import start_fake_llm
 from tests.support.project import copy_pipeline, env_for, run_script
@@ -221,8 +222,8 @@ def test_motion_prompts_from_a_vision_model(tmp_path: Path) -> None:
 
 def test_the_vision_engine_needs_the_picture() -> None:
     from common.engines.text import LLMTextEngine
-    from common.errors import InputError
-    from common.motion import MotionBrief
+    from common.run.errors import InputError
+    from common.video.motion import MotionBrief
 
     brief = MotionBrief("scene_1.3", "Ada looks up", "Night", "a tower", "zoom_in", "Ada looks up. The camera slowly pushes in.")
     with pytest.raises(InputError, match="scene_1.3 has no picture.*3.scene.py"):

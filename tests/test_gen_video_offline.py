@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from common import clips, media
-from common.animation import FrameRule, slot_frames
-from common.clip_jobs import Look, build_jobs
+from common.video import clips
+from common.media import ffmpeg as media
+from common.video.animation import FrameRule, slot_frames
+from common.video.clip_jobs import Look, build_jobs
 from common.formats.descriptions import read_motions
 from common.formats.story import parse_scene_line, read_story
 from common.formats.timeline import parse_timeline_script, read_timeline_script
-from common.motion import check_motion, clean_motion, clip_prompt, figure_of, offline_motion
-from common.storyboard import build_storyboard, read_storyboard
+from common.video.motion import check_motion, clean_motion, clip_prompt, figure_of, offline_motion
+from common.video.storyboard import build_storyboard, read_storyboard
 from tests.support.project import copy_pipeline, env_for, run_generate, run_script
 from tests.support.video_inputs import SCENES, make_inputs, scene_id
 

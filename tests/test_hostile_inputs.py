@@ -204,7 +204,7 @@ def test_a_story_workflow_without_the_tts_node_is_named(tmp_path: Path, comfy) -
 def test_an_sfx_workflow_without_empty_latent_audio_is_named(tmp_path: Path, comfy) -> None:
     import numpy as np
 
-    from common.media import write_wav
+    from common.media.ffmpeg import write_wav
 
     pipeline = copy_pipeline(tmp_path, story="[narrator] One.\n")
     out = pipeline / "output"

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from common.engine_choice import EngineChoice
+from common.engines.choice import EngineChoice
 from common.engines.base import ImageRequest
 from common.engines.registry import get_engine
-from common.settings import load_settings
+from common.config.settings import load_settings
 from tests.fakes import start_fake_comfyui
 from tests.support.image_inputs import CHARACTERS, LOCATIONS, SMALL, image_pipeline, picture, run_inline
 from tests.support.project import env_for, run_script

@@ -6,15 +6,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from common.checkpoints import CheckpointStore, Entry
+from common.state.checkpoints import CheckpointStore, Entry
 from common.engines.base import ImageRequest
-from common.errors import ConfigError, InputError, JobError
-from common.images.overlay import name_band
-from common.images.passes import PassJob, parse_loras, plan_passes, run_passes
-from common.images.plan import RETAKE_SEED_STEP, SeedBook, plan_items
-from common.images.retake import kind_of, read_retake, retake_ids
-from common.images.stitch import Reference, group_references, placements, stitch
-from common.settings import load_settings
+from common.run.errors import ConfigError, InputError, JobError
+from common.pictures.overlay import name_band
+from common.pictures.passes import PassJob, parse_loras, plan_passes, run_passes
+from common.pictures.plan import RETAKE_SEED_STEP, SeedBook, plan_items
+from common.pictures.retake import kind_of, read_retake, retake_ids
+from common.pictures.stitch import Reference, group_references, placements, stitch
+from common.config.settings import load_settings
 from tests.support.image_inputs import CHARACTERS, LOCATIONS, image_pipeline, picture
 
 TWO_LORAS = [

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.errors import InputError, PipelineError
+from common.run.errors import InputError, PipelineError
 from common.offline import kenburns
 from common.offline.kenburns import MOVES, choose_move, frame_count, ken_burns, still_video, window_at
 

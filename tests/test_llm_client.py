@@ -1,4 +1,4 @@
-"""common.llm against a real fake OpenAI-compatible server process, and the fake `lms` CLI."""
+"""common.services.llm against a real fake OpenAI-compatible server process, and the fake `lms` CLI."""
 from __future__ import annotations
 
 import base64
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import ConfigError, InputError, JobError, ServiceError
-from common.llm import LLMClient, Reply, answer_text, json_candidates, normalize_base_url, strip_think
+from common.run.errors import ConfigError, InputError, JobError, ServiceError
+from common.services.llm import LLMClient, Reply, answer_text, json_candidates, normalize_base_url, strip_think
 from tests.fakes.llm_helpers import free_port, run_fake_lms, start_fake_llm, stop_fake_lms_server
 
 pytestmark = pytest.mark.timeout(60)
@@ -340,7 +340,7 @@ def test_image_part_is_sent(tmp_path):
 
 
 def test_image_data_url_shape(tmp_path):
-    from common.llm import image_data_url
+    from common.services.llm import image_data_url
 
     url = image_data_url(tiny_png(tmp_path / "a.png"))
     assert url.startswith("data:image/png;base64,")

@@ -1,4 +1,4 @@
-"""common.media against the real ffmpeg binary and real files."""
+"""common.media.ffmpeg against the real ffmpeg binary and real files."""
 from __future__ import annotations
 
 import wave
@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import media
-from common.errors import ConfigError, InputError, PipelineError
+from common.media import ffmpeg as media
+from common.run.errors import ConfigError, InputError, PipelineError
 
 SR = 44100
 

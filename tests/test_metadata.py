@@ -1,4 +1,4 @@
-"""9.media.py and common.metadata: YouTube's rules for titles, descriptions, chapters and tags."""
+"""9.media.py and common.publish.metadata: YouTube's rules for titles, descriptions, chapters and tags."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import InputError
+from common.run.errors import InputError
 from common.formats.chapters import read_chapters
 from common.formats.story import read_story
-from common.metadata import (
+from common.publish.metadata import (
     AudioTimeline, ChapterMark, chapter_marks, chapter_start_lines, clean_tag, compose_description,
     fit_tags, format_timestamp, load_timeline, parse_tags, plan_chapters, read_tags, tag_cost, tags_length,
     title_problem,

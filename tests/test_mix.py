@@ -1,4 +1,4 @@
-"""common.mix and 8.combine.py on synthetic audio: loudness targets, ducking, length, checkpoints."""
+"""common.audio.mix and 8.combine.py on synthetic audio: loudness targets, ducking, length, checkpoints."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.errors import ConfigError, InputError
-from common.media import measure_loudness, read_wav, write_wav
-from common.mix import (
+from common.run.errors import ConfigError, InputError
+from common.media.ffmpeg import measure_loudness, read_wav, write_wav
+from common.audio.mix import (
     MixSettings, find_music, levels_for, mix_graph, mix_story, music_dir_for, plan_normalisation, upstream_preview,
 )
 from tests.support.project import copy_pipeline, env_for, run_script

@@ -30,7 +30,7 @@ SFX_STEP = "7"  # --only 7: 7.sfx.py, which needs ComfyUI
 
 def _sfx_pipeline(tmp_path: Path) -> Path:
     """gen.audio with just what 7.sfx.py reads: input/4.sfx.txt and output/story.wav."""
-    from common import media
+    from common.media import ffmpeg as media
 
     pipeline = copy_pipeline(tmp_path / "project")
     effects = [f"A soft rustle number {n}" for n in range(1, EFFECTS + 1)]

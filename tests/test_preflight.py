@@ -4,7 +4,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from common.errors import InputError, PreflightError
+from common.run.errors import InputError, PreflightError
 from tests.fakes import start_fake_comfyui
 from tests.fakes.llm_helpers import start_fake_llm
 from tests.support.project import copy_pipeline, env_for, run_generate

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from common import media
-from common.errors import JobError
-from common.quality import (
+from common.media import ffmpeg as media
+from common.run.errors import JobError
+from common.audio.quality import (
     GARBLED, OK, REPEATED, SKIPPED, Report, assign_words, check_lines, chunk_size_of, failing_chunks,
     format_table, normalise, redo_command, similarity, verdict,
 )
-from common.subtitles import Word, line_words, words_from_timings
+from common.audio.subtitles import Word, line_words, words_from_timings
 from tests.support.project import REPO, env_for, run_script, spoken_pipeline
 
 FAKE_WHISPER = REPO / "tests" / "fakes" / "fake_whisper"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from common.checkpoints import CheckpointStore
-from common.images.review import render_review, write_review
+from common.state.checkpoints import CheckpointStore
+from common.pictures.review import render_review, write_review
 from tests.support.image_inputs import picture
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

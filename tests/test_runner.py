@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from common.checkpoints import fingerprint
-from common.errors import InputError
-from common.runner import ScriptContext, run_guarded
-from common.settings import load_settings
+from common.state.checkpoints import fingerprint
+from common.run.errors import InputError
+from common.run.runner import ScriptContext, run_guarded
+from common.config.settings import load_settings
 
 
 def _ctx(tmp_path: Path, **flags) -> ScriptContext:
@@ -97,7 +97,7 @@ def test_change_settings_asks_only_on_a_terminal(tmp_path: Path, monkeypatch: py
     import io
     import sys
 
-    from common.runner import Script
+    from common.run.runner import Script
 
     scripts = tmp_path / "gen.x" / "scripts"
     scripts.mkdir(parents=True)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from common.services import ComfyUIService, LLMService
-from common.settings import load_settings
-from common.youtube.auth import check_credentials
+from common.services.lifecycle import ComfyUIService, LLMService
+from common.config.settings import load_settings
+from common.publish.auth import check_credentials
 from tests.fakes import start_fake_comfyui
 from tests.fakes.llm_helpers import free_port
 from tests.support.project import REPO, copy_pipeline, env_for, run_generate, run_script

@@ -11,10 +11,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes" / "orch"))
 import orch_support as S  # noqa: E402
 
-from common.engine_choice import choose_engines, engines_from_env  # noqa: E402
-from common.errors import ServiceError  # noqa: E402
-from common.settings import load_settings  # noqa: E402
-from common.services import (  # noqa: E402
+from common.engines.choice import choose_engines, engines_from_env  # noqa: E402
+from common.run.errors import ServiceError  # noqa: E402
+from common.config.settings import load_settings  # noqa: E402
+from common.services.lifecycle import (  # noqa: E402
     ComfyUIService, LLMService, ServiceManager, stop_process_tree, wait_until,
 )
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import ConfigError
-from common.settings import load_settings
+from common.run.errors import ConfigError
+from common.config.settings import load_settings
 
 
 def test_order_flag_env_file_default(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import media
+from common.media import ffmpeg as media
 from common.formats.story import read_story
 from common.formats.timeline import read_timeline
 from common.offline import sfx

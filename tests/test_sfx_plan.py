@@ -1,5 +1,5 @@
-"""Sound-effect planning (common.sfx_plan), the text engines' SFX answers, the offline synthesiser
-(common.offline.sfx) and the sfx.wav layout (common.sfx_track), without running the scripts."""
+"""Sound-effect planning (common.audio.sfx_plan), the text engines' SFX answers, the offline synthesiser
+(common.offline.sfx) and the sfx.wav layout (common.audio.sfx_track), without running the scripts."""
 from __future__ import annotations
 
 import random
@@ -10,13 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import media, sfx_plan, sfx_track
+from common.media import ffmpeg as media
+from common.audio import sfx_plan
+from common.audio import sfx_track
 from common.engines.text import LLMTextEngine, OfflineTextEngine
 from common.formats.story import parse_story, read_story
 from common.formats.timeline import Timeline, TimelineEntry, parse_timeline, read_timeline
-from common.llm import LLMClient
+from common.services.llm import LLMClient
 from common.offline import sfx
-from common.sfx_plan import EffectSlot, EffectTiming, SfxSegment
+from common.audio.sfx_plan import EffectSlot, EffectTiming, SfxSegment
 from tests.fakes.llm_helpers import start_fake_llm
 
 REPO = Path(__file__).resolve().parent.parent
@@ -314,7 +316,7 @@ def test_track_places_clips_to_the_sample_and_matches_the_story(tmp_path: Path) 
 
 
 def test_a_plan_for_another_take_is_refused() -> None:
-    from common.errors import InputError
+    from common.run.errors import InputError
 
     plan = parse_timeline("10.0: Silence\n", source="p")
     sfx_track.check_length(plan, sfx_track.WavInfo(int(10.5 * 8000), 8000, 1))

@@ -1,4 +1,4 @@
-"""10.thumbnail.py and common.thumbnail: the title always inside the frame, the file under 2 MB, jobs as asked."""
+"""10.thumbnail.py and common.pictures.thumbnail: the title always inside the frame, the file under 2 MB, jobs as asked."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.errors import ConfigError
-from common.thumbnail import (
+from common.run.errors import ConfigError
+from common.pictures.thumbnail import (
     LAYOUTS, MAX_THUMBNAIL_BYTES, POSITIONS, SHORTS_SIZE, THUMBNAIL_SIZE, TitleStyle, chained_loras, compose,
     encode_thumbnail, fit_title, request_size, styled_prompt,
 )

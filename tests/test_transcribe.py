@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import media
-from common.errors import ConfigError, InputError
+from common.media import ffmpeg as media
+from common.run.errors import ConfigError, InputError
 from common.formats.srt import read_srt
 from common.formats.timeline import read_timeline
-from common.quality import load_words, normalise
-from common.subtitles import (
+from common.audio.quality import load_words, normalise
+from common.audio.subtitles import (
     CueRules, Subtitle, Word, break_after, build_cues, check_cues, line_words, plain_text, to_srt,
     to_timeline, whisper_words, words_from_timings, wrap,
 )
-from common.transcribe import (
+from common.audio.transcribe import (
     INSTALL_HINT, TIMINGS, WHISPER, WhisperTranscriber, choose_transcriber, import_whisper,
     transcript_from_whisper, whisper_installed,
 )

@@ -1,4 +1,4 @@
-"""gen.audio step 11: final.mp4 and the Shorts (common/video.py, common/shorts.py, 11.video.py)."""
+"""gen.audio step 11: final.mp4 and the Shorts (common/video/final.py, common/video/shorts.py, 11.video.py)."""
 from __future__ import annotations
 
 import json
@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from common.errors import PipelineError
+from common.run.errors import PipelineError
 from common.formats.chapters import Chapter, Chapters, write_chapters
 from common.formats.srt import Cue, Srt, read_srt, write_srt
-from common.media import ff_path, probe, run_ffmpeg, write_wav
-from common.shorts import Line, captions_in, choose_passages, lines_from_cues, plan_passage, sentence_ends
-from common.video import (
+from common.media.ffmpeg import ff_path, probe, run_ffmpeg, write_wav
+from common.video.shorts import Line, captions_in, choose_passages, lines_from_cues, plan_passage, sentence_ends
+from common.video.final import (
     caption_font, encode_short, encode_still, filter_value, format_ass, kept_frames, remux_video, verify_video,
     vertical_cover,
 )

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import InputError
-from common.voices import VoiceLibrary, assign_voices
+from common.run.errors import InputError
+from common.audio.voices import VoiceLibrary, assign_voices
 
 
 def _voice(root: Path, rel: str, text: str = "hello") -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from common.comfyui.workflow import Workflow
-from common.errors import InputError
+from common.services.comfyui.workflow import Workflow
+from common.run.errors import InputError
 
 
 def load(fixtures_dir: Path, rel: str) -> Workflow:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import ConfigError, ServiceError
-from common.settings import load_settings
-from common.youtube.auth import SCOPES, check_credentials, save_token
+from common.run.errors import ConfigError, ServiceError
+from common.config.settings import load_settings
+from common.publish.auth import SCOPES, check_credentials, save_token
 from tests.support.youtube import SECRETS, Transport, credentials, token_ok, write_token
 
 

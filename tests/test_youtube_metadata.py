@@ -1,4 +1,4 @@
-"""Step 12's metadata checks: the limits of common.metadata applied to files a person may have edited."""
+"""Step 12's metadata checks: the limits of common.publish.metadata applied to files a person may have edited."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import ConfigError, InputError
-from common.metadata import tags_length
-from common.youtube.metadata import (
+from common.run.errors import ConfigError, InputError
+from common.publish.metadata import tags_length
+from common.publish.snippet import (
     VideoMetadata, chapters_note, parse_publish_at, read_description, read_tags, read_title, short_title,
     validate_description, validate_tags, validate_title,
 )

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import ConfigError, InputError, JobError, QuotaError, ServiceError
-from common.settings import load_settings
-from common.youtube.auth import youtube_service
-from common.youtube.publish import inputs_from_args, open_state, publish
-from common.youtube.upload import RetryPolicy, chunk_bytes, next_quota_reset
+from common.run.errors import ConfigError, InputError, JobError, QuotaError, ServiceError
+from common.config.settings import load_settings
+from common.publish.auth import youtube_service
+from common.publish.youtube import inputs_from_args, open_state, publish
+from common.publish.upload import RetryPolicy, chunk_bytes, next_quota_reset
 from tests.support.youtube import (
     CHUNK, SECRETS, UPLOAD_URI, Transport, chunk_responses, credentials, error, held, make_video, make_wav, ok,
     session, token_ok, video_done, write_inputs,

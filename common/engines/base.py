@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Sequence
 
-from common.voices import Voice
+from common.audio.voices import Voice
 
 if TYPE_CHECKING:
-    from common.animation import FrameRule
+    from common.video.animation import FrameRule
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class ClipRequest:
     """One animation job: from `image` (and to `end_image`, first-last-frame) in `frame_count` frames.
 
     `frames` is the exact count to make (0: round(seconds * fps)); the caller plans it to the
-    engine's `frame_rule()` (common.animation). `camera` is a Ken Burns move name the motion
+    engine's `frame_rule()` (common.video.animation). `camera` is a Ken Burns move name the motion
     prompt asked for: engines that move a still honour it, generative ones read the prompt.
     """
 
@@ -117,7 +117,7 @@ class ClipRequest:
 
 class AnimationEngine(Engine, Protocol):
     def frame_rule(self) -> "FrameRule":
-        """Which frame counts one job may have, and how long it may be (common.animation.FrameRule)."""
+        """Which frame counts one job may have, and how long it may be (common.video.animation.FrameRule)."""
         ...
 
     def animate(self, request: ClipRequest, out_mp4: Path) -> Path:

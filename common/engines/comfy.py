@@ -1,7 +1,7 @@
 """The ComfyUI engine: every media job is a workflow template, patched and queued on the server.
 
 Templates are the pipeline's `workflow/*.json` (API format) or a user's own; the patch
-points are found by node class and graph links (common.comfyui.workflow), not by node ids.
+points are found by node class and graph links (common.services.comfyui.workflow), not by node ids.
 """
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from common import media
-from common.checkpoints import file_digest
-from common.comfyui.client import ComfyClient
-from common.comfyui.pool import ComfyPool
-from common.comfyui.references import add_reference_latents
-from common.comfyui.speech import build_speech_prompt
-from common.animation import FrameRule
-from common.comfyui.workflow import Workflow
+from common.media import ffmpeg as media
+from common.state.checkpoints import file_digest
+from common.services.comfyui.client import ComfyClient
+from common.services.comfyui.pool import ComfyPool
+from common.pictures.references import add_reference_latents
+from common.engines.comfy_speech import build_speech_prompt
+from common.video.animation import FrameRule
+from common.services.comfyui.workflow import Workflow
 from common.engines.base import ClipRequest, ImageRequest, SpeechLine, SpokenChunk
-from common.errors import InputError, JobError
+from common.run.errors import InputError, JobError
 
 
 def _template_identity(path: Path) -> dict[str, object]:
@@ -80,7 +80,7 @@ def apportion_spans(texts: Sequence[str], total: float, pause: float) -> tuple[t
 
 @dataclass
 class _OnPool:
-    """An engine whose jobs go to the run's ComfyUI servers (common.comfyui.pool)."""
+    """An engine whose jobs go to the run's ComfyUI servers (common.services.comfyui.pool)."""
 
     pool: ComfyPool
 
@@ -192,7 +192,7 @@ class ComfyImage(_OnPool):
             picture = _single_output(files, (".png", ".jpg", ".jpeg", ".webp"), "image")
             from PIL import Image
 
-            from common.atomic import atomic_path
+            from common.state.atomic import atomic_path
 
             with Image.open(picture) as img, atomic_path(out_png) as part:
                 img = img.convert("RGB")
@@ -304,7 +304,7 @@ class ComfyAnimation(_OnPool):
     frame) to the one titled "end image" (animate_wan.json has it, wired to
     WanFirstLastFrameToVideo), or, in an LTX graph, to a guide added at the last frame. Without
     an end picture the end loader and its inputs are removed, so the same file does plain
-    image-to-video. Segment planning (frame rules, chaining) is the caller's: common.animation.
+    image-to-video. Segment planning (frame rules, chaining) is the caller's: common.video.animation.
     """
 
     template: Path
@@ -355,14 +355,14 @@ class ComfyAnimation(_OnPool):
 
         def build(client: ComfyClient, lowered: bool) -> dict:
             workflow = self._graph(request, frames, client)
-            if lowered:  # common.clips scales a smaller clip back to the film's size
+            if lowered:  # common.video.clips scales a smaller clip back to the film's size
                 lower_for_memory(workflow, request.width, request.height, self.oom_scale)
             return workflow.to_prompt()
 
         with tempfile.TemporaryDirectory(prefix="clip-", dir=out_mp4.parent) as tmp:
             files = self.pool.run(build, Path(tmp), timeout=self.timeout, what=f"the clip of {request.scene_id}")
             clip = _single_output(files, _VIDEO_FILES, "animation")
-            from common.atomic import atomic_path
+            from common.state.atomic import atomic_path
 
             with atomic_path(out_mp4) as part:
                 part.write_bytes(clip.read_bytes())

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from common.engine_choice import EngineChoice, engines_from_env
-from common.errors import ConfigError, InputError
-from common.settings import Settings
+from common.engines.choice import EngineChoice, engines_from_env
+from common.run.errors import ConfigError, InputError
+from common.config.settings import Settings
 
 Builder = Callable[[Settings, Path], Any]
 _BUILDERS: dict[tuple[str, str], Builder] = {}
@@ -32,15 +32,15 @@ def _workflow(pipeline_dir: Path, name: str) -> Path:
 
 
 def _comfy_pool(settings: Settings):
-    from common.comfyui.pool import ComfyPool
+    from common.services.comfyui.pool import ComfyPool
 
     return ComfyPool.from_settings(settings)
 
 
 @register("speech", "offline")
 def _offline_speech(settings: Settings, pipeline_dir: Path) -> Any:
-    from common.engines.offline import OfflineSpeech, voice_indices
-    from common.voices import VoiceLibrary
+    from common.offline.engine import OfflineSpeech, voice_indices
+    from common.audio.voices import VoiceLibrary
 
     library = VoiceLibrary.scan(pipeline_dir / "voices")
     return OfflineSpeech(settings.AUDIO_SAMPLE_RATE, settings.LINE_PAUSE, voice_indices(library))
@@ -56,7 +56,7 @@ def _comfy_speech(settings: Settings, pipeline_dir: Path) -> Any:
 
 @register("sound", "offline")
 def _offline_sound(settings: Settings, pipeline_dir: Path) -> Any:
-    from common.engines.offline import OfflineSound
+    from common.offline.engine import OfflineSound
 
     return OfflineSound(settings.AUDIO_SAMPLE_RATE)
 
@@ -71,7 +71,7 @@ def _comfy_sound(settings: Settings, pipeline_dir: Path) -> Any:
 
 @register("image", "offline")
 def _offline_image(settings: Settings, pipeline_dir: Path) -> Any:
-    from common.engines.offline import OfflineImage
+    from common.offline.engine import OfflineImage
 
     return OfflineImage()
 
@@ -93,14 +93,14 @@ def _comfy_image(settings: Settings, pipeline_dir: Path) -> Any:
 
 @register("animation", "offline")
 def _offline_animation(settings: Settings, pipeline_dir: Path) -> Any:
-    from common.engines.offline import OfflineAnimation
+    from common.offline.engine import OfflineAnimation
 
     return OfflineAnimation()
 
 
 @register("animation", "comfyui")
 def _comfy_animation(settings: Settings, pipeline_dir: Path) -> Any:
-    from common.animation import model_rule
+    from common.video.animation import model_rule
     from common.engines.comfy import ComfyAnimation
 
     # VIDEO_WORKFLOW picks the model family: its workflow file and its frame rule / length limit.
@@ -136,7 +136,7 @@ def _llm_text(settings: Settings, pipeline_dir: Path) -> Any:
     from common.engines.text import LLMTextEngine
 
     def build() -> Any:
-        from common.llm import LLMClient
+        from common.services.llm import LLMClient
 
         return LLMClient(settings.LM_STUDIO_BASE_URL, settings.LM_STUDIO_MODEL,
                          timeout=settings.LLM_TIMEOUT, max_retries=settings.LLM_MAX_RETRIES,

@@ -12,16 +12,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, Sequence
 
 from common.formats.story import Story, Utterance
-from common.story_sections import Section, first_sentence
+from common.formats.sections import Section, first_sentence
 
 if TYPE_CHECKING:  # sound-effect types (5.timeline.py, 6.timing.py)
-    from common.sfx_plan import EffectSlot, EffectTiming, SfxSegment
+    from common.audio.sfx_plan import EffectSlot, EffectTiming, SfxSegment
 if TYPE_CHECKING:  # motion prompts (gen.video 2.motion.py)
     from pathlib import Path
 
-    from common.motion import MotionBrief
+    from common.video.motion import MotionBrief
 if TYPE_CHECKING:  # gen.image 1.story.py: descriptions and scene lines
-    from common.story_visuals import CharacterBrief, LocationBrief, SceneRequest
+    from common.pictures.story_visuals import CharacterBrief, LocationBrief, SceneRequest
 
 MAX_TITLE_CHARS = 100
 
@@ -38,20 +38,20 @@ class TextEngine(Protocol):
 
     def chapter(self, story: Story, section: Section) -> tuple[str, str]: ...
 
-    # --- 9.media.py (YouTube metadata); both engines delegate to common.engines.media_text ---
+    # --- 9.media.py (YouTube metadata); both engines delegate to common.publish.media_text ---
     def description_hook(self, story: Story, title: str, summary: str) -> tuple[str, list[str]]:
         """A one- or two-sentence hook and three to five bullets for the video description."""
         ...
 
     def tags(self, story: Story, title: str, summary: str) -> list[str]:
-        """Candidate tags, most specific first; common.metadata.fit_tags cleans and fits them."""
+        """Candidate tags, most specific first; common.publish.metadata.fit_tags cleans and fits them."""
         ...
 
     def thumbnail_prompt(self, story: Story, title: str, summary: str) -> str:
         """One paragraph describing the thumbnail picture for the image model (no text in it)."""
         ...
 
-    # --- sound effects: 5.timeline.py and 6.timing.py; questions and checks in common.sfx_plan ---
+    # --- sound effects: 5.timeline.py and 6.timing.py; questions and checks in common.audio.sfx_plan ---
     def sfx_identity(self) -> dict[str, object]:
         """What besides identity() decides the sound answers (prompt version, offline vocabulary)."""
         ...
@@ -64,12 +64,12 @@ class TextEngine(Protocol):
         """Each effect's start and length inside its segment, in order."""
         ...
 
-    # --- gen.video 2.motion.py: motion prompts; questions, checks and offline wording in common.motion ---
+    # --- gen.video 2.motion.py: motion prompts; questions, checks and offline wording in common.video.motion ---
     def motion_prompt(self, brief: "MotionBrief", image: "Path | None") -> str:
         """One or two sentences for an image-to-video model: what moves in the picture, how the camera moves."""
         ...
 
-    # --- gen.image 1.story.py: looks of characters and locations, scene lines; questions in common.visual_questions ---
+    # --- gen.image 1.story.py: looks of characters and locations, scene lines; questions in common.pictures.questions ---
     def visuals_identity(self) -> dict[str, object]:
         """What besides identity() decides the description answers (prompt version, offline wording)."""
         ...
@@ -120,7 +120,7 @@ def clean_title(text: str) -> str:
 class LLMTextEngine:
     """Text through an OpenAI-compatible server; answers validated, retried by the client."""
 
-    client: "object"  # common.llm.LLMClient
+    client: "object"  # common.services.llm.LLMClient
     model: str
     name: str = "llm"
     preview: bool = False
@@ -173,28 +173,28 @@ class LLMTextEngine:
 
     # --- 9.media.py (YouTube metadata) ---
     def description_hook(self, story: Story, title: str, summary: str) -> tuple[str, list[str]]:
-        from common.engines import media_text
+        from common.publish import media_text
 
         return media_text.llm_description_hook(self.client, story, title, summary)
 
     def tags(self, story: Story, title: str, summary: str) -> list[str]:
-        from common.engines import media_text
+        from common.publish import media_text
 
         return media_text.llm_tags(self.client, story, title, summary)
 
     def thumbnail_prompt(self, story: Story, title: str, summary: str) -> str:
-        from common.engines import media_text
+        from common.publish import media_text
 
         return media_text.llm_thumbnail_prompt(self.client, story, title, summary)
 
     # --- sound effects: 5.timeline.py and 6.timing.py ---
     def sfx_identity(self) -> dict[str, object]:
-        from common import sfx_plan
+        from common.audio import sfx_plan
 
         return {"sfx_prompts": sfx_plan.PROMPT_VERSION}
 
     def sound_effects(self, segments: Sequence["SfxSegment"], *, names: Sequence[str] = ()) -> list[str]:
-        from common import sfx_plan
+        from common.audio import sfx_plan
 
         prompt, system, schema = sfx_plan.sound_question(segments)
         answer = self.client.complete_json(  # type: ignore[attr-defined]
@@ -204,7 +204,7 @@ class LLMTextEngine:
         return sfx_plan.read_sound_answer(answer, segments, names)
 
     def effect_timings(self, slots: Sequence["EffectSlot"], *, max_seconds: float) -> list["EffectTiming"]:
-        from common import sfx_plan
+        from common.audio import sfx_plan
 
         prompt, system, schema = sfx_plan.timing_question(slots, max_seconds)
         answer = self.client.complete_json(  # type: ignore[attr-defined]
@@ -216,8 +216,8 @@ class LLMTextEngine:
     # --- gen.video 2.motion.py ---
     def motion_prompt(self, brief: "MotionBrief", image: "Path | None") -> str:
         """The vision model looks at the scene's picture, told the scene line's action to ground it."""
-        from common import motion
-        from common.errors import InputError
+        from common.video import motion
+        from common.run.errors import InputError
 
         if image is None:
             raise InputError(f"{brief.scene_id} has no picture to describe; run gen.image's 3.scene.py first.")
@@ -229,12 +229,12 @@ class LLMTextEngine:
 
     # --- gen.image 1.story.py ---
     def visuals_identity(self) -> dict[str, object]:
-        from common import visual_questions
+        from common.pictures import questions as visual_questions
 
         return {"visual_prompts": visual_questions.PROMPT_VERSION}
 
     def character_attributes(self, brief: "CharacterBrief") -> str:
-        from common import visual_questions as vq
+        from common.pictures import questions as vq
 
         prompt, system, schema = vq.character_question(brief)
         answer = self.client.complete_json(  # type: ignore[attr-defined]
@@ -244,7 +244,7 @@ class LLMTextEngine:
         return vq.read_character_answer(answer, brief)
 
     def character_prose(self, brief: "CharacterBrief", attributes: str, *, words: tuple[int, int]) -> str:
-        from common import visual_questions as vq
+        from common.pictures import questions as vq
 
         prompt, system = vq.prose_question(f"the character {brief.display_name.rstrip(',')}", attributes, words)
         answer = self.client.complete_text(  # type: ignore[attr-defined]
@@ -252,7 +252,7 @@ class LLMTextEngine:
         return vq.clean_prose(answer)
 
     def location_attributes(self, brief: "LocationBrief") -> str:
-        from common import visual_questions as vq
+        from common.pictures import questions as vq
 
         prompt, system, schema = vq.location_question(brief)
         answer = self.client.complete_json(  # type: ignore[attr-defined]
@@ -262,7 +262,7 @@ class LLMTextEngine:
         return vq.read_location_answer(answer, brief)
 
     def location_prose(self, brief: "LocationBrief", attributes: str, *, words: tuple[int, int]) -> str:
-        from common import visual_questions as vq
+        from common.pictures import questions as vq
 
         prompt, system = vq.prose_question(f"the location {brief.location_id}", attributes, words)
         answer = self.client.complete_text(  # type: ignore[attr-defined]
@@ -270,7 +270,7 @@ class LLMTextEngine:
         return vq.clean_prose(answer)
 
     def scene_line(self, request: "SceneRequest", *, check: bool = True) -> str:
-        from common import visual_questions as vq
+        from common.pictures import questions as vq
 
         def validate(text: str) -> None:
             line = vq.scene_text(text, request.scene_id)
@@ -383,37 +383,37 @@ class OfflineTextEngine:
 
     # --- 9.media.py (YouTube metadata) ---
     def description_hook(self, story: Story, title: str, summary: str) -> tuple[str, list[str]]:
-        from common.engines import media_text
+        from common.publish import media_text
 
         return media_text.offline_description_hook(story, title, summary)
 
     def tags(self, story: Story, title: str, summary: str) -> list[str]:
-        from common.engines import media_text
+        from common.publish import media_text
 
         return media_text.offline_tags(story, title, summary)
 
     def thumbnail_prompt(self, story: Story, title: str, summary: str) -> str:
-        from common.engines import media_text
+        from common.publish import media_text
 
         return media_text.offline_thumbnail_prompt(story, title, summary)
 
     # --- sound effects: 5.timeline.py and 6.timing.py ---
     def sfx_identity(self) -> dict[str, object]:
-        from common import sfx_plan
+        from common.audio import sfx_plan
         from common.offline import sfx
 
         return {"sfx_vocabulary": sfx.VERSION, "sfx_rules": sfx_plan.RULES_VERSION}
 
     def sound_effects(self, segments: Sequence["SfxSegment"], *, names: Sequence[str] = ()) -> list[str]:
         """Only what the scene markup names and the offline sound engine can make; else Silence."""
-        from common import sfx_plan
+        from common.audio import sfx_plan
         from common.offline import sfx
 
         return [sfx.describe(found) if (found := sfx.match_sounds(s.scene or "")) else sfx_plan.SILENCE
                 for s in segments]
 
     def effect_timings(self, slots: Sequence["EffectSlot"], *, max_seconds: float) -> list["EffectTiming"]:
-        from common import sfx_plan
+        from common.audio import sfx_plan
 
         return [sfx_plan.rule_timing(slot, max_seconds) for slot in slots]
 
@@ -422,34 +422,34 @@ class OfflineTextEngine:
         """The scene line's poses and actions, and the camera move its place in the story suggests."""
         return brief.fallback
 
-    # --- gen.image 1.story.py: the markup's own facts (common.story_visuals) ---
+    # --- gen.image 1.story.py: the markup's own facts (common.pictures.story_visuals) ---
     def visuals_identity(self) -> dict[str, object]:
-        from common import story_visuals
+        from common.pictures import story_visuals
 
         return {"visual_wording": story_visuals.OFFLINE_VERSION}
 
     def character_attributes(self, brief: "CharacterBrief") -> str:
-        from common import story_visuals
+        from common.pictures import story_visuals
 
         return story_visuals.offline_character_attributes(brief)
 
     def character_prose(self, brief: "CharacterBrief", attributes: str, *, words: tuple[int, int]) -> str:
         """As long as the facts allow: padding to `words` would mean inventing."""
-        from common import story_visuals
+        from common.pictures import story_visuals
 
         return story_visuals.offline_character_prose(brief)
 
     def location_attributes(self, brief: "LocationBrief") -> str:
-        from common import story_visuals
+        from common.pictures import story_visuals
 
         return story_visuals.offline_location_attributes(brief)
 
     def location_prose(self, brief: "LocationBrief", attributes: str, *, words: tuple[int, int]) -> str:
-        from common import story_visuals
+        from common.pictures import story_visuals
 
         return story_visuals.offline_location_prose(brief)
 
     def scene_line(self, request: "SceneRequest", *, check: bool = True) -> str:
-        from common import story_visuals
+        from common.pictures import story_visuals
 
         return story_visuals.offline_scene_line(request)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
-from common.atomic import atomic_write_text
-from common.errors import InputError
+from common.state.atomic import atomic_write_text
+from common.run.errors import InputError
 
 T = TypeVar("T")
 

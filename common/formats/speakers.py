@@ -1,6 +1,6 @@
 """The voice map `1.story.speakers.txt`: `speaker_tag  voice_stem` per line, `#` comments.
 
-The stem names `voices/**/<stem>.wav`; resolving it is common.voices' job. Here the stem is
+The stem names `voices/**/<stem>.wav`; resolving it is common.audio.voices' job. Here the stem is
 only checked to be a plain file-name stem (no folders, no leading dot), since it is joined
 into a path. Columns are aligned with spaces for the reader; any run of whitespace
 separates them, and a `#` after whitespace starts a comment.

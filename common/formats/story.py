@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
-from common.errors import InputError
+from common.run.errors import InputError
 from common.formats._text import (
     Layout, check_one_line, check_tag, line_error, read_text, render, reuse_raw,
     snippet, split_lines, tag_problem, write_text,

@@ -19,9 +19,9 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageColor, ImageDraw, ImageFilter
 
-from common.atomic import atomic_path
-from common.errors import InputError
-from common.fonts import FontType, load_font
+from common.state.atomic import atomic_path
+from common.run.errors import InputError
+from common.media.fonts import FontType, load_font
 
 RGB = tuple[int, int, int]
 ColourLike = str | Sequence[int]

@@ -31,8 +31,8 @@ import wave
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import media
-from common.errors import ConfigError, PipelineError
+from common.media import ffmpeg as media
+from common.run.errors import ConfigError, PipelineError
 
 MISSING = "The offline speech engine needs espeak-ng: run pip install -r requirements.txt"
 

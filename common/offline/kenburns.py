@@ -24,9 +24,9 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image, ImageFilter, UnidentifiedImageError
 
-from common.atomic import atomic_path
-from common.errors import InputError
-from common.media import ffmpeg_exe, pipe_to_ffmpeg
+from common.state.atomic import atomic_path
+from common.run.errors import InputError
+from common.media.ffmpeg import ffmpeg_exe, pipe_to_ffmpeg
 
 MOVES: tuple[str, ...] = ("zoom_in", "zoom_out", "pan_left", "pan_right", "pan_up", "pan_down")
 FITS: tuple[str, ...] = ("cover", "contain")

@@ -1,17 +1,17 @@
 """gen.audio step 1: a voice for every speaker, then the summary, title and chapters of the story."""
 from __future__ import annotations
 
-from common.checkpoints import fingerprint
-from common.engine_choice import engines_from_env
+from common.state.checkpoints import fingerprint
+from common.engines.choice import engines_from_env
 from common.engines.registry import get_engine
 from common.formats.chapters import Chapter, Chapters, write_chapters
 from common.formats.speakers import VoiceEntry, VoiceMap, read_voice_map, write_voice_map
 from common.formats.story import read_story
-from common.paths import story_path
-from common.runner import Script, ScriptContext
-from common.story_sections import chapter_sections, summary_chunks
-from common.atomic import atomic_write_text
-from common.voices import VoiceLibrary, assign_voices
+from common.config.paths import story_path
+from common.run.runner import Script, ScriptContext
+from common.formats.sections import chapter_sections, summary_chunks
+from common.state.atomic import atomic_write_text
+from common.audio.voices import VoiceLibrary, assign_voices
 
 SUMMARY_LINES_PER_SENTENCE = 6
 MAP_HEADER = (

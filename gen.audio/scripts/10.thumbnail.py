@@ -3,20 +3,20 @@
 The image engine paints the picture from input/10.thumbnail.txt (with ART_STYLE, the seed
 settings, LoRAs chained in one pass, and in LATENT_MODE=IMAGE the start image
 input/10.latent.thumbnail.png); then the title from input/10.title.txt is drawn on it as
-TITLE_POSITION / TITLE_LAYOUT / TITLE_FONT_SCALE say (layouts: common/thumbnail.py). Each
+TITLE_POSITION / TITLE_LAYOUT / TITLE_FONT_SCALE say (layouts: common/pictures/thumbnail.py). Each
 picture and each titled file is its own checkpoint: a new title or layout redraws the text
 without asking the engine again.
 """
 from __future__ import annotations
 
-from common.checkpoints import fingerprint
-from common.engine_choice import engines_from_env
+from common.state.checkpoints import fingerprint
+from common.engines.choice import engines_from_env
 from common.engines.registry import get_engine
-from common.errors import InputError
-from common.metadata import read_title, title_problem
-from common.paths import require_file
-from common.runner import Script, ScriptContext
-from common.thumbnail import (
+from common.run.errors import InputError
+from common.publish.metadata import read_title, title_problem
+from common.config.paths import require_file
+from common.run.runner import Script, ScriptContext
+from common.pictures.thumbnail import (
     THUMBNAIL_START_IMAGES, TitleStyle, compose_fingerprint, compose_plan, make_picture, plan_pictures, stale_covers,
 )
 

@@ -6,7 +6,7 @@ final_sd.mp4) final.mp4 is that video's picture with final.wav's sound instead: 
 is already H.264 yuv420p at 1280x720 or 1920x1080, re-encoded to FINAL_VIDEO_SIZE otherwise.
 
 The Shorts (SHORTS_VARIATIONS of them, SHORTS_SECONDS each at most, 1080x1920) start at
-chapter starts and end at sentence ends (common/shorts.py), over output/shorts/cover.vN.png
+chapter starts and end at sentence ends (common/video/shorts.py), over output/shorts/cover.vN.png
 (or the thumbnail fitted to 9:16), or over the same stretch of --video-file centre-cropped
 to 9:16; the subtitles are burned in. final.mp4 and each Short are one checkpoint each.
 """
@@ -14,17 +14,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.checkpoints import fingerprint
-from common.errors import ConfigError, InputError
-from common.media import audio_duration
-from common.mix import upstream_preview
-from common.paths import require_file
-from common.runner import Script, ScriptContext
-from common.shorts import Passage, captions_in, choose_passages, read_story_timing
-from common.video import (
+from common.state.checkpoints import fingerprint
+from common.run.errors import ConfigError, InputError
+from common.media.ffmpeg import audio_duration
+from common.audio.mix import upstream_preview
+from common.config.paths import require_file
+from common.run.runner import Script, ScriptContext
+from common.video.shorts import Passage, captions_in, choose_passages, read_story_timing
+from common.video.final import (
     RECIPE, SHORTS_SIZE, caption_font, encode_short, encode_still, file_identity, format_ass, parse_size, remux_video,
 )
-from common.youtube.checks import made_as_preview
+from common.publish.checks import made_as_preview
 
 MAX_SHORT_SECONDS = 180.0  # YouTube counts vertical videos up to 3 minutes as Shorts
 

@@ -8,12 +8,12 @@ every request it would send and exits 0. First authorisation: `python 12.youtube
 """
 from __future__ import annotations
 
-from common.runner import Script, ScriptContext
-from common.youtube.auth import (
+from common.run.runner import Script, ScriptContext
+from common.publish.auth import (
     authorize, authorize_command, check_credentials, require_client_libraries, save_token, youtube_service,
 )
-from common.youtube.publish import dry_run, inputs_from_args, open_state, publish
-from common.youtube.upload import RetryPolicy
+from common.publish.youtube import dry_run, inputs_from_args, open_state, publish
+from common.publish.upload import RetryPolicy
 
 script = Script(__file__, "upload the video, thumbnail, captions and Shorts to YouTube (resumable, never twice)")
 script.add_argument("--video-file", metavar="PATH", help="video to publish (default output/final.mp4; gen.image/gen.video pass their final_sd.mp4)")

@@ -6,13 +6,13 @@ timings go to output/story.timings.json for the transcription step.
 """
 from __future__ import annotations
 
-from common.checkpoints import fingerprint
-from common.engine_choice import engines_from_env
+from common.state.checkpoints import fingerprint
+from common.engines.choice import engines_from_env
 from common.engines.registry import get_engine
 from common.formats.story import read_story
-from common.paths import require_file, story_path
-from common.runner import Script, ScriptContext
-from common.speech import build_chunks, chunk_seed, join_story, retake_attempts, voices_for_story
+from common.config.paths import require_file, story_path
+from common.run.runner import Script, ScriptContext
+from common.audio.speech import build_chunks, chunk_seed, join_story, retake_attempts, voices_for_story
 
 script = Script(__file__, "speak the story in chunks and join them into output/story.wav",
                 settings_keys=("CHUNK_SIZE", "LINE_PAUSE", "TTS_SEED", "STORY_WORKFLOW"))

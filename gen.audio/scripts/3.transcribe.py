@@ -8,16 +8,16 @@ another, so a rerun with nothing changed does nothing and a hand-edited subtitle
 """
 from __future__ import annotations
 
-from common import media
-from common.atomic import atomic_write_text
-from common.checkpoints import fingerprint
+from common.media import ffmpeg as media
+from common.state.atomic import atomic_write_text
+from common.state.checkpoints import fingerprint
 from common.formats.srt import write_srt
 from common.formats.timeline import write_timeline
-from common.paths import require_file
-from common.runner import Script, ScriptContext
-from common.speech import TIMINGS_FILE
-from common.subtitles import build_cues, check_cues, plain_text, to_srt, to_timeline
-from common.transcribe import (
+from common.config.paths import require_file
+from common.run.runner import Script, ScriptContext
+from common.audio.speech import TIMINGS_FILE
+from common.audio.subtitles import build_cues, check_cues, plain_text, to_srt, to_timeline
+from common.audio.transcribe import (
     TRANSCRIPT_FILE, choose_transcriber, cue_rules, make_transcriber, read_transcript,
     story_preview, whisper_installed, write_transcript,
 )

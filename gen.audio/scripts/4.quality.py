@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.atomic import atomic_write_json
-from common.checkpoints import fingerprint
-from common.errors import ConfigError, InputError, JobError
-from common.paths import require_file
-from common.quality import (
+from common.state.atomic import atomic_write_json
+from common.state.checkpoints import fingerprint
+from common.run.errors import ConfigError, InputError, JobError
+from common.config.paths import require_file
+from common.audio.quality import (
     REPORT_FILE, Report, check_lines, chunk_fingerprints, chunk_size_of, forget_chunks, format_table,
     load_words, read_report, redo_command, run_step, summary, transcript_source,
 )
-from common.runner import Script, ScriptContext
-from common.speech import TIMINGS_FILE
-from common.transcribe import read_timings
+from common.run.runner import Script, ScriptContext
+from common.audio.speech import TIMINGS_FILE
+from common.audio.transcribe import read_timings
 
 script = Script(__file__, "check the transcript against the story line by line; --retake regenerates failing chunks")
 script.add_argument("--strict", action="store_true", help="exit with an error when any line fails")

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import json
 
-from common import sfx_plan
-from common.checkpoints import fingerprint
-from common.engine_choice import engines_from_env
+from common.audio import sfx_plan
+from common.state.checkpoints import fingerprint
+from common.engines.choice import engines_from_env
 from common.engines.registry import get_engine
-from common.errors import InputError
+from common.run.errors import InputError
 from common.formats.story import read_story
 from common.formats.timeline import read_timeline, write_timeline
-from common.paths import require_file, story_path
-from common.runner import Script, ScriptContext
-from common.speech import TIMINGS_FILE
+from common.config.paths import require_file, story_path
+from common.run.runner import Script, ScriptContext
+from common.audio.speech import TIMINGS_FILE
 
 script = Script(__file__, "choose a sound effect or Silence for every segment of 2.timeline.txt -> 3.timing.txt")
 script.add_argument("--batch-size", type=int, setting="SFX_BATCH_SIZE", help="segments per LLM question (default 10)")

@@ -8,14 +8,14 @@ segment and SFX_MAX_SECONDS; each batch checkpointed) or, offline, from rules.
 """
 from __future__ import annotations
 
-from common import sfx_plan
-from common.checkpoints import fingerprint
-from common.engine_choice import engines_from_env
+from common.audio import sfx_plan
+from common.state.checkpoints import fingerprint
+from common.engines.choice import engines_from_env
 from common.engines.registry import get_engine
-from common.errors import InputError
+from common.run.errors import InputError
 from common.formats.timeline import read_timeline, write_timeline
-from common.paths import require_file
-from common.runner import Script, ScriptContext
+from common.config.paths import require_file
+from common.run.runner import Script, ScriptContext
 
 script = Script(__file__, "time every sound effect of 3.timing.txt inside its segment -> 4.sfx.txt")
 script.add_argument("--batch-size", type=int, setting="SFX_BATCH_SIZE", help="effects per LLM question (default 10)")

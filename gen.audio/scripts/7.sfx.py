@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import hashlib
 
-from common import sfx_track
-from common.checkpoints import fingerprint
-from common.engine_choice import engines_from_env
+from common.audio import sfx_track
+from common.state.checkpoints import fingerprint
+from common.engines.choice import engines_from_env
 from common.engines.registry import get_engine
-from common.errors import InputError
+from common.run.errors import InputError
 from common.formats.timeline import read_timeline
-from common.paths import require_file
-from common.runner import Script, ScriptContext
+from common.config.paths import require_file
+from common.run.runner import Script, ScriptContext
 
 script = Script(__file__, "make the sound effects of 4.sfx.txt and place them in output/sfx.wav")
 script.add_argument("--workers", type=int, setting="SFX_MAX_WORKERS", help="jobs queued at once (default 3)")

@@ -3,7 +3,7 @@ output/final.wav, the soundtrack every video is cut to.
 
 SFX and music duck under the speech (a compressor keyed by it), and the mix is normalised to
 FINAL_LOUDNESS (-14 LUFS) with its true peak under FINAL_TRUE_PEAK (-1 dBTP), in two loudnorm
-passes; the logic is in common/mix.py. The mix is one checkpointed item, fingerprinted by the
+passes; the logic is in common/audio/mix.py. The mix is one checkpointed item, fingerprinted by the
 content of story.wav, sfx.wav and the music file and by the mix settings: a rerun with none of
 them changed does nothing.
 """
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.checkpoints import fingerprint
-from common.mix import MixSettings, find_music, list_music, mix_story, music_dir_for, upstream_preview
-from common.paths import require_file
-from common.runner import Script, ScriptContext
+from common.state.checkpoints import fingerprint
+from common.audio.mix import MixSettings, find_music, list_music, mix_story, music_dir_for, upstream_preview
+from common.config.paths import require_file
+from common.run.runner import Script, ScriptContext
 
 script = Script(__file__, "mix story.wav and sfx.wav (+ music) into output/final.wav at -14 LUFS",
                 settings_keys=("SFX_VOLUME", "MUSIC_FILE", "MUSIC_VOLUME", "DUCK_THRESHOLD", "DUCK_RATIO",

@@ -12,20 +12,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from common.checkpoints import CheckpointStore, fingerprint
-from common.engine_choice import engines_from_env
-from common.engines.media_text import MEDIA_TEXT_VERSION
+from common.state.checkpoints import CheckpointStore, fingerprint
+from common.engines.choice import engines_from_env
+from common.publish.media_text import MEDIA_TEXT_VERSION
 from common.engines.registry import get_engine
 from common.engines.text import clean_title
 from common.formats.chapters import read_chapters
 from common.formats.story import read_story
-from common.metadata import (
+from common.publish.metadata import (
     MAX_TAGS_CHARS, MIN_CHAPTER_SECONDS, MIN_CHAPTERS, chapter_marks, compose_description,
     edited_since_written, fit_tags, format_tags, format_timestamp, load_timeline, read_title,
     tags_length, text_digest, title_problem, write_if_changed,
 )
-from common.paths import require_file, story_path
-from common.runner import Script, ScriptContext
+from common.config.paths import require_file, story_path
+from common.run.runner import Script, ScriptContext
 
 script = Script(__file__, "write the video title, description with chapters, tags and the thumbnail prompt")
 

@@ -6,20 +6,20 @@ describes how they look. A story without scene lines gets one per utterance from
 engine (locations reused), each checked against the scene-line format unless
 --bypass-validation. Writes input/3.scene.txt, 2.character.txt / 3.character.txt (attributes /
 prose per ((tag))) and 2.location.txt / 3.location.txt (per {{loc_N}}). The work is in
-common/image_descriptions.py; every answer is checkpointed.
+common/pictures/descriptions.py; every answer is checkpointed.
 """
 from __future__ import annotations
 
-from common.engine_choice import engines_from_env
+from common.engines.choice import engines_from_env
 from common.engines.registry import get_engine
 from common.formats.story import read_story
-from common.image_descriptions import (
+from common.pictures.descriptions import (
     Describer, describe_characters, describe_locations, read_summary, save_scene_lines, story_scene_lines,
     write_scene_lines,
 )
-from common.paths import story_path
-from common.runner import Script, ScriptContext
-from common.story_visuals import character_briefs, location_briefs, planned_scene_ids
+from common.config.paths import story_path
+from common.run.runner import Script, ScriptContext
+from common.pictures.story_visuals import character_briefs, location_briefs, planned_scene_ids
 
 script = Script(__file__, "write 3.scene.txt and the character and location descriptions (2/3.character.txt, 2/3.location.txt)",
                 settings_keys=("LM_STUDIO_MODEL", "CHARACTER_PROSE_MIN_WORDS", "CHARACTER_PROSE_MAX_WORDS",

@@ -1,11 +1,11 @@
 """gen.image step 2: one picture per location (output/locations/<loc_N>.png, variations <loc_N>.v2.png ...).
 
 Reads input/2.location.txt (3.location.txt with USE_SUMMARY_TEXT), plus any place the scene
-lines use that the file misses; each picture is one checkpoint, made by common.images.
+lines use that the file misses; each picture is one checkpoint, made by common.pictures.
 Ends by rewriting output/review.html.
 """
-from common.images.run import image_script, run_step
-from common.runner import ScriptContext
+from common.pictures.steps import image_script, run_step
+from common.run.runner import ScriptContext
 
 script = image_script(__file__, "location", "draw output/locations/<loc_N>.png for every location")
 

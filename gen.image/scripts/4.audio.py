@@ -6,24 +6,24 @@ transcript input/2.timeline.txt matched to the lines by their words) goes to its
 previous picture. The durations add up to gen.audio's final.wav (story.wav before
 8.combine.py has run): the silence before the first line goes to the first entry, each pause
 to the line before it, the tail to the last. Written as the seed's
-`<seconds>: <scene_id> = <scene>, <speaker_tag> = <text>`; the logic is in common/scene_timeline.py.
+`<seconds>: <scene_id> = <scene>, <speaker_tag> = <text>`; the logic is in common/pictures/scene_timeline.py.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from common import media
-from common.checkpoints import fingerprint
-from common.errors import InputError
+from common.media import ffmpeg as media
+from common.state.checkpoints import fingerprint
+from common.run.errors import InputError
 from common.formats.story import read_scenes, read_story
 from common.formats.timeline import read_timeline, write_timeline_script
-from common.paths import require_file, story_path
-from common.runner import Script, ScriptContext
-from common.scene_timeline import (
+from common.config.paths import require_file, story_path
+from common.run.runner import Script, ScriptContext
+from common.pictures.scene_timeline import (
     build_script, line_starts, scenes_for_lines, segments_from_timings, segments_from_transcript,
 )
-from common.speech import TIMINGS_FILE
+from common.audio.speech import TIMINGS_FILE
 
 VERSION = 1
 script = Script(__file__, "map gen.audio's narration to the scenes -> input/2.timeline.script.txt")

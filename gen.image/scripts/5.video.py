@@ -4,20 +4,20 @@ Reads input/2.timeline.script.txt (4.audio.py) and the scene pictures output/sce
 (3.scene.py). Each scene is held for its slot (SCENE_PUSH=true: a slow push or pan instead)
 as output/video/<clip>.mp4, the cuts placed on the cumulative timeline so merged.mp4 lasts as
 long as gen.audio's final.wav to the frame however many scenes there are; the clips are
-joined by stream copy. Every clip and merged.mp4 are checkpointed. Logic: common/slideshow.py.
+joined by stream copy. Every clip and merged.mp4 are checkpointed. Logic: common/pictures/slideshow.py.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from common import media
-from common.checkpoints import fingerprint
-from common.mix import upstream_preview
-from common.errors import InputError, PipelineError
+from common.media import ffmpeg as media
+from common.state.checkpoints import fingerprint
+from common.audio.mix import upstream_preview
+from common.run.errors import InputError, PipelineError
 from common.formats.timeline import read_timeline_script
-from common.paths import require_file
-from common.runner import Script, ScriptContext
-from common.slideshow import VERSION, Slide, frame_rate, join_clips, plan_slides, render_clip, total_frames
+from common.config.paths import require_file
+from common.run.runner import Script, ScriptContext
+from common.pictures.slideshow import VERSION, Slide, frame_rate, join_clips, plan_slides, render_clip, total_frames
 
 script = Script(__file__, "one clip per scene picture, joined into output/merged.mp4 as long as the narration",
                 settings_keys=("VIDEO_FPS", "SLIDESHOW_WIDTH", "SLIDESHOW_HEIGHT", "SLIDESHOW_FIT", "SCENE_PUSH",

@@ -3,18 +3,18 @@
 The picture is copied as 5.video.py encoded it (never encoded twice), the narration goes in as
 AAC, and the index is put at the front (faststart) so the video starts playing while it
 downloads. 5.video.py cut merged.mp4 to final.wav's length, so nothing is padded or trimmed;
-the result is checked with common.media.probe. One checkpointed item.
+the result is checked with common.media.ffmpeg.probe. One checkpointed item.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from common import media
-from common.checkpoints import fingerprint
-from common.mix import upstream_preview
-from common.paths import require_file
-from common.runner import Script, ScriptContext
-from common.slideshow import VERSION, check_combined, mux
+from common.media import ffmpeg as media
+from common.state.checkpoints import fingerprint
+from common.audio.mix import upstream_preview
+from common.config.paths import require_file
+from common.run.runner import Script, ScriptContext
+from common.pictures.slideshow import VERSION, check_combined, mux
 
 script = Script(__file__, "merged.mp4 + gen.audio's final.wav -> output/final_sd.mp4 (picture copied, AAC sound)",
                 settings_keys=("COMBINE_AUDIO_BITRATE",))

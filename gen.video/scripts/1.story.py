@@ -7,12 +7,12 @@ and deterministic, so it is simply redone on every run: no checkpoint.
 """
 from __future__ import annotations
 
-from common.errors import InputError
+from common.run.errors import InputError
 from common.formats.story import read_story
 from common.formats.timeline import read_timeline_script
-from common.paths import story_path
-from common.runner import Script, ScriptContext
-from common.storyboard import (
+from common.config.paths import story_path
+from common.run.runner import Script, ScriptContext
+from common.video.storyboard import (
     build_storyboard, describe, location_descriptions, storyboard_path, timeline_script_path, write_storyboard,
 )
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from common.checkpoints import fingerprint
-from common.engine_choice import engines_from_env
+from common.state.checkpoints import fingerprint
+from common.engines.choice import engines_from_env
 from common.engines.registry import get_engine
-from common.errors import InputError
+from common.run.errors import InputError
 from common.formats.descriptions import Description, Descriptions, motion_id_for, read_motions, write_descriptions
-from common.motion import PROMPT_VERSION, MotionBrief
-from common.runner import Script, ScriptContext
-from common.storyboard import read_storyboard, scene_image_path
+from common.video.motion import PROMPT_VERSION, MotionBrief
+from common.run.runner import Script, ScriptContext
+from common.video.storyboard import read_storyboard, scene_image_path
 
 script = Script(__file__, "write input/2.motion.txt, one motion prompt per scene",
                 settings_keys=("MODEL_MOTION_GENERATION", "LM_STUDIO_MODEL"))

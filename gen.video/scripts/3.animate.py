@@ -10,12 +10,12 @@ Every segment and clip is its own checkpoint: a killed run redoes only the job i
 """
 from __future__ import annotations
 
-from common.clip_jobs import Folders, Look, build_jobs, fingerprints, items_for, remove_leftovers, run_item
-from common.engine_choice import engines_from_env
+from common.video.clip_jobs import Folders, Look, build_jobs, fingerprints, items_for, remove_leftovers, run_item
+from common.engines.choice import engines_from_env
 from common.engines.registry import get_engine
 from common.formats.descriptions import read_motions, scene_id_for
-from common.runner import Script, ScriptContext
-from common.storyboard import read_storyboard
+from common.run.runner import Script, ScriptContext
+from common.video.storyboard import read_storyboard
 
 script = Script(__file__, "animate every scene into output/animation/<scene_id>.mp4",
                 settings_keys=("VIDEO_WORKFLOW", "VIDEO_WIDTH", "VIDEO_HEIGHT", "FRAMES_PER_SECOND", "FIRST_LAST_FRAME",

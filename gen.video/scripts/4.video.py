@@ -6,13 +6,14 @@ the video is exactly as long as the audio (within a frame) and every picture sta
 """
 from __future__ import annotations
 
-from common import clips, media
-from common.animation import fill_slots
-from common.checkpoints import CheckpointStore, fingerprint
-from common.errors import InputError
-from common.paths import require_file
-from common.runner import Script, ScriptContext
-from common.storyboard import read_storyboard
+from common.video import clips
+from common.media import ffmpeg as media
+from common.video.animation import fill_slots
+from common.state.checkpoints import CheckpointStore, fingerprint
+from common.run.errors import InputError
+from common.config.paths import require_file
+from common.run.runner import Script, ScriptContext
+from common.video.storyboard import read_storyboard
 
 VERSION = 2
 script = Script(__file__, "join the clips over gen.audio's final.wav into output/final_sd.mp4",

@@ -161,12 +161,12 @@ def wait_chain(proc: subprocess.Popen[bytes], timeout: float) -> int:
 
 
 # Scratch folders a step makes with tempfile.TemporaryDirectory inside an output folder; a
-# SIGKILL skips their clean-up (common/engines/offline.py: `speech-XXXXXXXX` in output/story/).
+# SIGKILL skips their clean-up (common/offline/engine.py: `speech-XXXXXXXX` in output/story/).
 _SCRATCH = re.compile(r"^speech-[a-z0-9_]{8}$")
 
 
 def is_temp(path: Path) -> bool:
-    """common.atomic's temp names (`.<stem>.<random>.tmp<suffix>`), or a file in a scratch folder."""
+    """common.state.atomic's temp names (`.<stem>.<random>.tmp<suffix>`), or a file in a scratch folder."""
     if path.name.startswith(".") and ".tmp" in path.name:
         return True
     return any(_SCRATCH.match(part) for part in path.parts)

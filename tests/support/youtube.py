@@ -15,7 +15,7 @@ from typing import Any
 from googleapiclient.http import HttpMockSequence
 from PIL import Image
 
-from common.media import ffmpeg_exe
+from common.media.ffmpeg import ffmpeg_exe
 
 UPLOAD_URI = "https://www.googleapis.com/upload/youtube/v3/videos?uploadType=resumable&upload_id=SESSION1"
 TOKEN_URI = "https://oauth2.googleapis.com/token"

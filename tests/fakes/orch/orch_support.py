@@ -244,7 +244,7 @@ GENERATE_PY = r'''
 import sys
 from pathlib import Path
 sys.path.insert(0, {repo!r})
-from common.orchestrator import run_pipeline
+from common.run.orchestrator import run_pipeline
 sys.exit(run_pipeline(Path(__file__).resolve().parent, scripts={scripts!r}, needs_comfyui={comfy!r},
                       needs_lmstudio={llm!r}, script_args={args!r}, argv=sys.argv[1:]))
 '''

@@ -1,0 +1,1 @@
+"""The sound chain: voices -> narration (story.wav) -> transcript, quality and subtitles -> sound effects -> final.wav."""

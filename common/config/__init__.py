@@ -1,0 +1,1 @@
+"""Settings (flag -> environment -> settings.toml -> seed default), their schema, and where each pipeline keeps things."""

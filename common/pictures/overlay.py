@@ -1,0 +1,54 @@
+"""The name band (NAME_OVERLAY): a character's or place's name across the bottom of its picture.
+
+On a contact sheet or in an edit, a row of similar faces is hard to tell apart; the seed system
+drew each name on a dark translucent band (USE_CHARACTER_NAME_OVERLAY). The band is drawn on a
+copy: scenes take the clean picture as their reference, so the model never copies the text.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from common.state.atomic import atomic_path
+from common.offline.cards import fit_text
+
+BAND_OPACITY = 0.70
+
+
+def name_band(src: Path, out: Path, name: str, *, font_scale: float = 1.0, max_ratio: float = 0.30) -> Path:
+    """Write `src` with `name` (upper case, up to three lines) on a band at the bottom to `out`."""
+    text = " ".join(name.split()).upper()
+    with Image.open(src) as img:
+        picture = img.convert("RGBA")
+    if not text:
+        with atomic_path(out) as part:
+            picture.convert("RGB").save(part, format="PNG")
+        return out
+    width, height = picture.size
+    scale = max(0.1, float(font_scale))
+    size = max(12, round(height * 0.04 * scale))
+    pad = max(3, round(height * 0.012 * min(scale, 2.0)))
+    limit = max(2 * pad + 8, round(height * max(0.05, min(1.0, float(max_ratio)))))
+    fitted = fit_text(text, max(8, round(width * 0.9)), limit - 2 * pad, max_size=size,
+                      min_size=max(8, round(size * 0.6)), bold=True, spacing=1.15)
+    band_height = min(limit, fitted.height + 2 * pad)
+    band = Image.new("RGBA", picture.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(band)
+    draw.rectangle((0, height - band_height, width, height), fill=(0, 0, 0, round(255 * BAND_OPACITY)))
+    picture.alpha_composite(band)
+    draw = ImageDraw.Draw(picture)
+    font = fitted.font
+    stroke = max(1, round(fitted.size / 18))
+    y = height - band_height + pad
+    for index, line in enumerate(fitted.lines):
+        if index:
+            y += fitted.line_height
+        x = round((width - font.getlength(line)) / 2)
+        draw.text((x, y), line, font=font, fill=(255, 255, 255, 255), stroke_width=stroke, stroke_fill=(0, 0, 0, 160))
+    with atomic_path(out) as part:
+        picture.convert("RGB").save(part, format="PNG")
+    return out
+
+
+__all__ = ["name_band"]

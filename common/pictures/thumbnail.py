@@ -1,0 +1,518 @@
+"""The video thumbnail and the Shorts covers: an image engine's picture with the title drawn on it.
+
+Layouts (TITLE_LAYOUT) in a W x H frame, with a title band of height b at TITLE_POSITION:
+- overlay: the picture fills the frame (scaled to cover it, centre-cropped); the title sits on
+  a translucent dark band across the picture, its letters outlined.
+- expand: the canvas is grown around the picture: by the title band (above it for top, below it
+  for bottom, between its upper and lower halves for middle) and by side margins that keep the
+  frame's shape, all in a solid colour taken from the picture's edges; the grown canvas is then
+  scaled back to W x H. The whole picture stays visible, smaller, mounted like a poster.
+- fit: the picture is scaled down by the same rule to leave the band free, and laid over a
+  blurred, darkened copy of itself that fills the frame; the title sits on that backdrop.
+The title is wrapped into balanced lines and shrunk until it fits its box, measured with the
+font (outline included), so it is never clipped; only a title that does not fit even at the
+smallest legible size loses its last words to an ellipsis.
+
+File size: YouTube takes thumbnails under 2 MB (SPEC 8). The thumbnail is always
+`output/thumbnail.png`, so later steps need not guess its name: an RGB PNG when that is under
+MAX_THUMBNAIL_BYTES (nearly always), else a 256-colour PNG (a 1280x720 palette image stays
+under 1 MB whatever the picture). The checkpoint records which.
+"""
+from __future__ import annotations
+
+import io
+import random
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
+
+from common.state.atomic import atomic_path, atomic_write_bytes
+from common.state.checkpoints import fingerprint
+from common.engines.base import ImageEngine, ImageRequest
+from common.run.errors import ConfigError, JobError
+from common.media.fonts import FontType, font_source, load_font
+
+THUMBNAIL_SIZE = (1280, 720)
+SHORTS_SIZE = (1080, 1920)
+MAX_THUMBNAIL_BYTES = 2_000_000  # "2 MB" read as the smaller, decimal megabytes
+POSITIONS = ("top", "middle", "bottom")
+LAYOUTS = ("overlay", "expand", "fit")
+THUMBNAIL_START_IMAGES = ("10.latent.thumbnail.png", "10.latent.png")  # ours, then the seed's name
+SHORTS_START_IMAGES = ("10.latent.shorts.png",)
+COMPOSE_VERSION = 1
+# What each Shorts cover asks the image model to frame, so covers differ beyond their seeds.
+SHORTS_FRAMINGS = (
+    "the whole scene", "a close view of the main character", "a wide view of the setting",
+    "a low angle on the main character", "a telling detail of the story",
+)
+_INK = (248, 246, 240)
+_OUTLINE = (8, 8, 12)
+_ELLIPSIS = "\u2026"
+
+Box = tuple[int, int, int, int]
+
+
+# ---------------------------------------------------------------- the title's text
+
+@dataclass(frozen=True)
+class TitleStyle:
+    position: str = "middle"
+    layout: str = "overlay"
+    font_scale: float = 1.0
+    enabled: bool = True  # USE_TITLE_TEXT: False leaves the picture as the engine made it
+
+    def __post_init__(self) -> None:
+        if self.position not in POSITIONS:
+            raise ConfigError(f"TITLE_POSITION is {self.position!r}; use one of {', '.join(POSITIONS)}.")
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"TITLE_LAYOUT is {self.layout!r}; use one of {', '.join(LAYOUTS)}.")
+        if not 0.2 <= self.font_scale <= 5:
+            raise ConfigError(f"TITLE_FONT_SCALE is {self.font_scale}; use a factor between 0.2 and 5 (1 = default size).")
+
+
+@dataclass(frozen=True)
+class TitleFit:
+    """The title at the size that fits: its lines, and the block they make (outline included)."""
+
+    size: int
+    lines: tuple[str, ...]
+    stroke: int
+    line_height: int
+    width: int
+    height: int
+    truncated: bool = False
+
+    @property
+    def font(self) -> FontType:
+        return load_font(self.size, bold=True)
+
+
+def _stroke(size: int) -> int:
+    return max(2, round(size / 14))
+
+
+def _length(font: FontType, text: str, stroke: int) -> float:
+    return font.getlength(text) + 2 * stroke
+
+
+def _block_height(font: FontType, lines: int, line_height: int, stroke: int) -> int:
+    if lines == 0:
+        return 0
+    ascent, descent = font.getmetrics()
+    return (lines - 1) * line_height + ascent + descent + 2 * stroke
+
+
+class _Measure:
+    """Word widths at one font size, measured once: wrapping then costs additions, not font calls."""
+
+    def __init__(self, size: int) -> None:
+        self.font = load_font(size, bold=True)
+        self.stroke = _stroke(size)
+        self.line_height = round(size * 1.12)
+        self.space = self.font.getlength(" ")
+        self._widths: dict[str, float] = {}
+
+    def word(self, word: str) -> float:
+        width = self._widths.get(word)
+        if width is None:
+            width = self._widths[word] = self.font.getlength(word)
+        return width
+
+    def line(self, words: Sequence[str]) -> float:
+        return sum(self.word(w) for w in words) + self.space * (len(words) - 1) + 2 * self.stroke
+
+    def exact(self, line: str) -> float:
+        return _length(self.font, line, self.stroke)
+
+
+def _greedy(words: Sequence[str], m: _Measure, width: float) -> list[list[str]] | None:
+    """Word wrap by measured width; None when a single word is wider than the box."""
+    lines: list[list[str]] = []
+    used = 0.0
+    for word in words:
+        size = m.word(word)
+        if size + 2 * m.stroke > width:
+            return None
+        if lines and used + m.space + size + 2 * m.stroke <= width:
+            lines[-1].append(word)
+            used += m.space + size
+        else:
+            lines.append([word])
+            used = size
+    return lines
+
+
+def _balanced(words: Sequence[str], m: _Measure, width: float, count: int) -> list[list[str]]:
+    """The same number of lines, but as even as they can be: the narrowest width that still needs `count`."""
+    low, high = max(m.word(w) for w in words) + 2 * m.stroke, width
+    best = _greedy(words, m, width) or []
+    for _ in range(18):
+        if high - low < 1:
+            break
+        middle = (low + high) / 2
+        lines = _greedy(words, m, middle)
+        if lines is not None and len(lines) <= count:
+            best, high = lines, middle
+        else:
+            low = middle
+    return best
+
+
+def _fit_at(words: Sequence[str], size: int, max_width: int, max_height: int) -> TitleFit | None:
+    m = _Measure(size)
+    wrapped = _greedy(words, m, max_width)
+    if wrapped is None or _block_height(m.font, len(wrapped), m.line_height, m.stroke) > max_height:
+        return None
+    if len(wrapped) > 1:
+        wrapped = _balanced(words, m, max_width, len(wrapped))
+    lines = [" ".join(line) for line in wrapped]
+    widths = [m.exact(line) for line in lines]
+    if max(widths, default=0.0) > max_width:  # kerning made a line wider than the sum of its words
+        return None
+    return TitleFit(size, tuple(lines), m.stroke, m.line_height, int(max(widths, default=0.0) + 0.999),
+                    _block_height(m.font, len(lines), m.line_height, m.stroke))
+
+
+def _split_wide_words(words: Sequence[str], m: _Measure, width: float) -> list[str]:
+    """Words wider than the box broken between characters (summed widths, so a few calls per word)."""
+    pieces: list[str] = []
+    for word in words:
+        if m.word(word) + 2 * m.stroke <= width:
+            pieces.append(word)
+            continue
+        current, used = "", 2 * m.stroke
+        for char in word:
+            if current and used + m.word(char) > width:
+                pieces.append(current)
+                current, used = "", 2 * m.stroke
+            current += char
+            used += m.word(char)
+        if current:
+            pieces.append(current)
+    # Kerning can make a piece a hair wider than its summed letters: cut it where it really fits.
+    fixed: list[str] = []
+    for piece in pieces:
+        while len(piece) > 1 and m.exact(piece) > width:
+            cut = len(piece) - 1
+            while cut > 1 and m.exact(piece[:cut]) > width:
+                cut -= 1
+            fixed.append(piece[:cut])
+            piece = piece[cut:]
+        fixed.append(piece)
+    return fixed
+
+
+def fit_title(title: str, max_width: int, max_height: int, *, max_size: int, min_size: int) -> TitleFit:
+    """The largest size (from max_size down to min_size) at which `title` fits the box, wrapped evenly.
+
+    Fitting is monotonic in size (bigger letters never need fewer lines), so the size is
+    found by bisection.
+    """
+    words = title.split()
+    if not words:
+        return TitleFit(min_size, (), _stroke(min_size), round(min_size * 1.12), 0, 0)
+    low, high = min_size, max(min_size, max_size)
+    best: TitleFit | None = None
+    while low <= high:
+        size = (low + high) // 2
+        fitted = _fit_at(words, size, max_width, max_height)
+        if fitted is not None:
+            best, low = fitted, size + 1
+        else:
+            high = size - 1
+    if best is not None:
+        return best
+    # Too long even at the smallest size: break over-wide words, keep the lines that fit, end on an ellipsis.
+    m = _Measure(min_size)
+    wrapped = _greedy(_split_wide_words(words, m, max_width), m, max_width) or []
+    lines = [" ".join(line) for line in wrapped]
+    room = 1
+    while room < len(lines) and _block_height(m.font, room + 1, m.line_height, m.stroke) <= max_height:
+        room += 1
+    truncated = len(lines) > room
+    lines = lines[:room]
+    if truncated and lines:
+        last = lines[-1]
+        while last and m.exact(last + _ELLIPSIS) > max_width:
+            last = last.rsplit(" ", 1)[0] if " " in last else last[:-1]
+        lines[-1] = last + _ELLIPSIS
+    widest = max((m.exact(line) for line in lines), default=0.0)
+    return TitleFit(min_size, tuple(lines), m.stroke, m.line_height, int(widest + 0.999),
+                    _block_height(m.font, len(lines), m.line_height, m.stroke), truncated)
+
+
+# ---------------------------------------------------------------- composing
+
+@dataclass
+class Composition:
+    """A finished frame and where its title went, so callers and tests can check nothing spilled."""
+
+    image: Image.Image
+    band: Box | None = None
+    text_boxes: list[Box] = field(default_factory=list)
+    fit: TitleFit | None = None
+
+
+def cover(picture: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """The picture scaled to fill `size`, centre-cropped: the frame never shows a border."""
+    if picture.size == tuple(size):
+        return picture.convert("RGB").copy()
+    return ImageOps.fit(picture.convert("RGB"), size, method=Image.Resampling.LANCZOS)
+
+
+def _mat_colour(picture: Image.Image) -> tuple[int, int, int]:
+    """The picture's edge colour, darkened: a mount that belongs to the picture and lets white text read."""
+    small = picture.convert("RGB").resize((16, 16), Image.Resampling.BOX)
+    edge = [small.getpixel((x, y)) for x in range(16) for y in range(16) if x in (0, 15) or y in (0, 15)]
+    mean = [sum(p[i] for p in edge) / len(edge) for i in range(3)]
+    return tuple(round(c * 0.35) for c in mean)  # type: ignore[return-value]
+
+
+def _backdrop(picture: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """A blurred, darkened cover of the frame (blurred small and scaled up: same look, a fraction of the work)."""
+    small = cover(picture, (max(1, size[0] // 8), max(1, size[1] // 8)))
+    blurred = small.filter(ImageFilter.GaussianBlur(max(1, min(size) // 240))).resize(size, Image.Resampling.BILINEAR)
+    return Image.blend(blurred, Image.new("RGB", size, (0, 0, 0)), 0.45)
+
+
+def _shade(frame: Image.Image, box: Box, amount: float) -> None:
+    """Darken one band of the frame in place: a translucent black band, blended only where it lies."""
+    region = frame.crop(box)
+    frame.paste(Image.blend(region, Image.new("RGB", region.size, (0, 0, 0)), amount), box[:2])
+
+
+def _band_top(position: str, height: int, band: int, margin: int) -> int:
+    if position == "top":
+        return margin
+    if position == "bottom":
+        return height - margin - band
+    return (height - band) // 2
+
+
+def _mount(frame: Image.Image, picture: Image.Image, position: str, band: int) -> int:
+    """Paste the picture scaled to leave `band` pixels of height free; returns the band's top."""
+    width, height = frame.size
+    # The frame's shape, scaled to leave the band free (one resample, straight from the picture).
+    shown = cover(picture, (max(1, round(width * (height - band) / height)), height - band))
+    x = (width - shown.width) // 2
+    if position == "top":
+        frame.paste(shown, (x, band))
+        return 0
+    if position == "bottom":
+        frame.paste(shown, (x, 0))
+        return height - band
+    half = shown.height // 2
+    frame.paste(shown.crop((0, 0, shown.width, half)), (x, 0))
+    frame.paste(shown.crop((0, half, shown.width, shown.height)), (x, half + band))
+    return half
+
+
+def compose(picture: Image.Image, title: str, size: tuple[int, int], style: TitleStyle) -> Composition:
+    """The frame of `size` with `title` laid out as `style` says (see the module docstring)."""
+    width, height = size
+    if not style.enabled or not title.strip():
+        return Composition(cover(picture, size))
+    short = min(width, height)
+    pad = max(6, round(short * 0.03))
+    margin_x, margin_y = round(width * 0.06), round(height * 0.06)
+    min_size = max(12, round(short * 0.035))
+    max_size = max(min_size, round(short * 0.12 * style.font_scale))
+    share = 0.40 if style.layout == "overlay" else 0.30
+    fit = fit_title(title, width - 2 * margin_x, round(height * share) - 2 * pad, max_size=max_size, min_size=min_size)
+    band = fit.height + 2 * pad
+
+    if style.layout == "overlay":
+        frame = cover(picture, size)
+        top = _band_top(style.position, height, band, margin_y)
+        _shade(frame, (0, top, width, top + band), 0.6)
+    elif style.layout == "expand":
+        frame = Image.new("RGB", size, _mat_colour(picture))
+        top = _mount(frame, picture.convert("RGB"), style.position, band)
+    else:
+        frame = _backdrop(picture, size)
+        top = _mount(frame, picture.convert("RGB"), style.position, band)
+        _shade(frame, (0, top, width, top + band), 0.35)
+
+    draw = ImageDraw.Draw(frame)
+    font = fit.font
+    boxes: list[Box] = []
+    y = top + pad + fit.stroke
+    for line in fit.lines:
+        draw.text((width // 2, y), line, font=font, fill=_INK, anchor="ma", stroke_width=fit.stroke, stroke_fill=_OUTLINE)
+        box = draw.textbbox((width // 2, y), line, font=font, anchor="ma", stroke_width=fit.stroke)
+        boxes.append(tuple(int(v) for v in box))  # type: ignore[arg-type]
+        y += fit.line_height
+    return Composition(frame, (0, top, width, top + band), boxes, fit)
+
+
+# ---------------------------------------------------------------- saving
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=9)
+    return buffer.getvalue()
+
+
+def encode_thumbnail(image: Image.Image, max_bytes: int = MAX_THUMBNAIL_BYTES) -> tuple[bytes, str]:
+    """PNG bytes under `max_bytes`: full colour when they fit, else fewer colours (see the module docstring)."""
+    data = _png(image.convert("RGB"))
+    if len(data) < max_bytes:
+        return data, "png-rgb"
+    for colours in (256, 128, 64):
+        # Fast octree with error diffusion: a second at most, where median cut takes several.
+        quantized = image.convert("RGB").quantize(colours, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.FLOYDSTEINBERG)
+        data = _png(quantized)
+        if len(data) < max_bytes:
+            return data, f"png-{colours}-colours"
+    raise JobError(f"the thumbnail cannot be made smaller than {max_bytes} bytes even with 64 colours; "
+                   "check the picture the image engine made.")
+
+
+def save_thumbnail(image: Image.Image, out: Path, max_bytes: int = MAX_THUMBNAIL_BYTES) -> str:
+    data, kind = encode_thumbnail(image, max_bytes)
+    atomic_write_bytes(out, data)
+    return kind
+
+
+def save_png(image: Image.Image, out: Path) -> Path:
+    with atomic_path(out) as part:
+        image.convert("RGB").save(part, format="PNG", compress_level=6)
+    return out
+
+
+# ---------------------------------------------------------------- what to ask the image engine
+
+def styled_prompt(prompt: str, art_style: str) -> str:
+    """ART_STYLE in front of the prompt, as the seed's image scripts did."""
+    style = art_style.strip().rstrip(".")
+    if not style:
+        return prompt.strip()
+    label = style if style.lower().endswith("style") else f"{style} style"
+    return f"{label}. {prompt.strip()}"
+
+
+def cover_prompt(prompt: str, number: int) -> str:
+    framing = SHORTS_FRAMINGS[(number - 1) % len(SHORTS_FRAMINGS)]
+    return f"{prompt.strip()} Vertical 9:16 composition showing {framing}."
+
+
+def request_size(size: tuple[int, int], multiple: int = 16) -> tuple[int, int]:
+    """Image models want sides divisible by 16: round up, then crop the few extra pixels."""
+    return tuple(-(-side // multiple) * multiple for side in size)  # type: ignore[return-value]
+
+
+def chained_loras(settings: Any) -> tuple[tuple[str, float, float], ...]:
+    """The enabled LORAS as (file, strength_model, strength_clip), all applied in one pass."""
+    if not settings.USE_LORA:
+        return ()
+    found = []
+    for index, entry in enumerate(settings.LORAS):
+        if not isinstance(entry, dict) or not str(entry.get("name", "")).strip():
+            raise ConfigError(f"LORAS entry {index + 1} is {entry!r}; each needs at least {{\"name\": \"file.safetensors\"}}.")
+        if not entry.get("enabled", True):
+            continue
+        try:
+            found.append((str(entry["name"]), float(entry.get("strength_model", 1.0)), float(entry.get("strength_clip", 1.0))))
+        except (TypeError, ValueError):
+            raise ConfigError(f"LORAS entry {index + 1} ({entry['name']}) has a strength that is not a number; fix it.") from None
+    return tuple(found)
+
+
+def start_image(input_dir: Path, names: Sequence[str]) -> Path | None:
+    return next((input_dir / n for n in names if (input_dir / n).is_file()), None)
+
+
+@dataclass(frozen=True)
+class PicturePlan:
+    """One picture to make and title: the thumbnail or a Shorts cover."""
+
+    key: str
+    request: ImageRequest
+    picture: Path  # the engine's image, kept so a new title or layout redraws without a new job
+    final: Path
+    size: tuple[int, int]
+    random_seed: bool
+
+    def identity(self) -> list[Any]:
+        """Everything in the request that shapes the picture; a random seed is chosen, not an input."""
+        r = self.request
+        return [r.kind, r.prompt, r.negative_prompt, r.width, r.height, None if self.random_seed else r.seed,
+                r.steps, r.denoise, r.input_image, [list(lora) for lora in r.loras]]
+
+
+def plan_pictures(settings: Any, pipeline_dir: Path, prompt: str, title: str, covers: int) -> list[PicturePlan]:
+    """The thumbnail, then `covers` Shorts covers, each its own seed and framing."""
+    input_dir, output_dir = pipeline_dir / "input", pipeline_dir / "output"
+    image_mode = settings.LATENT_MODE == "IMAGE"
+    loras = chained_loras(settings)
+    base_seed = int(settings.FIXED_SEED)
+
+    def request(item: str, text: str, size: tuple[int, int], seed: int, names: Sequence[str]) -> ImageRequest:
+        start = start_image(input_dir, names) if image_mode else None
+        return ImageRequest(
+            kind="thumbnail", item_id=item, prompt=styled_prompt(text, settings.ART_STYLE), width=size[0],
+            height=size[1], seed=seed, steps=settings.SAMPLING_STEPS, negative_prompt=settings.NEGATIVE_PROMPT,
+            denoise=settings.LATENT_DENOISING_STRENGTH if start else None, input_image=start, title=title, loras=loras,
+        )
+
+    pictures = output_dir / "thumbnail"
+    plans = [PicturePlan(
+        "thumbnail", request("thumbnail", prompt, (settings.IMAGE_WIDTH, settings.IMAGE_HEIGHT), base_seed,
+                             THUMBNAIL_START_IMAGES),
+        pictures / "thumbnail.picture.png", output_dir / "thumbnail.png", THUMBNAIL_SIZE, settings.USE_RANDOM_SEED,
+    )]
+    for number in range(1, covers + 1):
+        plans.append(PicturePlan(
+            f"cover.v{number}", request(f"shorts.v{number}", cover_prompt(prompt, number), request_size(SHORTS_SIZE),
+                                        base_seed + number, SHORTS_START_IMAGES),
+            pictures / f"cover.v{number}.picture.png", output_dir / "shorts" / f"cover.v{number}.png", SHORTS_SIZE,
+            settings.USE_RANDOM_SEED,
+        ))
+    return plans
+
+
+def make_picture(engine: ImageEngine, plan: PicturePlan) -> tuple[list[Path], dict[str, Any]]:
+    """Ask the engine for the plan's picture (a fresh seed when seeds are random) and check it opens."""
+    seed = random.SystemRandom().randrange(1, 2**31) if plan.random_seed else plan.request.seed
+    plan.picture.parent.mkdir(parents=True, exist_ok=True)
+    engine.image(replace(plan.request, seed=seed), plan.picture)
+    try:
+        with Image.open(plan.picture) as img:
+            img.verify()
+    except (OSError, SyntaxError) as exc:
+        raise JobError(f"the image engine wrote {plan.picture.name} but it is not a readable picture ({exc}); run again.") from None
+    return [plan.picture], {"seed": seed}
+
+
+def compose_fingerprint(plan: PicturePlan, title: str, style: TitleStyle) -> str:
+    return fingerprint(COMPOSE_VERSION, plan.key, list(plan.size), title, [style.position, style.layout,
+                       style.font_scale, style.enabled], font_source(True), plan.picture)
+
+
+def compose_plan(plan: PicturePlan, title: str, style: TitleStyle) -> tuple[list[Path], dict[str, Any]]:
+    """Draw the title on the plan's picture and save the final file (the thumbnail under 2 MB)."""
+    with Image.open(plan.picture) as img:
+        composition = compose(img.convert("RGB"), title, plan.size, style)
+    plan.final.parent.mkdir(parents=True, exist_ok=True)
+    if plan.key == "thumbnail":
+        kind = save_thumbnail(composition.image, plan.final)
+    else:
+        save_png(composition.image, plan.final)
+        kind = "png-rgb"
+    data: dict[str, Any] = {"format": kind, "bytes": plan.final.stat().st_size}
+    if composition.fit is not None:
+        data.update(font_size=composition.fit.size, lines=list(composition.fit.lines), truncated=composition.fit.truncated,
+                    text_boxes=[list(b) for b in composition.text_boxes])
+    return [plan.final], data
+
+
+def stale_covers(shorts_dir: Path, count: int) -> list[Path]:
+    """Covers left from a run with more SHORTS_VARIATIONS: later steps must not turn them into Shorts."""
+    found = []
+    for path in shorts_dir.glob("cover.v*.png"):
+        number = path.stem.removeprefix("cover.v")
+        if number.isdigit() and int(number) > count:
+            found.append(path)
+    return sorted(found)

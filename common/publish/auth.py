@@ -1,0 +1,337 @@
+"""YouTube credentials: the one-time authorisation, the saved token, and the check an overnight run makes first.
+
+The installed-app OAuth flow needs a person and a browser, so it is a separate, explicit
+command (`12.youtube.py --authorize`); everything else runs unattended from token.json.
+`check_credentials` always refreshes the access token: only a refresh proves the refresh
+token still works (a revoked grant, or the 7-day expiry of apps still in "Testing", shows up
+only there), and the overnight preflight must learn that at 11 p.m., not at 3 a.m.
+Secrets never leave token.json: it is written atomically with mode 0600, and no message,
+log line or manifest contains a token.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import webbrowser
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from common.state.atomic import atomic_path
+from common.run.errors import ConfigError, ServiceError
+
+SCOPES = ("https://www.googleapis.com/auth/youtube.force-ssl",)  # upload, thumbnails and captions
+HTTP_TIMEOUT = 120.0
+AUTHORIZE_TIMEOUT = 600  # seconds the local redirect server waits for the browser
+TESTING_APP_DAYS = 7
+
+
+@dataclass(frozen=True)
+class CredentialPaths:
+    client_secrets: Path
+    token: Path
+
+
+def credential_paths(settings: Any, pipeline_dir: Path) -> CredentialPaths:
+    """YOUTUBE_CLIENT_SECRETS / YOUTUBE_TOKEN; relative paths are inside the pipeline folder (gen.audio/)."""
+
+    def resolve(value: str) -> Path:
+        path = Path(os.path.expanduser(str(value)))
+        return path if path.is_absolute() else Path(pipeline_dir) / path
+
+    return CredentialPaths(resolve(settings.YOUTUBE_CLIENT_SECRETS), resolve(settings.YOUTUBE_TOKEN))
+
+
+def authorize_command(pipeline_dir: Path) -> str:
+    return f"cd {Path(pipeline_dir).name}/scripts && python 12.youtube.py --authorize"
+
+
+@dataclass(frozen=True)
+class CredentialStatus:
+    """What an overnight run needs to know before starting: can it upload, and if not, what to do.
+
+    state: ok | not_configured (no client_secrets.json and no token.json: publishing was never
+    set up, so step 12 is a dry run) | no_token | invalid_grant | missing_scopes | bad_file |
+    missing_library | unreachable. `message` is one sentence for the user; `credentials` is set only when ok.
+    """
+
+    state: str
+    message: str
+    paths: CredentialPaths
+    credentials: Any = None
+    warning: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "ok"
+
+    @property
+    def configured(self) -> bool:
+        return self.state != "not_configured"
+
+    @property
+    def needs_human(self) -> bool:
+        """True when only a person can fix it (run --authorize); `unreachable` may pass by itself."""
+        return self.state in ("no_token", "invalid_grant", "missing_scopes", "bad_file", "missing_library")
+
+    def raise_if_not_ok(self) -> None:
+        if self.ok:
+            return
+        if self.state == "unreachable":
+            raise ServiceError(self.message)
+        raise ConfigError(self.message)
+
+
+def require_client_libraries() -> None:
+    """The Google client libraries come from requirements.txt; say so rather than show an ImportError."""
+    try:
+        import google.oauth2.credentials  # noqa: F401
+        import google_auth_httplib2  # noqa: F401
+        import google_auth_oauthlib  # noqa: F401
+        import googleapiclient  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"the Google API client library {exc.name} is not installed: run pip install -r requirements.txt") from None
+
+
+def default_http() -> Any:
+    import httplib2
+
+    return httplib2.Http(timeout=HTTP_TIMEOUT)
+
+
+def _token_info(path: Path) -> dict[str, Any]:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        info = None
+    if not isinstance(info, dict):
+        raise ValueError("not a JSON object")
+    return info
+
+
+def _scopes_missing(credentials: Any) -> list[str]:
+    granted = getattr(credentials, "granted_scopes", None) or credentials.scopes or ()
+    return [s for s in SCOPES if s not in set(granted)]
+
+
+def _refresh_reason(exc: Exception) -> tuple[str, str]:
+    """(error code, description) from a RefreshError, never the request or any token."""
+    details = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
+    code = str(details.get("error", "")) or ("invalid_grant" if "invalid_grant" in str(exc.args[0] if exc.args else "") else "")
+    description = str(details.get("error_description", "")).strip().rstrip(".")
+    return code, description
+
+
+def save_token(credentials: Any, path: Path, *, authorized_at: str | None = None) -> Path:
+    """Write token.json atomically, readable by its owner only; keeps the date of authorisation."""
+    info = json.loads(credentials.to_json())
+    if authorized_at is None and path.is_file():
+        try:
+            authorized_at = _token_info(path).get("authorized_at")
+        except ValueError:
+            authorized_at = None
+    if authorized_at:
+        info["authorized_at"] = authorized_at
+    with atomic_path(path) as tmp:
+        os.chmod(tmp, 0o600)  # before a single secret byte is written
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(info, handle, indent=1)
+    os.chmod(path, 0o600)
+    return path
+
+
+def _age_warning(info: dict[str, Any], now: datetime) -> str | None:
+    stamp = info.get("authorized_at")
+    if not stamp:
+        return None
+    try:
+        when = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    days = (now - when).total_seconds() / 86400
+    if days >= TESTING_APP_DAYS - 1:
+        return (f"the YouTube authorisation is {days:.1f} days old: if your OAuth app is still in 'Testing', "
+                f"Google ends it after {TESTING_APP_DAYS} days; publish the app or re-run --authorize before then.")
+    return None
+
+
+def check_credentials(settings: Any, pipeline_dir: Path, *, http: Any = None,
+                      now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> CredentialStatus:
+    """Can this machine upload right now without a person? Refreshes and re-saves the token to find out.
+
+    `http` is the httplib2-style transport used for the refresh (tests pass the library's
+    HttpMockSequence); the default is a real httplib2.Http.
+    """
+    paths = credential_paths(settings, pipeline_dir)
+    fix = authorize_command(pipeline_dir)
+    if not paths.token.is_file():
+        if not paths.client_secrets.is_file():
+            return CredentialStatus(
+                "not_configured",
+                f"YouTube publishing is not set up ({paths.client_secrets} and {paths.token} not found): put your "
+                f"OAuth client file at {paths.client_secrets}, then run: {fix} (README, 'Publishing to YouTube')",
+                paths,
+            )
+        return CredentialStatus(
+            "no_token", f"YouTube is not authorised yet ({paths.token} not found): run {fix} once, then run again.", paths
+        )
+    try:
+        require_client_libraries()
+    except ConfigError as exc:
+        return CredentialStatus("missing_library", str(exc), paths)
+    from google.auth.exceptions import RefreshError, TransportError
+    from google.oauth2.credentials import Credentials
+    from google_auth_httplib2 import Request
+
+    try:
+        info = _token_info(paths.token)
+        # A token file without "scopes" (other tools write such) asks for ours; the refresh then tells.
+        credentials = Credentials.from_authorized_user_info(info, scopes=None if info.get("scopes") else list(SCOPES))
+    except ValueError:
+        return CredentialStatus(
+            "bad_file", f"{paths.token} is not a token file this program wrote: delete it and run {fix}.", paths
+        )
+    missing = _scopes_missing(credentials)
+    if missing:
+        return CredentialStatus(
+            "missing_scopes",
+            f"{paths.token} does not allow {', '.join(missing)} (needed to upload with thumbnail and captions): "
+            f"run {fix} and tick every permission asked.",
+            paths,
+        )
+    try:
+        credentials.refresh(Request(http if http is not None else default_http()))
+    except RefreshError as exc:
+        code, description = _refresh_reason(exc)
+        if getattr(exc, "retryable", False):  # Google's token service failed, not the grant
+            return CredentialStatus(
+                "unreachable", f"Google's token service failed to refresh the YouTube token ({code or 'server error'}); "
+                "run again later.", paths)
+        if code == "invalid_grant":
+            why = f" ({description})" if description else ""
+            return CredentialStatus(
+                "invalid_grant",
+                f"Google no longer accepts the saved YouTube authorisation{why}: it was revoked, or it expired "
+                f"(apps in 'Testing' expire after {TESTING_APP_DAYS} days); run {fix}, then run again.",
+                paths,
+            )
+        return CredentialStatus(
+            "bad_file",
+            f"Google refused to refresh the YouTube token ({code or 'refresh failed'}"
+            f"{': ' + description if description else ''}): run {fix}, then run again.",
+            paths,
+        )
+    except TransportError as exc:
+        return CredentialStatus(
+            "unreachable",
+            f"could not reach Google to refresh the YouTube token ({type(exc).__name__}); check the network and run again.",
+            paths,
+        )
+    missing = _scopes_missing(credentials)
+    if missing:
+        return CredentialStatus(
+            "missing_scopes",
+            f"Google granted the token without {', '.join(missing)}: run {fix} and tick every permission asked.",
+            paths,
+        )
+    save_token(credentials, paths.token)
+    return CredentialStatus("ok", f"YouTube authorisation OK ({paths.token.name})", paths, credentials,
+                            warning=_age_warning(info, now()))
+
+
+def _browser_available() -> bool:
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False  # only text browsers could open, inside this very terminal
+    try:
+        webbrowser.get()
+    except webbrowser.Error:
+        return False
+    return True
+
+
+def authorize(settings: Any, pipeline_dir: Path, *, port: int = 0, open_browser: bool | None = None,
+              say: Callable[[str], None] = print) -> Path:
+    """The one interactive step: Google's consent page in a browser, answered to a local server.
+
+    The URL is always printed, so it can be opened on any browser of this machine (or, with
+    `ssh -L <port>:localhost:<port>` and a fixed --auth-port, of another machine).
+    """
+    from google_auth_oauthlib.flow import InstalledAppFlow
+
+    paths = credential_paths(settings, pipeline_dir)
+    if not paths.client_secrets.is_file():
+        raise ConfigError(
+            f"{paths.client_secrets} not found: in Google Cloud Console enable the YouTube Data API v3, create an "
+            f"OAuth client ID of type 'Desktop app', download its JSON to that path, then run {authorize_command(pipeline_dir)}."
+        )
+    try:
+        flow = InstalledAppFlow.from_client_secrets_file(str(paths.client_secrets), scopes=list(SCOPES))
+    except (ValueError, KeyError, json.JSONDecodeError) as exc:
+        raise ConfigError(
+            f"{paths.client_secrets} is not an OAuth client file of type 'Desktop app' ({type(exc).__name__}); "
+            "download it again from Google Cloud Console (APIs & Services > Credentials)."
+        ) from None
+    browser = _browser_available() if open_browser is None else open_browser
+    say("Authorising YouTube uploads: sign in with the channel's Google account and allow access.")
+    if not browser:
+        say("No browser can be opened here: open the URL below in a browser on this machine "
+            "(or see README, 'Publishing to YouTube', to authorise from another machine).")
+    from google_auth_oauthlib.flow import WSGITimeoutError
+    from oauthlib.oauth2.rfc6749.errors import OAuth2Error
+    from requests.exceptions import RequestException
+
+    try:
+        credentials = flow.run_local_server(
+            host="localhost", port=port, open_browser=browser,
+            authorization_prompt_message="Open this URL to authorise:\n{url}\n",
+            success_message="YouTube authorisation received; you can close this tab and return to the terminal.",
+            timeout_seconds=AUTHORIZE_TIMEOUT, access_type="offline", prompt="consent",
+        )
+    except WSGITimeoutError:
+        raise ConfigError(f"no answer from the browser within {AUTHORIZE_TIMEOUT // 60} minutes; run the authorisation again.") from None
+    except OAuth2Error as exc:
+        raise ConfigError(f"Google refused the authorisation ({exc.error}); run it again and allow access.") from None
+    except RequestException as exc:
+        raise ServiceError(f"could not reach Google to finish the authorisation ({type(exc).__name__}); "
+                           "check the network and run it again.") from None
+    except OSError as exc:
+        raise ConfigError(f"could not listen on localhost port {port} for Google's answer ({exc.strerror}); "
+                          "pick another port with --auth-port.") from None
+    missing = _scopes_missing(credentials)
+    if missing:
+        raise ConfigError(f"the authorisation did not grant {', '.join(missing)}: run it again and tick every permission asked.")
+    if not credentials.refresh_token:
+        raise ConfigError("Google sent no refresh token: remove this app's access at https://myaccount.google.com/permissions "
+                          "and run the authorisation again.")
+    save_token(credentials, paths.token, authorized_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    say(f"saved {paths.token} (owner-only); uploads now run unattended.")
+    return paths.token
+
+
+def authorized_http(credentials: Any, http: Any = None) -> Any:
+    """An httplib2-style transport that adds the access token and refreshes it on expiry or a 401."""
+    from google_auth_httplib2 import AuthorizedHttp
+
+    return AuthorizedHttp(credentials, http=http if http is not None else default_http())
+
+
+def youtube_service(credentials: Any, http: Any = None) -> Any:
+    """The YouTube Data API client from the discovery document shipped in the wheel (no discovery fetch).
+
+    Tests pass the library's HttpMockSequence as `http`: the requests, the token refresh on
+    a 401 and the upload protocol then run exactly as they do against Google.
+    """
+    from googleapiclient.discovery import build
+
+    return build("youtube", "v3", http=authorized_http(credentials, http), static_discovery=True, cache_discovery=False)
+
+
+__all__ = [
+    "youtube_service",
+    "SCOPES", "CredentialPaths", "require_client_libraries", "CredentialStatus", "credential_paths", "check_credentials",
+    "authorize", "authorize_command", "save_token", "authorized_http", "default_http",
+]

@@ -1,0 +1,323 @@
+"""The checks an overnight run makes before it spends a minute of GPU time (`generate.py --check`).
+
+Why: a run that is started at 11 p.m. and dies at 3 a.m. on a missing model file, a custom node
+that was never installed or an expired YouTube token wastes the night. Everything that can be
+known up front is asked here, for exactly the scripts about to run, and every problem is
+listed on one screen with its fix, so one evening's edit fixes them all instead of one per run.
+
+It stays cheap: an offline run checks only local files and libraries (well under a second);
+the servers are asked only when the run will use them. ComfyUI must be running to list its
+nodes and models, so it is started through the orchestrator's ServiceManager, which then
+keeps or releases it as the first script's needs say.
+
+Disk estimate (documented here, rough on purpose, in MB per hour of narration; the story's
+length is estimated at 150 spoken words a minute): speech WAVs are 16-bit 44.1 kHz, about
+320 MB an hour per copy, so 2.story (chunks + story.wav), 7.sfx and 8.combine count ~650 each;
+a 1080p H.264 video is ~1 GB an hour (11.video, 5.video, 6.combine), LTX/WAN clips and their
+concatenation ~4 GB and ~1.5 GB; pictures ~200 MB; any other script 50 MB. A fixed 500 MB margin
+is added for temporary files, logs and the ComfyUI/LLM servers' own scratch space.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from common.run.errors import ConfigError, InputError, PipelineError, PreflightError
+
+WORDS_PER_MINUTE = 150
+MARGIN_MB = 500
+DEFAULT_MB_PER_HOUR = 50
+MB_PER_HOUR = {
+    "2.story.py": 650, "7.sfx.py": 650, "8.combine.py": 650, "4.audio.py": 650, "3.transcribe.py": 10,
+    "10.thumbnail.py": 50, "11.video.py": 1000, "5.video.py": 1000, "6.combine.py": 1000,
+    "2.character.py": 200, "2.location.py": 200, "3.scene.py": 200, "3.animate.py": 4000, "4.video.py": 1500,
+}
+# (pipeline folder, script) -> the workflow files under <pipeline>/workflow it queues;
+# a callable gets the settings (files chosen by a setting). Unknown ComfyUI scripts: all of them.
+WORKFLOWS: dict[tuple[str, str], Callable[[Any], list[str]]] = {
+    ("gen.audio", "2.story.py"): lambda s: [s.STORY_WORKFLOW],
+    ("gen.audio", "7.sfx.py"): lambda s: ["sfx.json"],
+    ("gen.audio", "10.thumbnail.py"): lambda s: ["thumbnail.json"],
+    ("gen.image", "2.character.py"): lambda s: ["character_location.json"],
+    ("gen.image", "2.location.py"): lambda s: ["character_location.json"],
+    ("gen.image", "3.scene.py"): lambda s: ["scene.json"],
+    ("gen.video", "3.animate.py"): lambda s: [{"ltx": "animate.json", "wan": "animate_wan.json"}.get(
+        str(s.VIDEO_WORKFLOW), "animate.json")],
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the screen: what was checked, what was found, and the fix when it failed."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    kind: type[PipelineError] = PreflightError  # what kind of failure, for the run's exit code
+
+
+@dataclass
+class PreflightReport:
+    title: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, name: str, ok: bool, detail: str, fix: str = "", kind: type[PipelineError] = PreflightError) -> None:
+        self.checks.append(Check(name, ok, detail, fix, kind))
+
+    def add_error(self, name: str, exc: PipelineError) -> None:
+        self.add(name, False, str(exc), kind=type(exc))
+
+    def error(self) -> PipelineError:
+        """What a failed preflight raises: the problems' own kind (exit code) when they share one.
+
+        A run whose only problem is ComfyUI being down keeps the ServiceError exit (5) a script
+        would give; a mixed list is a PreflightError (8).
+        """
+        kinds = {c.kind for c in self.problems}
+        kind = kinds.pop() if len(kinds) == 1 else PreflightError
+        return kind(f"{len(self.problems)} preflight problem(s), listed above; nothing was run.")
+
+    def lines(self) -> list[str]:
+        width = max((len(c.name) for c in self.checks), default=0)
+        out = [self.title]
+        for c in self.checks:
+            out.append(f"  {'ok  ' if c.ok else 'FAIL'}  {c.name:<{width}}  {c.detail}")
+            if c.fix:
+                out.append(f"        {'':<{width}}  fix: {c.fix}")
+        if self.ok:
+            out.append(f"preflight: all {len(self.checks)} check(s) passed")
+        else:
+            out.append(f"preflight: {len(self.problems)} problem(s) found; nothing was run. Fix them, then check "
+                       "again with `python generate.py --check`.")
+        return out
+
+
+def _script_pipeline(step: Any) -> Path:
+    """Cross-pipeline scripts (../../gen.audio/scripts/x.py) belong to, and write into, their own pipeline."""
+    return Path(step.path).parent.parent
+
+
+def story_hours(pipeline_dirs: Sequence[Path]) -> float | None:
+    """Narration length estimated from the story's words; None when no story can be read."""
+    from common.formats.story import read_story
+    from common.config.paths import story_path
+
+    for pipeline_dir in pipeline_dirs:
+        try:
+            story = read_story(story_path(pipeline_dir))
+        except PipelineError:
+            continue
+        words = sum(len(u.text.split()) for u in story.utterances)
+        return max(words / WORDS_PER_MINUTE, 1.0) / 60.0
+    return None
+
+
+def disk_estimate_mb(steps: Sequence[Any], hours: float) -> int:
+    """MB the run may write: per-script MB per hour of story (module docstring) plus a fixed margin."""
+    per_hour = sum(MB_PER_HOUR.get(Path(s.path).name, DEFAULT_MB_PER_HOUR) for s in steps)
+    return int(math.ceil(per_hour * hours)) + MARGIN_MB
+
+
+def _check_inputs(report: PreflightReport, steps: Sequence[Any]) -> list[Path]:
+    from common.formats.story import read_story
+    from common.config.paths import story_path
+
+    from common.config.paths import PIPELINES
+
+    dirs = list(dict.fromkeys(_script_pipeline(s) for s in steps))
+    # Every script of the three real pipelines starts from the story; a folder of other
+    # scripts (a user's own pipeline) is not known to read one, so it is not asked for.
+    for pipeline_dir in (d for d in dirs if d.name in PIPELINES):
+        try:
+            path = story_path(pipeline_dir)
+            story = read_story(path)
+        except PipelineError as exc:
+            report.add_error(f"story ({pipeline_dir.name})", exc)
+            continue
+        if not story.utterances:
+            report.add(f"story ({pipeline_dir.name})", False, f"{path} has no '[speaker] text' line",
+                       "write the story there, one '[speaker_tag] text' line per utterance.", InputError)
+            continue
+        report.add(f"story ({pipeline_dir.name})", True, f"{path} ({len(story.utterances)} lines)")
+    return dirs
+
+
+def _check_disk(report: PreflightReport, pipeline_dir: Path, steps: Sequence[Any], dirs: Sequence[Path]) -> None:
+    hours = story_hours(dirs)
+    need = disk_estimate_mb(steps, hours if hours is not None else 1.0)
+    free = shutil.disk_usage(pipeline_dir).free // (1024 * 1024)
+    length = f"~{hours * 60:.0f} min of story" if hours is not None else "story length unknown, 1 h assumed"
+    detail = f"{free:,} MB free in {pipeline_dir}, this run needs ~{need:,} MB ({length})"
+    fix = "" if free >= need else f"free at least {need - free:,} MB on that disk, or move the project to a bigger one."
+    report.add("disk", free >= need, detail, fix)
+
+
+def _check_ffmpeg(report: PreflightReport) -> None:
+    from common.media.ffmpeg import ffmpeg_exe
+
+    try:
+        exe = ffmpeg_exe()
+    except PipelineError as exc:
+        report.add_error("ffmpeg", exc)
+        return
+    found = Path(exe).is_file() or shutil.which(exe) is not None
+    report.add("ffmpeg", found, exe if found else f"no ffmpeg at {exe}",
+               "" if found else "run pip install -r requirements.txt (imageio-ffmpeg ships one) or set FFMPEG_BINARY.")
+
+
+def _check_offline_speech(report: PreflightReport) -> None:
+    from common.offline import espeak
+
+    try:
+        engine = espeak._locate()  # finds the library and its data once; the cheap part of a synthesis
+    except PipelineError as exc:
+        report.add_error("TTS (espeak-ng)", exc)
+        return
+    report.add("TTS (espeak-ng)", True, f"{engine.library.name}, {len(engine.variants)} voice variants")
+
+
+def workflow_files(steps: Sequence[Any], settings: Any) -> list[Path]:
+    """The workflow files the ComfyUI scripts among `steps` will queue, in order, without repeats."""
+    files: list[Path] = []
+    for step in steps:
+        if not step.needs_comfyui:
+            continue
+        pipeline_dir = _script_pipeline(step)
+        pick = WORKFLOWS.get((pipeline_dir.name, Path(step.path).name))
+        if pick is None:
+            files.extend(sorted((pipeline_dir / "workflow").glob("*.json")))
+            continue
+        for name in pick(settings):
+            files.append(Path(name) if Path(name).is_absolute() else pipeline_dir / "workflow" / name)
+    return list(dict.fromkeys(files))
+
+
+def _check_comfyui(report: PreflightReport, steps: Sequence[Any], settings: Any, manager: Any) -> None:
+    from common.services.comfyui.client import ComfyClient
+    from common.services.comfyui.workflow import Workflow
+
+    files = workflow_files(steps, settings)
+    if not files:  # nothing to ask it: starting it now would only cost a start-up
+        report.add("ComfyUI", True, "no workflow file to check; it is started when a script needs it")
+        return
+    from common.services.comfyui.pool import server_urls
+
+    urls = server_urls(settings.COMFYUI_BASE_URL)
+    try:
+        manager.comfyui.ensure_running()
+    except PipelineError as exc:
+        report.add_error("ComfyUI", exc)
+        return
+    workflows = []
+    for path in files:
+        name = f"{path.parent.parent.name}/workflow/{path.name}"
+        try:
+            workflows.append((name, Workflow.load(path)))
+        except PipelineError as exc:
+            report.add_error(name, exc)
+    for url in urls:
+        # Every listed server gets jobs of every kind, so each must have every node and model.
+        label = "ComfyUI" if len(urls) == 1 else f"ComfyUI {url}"
+        try:
+            with ComfyClient(url, request_timeout=30.0) as client:
+                info = client.object_info()
+        except PipelineError as exc:
+            report.add_error(label, exc)
+            continue
+        report.add(label, True, f"answering at {url}, {len(info)} node types")
+        for name, workflow in workflows:
+            name = name if len(urls) == 1 else f"{name} on {url}"
+            problems = client.find_problems(workflow.nodes, info)
+            for problem in problems:
+                what, _, fix = problem.partition(": ")
+                report.add(name, False, what, fix)
+            if not problems:
+                report.add(name, True, f"{len(workflow.nodes)} nodes, every node type and model file present")
+
+
+def _check_llm(report: PreflightReport, steps: Sequence[Any], settings: Any, manager: Any) -> None:
+    from common.services.llm import AUTO_MODELS, LLMClient
+
+    llm = manager.llm
+    if not llm.answers():
+        try:
+            plan = llm.plan_start()
+        except PipelineError as exc:
+            report.add_error("LLM", exc)
+            return
+        report.add("LLM", True, f"not running yet; the run will {plan} (models are checked once it is up)")
+        return
+    try:
+        offered = LLMClient(settings.LM_STUDIO_BASE_URL, settings.LM_STUDIO_MODEL, timeout=10.0,
+                            max_retries=0, transport_retries=0).models()
+    except PipelineError as exc:
+        report.add_error("LLM", exc)
+        return
+    report.add("LLM", True, f"answering at {settings.LM_STUDIO_BASE_URL}, {len(offered)} model(s) offered")
+    wanted = [("LM_STUDIO_MODEL", str(settings.LM_STUDIO_MODEL or "").strip())]
+    if any((_script_pipeline(s).name, Path(s.path).name) == ("gen.video", "2.motion.py") for s in steps):
+        motion = str(settings.MODEL_MOTION_GENERATION or "").strip()
+        wanted.append(("MODEL_MOTION_GENERATION", motion or wanted[0][1]))
+    for setting, model in wanted:
+        if model.lower() in AUTO_MODELS:
+            ok = bool(offered)
+            report.add(setting, ok, f"auto: {offered[0] if ok else 'the server offers no model'}",
+                       "" if ok else "load a model in the LLM server, then run again.")
+        elif model in offered:
+            report.add(setting, True, f"{model} offered")
+        elif llm.is_lm_studio():
+            report.add(setting, True, f"{model} not loaded yet; the run loads it with `lms load {model} -y`")
+        else:
+            report.add(setting, False, f"the LLM server does not offer {model} (it offers: "
+                       f"{', '.join(offered[:5]) or 'nothing'})", f"set {setting} to one of those, or load {model}.", ConfigError)
+
+
+def _check_youtube(report: PreflightReport, steps: Sequence[Any], settings: Any) -> None:
+    from common.publish.auth import check_credentials
+
+    for step in steps:
+        if Path(step.path).name != "12.youtube.py":
+            continue
+        status = check_credentials(settings, _script_pipeline(step))
+        if status.ok:
+            report.add("YouTube", True, "authorised: the run will upload")
+        elif status.state == "not_configured":
+            report.add("YouTube", True, "not set up: 12.youtube.py writes a dry-run upload manifest")
+        else:
+            report.add("YouTube", False, status.message, kind=ConfigError)
+        return
+
+
+def run_preflight(pipeline_dir: Path, steps: Sequence[Any], settings: Any, choice: Any, manager: Any) -> PreflightReport:
+    """Every check the scripts in `steps` need; `manager` is the run's ServiceManager (may start ComfyUI)."""
+    names = [Path(s.path).name for s in steps]
+    span = names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]}" if names else "nothing"
+    report = PreflightReport(f"preflight for {Path(pipeline_dir).name}: {len(steps)} script(s) ({span})")
+    report.add("engine", True, choice.reason.removeprefix("engine: "))  # the column already says "engine"
+    dirs = _check_inputs(report, steps)
+    _check_disk(report, Path(pipeline_dir), steps, dirs)
+    _check_ffmpeg(report)
+    if choice.media == "offline" and "2.story.py" in names:
+        _check_offline_speech(report)
+    if choice.media == "comfyui" and manager.comfyui is not None and any(s.needs_comfyui for s in steps):
+        _check_comfyui(report, steps, settings, manager)
+    if choice.text == "llm" and manager.llm is not None and any(s.needs_llm for s in steps):
+        _check_llm(report, steps, settings, manager)
+    _check_youtube(report, steps, settings)
+    return report
+
+
+__all__ = ["Check", "PreflightReport", "run_preflight", "workflow_files", "disk_estimate_mb", "story_hours",
+           "MB_PER_HOUR"]

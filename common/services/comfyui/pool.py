@@ -1,0 +1,270 @@
+"""Several ComfyUI servers used as one, with the recovery an unattended night needs.
+
+Why this exists: every media engine runs the same kind of job (build a graph, queue it, wait,
+download), and every job can meet the same night-time troubles: a server that stops answering,
+a job that hangs, the GPU running out of memory. Handling them once here keeps the engines
+about graphs and the scripts about items. The rules, all bounded and all logged:
+
+- A job goes to the live server with the fewest of our jobs in flight, so with
+  `parallel_jobs` workers every server's queue stays `COMFYUI_QUEUE_DEPTH` deep.
+- A server that stops answering is set aside and the job is built and queued again on another
+  one (uploads included: input files live per server). With no server left, the pool waits up
+  to COMFYUI_RETURN_WAIT seconds for one to come back, then gives up with ServiceError (the
+  orchestrator restarts a ComfyUI it started itself and re-runs the step).
+- A job with no progress for COMFYUI_STALL_TIMEOUT seconds is interrupted and tried again, at
+  most COMFYUI_JOB_RETRIES times; a server that will not stop it is stuck and set aside for good.
+- An out-of-memory failure frees the server's memory (`/free`) and retries once with the
+  lower settings (`lowered=True` to the job's builder: smaller size, tiled decode).
+"""
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from common.run import cancel
+from common.services.comfyui.client import (
+    ComfyClient, JobLostError, JobStalledError, OutOfMemoryJobError, ProgressCallback, ServerAnswerError,
+    ServerStuckError,
+)
+from common.run.errors import ConfigError, ServiceError
+
+#: (server, lowered) -> API-format prompt. Called again for every attempt, on whichever server.
+JobBuilder = Callable[[ComfyClient, bool], dict[str, Any]]
+Say = Callable[[str], None]
+
+_REVIVE_AFTER = 5.0  # seconds before a server that stopped answering is asked again
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def server_urls(value: str) -> list[str]:
+    """COMFYUI_BASE_URL as a list: one URL, or several separated by commas or spaces."""
+    urls: list[str] = []
+    for part in re.split(r"[,\s]+", str(value or "").strip()):
+        url = part.rstrip("/")
+        if not url:
+            continue
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise ConfigError(f"COMFYUI_BASE_URL has {part!r}, which is not an http(s) URL; "
+                              "give one or more like http://127.0.0.1:8188, separated by commas.")
+        if url not in urls:
+            urls.append(url)
+    if not urls:
+        raise ConfigError("COMFYUI_BASE_URL is empty; set it to your ComfyUI server, e.g. http://127.0.0.1:8188.")
+    return urls
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """How hard the pool tries before an item is given up (all from settings)."""
+
+    stall_timeout: float = 600.0  # 0 turns the watchdog off
+    job_retries: int = 1          # further attempts after a stalled or lost job
+    oom_retry: bool = True        # free memory and retry once with lower settings
+    return_wait: float = 60.0     # seconds to wait for a vanished server to come back
+    depth: int = 2                # jobs kept queued per server
+    reuse_jobs: bool = True       # take over the same job an interrupted run left on a server
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "Recovery":
+        return cls(float(settings.COMFYUI_STALL_TIMEOUT), max(0, int(settings.COMFYUI_JOB_RETRIES)),
+                   bool(settings.COMFYUI_OOM_RETRY), max(0.0, float(settings.COMFYUI_RETURN_WAIT)),
+                   max(1, int(settings.COMFYUI_QUEUE_DEPTH)), bool(settings.COMFYUI_REUSE_JOBS))
+
+
+class ComfyPool:
+    """The ComfyUI servers of a run; safe to use from several threads at once."""
+
+    def __init__(self, urls: Sequence[str], *, recovery: Recovery | None = None, request_timeout: float = 30.0,
+                 say: Say = _stderr) -> None:
+        self.urls = list(urls)
+        if not self.urls:
+            raise ConfigError("no ComfyUI server given; set COMFYUI_BASE_URL.")
+        self.recovery = recovery or Recovery()
+        self.request_timeout = request_timeout
+        self.say = say
+        self._lock = threading.Lock()
+        self._busy = {url: 0 for url in self.urls}
+        self._down: dict[str, float] = {}  # url -> when it stopped answering
+        self._stuck: set[str] = set()      # would not stop a stalled job: never used again this run
+        self._local = threading.local()
+        self._clients: list[ComfyClient] = []
+
+    @classmethod
+    def from_settings(cls, settings: Any, say: Say = _stderr) -> "ComfyPool":
+        return cls(server_urls(settings.COMFYUI_BASE_URL), recovery=Recovery.from_settings(settings), say=say)
+
+    @property
+    def base_url(self) -> str:
+        return self.urls[0]
+
+    @property
+    def parallel_jobs(self) -> int:
+        """How many jobs to keep in flight so that every server's queue stays full."""
+        return len(self.urls) * self.recovery.depth
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
+
+    # ------------------------------------------------------------------ choosing a server
+    def client(self, url: str | None = None) -> ComfyClient:
+        """This thread's client for a server: ComfyUI reports a job's progress only to the socket of
+        the client id that queued it, and requests.Session is not thread-safe, so one each."""
+        url = url or self.urls[0]
+        clients = getattr(self._local, "clients", None)
+        if clients is None:
+            clients = self._local.clients = {}
+        if url not in clients:
+            clients[url] = ComfyClient(url, request_timeout=self.request_timeout)
+            with self._lock:
+                self._clients.append(clients[url])
+        return clients[url]
+
+    def _usable(self) -> list[str]:
+        now = time.monotonic()
+        with self._lock:
+            candidates = [u for u in self.urls if u not in self._stuck]
+            fresh = [u for u in candidates if u not in self._down]
+            retry = [u for u in candidates if u in self._down and now - self._down[u] >= _REVIVE_AFTER]
+        for url in retry:
+            if self.client(url).is_up():
+                with self._lock:
+                    self._down.pop(url, None)
+                self.say(f"ComfyUI at {url} answers again; sending it jobs.")
+                fresh.append(url)
+            else:
+                with self._lock:
+                    self._down[url] = time.monotonic()
+        return fresh
+
+    def _pick(self) -> str:
+        usable = self._usable()
+        if not usable:
+            usable = self._await_return()
+        with self._lock:
+            return min(usable, key=lambda u: (self._busy[u], self.urls.index(u)))
+
+    def _await_return(self) -> list[str]:
+        """No server answers: wait a bounded time for one to come back (a crash, a restart)."""
+        waiting = [u for u in self.urls if u not in self._stuck]
+        wait = self.recovery.return_wait
+        with self._lock:
+            answered = any(c.answered for c in self._clients)  # up at some point this run: worth waiting for
+        if not answered:
+            # Down from the start: no crash to wait out, the user has to start it.
+            raise self.client(self.urls[0])._down() if len(self.urls) == 1 else ServiceError(
+                f"no ComfyUI server answers ({', '.join(self.urls)}): start them, or set COMFYUI_DIR so the "
+                "pipeline can start the local one, then run again.")
+        if waiting and wait > 0:
+            self.say(f"no ComfyUI server answers ({', '.join(waiting)}); waiting up to {wait:g} s for one to come back.")
+            give_up = time.monotonic() + wait
+            while time.monotonic() < give_up:
+                if cancel.stop_requested():
+                    raise KeyboardInterrupt
+                for url in waiting:
+                    if self.client(url).is_up():
+                        with self._lock:
+                            self._down.pop(url, None)
+                        self.say(f"ComfyUI at {url} is back.")
+                        return [url]
+                time.sleep(0.5)
+        if not waiting:
+            raise ServiceError(
+                f"every ComfyUI server is stuck ({', '.join(sorted(self._stuck))}): restart ComfyUI "
+                "(the pipeline restarts a ComfyUI it started itself) and run again; finished work is kept.")
+        raise ServiceError(
+            f"ComfyUI stopped answering at {', '.join(waiting)} and did not come back within {wait:g} s: "
+            "start it again (the pipeline restarts a ComfyUI it started itself) and run again; finished work is kept.")
+
+    @contextmanager
+    def _claim(self, url: str) -> Iterator[None]:
+        with self._lock:
+            self._busy[url] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy[url] -= 1
+
+    def _set_aside(self, url: str, *, stuck: bool = False) -> None:
+        with self._lock:
+            if stuck:
+                self._stuck.add(url)
+            else:
+                self._down[url] = time.monotonic()
+
+    # ------------------------------------------------------------------ running a job
+    def run(self, build: JobBuilder, dest_dir: str | Path, *, timeout: float, what: str,
+            on_progress: ProgressCallback | None = None) -> list[Path]:
+        """Build the job for a server, run it there and download its files; recover as the module says."""
+        rec = self.recovery
+        lowered = False
+        stalls = 0
+        moves = 0
+        max_moves = 2 * len(self.urls) + 1
+        while True:
+            url = self._pick()
+            client = self.client(url)
+            try:
+                with self._claim(url):
+                    prompt = build(client, lowered)
+                    return client.run(prompt, dest_dir, timeout=timeout, on_progress=on_progress,
+                                  stall_timeout=rec.stall_timeout or None, adopt=rec.reuse_jobs)
+            except OutOfMemoryJobError:
+                if lowered or not rec.oom_retry:
+                    raise
+                self.say(f"ComfyUI at {url} ran out of memory on {what}; freeing its memory and trying once more "
+                         "with the lower settings (COMFYUI_OOM_SCALE, tiled decoding).")
+                self._free_quietly(client)
+                lowered = True
+            except JobStalledError:
+                stalls += 1
+                if stalls > rec.job_retries:
+                    raise
+                self.say(f"{what} stalled on ComfyUI at {url} and was interrupted; trying again "
+                         f"({stalls} of {rec.job_retries}).")
+            except ServerStuckError:
+                self._set_aside(url, stuck=True)
+                moves += 1
+                if moves > max_moves or not self._others(url):
+                    raise
+                self.say(f"ComfyUI at {url} is stuck (it would not stop a stalled job); moving {what} to another server.")
+            except JobLostError:
+                moves += 1
+                if moves > max_moves:
+                    raise
+                self.say(f"ComfyUI at {url} lost {what} (it restarted?); queueing it again.")
+            except ServerAnswerError:
+                raise  # it answers, with an error it already repeated: its sentence says what to check
+            except ServiceError:
+                self._set_aside(url)
+                moves += 1
+                if moves > max_moves:
+                    raise
+                self.say(f"ComfyUI at {url} stopped answering during {what}; "
+                         + ("moving it to another server." if self._others(url) else "waiting for a server to answer."))
+
+    def _others(self, url: str) -> bool:
+        with self._lock:
+            return any(u != url and u not in self._stuck for u in self.urls)
+
+    @staticmethod
+    def _free_quietly(client: ComfyClient) -> None:
+        try:
+            client.free()
+        except ServiceError:
+            pass  # the retry finds out whether the server is still there
+
+
+__all__ = ["ComfyPool", "JobBuilder", "Recovery", "server_urls"]

@@ -1,0 +1,245 @@
+"""Per-item checkpoints: `output/tracking/<script>.state.json`.
+
+An item (a TTS chunk, an LLM answer, an image, a clip, an upload) is done when its entry's
+fingerprint matches the inputs and settings that would produce it now, and every file the
+entry names still exists and is non-empty. So an interruption costs at most the item in
+flight, and an edited story line redoes that line's work only. The file is rewritten
+atomically after every item, and a corrupt one is moved aside with a warning, never a crash.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from common.state.atomic import atomic_write_json
+
+STATE_VERSION = 1
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable digest of JSON-able parts; Paths are hashed by content so a changed file counts."""
+
+    def normal(value: Any) -> Any:
+        if isinstance(value, Path):
+            return {"file": value.name, "sha256": file_digest(value)}
+        if isinstance(value, dict):
+            return {str(k): normal(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+        if isinstance(value, (list, tuple)):
+            return [normal(v) for v in value]
+        return value
+
+    blob = json.dumps([normal(p) for p in parts], sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
+
+
+_digest_cache: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, cached by (path, size, mtime) because voices are hashed per chunk."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    cached = _digest_cache.get(key)
+    if cached is None:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        cached = _digest_cache[key] = digest.hexdigest()
+    return cached
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One finished item as recorded."""
+
+    key: str
+    fingerprint: str
+    files: tuple[str, ...] = ()
+    data: dict[str, Any] = field(default_factory=dict)
+    preview: bool = False
+    finished_at: str = ""
+    took: float | None = None
+    status: str = "done"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"fingerprint": self.fingerprint, "files": list(self.files), "status": self.status}
+        if self.data:
+            out["data"] = self.data
+        if self.preview:
+            out["preview"] = True
+        out["finished_at"] = self.finished_at
+        if self.took is not None:
+            out["took"] = round(self.took, 3)
+        return out
+
+    @classmethod
+    def from_json(cls, key: str, raw: dict[str, Any]) -> "Entry":
+        return cls(
+            key=key,
+            fingerprint=str(raw["fingerprint"]),
+            files=tuple(str(f) for f in raw.get("files", ())),
+            data=dict(raw.get("data", {})),
+            preview=bool(raw.get("preview", False)),
+            finished_at=str(raw.get("finished_at", "")),
+            took=raw.get("took"),
+            status=str(raw.get("status", "done")),
+        )
+
+
+class CheckpointStore:
+    """The checkpoints of one script.
+
+    `base_dir` is the pipeline folder: entries store file paths relative to it so a moved
+    project keeps its checkpoints. With `resumable=False` nothing is read or written
+    (--disable-resumable); with `force_start=True` earlier entries are ignored and replaced.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        base_dir: Path,
+        resumable: bool = True,
+        force_start: bool = False,
+        warn: Callable[[str], None] = print,
+    ) -> None:
+        self.path = Path(path)
+        self.base_dir = Path(base_dir)
+        self.resumable = resumable
+        self.warn = warn
+        self._lock = threading.Lock()
+        self._entries: dict[str, Entry] = {}
+        self.cached_count = 0
+        self.done_count = 0
+        if resumable and not force_start:
+            self._entries = self._load()
+
+    # ----- loading -----
+    def _load(self) -> dict[str, Entry]:
+        # A kill between writing a new state and renaming it leaves the temp file: the state it
+        # held was never current, so it goes (one process per script owns this file).
+        for stale in self.path.parent.glob(f".{self.path.stem}.*.tmp{self.path.suffix}"):
+            stale.unlink(missing_ok=True)
+        if not self.path.exists():
+            return {}
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            if not isinstance(raw, dict) or not isinstance(raw.get("items"), dict):
+                raise ValueError("no items table")
+            return {key: Entry.from_json(key, value) for key, value in raw["items"].items()}
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            aside = self.path.with_name(f"{self.path.stem}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}.json")
+            os.replace(self.path, aside)
+            self.warn(
+                f"warning: checkpoint file {self.path.name} was unreadable ({exc}); moved it to "
+                f"{aside.name} and starting this script's items afresh."
+            )
+            return {}
+
+    # ----- queries -----
+    def _valid_files(self, entry: Entry) -> bool:
+        for rel in entry.files:
+            path = self.base_dir / rel
+            try:
+                if path.stat().st_size <= 0:
+                    return False
+            except OSError:
+                return False
+        return True
+
+    def lookup(self, key: str, fp: str) -> Entry | None:
+        """The finished entry for `key` if it still holds for fingerprint `fp`, else None."""
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None or entry.status != "done" or entry.fingerprint != fp or not self._valid_files(entry):
+            return None
+        return entry
+
+    def is_done(self, key: str, fp: str) -> bool:
+        return self.lookup(key, fp) is not None
+
+    def entries(self) -> dict[str, Entry]:
+        with self._lock:
+            return dict(self._entries)
+
+    def any_preview(self) -> bool:
+        return any(e.preview for e in self.entries().values())
+
+    # ----- updates -----
+    def record(
+        self,
+        key: str,
+        fp: str,
+        *,
+        files: Iterable[Path | str] = (),
+        data: dict[str, Any] | None = None,
+        preview: bool = False,
+        took: float | None = None,
+        status: str = "done",
+    ) -> Entry:
+        """Record a finished (or failed) item and persist the whole state atomically."""
+        rel_files = tuple(self._relative(f) for f in files)
+        entry = Entry(
+            key=key,
+            fingerprint=fp,
+            files=rel_files,
+            data=dict(data or {}),
+            preview=preview,
+            finished_at=time.strftime("%Y-%m-%d %H:%M:%S"),
+            took=took,
+            status=status,
+        )
+        with self._lock:
+            self._entries[key] = entry
+            if status == "done":
+                self.done_count += 1
+            self._save_locked()
+        return entry
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            if self._entries.pop(key, None) is not None:
+                self._save_locked()
+
+    def retain_only(self, keys: Iterable[str]) -> None:
+        """Drop entries for items that no longer exist (e.g. a story that got shorter)."""
+        keep = set(keys)
+        with self._lock:
+            stale = [k for k in self._entries if k not in keep]
+            for key in stale:
+                del self._entries[key]
+            if stale:
+                self._save_locked()
+
+    def note_cached(self) -> None:
+        with self._lock:
+            self.cached_count += 1
+
+    def finish(self, *, cleanup: bool) -> None:
+        """CLEANUP_TRACKING_FILES: a finished script's state file is removed."""
+        if cleanup and self.path.exists():
+            self.path.unlink()
+
+    def _relative(self, path: Path | str) -> str:
+        path = Path(path)
+        try:
+            return path.resolve().relative_to(self.base_dir.resolve()).as_posix()
+        except ValueError:
+            return str(path.resolve())
+
+    def _save_locked(self) -> None:
+        if not self.resumable:
+            return
+        state = {
+            "version": STATE_VERSION,
+            "script": self.path.name.removesuffix(".state.json"),
+            "items": {key: entry.to_json() for key, entry in self._entries.items()},
+        }
+        atomic_write_json(self.path, state, indent=1)
