@@ -181,7 +181,7 @@ def test_llm_scene_lines_are_validated_retried_and_checkpointed(tmp_path: Path) 
 
 def test_bypass_validation_keeps_llm_scene_lines_as_written(tmp_path: Path) -> None:
     """The engine level (the script passes check=False for --bypass-validation and says so)."""
-    from common.engines.text import LLMTextEngine
+    from common.pictures.looks_text import LLMLooksText as LLMTextEngine
     from common.services.llm import LLMClient
 
     request = SceneRequest("scene_2.1", "female_keeper_niece_ada", "Uncle Silas never misses a night.", None, None,

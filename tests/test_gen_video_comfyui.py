@@ -221,7 +221,7 @@ def test_motion_prompts_from_a_vision_model(tmp_path: Path) -> None:
 
 
 def test_the_vision_engine_needs_the_picture() -> None:
-    from common.engines.text import LLMTextEngine
+    from common.video.motion_text import LLMMotionText as LLMTextEngine
     from common.run.errors import InputError
     from common.video.motion import MotionBrief
 

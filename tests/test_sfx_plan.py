@@ -13,7 +13,7 @@ import pytest
 from common.media import ffmpeg as media
 from common.audio import sfx_plan
 from common.audio import sfx_track
-from common.engines.text import LLMTextEngine, OfflineTextEngine
+from common.audio.sfx_text import LLMSoundText as LLMTextEngine, OfflineSoundText as OfflineTextEngine
 from common.formats.story import parse_story, read_story
 from common.formats.timeline import Timeline, TimelineEntry, parse_timeline, read_timeline
 from common.services.llm import LLMClient

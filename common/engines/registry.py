@@ -112,9 +112,9 @@ def _comfy_animation(settings: Settings, pipeline_dir: Path) -> Any:
 
 @register("text", "offline")
 def _offline_text(settings: Settings, pipeline_dir: Path) -> Any:
-    from common.engines.text import OfflineTextEngine
+    from common.engines.text import OfflineText
 
-    return OfflineTextEngine()
+    return OfflineText()
 
 
 class LazyClient:
@@ -133,7 +133,7 @@ class LazyClient:
 
 @register("text", "llm")
 def _llm_text(settings: Settings, pipeline_dir: Path) -> Any:
-    from common.engines.text import LLMTextEngine
+    from common.engines.text import LLMText
 
     def build() -> Any:
         from common.services.llm import LLMClient
@@ -142,11 +142,12 @@ def _llm_text(settings: Settings, pipeline_dir: Path) -> Any:
                          timeout=settings.LLM_TIMEOUT, max_retries=settings.LLM_MAX_RETRIES,
                          transport_retries=settings.LLM_TRANSPORT_RETRIES)
 
-    return LLMTextEngine(LazyClient(build), settings.LM_STUDIO_MODEL)
+    return LLMText(LazyClient(build), settings.LM_STUDIO_MODEL)
 
 
 def get_engine(kind: str, settings: Settings, pipeline_dir: Path, choice: EngineChoice | None = None) -> Any:
-    """The engine for `kind` ('speech', 'sound', 'image', 'animation', 'text') in this run."""
+    """The engine for `kind` ('speech', 'sound', 'image', 'animation', 'text') in this run; a text
+    engine answers a domain's questions after `.become(LLMx, Offlinex)` (common.engines.text)."""
     choice = choice or engines_from_env(settings)
     backend = choice.text if kind == "text" else choice.media
     try:

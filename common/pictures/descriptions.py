@@ -24,6 +24,7 @@ from common.formats._text import Layout
 from common.formats.descriptions import Description, Descriptions, read_descriptions, write_descriptions
 from common.formats.story import Scene, SceneList, Story, format_scene_line, parse_scene_line, write_scenes
 from common.run.progress import Progress
+from common.pictures.looks_text import LLMLooksText, OfflineLooksText
 from common.pictures.story_visuals import CharacterBrief, LocationBrief, bare_location, planned_scene_ids, scene_request
 
 VERSION = 1
@@ -58,6 +59,7 @@ def write_scene_lines(story: Story, engine: Any, store: CheckpointStore, *, chec
                       say: Callable[[str], None]) -> list[SceneLine]:
     """One engine-written scene line per utterance, checkpointed one by one (each depends on the
     locations the earlier ones introduced, so they run in order)."""
+    engine = engine.become(LLMLooksText, OfflineLooksText)
     ident = [VERSION, engine.identity(), engine.visuals_identity(), check]
     ids = planned_scene_ids(story)
     progress = Progress(len(ids), "scenes")
@@ -121,10 +123,10 @@ class Describer:
 
     def __init__(self, ctx: Any, engine: Any, *, keep_user_entries: bool) -> None:
         self.ctx = ctx
-        self.engine = engine
+        self.engine = engine.become(LLMLooksText, OfflineLooksText)
         self.store: CheckpointStore = ctx.checkpoints()
         self.keep = keep_user_entries
-        self.ident = [VERSION, engine.identity(), engine.visuals_identity()]
+        self.ident = [VERSION, self.engine.identity(), self.engine.visuals_identity()]
         self.keys: list[str] = []
 
     def _user_text(self, existing: Descriptions | None, key: str, item_key: str) -> str | None:

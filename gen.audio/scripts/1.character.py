@@ -4,6 +4,7 @@ from __future__ import annotations
 from common.state.checkpoints import fingerprint
 from common.engines.choice import engines_from_env
 from common.engines.registry import get_engine
+from common.formats.story_text import LLMStoryText, OfflineStoryText
 from common.formats.chapters import Chapter, Chapters, write_chapters
 from common.formats.speakers import VoiceEntry, VoiceMap, read_voice_map, write_voice_map
 from common.formats.story import read_story
@@ -45,7 +46,7 @@ def assign(ctx: ScriptContext, story) -> None:
 
 
 def write_text(ctx: ScriptContext, story) -> None:
-    engine = get_engine("text", ctx.settings, ctx.pipeline_dir)
+    engine = get_engine("text", ctx.settings, ctx.pipeline_dir).become(LLMStoryText, OfflineStoryText)
     ident = engine.identity()
     chunks = summary_chunks(story, SUMMARY_LINES_PER_SENTENCE)
     keyed = {f"summary_{i + 1:03d}": chunk for i, chunk in enumerate(chunks)}

@@ -14,9 +14,9 @@ from typing import Any, Callable
 
 from common.state.checkpoints import CheckpointStore, fingerprint
 from common.engines.choice import engines_from_env
-from common.publish.media_text import MEDIA_TEXT_VERSION
+from common.publish.media_text import MEDIA_TEXT_VERSION, LLMMediaText, OfflineMediaText
 from common.engines.registry import get_engine
-from common.engines.text import clean_title
+from common.formats.story_text import LLMStoryText, OfflineStoryText, clean_title
 from common.formats.chapters import read_chapters
 from common.formats.story import read_story
 from common.publish.metadata import (
@@ -61,7 +61,8 @@ def main(ctx: ScriptContext) -> None:
     chapters = read_chapters(require_file(ctx.input_dir / "12.chapters.txt", "the chapter list", hint))
     timeline = load_timeline(ctx.output_dir)
     ctx.say(engines_from_env(ctx.settings).reason)
-    engine = get_engine("text", ctx.settings, ctx.pipeline_dir)
+    text = get_engine("text", ctx.settings, ctx.pipeline_dir)
+    engine = text.become(LLMMediaText, OfflineMediaText)
     ident = engine.identity()
     store = ctx.checkpoints()
 
@@ -80,7 +81,7 @@ def main(ctx: ScriptContext) -> None:
         ctx.say(f"10.title.txt: {title_problem(current)}; rewrote it as {title!r}")
         write_if_changed(title_path, title + "\n")
     else:
-        title = clean_title(ask("title", "", lambda: {"text": engine.title(story, summary)})["text"])
+        title = clean_title(ask("title", "", lambda: {"text": text.become(LLMStoryText, OfflineStoryText).title(story, summary)})["text"])
         write_if_changed(title_path, title + "\n")
     ctx.say(f"title: {title}")
 

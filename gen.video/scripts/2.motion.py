@@ -16,6 +16,7 @@ from common.engines.registry import get_engine
 from common.run.errors import InputError
 from common.formats.descriptions import Description, Descriptions, motion_id_for, read_motions, write_descriptions
 from common.video.motion import PROMPT_VERSION, MotionBrief
+from common.video.motion_text import LLMMotionText, OfflineMotionText
 from common.run.runner import Script, ScriptContext
 from common.video.storyboard import read_storyboard, scene_image_path
 
@@ -36,7 +37,7 @@ def main(ctx: ScriptContext) -> None:
     model = ctx.settings.MODEL_MOTION_GENERATION.strip()
     settings = ctx.settings.with_overrides(LM_STUDIO_MODEL=model) if model else ctx.settings
     ctx.say(engines_from_env(settings).reason)
-    engine = get_engine("text", settings, ctx.pipeline_dir)
+    engine = get_engine("text", settings, ctx.pipeline_dir).become(LLMMotionText, OfflineMotionText)
     ident = engine.identity()
 
     def picture(shot):

@@ -1,0 +1,53 @@
+"""The sound-effect questions of 5.timeline.py and 6.timing.py, asked of the run's text engine.
+
+The questions, their schemas and the checks of the answers are common.audio.sfx_plan's; the
+offline engine names only what the markup says and common.offline.sfx can make.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from common.audio import sfx_plan
+from common.audio.sfx_plan import EffectSlot, EffectTiming, SfxSegment
+from common.engines.text import LLMText, OfflineText
+from common.offline import sfx
+
+
+@dataclass
+class LLMSoundText(LLMText):
+    def sfx_identity(self) -> dict[str, object]:
+        """What besides identity() decides the sound answers."""
+        return {"sfx_prompts": sfx_plan.PROMPT_VERSION}
+
+    def sound_effects(self, segments: Sequence[SfxSegment], *, names: Sequence[str] = ()) -> list[str]:
+        """One short sound description or "Silence" per transcript segment, in order."""
+        prompt, system, schema = sfx_plan.sound_question(segments)
+        answer = self.client.complete_json(
+            prompt, schema, system=system, name="sound_effects",
+            validate=lambda value: sfx_plan.read_sound_answer(value, segments, names),
+        )
+        return sfx_plan.read_sound_answer(answer, segments, names)
+
+    def effect_timings(self, slots: Sequence[EffectSlot], *, max_seconds: float) -> list[EffectTiming]:
+        """Each effect's start and length inside its segment, in order."""
+        prompt, system, schema = sfx_plan.timing_question(slots, max_seconds)
+        answer = self.client.complete_json(
+            prompt, schema, system=system, name="effect_timings",
+            validate=lambda value: sfx_plan.read_timing_answer(value, slots, max_seconds),
+        )
+        return sfx_plan.read_timing_answer(answer, slots, max_seconds)
+
+
+@dataclass
+class OfflineSoundText(OfflineText):
+    def sfx_identity(self) -> dict[str, object]:
+        return {"sfx_vocabulary": sfx.VERSION, "sfx_rules": sfx_plan.RULES_VERSION}
+
+    def sound_effects(self, segments: Sequence[SfxSegment], *, names: Sequence[str] = ()) -> list[str]:
+        """Only what the scene markup names and the offline sound engine can make; else Silence."""
+        return [sfx.describe(found) if (found := sfx.match_sounds(s.scene or "")) else sfx_plan.SILENCE
+                for s in segments]
+
+    def effect_timings(self, slots: Sequence[EffectSlot], *, max_seconds: float) -> list[EffectTiming]:
+        return [sfx_plan.rule_timing(slot, max_seconds) for slot in slots]
