@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -270,3 +271,27 @@ def test_llm_answers_are_checkpointed(tmp_path: Path, fixtures_dir: Path) -> Non
     assert_youtube_accepts(youtube_chapters((pipeline / "output" / "description.txt").read_text()), duration)
     tags = read_tags(pipeline / "output" / "tags.txt")
     assert tags and tags_length(tags) <= 500 and all(2 <= len(t) <= 30 and "<" not in t for t in tags)
+
+
+def test_a_kill_between_writing_a_file_and_its_checkpoint_does_not_make_it_look_hand_made(tmp_path: Path) -> None:
+    """The process dies right after 10.thumbnail.txt is on disk, before its checkpoint: the rerun
+    must know the file is its own (and record it), not keep it for ever as a person's edit."""
+    pipeline = copy_pipeline(tmp_path)
+    for step in ("1.character.py", "2.story.py"):
+        assert run_script(pipeline, step, env=OFFLINE, timeout=120).returncode == 0
+    (pipeline / "input" / "10.thumbnail.txt").unlink(missing_ok=True)
+    hook = tmp_path / "die-after-write"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os\nfrom common.publish import metadata\n_write = metadata.write_if_changed\n\n"
+        "def write_if_changed(path, text):\n    changed = _write(path, text)\n"
+        "    if path.name == '10.thumbnail.txt':\n        os._exit(137)\n    return changed\n\n"
+        "metadata.write_if_changed = write_if_changed\n", encoding="utf-8")
+    dying = {**OFFLINE, "PYTHONPATH": str(hook) + os.pathsep + OFFLINE["PYTHONPATH"]}
+    killed = run_script(pipeline, "9.media.py", env=dying, timeout=60)
+    assert killed.returncode == 137 and (pipeline / "input" / "10.thumbnail.txt").is_file()
+    again = run_script(pipeline, "9.media.py", env=OFFLINE, timeout=60)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "kept input/10.thumbnail.txt" not in again.stdout
+    state = json.loads((pipeline / "output" / "tracking" / "9.media.state.json").read_text())["items"]
+    assert state["10.thumbnail.txt"]["fingerprint"] == "written"

@@ -9,9 +9,10 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from common.media import ffmpeg as media
+from common.state.atomic import atomic_path
 from common.state.checkpoints import file_digest
 from common.services.comfyui.client import ComfyClient
 from common.services.comfyui.pool import ComfyPool
@@ -78,15 +79,28 @@ def apportion_spans(texts: Sequence[str], total: float, pause: float) -> tuple[t
     return tuple(spans)
 
 
+_AUDIO_FILES = (".wav", ".flac", ".mp3", ".ogg", ".opus")
+
+
 @dataclass
 class _OnPool:
     """An engine whose jobs go to the run's ComfyUI servers (common.services.comfyui.pool)."""
 
+    name = "comfyui"
+    preview = False
     pool: ComfyPool
 
     @property
     def parallel_jobs(self) -> int:
         return self.pool.parallel_jobs
+
+    def _job(self, build: Callable[[ComfyClient, bool], dict], out: Path, scratch: str, *, what: str,
+             output: tuple[tuple[str, ...], str], keep: Callable[[Path], Path]) -> Path:
+        """Run one job in a scratch folder beside `out`; `keep` turns the job's one `output` file
+        (suffixes, and what it is for the error sentence) into the result before the folder goes."""
+        with tempfile.TemporaryDirectory(prefix=scratch, dir=out.parent) as tmp:
+            files = self.pool.run(build, Path(tmp), timeout=self.timeout, what=what)
+            return keep(_single_output(files, *output))
 
 
 @dataclass
@@ -97,8 +111,6 @@ class ComfySpeech(_OnPool):
     sample_rate: int = 44100
     line_pause: float = 0.3
     timeout: float = 3600.0
-    name: str = "comfyui"
-    preview: bool = False
 
     def identity(self) -> dict[str, object]:
         return {"engine": "comfyui-speech", **_template_identity(self.template), "sample_rate": self.sample_rate}
@@ -111,10 +123,8 @@ class ComfySpeech(_OnPool):
             return build_speech_prompt(Workflow.load(self.template), [(l.speaker, l.text) for l in lines], voices,
                                        client.upload_image, seed=seed or None)
 
-        with tempfile.TemporaryDirectory(prefix="tts-", dir=out_wav.parent) as tmp:
-            files = self.pool.run(build, Path(tmp), timeout=self.timeout, what=f"the speech of {out_wav.stem}")
-            audio = _single_output(files, (".wav", ".flac", ".mp3", ".ogg", ".opus"), "speech")
-            media.to_wav(audio, out_wav, sample_rate=self.sample_rate)
+        self._job(build, out_wav, "tts-", what=f"the speech of {out_wav.stem}", output=(_AUDIO_FILES, "speech"),
+                  keep=lambda audio: media.to_wav(audio, out_wav, sample_rate=self.sample_rate))
         total = media.audio_duration(out_wav)
         return SpokenChunk(out_wav, apportion_spans([l.text for l in lines], total, self.line_pause), "estimated")
 
@@ -127,8 +137,6 @@ class ComfySound(_OnPool):
     template: Path
     sample_rate: int = 44100
     timeout: float = 3600.0
-    name: str = "comfyui"
-    preview: bool = False
 
     def identity(self) -> dict[str, object]:
         return {"engine": "comfyui-sfx", **_template_identity(self.template), "sample_rate": self.sample_rate}
@@ -145,18 +153,15 @@ class ComfySound(_OnPool):
                 workflow.use_tiled_decode()
             return workflow.to_prompt()
 
-        with tempfile.TemporaryDirectory(prefix="sfx-", dir=out_wav.parent) as tmp:
-            files = self.pool.run(build, Path(tmp), timeout=self.timeout, what=f"the sound effect {out_wav.stem}")
-            audio = _single_output(files, (".wav", ".flac", ".mp3", ".ogg", ".opus"), "sound effect")
-            return media.to_wav(audio, out_wav, sample_rate=self.sample_rate)
+        return self._job(build, out_wav, "sfx-", what=f"the sound effect {out_wav.stem}",
+                         output=(_AUDIO_FILES, "sound effect"),
+                         keep=lambda audio: media.to_wav(audio, out_wav, sample_rate=self.sample_rate))
 
 
 @dataclass
 class ComfyImage(_OnPool):
     templates: dict[str, Path]  # kind -> workflow file
     timeout: float = 3600.0
-    name: str = "comfyui"
-    preview: bool = False
     oom_scale: float = 0.75
 
     def identity(self) -> dict[str, object]:
@@ -187,19 +192,18 @@ class ComfyImage(_OnPool):
                 lower_for_memory(workflow, request.width, request.height, self.oom_scale)
             return workflow.to_prompt()
 
-        with tempfile.TemporaryDirectory(prefix="img-", dir=out_png.parent) as tmp:
-            files = self.pool.run(build, Path(tmp), timeout=self.timeout, what=f"the {request.kind} image {request.item_id}")
-            picture = _single_output(files, (".png", ".jpg", ".jpeg", ".webp"), "image")
+        def keep(picture: Path) -> Path:
             from PIL import Image
-
-            from common.state.atomic import atomic_path
 
             with Image.open(picture) as img, atomic_path(out_png) as part:
                 img = img.convert("RGB")
                 if img.size != (request.width, request.height):  # made smaller after running out of memory
                     img = img.resize((request.width, request.height), Image.Resampling.LANCZOS)
                 img.save(part, format="PNG")
-        return out_png
+            return out_png
+
+        return self._job(build, out_png, "img-", what=f"the {request.kind} image {request.item_id}",
+                         output=((".png", ".jpg", ".jpeg", ".webp"), "image"), keep=keep)
 
     # ---- LoRAs and IMAGE mode (10.thumbnail.py; ImageRequest.loras / input_image) ----
     @staticmethod
@@ -310,8 +314,6 @@ class ComfyAnimation(_OnPool):
     template: Path
     rule: FrameRule = field(default_factory=lambda: FrameRule(8, None, "ltx"))
     timeout: float = 3600.0
-    name: str = "comfyui"
-    preview: bool = False
     oom_scale: float = 0.75
 
     def identity(self) -> dict[str, object]:
@@ -359,11 +361,10 @@ class ComfyAnimation(_OnPool):
                 lower_for_memory(workflow, request.width, request.height, self.oom_scale)
             return workflow.to_prompt()
 
-        with tempfile.TemporaryDirectory(prefix="clip-", dir=out_mp4.parent) as tmp:
-            files = self.pool.run(build, Path(tmp), timeout=self.timeout, what=f"the clip of {request.scene_id}")
-            clip = _single_output(files, _VIDEO_FILES, "animation")
-            from common.state.atomic import atomic_path
-
+        def keep(clip: Path) -> Path:
             with atomic_path(out_mp4) as part:
                 part.write_bytes(clip.read_bytes())
-        return out_mp4
+            return out_mp4
+
+        return self._job(build, out_mp4, "clip-", what=f"the clip of {request.scene_id}",
+                         output=(_VIDEO_FILES, "animation"), keep=keep)

@@ -37,7 +37,8 @@ def _hand_edited(ctx: ScriptContext, store: CheckpointStore, path: Path, *, came
     record = store.entries().get(path.name)
     if record is None and not came_with_project:
         return False
-    return edited_since_written(path, record.data.get("sha256") if record else None)
+    ours = [d for d in (record.data.get("sha256"), record.data.get("replacing")) if d] if record else []
+    return all(edited_since_written(path, d) for d in ours) if ours else edited_since_written(path, None)
 
 
 def _publish(ctx: ScriptContext, store: CheckpointStore, path: Path, text: str, *, preview: bool,
@@ -46,10 +47,16 @@ def _publish(ctx: ScriptContext, store: CheckpointStore, path: Path, text: str, 
     if _hand_edited(ctx, store, path, came_with_project=came_with_project):
         ctx.say(f"kept {shown}: it was written by hand (--force replaces it)")
         return
+    digest, record = text_digest(text), store.entries().get(path.name)
+    recorded = record is not None and record.fingerprint == "written" and record.data.get("sha256") == digest
+    if not recorded:
+        # Say what is about to be written first: a kill between the write and the record must not
+        # leave our own file looking hand-made (and so kept for ever) on the next run.
+        store.record(path.name, "writing", preview=preview,
+                     data={"sha256": digest, "replacing": record.data.get("sha256") if record else None})
     changed = write_if_changed(path, text)
-    record = store.entries().get(path.name)
-    if changed or record is None or record.data.get("sha256") != text_digest(text):
-        store.record(path.name, "written", files=[path], data={"sha256": text_digest(text)}, preview=preview)
+    if changed or not recorded:
+        store.record(path.name, "written", files=[path], data={"sha256": digest}, preview=preview)
     ctx.say(f"{'wrote' if changed else 'unchanged:'} {shown}")
 
 
