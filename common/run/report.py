@@ -14,14 +14,11 @@ import math
 import os
 import shlex
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from common.state.atomic import atomic_write_text
-
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # as common.state.checkpoints writes finished_at: compares as text
 OUTPUT_NAMES = ("final.wav", "final.mp4", "final_sd.mp4", "shorts", "thumbnail.png", "review.html",
                 "upload.manifest.json")
 _DATA_KEYS = ("seed", "model", "workflow")  # data fields worth a line in the report
@@ -108,7 +105,7 @@ def redo_commands(pipeline_dir: Path, step: Any) -> list[str]:
 
 
 def count_step(step: Any, since: str | None = None) -> Counts:
-    """The checkpoint counts of one step; `since` (TIME_FORMAT) marks entries made by this run."""
+    """The checkpoint counts of one step; `since` (checkpoints.TIME_FORMAT) marks entries made by this run."""
     entries = read_entries(state_path(step))
     counts = Counts()
     for key, entry in entries.items():
@@ -183,7 +180,7 @@ class RunRecord:
     pipeline_dir: Path
     steps: Sequence[Any]  # the selected steps, in order
     results: list[StepResult]
-    started_at: str  # TIME_FORMAT, local time, as checkpoints write it
+    started_at: str  # checkpoints.TIME_FORMAT, local time, as checkpoints write it
     ended_at: str
     code: int
     summary: str
@@ -324,9 +321,5 @@ def notify(command: str, report: Path, say: Callable[[str], None], timeout: floa
         say(f"notify: NOTIFY_CMD exited with {done.returncode} {tail[0]}".rstrip())
 
 
-def now_text() -> str:
-    return time.strftime(TIME_FORMAT)
-
-
 __all__ = ["status_lines", "count_step", "Counts", "StepResult", "RunRecord", "build_report", "write_report",
-           "notify", "next_command", "state_path", "read_entries", "now_text", "redo_commands"]
+           "notify", "next_command", "state_path", "read_entries", "redo_commands"]

@@ -20,6 +20,11 @@ from typing import Any, Callable, Iterable
 from common.state.atomic import atomic_write_json
 
 STATE_VERSION = 1
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # local time of finished_at: compares as text, in run order
+
+
+def now_text() -> str:
+    return time.strftime(TIME_FORMAT)
 
 
 def fingerprint(*parts: Any) -> str:
@@ -192,7 +197,7 @@ class CheckpointStore:
             files=rel_files,
             data=dict(data or {}),
             preview=preview,
-            finished_at=time.strftime("%Y-%m-%d %H:%M:%S"),
+            finished_at=now_text(),
             took=took,
             status=status,
         )
