@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from common.run import cancel
-from common.state.checkpoints import CheckpointStore, Entry
+from common.state.checkpoints import CheckpointStore, Entry, state_file
 from common.run.errors import Interrupted, ItemsFailedError, JobError, PipelineError
 from common.config.paths import pipeline_dir_of
 from common.run.progress import Progress
@@ -68,10 +68,6 @@ class ScriptContext:
     def output_dir(self) -> Path:
         return self.pipeline_dir / "output"
 
-    @property
-    def workflow_dir(self) -> Path:
-        return self.pipeline_dir / "workflow"
-
     def say(self, message: str) -> None:
         self.out(message)
 
@@ -81,12 +77,8 @@ class ScriptContext:
         if key not in self._stores:
             resumable = self.settings.ENABLE_RESUMABLE_MODE and not self.args.disable_resumable
             self._stores[key] = CheckpointStore(
-                self.output_dir / "tracking" / f"{key}.state.json",
-                base_dir=self.pipeline_dir,
-                resumable=resumable,
-                force_start=self.args.force_start,
-                warn=lambda text: print(text, file=sys.stderr, flush=True),
-            )
+                state_file(self.pipeline_dir, key), base_dir=self.pipeline_dir, resumable=resumable,
+                force_start=self.args.force_start, warn=lambda text: print(text, file=sys.stderr, flush=True))
         return self._stores[key]
 
     def confirm(self, question: str, default: bool = True) -> bool:

@@ -31,6 +31,11 @@ class Step:
         return self.path.name
 
     @property
+    def pipeline_dir(self) -> Path:
+        """A script of another pipeline (../../gen.audio/scripts/x.py) belongs to, and writes into, that one."""
+        return self.path.parent.parent
+
+    @property
     def needs_text(self) -> str:
         needs = [label for flag, label in ((self.needs_comfyui, "ComfyUI"), (self.needs_llm, "LLM")) if flag]
         return " + ".join(needs) if needs else "-"
