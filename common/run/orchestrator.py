@@ -113,15 +113,8 @@ def _parse(argv: Sequence[str] | None, pipeline_dir: Path) -> argparse.Namespace
     return parser.parse_args(argv)
 
 
-def run_pipeline(
-    pipeline_dir: Path,
-    *,
-    scripts: list[str],
-    needs_comfyui: Needs,
-    needs_lmstudio: Needs,
-    script_args: Mapping[str, Sequence[str]],
-    argv: list[str] | None = None,
-) -> int:
+def run_pipeline(pipeline_dir: Path, *, scripts: list[str], needs_comfyui: Needs, needs_lmstudio: Needs,
+                 script_args: Mapping[str, Sequence[str]], argv: list[str] | None = None) -> int:
     """Run (part of) a pipeline; returns the exit code for `sys.exit`."""
     pipeline_dir = Path(pipeline_dir).resolve()
     try:
@@ -359,6 +352,3 @@ def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Engin
             log.close()
             signals.restore()
     return code
-
-
-__all__ = ["run_pipeline"]

@@ -292,7 +292,8 @@ def _check_youtube(report: PreflightReport, steps: Sequence[Step], settings: Any
         return
 
 
-def run_preflight(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Any, manager: Any) -> PreflightReport:
+def run_preflight(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Any,
+                  manager: Any) -> PreflightReport:
     """Every check the scripts in `steps` need; `manager` is the run's ServiceManager (may start ComfyUI)."""
     names = [s.basename for s in steps]
     span = names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]}" if names else "nothing"
@@ -309,7 +310,3 @@ def run_preflight(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choi
         _check_llm(report, steps, settings, manager)
     _check_youtube(report, steps, settings)
     return report
-
-
-__all__ = ["Check", "PreflightReport", "run_preflight", "workflow_files", "disk_estimate_mb", "story_hours",
-           "MB_PER_HOUR"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from common.run.progress import format_duration
 from common.state.atomic import atomic_write_text
 from common.state.checkpoints import read_items, state_file
 
@@ -127,12 +128,6 @@ def count_step(step: Step, since: str | None = None) -> Counts:
     return counts
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
-
-
 def status_lines(pipeline_dir: Path, steps: Sequence[Step]) -> list[str]:
     """`generate.py --status`: one row per script, from its checkpoints alone (no server is asked)."""
     width = max((len(s.name) for s in steps), default=6)
@@ -146,7 +141,7 @@ def status_lines(pipeline_dir: Path, steps: Sequence[Step]) -> list[str]:
         c = count_step(step)
         left = "?" if c.left is None else str(c.left)
         out.append(f"  {step.position:3d} {step.name:<{width}}  {c.done:>5} {c.preview:>7} {c.failed:>6} {left:>5}"
-                   f"  {_duration(c.took):>8}")
+                   f"  {format_duration(c.took, always_hours=True):>8}")
     out.append("  left '?': this script's item count is only known while it runs")
     for step in steps:
         failed = count_step(step).failed_items if state_path(step).is_file() else []
@@ -247,7 +242,8 @@ def build_report(record: RunRecord) -> list[tuple[str, list[str]]]:
         else:
             state = "ok" if result.code == 0 else f"FAILED (exit {result.code})"
             restarted = f" after {result.restarts} server restart(s)" if result.restarts else ""
-            rows.append(f"{step.position}. {step.name}: {state}{restarted} in {_duration(result.took)}; items: "
+            took = format_duration(result.took, always_hours=True)
+            rows.append(f"{step.position}. {step.name}: {state}{restarted} in {took}; items: "
                         f"{c.made} made, {c.cached} already done, {c.failed} failed{left}"
                         + (f" ({c.preview} previews)" if c.preview else ""))
         if c.failed_items:
@@ -317,7 +313,3 @@ def notify(command: str, report: Path, say: Callable[[str], None], timeout: floa
     if done.returncode != 0:
         tail = done.stderr.decode("utf-8", errors="replace").strip().splitlines()[-1:] or [""]
         say(f"notify: NOTIFY_CMD exited with {done.returncode} {tail[0]}".rstrip())
-
-
-__all__ = ["status_lines", "count_step", "Counts", "StepResult", "RunRecord", "build_report", "write_report",
-           "notify", "next_command", "state_path", "read_entries", "redo_commands"]

@@ -91,19 +91,10 @@ class ScriptContext:
         answer = input(f"{question} [{'Y/n' if default else 'y/N'}] ").strip().lower()
         return default if not answer else answer.startswith("y")
 
-    def each(
-        self,
-        items: Sequence[T],
-        *,
-        label: str,
-        key: Callable[[T], str],
-        fingerprint: Callable[[T], str],
-        work: Callable[[T], tuple[Iterable[Path], dict[str, Any]]],
-        preview: bool = False,
-        store: CheckpointStore | None = None,
-        workers: int = 1,
-        chain: Callable[[T], str] | None = None,
-    ) -> dict[str, Entry]:
+    def each(self, items: Sequence[T], *, label: str, key: Callable[[T], str], fingerprint: Callable[[T], str],
+             work: Callable[[T], tuple[Iterable[Path], dict[str, Any]]], preview: bool = False,
+             store: CheckpointStore | None = None, workers: int = 1,
+             chain: Callable[[T], str] | None = None) -> dict[str, Entry]:
         """Run `work` for every item not already checkpointed, checkpointing each as it finishes.
 
         `work(item)` returns (files it wrote, data to remember). Returns the entry of every
@@ -283,6 +274,3 @@ def run_guarded(body: Callable[[], None]) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
-
-
-__all__ = ["Script", "ScriptContext", "standard_parser", "run_guarded"]

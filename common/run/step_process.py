@@ -47,7 +47,6 @@ class RunLog:
     """
 
     def __init__(self, path: Path | None) -> None:
-        self.path = path
         self._lock = threading.Lock()
         self._fd: int | None = None
         if path is not None:

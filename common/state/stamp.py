@@ -237,7 +237,3 @@ def record_run(pipeline_dir: Path, steps: Sequence[Any], context: Mapping[str, s
         return
     trees = snapshot_trees(tree_roots(pipeline_dir, steps))
     save_stamp(pipeline_dir, Stamp(finished_at, [step_id(s) for s in steps], dict(context), trees))
-
-
-__all__ = ["stamp_path", "step_id", "tree_roots", "snapshot", "snapshot_trees", "context_parts", "Stamp",
-           "load_stamp", "save_stamp", "plan_skips", "record_run", "SkipPlan", "STAMP_NAME"]
