@@ -35,48 +35,22 @@ SCRIPTS = [
     AUDIO + "12.youtube.py",
 ]
 
+# Scripts not named here need neither service.
 NEEDS_COMFYUI = {
-    AUDIO + "1.character.py": False,
     AUDIO + "2.story.py": True,
-    AUDIO + "3.transcribe.py": False,
-    AUDIO + "4.quality.py": False,
-    "1.story.py": False,
-    "4.audio.py": False,
-    AUDIO + "5.timeline.py": False,
-    AUDIO + "6.timing.py": False,
     AUDIO + "7.sfx.py": True,
-    AUDIO + "8.combine.py": False,
     "2.character.py": True,
     "2.location.py": True,
     "3.scene.py": True,
-    AUDIO + "9.media.py": False,
     AUDIO + "10.thumbnail.py": True,
-    "5.video.py": False,
-    "6.combine.py": False,
-    AUDIO + "11.video.py": False,
-    AUDIO + "12.youtube.py": False,
 }
 
 NEEDS_LMSTUDIO = {
     AUDIO + "1.character.py": True,
-    AUDIO + "2.story.py": False,
-    AUDIO + "3.transcribe.py": False,
-    AUDIO + "4.quality.py": False,
     "1.story.py": True,
-    "4.audio.py": False,
     AUDIO + "5.timeline.py": True,
     AUDIO + "6.timing.py": True,
-    AUDIO + "7.sfx.py": False,
-    AUDIO + "8.combine.py": False,
-    "2.character.py": False,
-    "2.location.py": False,
-    "3.scene.py": False,
     AUDIO + "9.media.py": True,
-    AUDIO + "10.thumbnail.py": False,
-    "5.video.py": False,
-    "6.combine.py": False,
-    AUDIO + "11.video.py": False,
-    AUDIO + "12.youtube.py": False,
 }
 
 # The seed passed 5.timeline.py "../input/2.timeline.script.txt"; ours reads gen.audio's own

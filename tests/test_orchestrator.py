@@ -332,7 +332,7 @@ def test_ctrl_c_is_passed_on_and_a_stubborn_script_is_killed_after_the_grace(tmp
 def test_a_name_shared_with_another_pipeline_means_this_pipelines_own_script() -> None:
     from pathlib import Path as _P
 
-    from common.run.orchestrator import _resolve_position, build_steps
+    from common.run.steps import _resolve_position, build_steps
 
     steps = build_steps(_P("/x/gen.video"), ["../../gen.image/scripts/1.story.py", "1.story.py", "2.motion.py"],
                         {}, {}, {})

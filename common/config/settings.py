@@ -14,11 +14,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from common.run.errors import ConfigError
+from common.config.paths import REPO_ROOT
 from common.config.schema import SCHEMA, Setting
+from common.run.errors import ConfigError
 
 SETTINGS_FILE = "settings.toml"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 _TRUE = {"1", "true", "yes", "y", "on"}
 _FALSE = {"0", "false", "no", "n", "off", ""}
@@ -37,14 +37,10 @@ def _convert(setting: Setting, raw: Any, origin: str) -> Any:
             if text in _FALSE:
                 return False
             raise ValueError(raw)
-        if kind is int:
+        if kind in (int, float):
             if isinstance(raw, bool):
                 raise ValueError(raw)
-            return int(raw)
-        if kind is float:
-            if isinstance(raw, bool):
-                raise ValueError(raw)
-            return float(raw)
+            return kind(raw)
         if kind is str:
             if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
                 raise ValueError(raw)
@@ -131,7 +127,7 @@ def load_settings(
     for name, setting in SCHEMA.items():
         if name in overrides:
             raw, origin = overrides[name], "flag"
-        elif setting.env and environ.get(name, "") != "":
+        elif environ.get(name, "") != "":
             raw, origin = environ[name], f"environment variable {name}"
         elif name in file_values:
             raw, origin = file_values[name], f"{Path(pipeline_dir) / SETTINGS_FILE}"

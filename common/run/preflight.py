@@ -23,9 +23,14 @@ import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from common.config.paths import PIPELINES, story_path
+from common.formats.story import read_story
 from common.run.errors import ConfigError, InputError, PipelineError, PreflightError
+
+if TYPE_CHECKING:
+    from common.run.steps import Step
 
 WORDS_PER_MINUTE = 150
 MARGIN_MB = 500
@@ -104,16 +109,8 @@ class PreflightReport:
         return out
 
 
-def _script_pipeline(step: Any) -> Path:
-    """Cross-pipeline scripts (../../gen.audio/scripts/x.py) belong to, and write into, their own pipeline."""
-    return Path(step.path).parent.parent
-
-
 def story_hours(pipeline_dirs: Sequence[Path]) -> float | None:
     """Narration length estimated from the story's words; None when no story can be read."""
-    from common.formats.story import read_story
-    from common.config.paths import story_path
-
     for pipeline_dir in pipeline_dirs:
         try:
             story = read_story(story_path(pipeline_dir))
@@ -124,19 +121,14 @@ def story_hours(pipeline_dirs: Sequence[Path]) -> float | None:
     return None
 
 
-def disk_estimate_mb(steps: Sequence[Any], hours: float) -> int:
+def disk_estimate_mb(steps: Sequence[Step], hours: float) -> int:
     """MB the run may write: per-script MB per hour of story (module docstring) plus a fixed margin."""
-    per_hour = sum(MB_PER_HOUR.get(Path(s.path).name, DEFAULT_MB_PER_HOUR) for s in steps)
+    per_hour = sum(MB_PER_HOUR.get(s.basename, DEFAULT_MB_PER_HOUR) for s in steps)
     return int(math.ceil(per_hour * hours)) + MARGIN_MB
 
 
-def _check_inputs(report: PreflightReport, steps: Sequence[Any]) -> list[Path]:
-    from common.formats.story import read_story
-    from common.config.paths import story_path
-
-    from common.config.paths import PIPELINES
-
-    dirs = list(dict.fromkeys(_script_pipeline(s) for s in steps))
+def _check_inputs(report: PreflightReport, steps: Sequence[Step]) -> list[Path]:
+    dirs = list(dict.fromkeys(s.pipeline_dir for s in steps))
     # Every script of the three real pipelines starts from the story; a folder of other
     # scripts (a user's own pipeline) is not known to read one, so it is not asked for.
     for pipeline_dir in (d for d in dirs if d.name in PIPELINES):
@@ -154,7 +146,7 @@ def _check_inputs(report: PreflightReport, steps: Sequence[Any]) -> list[Path]:
     return dirs
 
 
-def _check_disk(report: PreflightReport, pipeline_dir: Path, steps: Sequence[Any], dirs: Sequence[Path]) -> None:
+def _check_disk(report: PreflightReport, pipeline_dir: Path, steps: Sequence[Step], dirs: Sequence[Path]) -> None:
     hours = story_hours(dirs)
     need = disk_estimate_mb(steps, hours if hours is not None else 1.0)
     free = shutil.disk_usage(pipeline_dir).free // (1024 * 1024)
@@ -188,14 +180,14 @@ def _check_offline_speech(report: PreflightReport) -> None:
     report.add("TTS (espeak-ng)", True, f"{engine.library.name}, {len(engine.variants)} voice variants")
 
 
-def workflow_files(steps: Sequence[Any], settings: Any) -> list[Path]:
+def workflow_files(steps: Sequence[Step], settings: Any) -> list[Path]:
     """The workflow files the ComfyUI scripts among `steps` will queue, in order, without repeats."""
     files: list[Path] = []
     for step in steps:
         if not step.needs_comfyui:
             continue
-        pipeline_dir = _script_pipeline(step)
-        pick = WORKFLOWS.get((pipeline_dir.name, Path(step.path).name))
+        pipeline_dir = step.pipeline_dir
+        pick = WORKFLOWS.get((pipeline_dir.name, step.basename))
         if pick is None:
             files.extend(sorted((pipeline_dir / "workflow").glob("*.json")))
             continue
@@ -204,7 +196,7 @@ def workflow_files(steps: Sequence[Any], settings: Any) -> list[Path]:
     return list(dict.fromkeys(files))
 
 
-def _check_comfyui(report: PreflightReport, steps: Sequence[Any], settings: Any, manager: Any) -> None:
+def _check_comfyui(report: PreflightReport, steps: Sequence[Step], settings: Any, manager: Any) -> None:
     from common.services.comfyui.client import ComfyClient
     from common.services.comfyui.workflow import Workflow
 
@@ -247,7 +239,7 @@ def _check_comfyui(report: PreflightReport, steps: Sequence[Any], settings: Any,
                 report.add(name, True, f"{len(workflow.nodes)} nodes, every node type and model file present")
 
 
-def _check_llm(report: PreflightReport, steps: Sequence[Any], settings: Any, manager: Any) -> None:
+def _check_llm(report: PreflightReport, steps: Sequence[Step], settings: Any, manager: Any) -> None:
     from common.services.llm import AUTO_MODELS, LLMClient
 
     llm = manager.llm
@@ -267,7 +259,7 @@ def _check_llm(report: PreflightReport, steps: Sequence[Any], settings: Any, man
         return
     report.add("LLM", True, f"answering at {settings.LM_STUDIO_BASE_URL}, {len(offered)} model(s) offered")
     wanted = [("LM_STUDIO_MODEL", str(settings.LM_STUDIO_MODEL or "").strip())]
-    if any((_script_pipeline(s).name, Path(s.path).name) == ("gen.video", "2.motion.py") for s in steps):
+    if any((s.pipeline_dir.name, s.basename) == ("gen.video", "2.motion.py") for s in steps):
         motion = str(settings.MODEL_MOTION_GENERATION or "").strip()
         wanted.append(("MODEL_MOTION_GENERATION", motion or wanted[0][1]))
     for setting, model in wanted:
@@ -284,13 +276,13 @@ def _check_llm(report: PreflightReport, steps: Sequence[Any], settings: Any, man
                        f"{', '.join(offered[:5]) or 'nothing'})", f"set {setting} to one of those, or load {model}.", ConfigError)
 
 
-def _check_youtube(report: PreflightReport, steps: Sequence[Any], settings: Any) -> None:
+def _check_youtube(report: PreflightReport, steps: Sequence[Step], settings: Any) -> None:
     from common.publish.auth import check_credentials
 
     for step in steps:
-        if Path(step.path).name != "12.youtube.py":
+        if step.basename != "12.youtube.py":
             continue
-        status = check_credentials(settings, _script_pipeline(step))
+        status = check_credentials(settings, step.pipeline_dir)
         if status.ok:
             report.add("YouTube", True, "authorised: the run will upload")
         elif status.state == "not_configured":
@@ -300,9 +292,10 @@ def _check_youtube(report: PreflightReport, steps: Sequence[Any], settings: Any)
         return
 
 
-def run_preflight(pipeline_dir: Path, steps: Sequence[Any], settings: Any, choice: Any, manager: Any) -> PreflightReport:
+def run_preflight(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Any,
+                  manager: Any) -> PreflightReport:
     """Every check the scripts in `steps` need; `manager` is the run's ServiceManager (may start ComfyUI)."""
-    names = [Path(s.path).name for s in steps]
+    names = [s.basename for s in steps]
     span = names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]}" if names else "nothing"
     report = PreflightReport(f"preflight for {Path(pipeline_dir).name}: {len(steps)} script(s) ({span})")
     report.add("engine", True, choice.reason.removeprefix("engine: "))  # the column already says "engine"
@@ -317,7 +310,3 @@ def run_preflight(pipeline_dir: Path, steps: Sequence[Any], settings: Any, choic
         _check_llm(report, steps, settings, manager)
     _check_youtube(report, steps, settings)
     return report
-
-
-__all__ = ["Check", "PreflightReport", "run_preflight", "workflow_files", "disk_estimate_mb", "story_hours",
-           "MB_PER_HOUR"]

@@ -10,11 +10,11 @@ import time
 from typing import IO
 
 
-def format_duration(seconds: float) -> str:
+def format_duration(seconds: float, always_hours: bool = False) -> str:
     seconds = max(0, int(round(seconds)))
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours or always_hours else f"{minutes}:{secs:02d}"
 
 
 class Progress:

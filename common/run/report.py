@@ -9,39 +9,36 @@ intermediate bookkeeping, not items, and are skipped.
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
 import shlex
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from common.run.progress import format_duration
 from common.state.atomic import atomic_write_text
+from common.state.checkpoints import read_items, state_file
 
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # as common.state.checkpoints writes finished_at: compares as text
+if TYPE_CHECKING:
+    from common.run.steps import Step
 OUTPUT_NAMES = ("final.wav", "final.mp4", "final_sd.mp4", "shorts", "thumbnail.png", "review.html",
                 "upload.manifest.json")
 _DATA_KEYS = ("seed", "model", "workflow")  # data fields worth a line in the report
 FAILED_LINES = 5  # failed items --status lists per script (the report lists them all)
 
 
-def state_path(step: Any) -> Path:
+def state_path(step: Step) -> Path:
     """A script's checkpoints live in its own pipeline, also when another pipeline runs it."""
-    path = Path(step.path)
-    return path.parent.parent / "output" / "tracking" / f"{path.stem}.state.json"
+    return state_file(step.pipeline_dir, step.path.stem)
 
 
 def read_entries(path: Path) -> dict[str, dict[str, Any]]:
     """The items of a state file (no `#` keys); empty when missing or unreadable (status never fails)."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        items = read_items(path)
     except (OSError, ValueError, UnicodeDecodeError):
-        return {}
-    items = raw.get("items") if isinstance(raw, dict) else None
-    if not isinstance(items, dict):
         return {}
     return {k: v for k, v in items.items() if "#" not in k and isinstance(v, dict)}
 
@@ -99,16 +96,15 @@ def _error_of(entry: dict[str, Any]) -> str:
     return text or "no reason recorded"
 
 
-def redo_commands(pipeline_dir: Path, step: Any) -> list[str]:
+def redo_commands(pipeline_dir: Path, step: Step) -> list[str]:
     """How to redo just a script's failed items: its finished items are kept, failed ones retried."""
-    scripts_dir = Path(step.path).parent
-    direct = shlex.join(["python", Path(step.path).name, *getattr(step, "args", ())])
+    direct = shlex.join(["python", step.basename, *step.args])
     return [f"cd {shlex.quote(str(pipeline_dir))} && python generate.py --only {step.position}",
-            f"or, with the servers it needs running: cd {shlex.quote(str(scripts_dir))} && {direct}"]
+            f"or, with the servers it needs running: cd {shlex.quote(str(step.path.parent))} && {direct}"]
 
 
-def count_step(step: Any, since: str | None = None) -> Counts:
-    """The checkpoint counts of one step; `since` (TIME_FORMAT) marks entries made by this run."""
+def count_step(step: Step, since: str | None = None) -> Counts:
+    """The checkpoint counts of one step; `since` (checkpoints.TIME_FORMAT) marks entries made by this run."""
     entries = read_entries(state_path(step))
     counts = Counts()
     for key, entry in entries.items():
@@ -124,21 +120,15 @@ def count_step(step: Any, since: str | None = None) -> Counts:
         if since is not None and str(entry.get("finished_at", "")) >= since:
             counts.made += 1
         _collect_details(counts.details, entry.get("data"))
-    if Path(step.path).name == "2.story.py":
-        expected = _expected_story_keys(Path(step.path).parent.parent)
+    if step.basename == "2.story.py":
+        expected = _expected_story_keys(step.pipeline_dir)
         if expected is not None:
             done = {k for k, v in entries.items() if v.get("status", "done") == "done"}
             counts.left = len(expected - done)
     return counts
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
-
-
-def status_lines(pipeline_dir: Path, steps: Sequence[Any]) -> list[str]:
+def status_lines(pipeline_dir: Path, steps: Sequence[Step]) -> list[str]:
     """`generate.py --status`: one row per script, from its checkpoints alone (no server is asked)."""
     width = max((len(s.name) for s in steps), default=6)
     out = [f"{Path(pipeline_dir).name}: status from the checkpoints (output/tracking/*.state.json)",
@@ -151,7 +141,7 @@ def status_lines(pipeline_dir: Path, steps: Sequence[Any]) -> list[str]:
         c = count_step(step)
         left = "?" if c.left is None else str(c.left)
         out.append(f"  {step.position:3d} {step.name:<{width}}  {c.done:>5} {c.preview:>7} {c.failed:>6} {left:>5}"
-                   f"  {_duration(c.took):>8}")
+                   f"  {format_duration(c.took, always_hours=True):>8}")
     out.append("  left '?': this script's item count is only known while it runs")
     for step in steps:
         failed = count_step(step).failed_items if state_path(step).is_file() else []
@@ -169,7 +159,7 @@ def status_lines(pipeline_dir: Path, steps: Sequence[Any]) -> list[str]:
 
 @dataclass
 class StepResult:
-    step: Any
+    step: Step
     code: int | None  # None: did not run
     took: float = 0.0
     skipped_since: str | None = None  # the run stamp proved it a no-op (up to date since then)
@@ -181,9 +171,9 @@ class RunRecord:
     """What the orchestrator knows when a run ends."""
 
     pipeline_dir: Path
-    steps: Sequence[Any]  # the selected steps, in order
+    steps: Sequence[Step]  # the selected steps, in order
     results: list[StepResult]
-    started_at: str  # TIME_FORMAT, local time, as checkpoints write it
+    started_at: str  # checkpoints.TIME_FORMAT, local time, as checkpoints write it
     ended_at: str
     code: int
     summary: str
@@ -201,10 +191,10 @@ def _outputs(pipeline_dirs: Sequence[Path]) -> list[Path]:
     return found
 
 
-def _youtube_links(steps: Sequence[Any]) -> list[str]:
+def _youtube_links(steps: Sequence[Step]) -> list[str]:
     links = []
     for step in steps:
-        if Path(step.path).name != "12.youtube.py":
+        if step.basename != "12.youtube.py":
             continue
         for key, entry in read_entries(state_path(step)).items():
             data = entry.get("data") or {}
@@ -229,7 +219,7 @@ def next_command(record: RunRecord) -> str | None:
 
 def build_report(record: RunRecord) -> list[tuple[str, list[str]]]:
     """Sections of the report as (heading, lines); rendered to Markdown and HTML alike."""
-    dirs = list(dict.fromkeys([Path(record.pipeline_dir)] + [Path(s.path).parent.parent for s in record.steps]))
+    dirs = list(dict.fromkeys([Path(record.pipeline_dir)] + [s.pipeline_dir for s in record.steps]))
     outcome = "finished" if record.code == 0 else f"stopped with exit {record.code}"
     sections: list[tuple[str, list[str]]] = [
         ("Run", [f"pipeline: {Path(record.pipeline_dir).name} ({record.pipeline_dir})",
@@ -252,7 +242,8 @@ def build_report(record: RunRecord) -> list[tuple[str, list[str]]]:
         else:
             state = "ok" if result.code == 0 else f"FAILED (exit {result.code})"
             restarted = f" after {result.restarts} server restart(s)" if result.restarts else ""
-            rows.append(f"{step.position}. {step.name}: {state}{restarted} in {_duration(result.took)}; items: "
+            took = format_duration(result.took, always_hours=True)
+            rows.append(f"{step.position}. {step.name}: {state}{restarted} in {took}; items: "
                         f"{c.made} made, {c.cached} already done, {c.failed} failed{left}"
                         + (f" ({c.preview} previews)" if c.preview else ""))
         if c.failed_items:
@@ -322,11 +313,3 @@ def notify(command: str, report: Path, say: Callable[[str], None], timeout: floa
     if done.returncode != 0:
         tail = done.stderr.decode("utf-8", errors="replace").strip().splitlines()[-1:] or [""]
         say(f"notify: NOTIFY_CMD exited with {done.returncode} {tail[0]}".rstrip())
-
-
-def now_text() -> str:
-    return time.strftime(TIME_FORMAT)
-
-
-__all__ = ["status_lines", "count_step", "Counts", "StepResult", "RunRecord", "build_report", "write_report",
-           "notify", "next_command", "state_path", "read_entries", "now_text", "redo_commands"]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from common.run import cancel
-from common.state.checkpoints import CheckpointStore, Entry
+from common.state.checkpoints import CheckpointStore, Entry, state_file
 from common.run.errors import Interrupted, ItemsFailedError, JobError, PipelineError
 from common.config.paths import pipeline_dir_of
 from common.run.progress import Progress
@@ -68,10 +68,6 @@ class ScriptContext:
     def output_dir(self) -> Path:
         return self.pipeline_dir / "output"
 
-    @property
-    def workflow_dir(self) -> Path:
-        return self.pipeline_dir / "workflow"
-
     def say(self, message: str) -> None:
         self.out(message)
 
@@ -81,12 +77,8 @@ class ScriptContext:
         if key not in self._stores:
             resumable = self.settings.ENABLE_RESUMABLE_MODE and not self.args.disable_resumable
             self._stores[key] = CheckpointStore(
-                self.output_dir / "tracking" / f"{key}.state.json",
-                base_dir=self.pipeline_dir,
-                resumable=resumable,
-                force_start=self.args.force_start,
-                warn=lambda text: print(text, file=sys.stderr, flush=True),
-            )
+                state_file(self.pipeline_dir, key), base_dir=self.pipeline_dir, resumable=resumable,
+                force_start=self.args.force_start, warn=lambda text: print(text, file=sys.stderr, flush=True))
         return self._stores[key]
 
     def confirm(self, question: str, default: bool = True) -> bool:
@@ -99,19 +91,10 @@ class ScriptContext:
         answer = input(f"{question} [{'Y/n' if default else 'y/N'}] ").strip().lower()
         return default if not answer else answer.startswith("y")
 
-    def each(
-        self,
-        items: Sequence[T],
-        *,
-        label: str,
-        key: Callable[[T], str],
-        fingerprint: Callable[[T], str],
-        work: Callable[[T], tuple[Iterable[Path], dict[str, Any]]],
-        preview: bool = False,
-        store: CheckpointStore | None = None,
-        workers: int = 1,
-        chain: Callable[[T], str] | None = None,
-    ) -> dict[str, Entry]:
+    def each(self, items: Sequence[T], *, label: str, key: Callable[[T], str], fingerprint: Callable[[T], str],
+             work: Callable[[T], tuple[Iterable[Path], dict[str, Any]]], preview: bool = False,
+             store: CheckpointStore | None = None, workers: int = 1,
+             chain: Callable[[T], str] | None = None) -> dict[str, Entry]:
         """Run `work` for every item not already checkpointed, checkpointing each as it finishes.
 
         `work(item)` returns (files it wrote, data to remember). Returns the entry of every
@@ -291,6 +274,3 @@ def run_guarded(body: Callable[[], None]) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
-
-
-__all__ = ["Script", "ScriptContext", "standard_parser", "run_guarded"]

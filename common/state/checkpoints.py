@@ -20,6 +20,24 @@ from typing import Any, Callable, Iterable
 from common.state.atomic import atomic_write_json
 
 STATE_VERSION = 1
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # local time of finished_at: compares as text, in run order
+
+
+def now_text() -> str:
+    return time.strftime(TIME_FORMAT)
+
+
+def state_file(pipeline_dir: Path, script: str) -> Path:
+    """Where a pipeline keeps a script's checkpoints (`script` is its stem, e.g. "2.story")."""
+    return Path(pipeline_dir) / "output" / "tracking" / f"{script}.state.json"
+
+
+def read_items(path: Path) -> dict[str, Any]:
+    """The items table of a state file as written; ValueError (or OSError) when there is none."""
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(raw, dict) or not isinstance(raw.get("items"), dict):
+        raise ValueError("no items table")
+    return raw["items"]
 
 
 def fingerprint(*parts: Any) -> str:
@@ -81,16 +99,9 @@ class Entry:
 
     @classmethod
     def from_json(cls, key: str, raw: dict[str, Any]) -> "Entry":
-        return cls(
-            key=key,
-            fingerprint=str(raw["fingerprint"]),
-            files=tuple(str(f) for f in raw.get("files", ())),
-            data=dict(raw.get("data", {})),
-            preview=bool(raw.get("preview", False)),
-            finished_at=str(raw.get("finished_at", "")),
-            took=raw.get("took"),
-            status=str(raw.get("status", "done")),
-        )
+        return cls(key, str(raw["fingerprint"]), tuple(str(f) for f in raw.get("files", ())),
+                   dict(raw.get("data", {})), bool(raw.get("preview", False)), str(raw.get("finished_at", "")),
+                   raw.get("took"), str(raw.get("status", "done")))
 
 
 class CheckpointStore:
@@ -101,15 +112,8 @@ class CheckpointStore:
     (--disable-resumable); with `force_start=True` earlier entries are ignored and replaced.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        base_dir: Path,
-        resumable: bool = True,
-        force_start: bool = False,
-        warn: Callable[[str], None] = print,
-    ) -> None:
+    def __init__(self, path: Path, *, base_dir: Path, resumable: bool = True, force_start: bool = False,
+                 warn: Callable[[str], None] = print) -> None:
         self.path = Path(path)
         self.base_dir = Path(base_dir)
         self.resumable = resumable
@@ -117,7 +121,6 @@ class CheckpointStore:
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
         self.cached_count = 0
-        self.done_count = 0
         if resumable and not force_start:
             self._entries = self._load()
 
@@ -130,10 +133,7 @@ class CheckpointStore:
         if not self.path.exists():
             return {}
         try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-            if not isinstance(raw, dict) or not isinstance(raw.get("items"), dict):
-                raise ValueError("no items table")
-            return {key: Entry.from_json(key, value) for key, value in raw["items"].items()}
+            return {key: Entry.from_json(key, value) for key, value in read_items(self.path).items()}
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             aside = self.path.with_name(f"{self.path.stem}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}.json")
             os.replace(self.path, aside)
@@ -173,33 +173,13 @@ class CheckpointStore:
         return any(e.preview for e in self.entries().values())
 
     # ----- updates -----
-    def record(
-        self,
-        key: str,
-        fp: str,
-        *,
-        files: Iterable[Path | str] = (),
-        data: dict[str, Any] | None = None,
-        preview: bool = False,
-        took: float | None = None,
-        status: str = "done",
-    ) -> Entry:
+    def record(self, key: str, fp: str, *, files: Iterable[Path | str] = (), data: dict[str, Any] | None = None,
+               preview: bool = False, took: float | None = None, status: str = "done") -> Entry:
         """Record a finished (or failed) item and persist the whole state atomically."""
-        rel_files = tuple(self._relative(f) for f in files)
-        entry = Entry(
-            key=key,
-            fingerprint=fp,
-            files=rel_files,
-            data=dict(data or {}),
-            preview=preview,
-            finished_at=time.strftime("%Y-%m-%d %H:%M:%S"),
-            took=took,
-            status=status,
-        )
+        entry = Entry(key, fp, tuple(self._relative(f) for f in files), dict(data or {}), preview, now_text(), took,
+                      status)
         with self._lock:
             self._entries[key] = entry
-            if status == "done":
-                self.done_count += 1
             self._save_locked()
         return entry
 

@@ -34,16 +34,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from common.config.paths import PIPELINES, REPO_ROOT
 from common.state.atomic import atomic_write_json
 
 STAMP_NAME = "orchestrator.state.json"
 STAMP_VERSION = 1
 FORCING_ARGS = ("--force-start", "--disable-resumable")  # a step with these redoes work on every run
-PIPELINE_NAMES = ("gen.audio", "gen.image", "gen.video")
 # Environment variables scripts read that are not settings (common/media/ffmpeg.py, common/run/runner.py).
 EXTRA_ENV = ("FFMPEG_BINARY", "PIPELINE_DEBUG")
 EXTRA_ENV_PREFIXES = ("PIPELINE_", "COMFYUI_", "LM_STUDIO_", "YOUTUBE_")
-COMMON_DIR = Path(__file__).resolve().parents[1]
+COMMON_DIR = REPO_ROOT / "common"
 
 Listing = dict[str, list[int]]
 
@@ -64,8 +64,8 @@ def forcing(step: Any) -> bool:
 def tree_roots(pipeline_dir: Path, steps: Sequence[Any]) -> list[Path]:
     """Every pipeline folder the chain touches: its own, its scripts', and the gen.* siblings they read."""
     pipeline_dir = Path(pipeline_dir).resolve()
-    roots = [pipeline_dir] + [Path(s.path).resolve().parent.parent for s in steps]
-    roots += [pipeline_dir.parent / name for name in PIPELINE_NAMES if (pipeline_dir.parent / name).is_dir()]
+    roots = [pipeline_dir] + [s.path.resolve().parent.parent for s in steps]
+    roots += [pipeline_dir.parent / name for name in PIPELINES if (pipeline_dir.parent / name).is_dir()]
     return list(dict.fromkeys(roots))
 
 
@@ -237,7 +237,3 @@ def record_run(pipeline_dir: Path, steps: Sequence[Any], context: Mapping[str, s
         return
     trees = snapshot_trees(tree_roots(pipeline_dir, steps))
     save_stamp(pipeline_dir, Stamp(finished_at, [step_id(s) for s in steps], dict(context), trees))
-
-
-__all__ = ["stamp_path", "step_id", "tree_roots", "snapshot", "snapshot_trees", "context_parts", "Stamp",
-           "load_stamp", "save_stamp", "plan_skips", "record_run", "SkipPlan", "STAMP_NAME"]

@@ -1,0 +1,129 @@
+"""A pipeline's scripts as steps: what each needs, and which of them a run selects.
+
+`generate.py` lists its scripts as data (SCRIPTS, NEEDS_COMFYUI, NEEDS_LMSTUDIO, SCRIPT_ARGS);
+this turns those tables into steps and resolves --from/--until/--only and --list.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Collection, Mapping, Sequence
+
+from common.run.errors import ConfigError
+from common.run.step_process import to_terminal
+
+Needs = Mapping[str, bool] | Collection[str]
+
+
+@dataclass(frozen=True)
+class Step:
+    position: int  # 1-based, as --list shows it
+    name: str  # as written in SCRIPTS, e.g. "2.story.py" or "../../gen.audio/scripts/10.thumbnail.py"
+    path: Path
+    needs_comfyui: bool
+    needs_llm: bool
+    args: tuple[str, ...]
+
+    @property
+    def basename(self) -> str:
+        return self.path.name
+
+    @property
+    def pipeline_dir(self) -> Path:
+        """A script of another pipeline (../../gen.audio/scripts/x.py) belongs to, and writes into, that one."""
+        return self.path.parent.parent
+
+    @property
+    def needs_text(self) -> str:
+        needs = [label for flag, label in ((self.needs_comfyui, "ComfyUI"), (self.needs_llm, "LLM")) if flag]
+        return " + ".join(needs) if needs else "-"
+
+
+def _lookup(table: Needs | Mapping[str, Any], name: str, default: Any = False) -> Any:
+    """Seed generate.py files key their tables by basename even for another pipeline's script."""
+    base = Path(name).name
+    if isinstance(table, Mapping):
+        if name in table:
+            return table[name]
+        return table.get(base, default)
+    return name in table or base in table
+
+
+def build_steps(
+    pipeline_dir: Path, scripts: Sequence[str], needs_comfyui: Needs, needs_lmstudio: Needs,
+    script_args: Mapping[str, Sequence[str]],
+) -> list[Step]:
+    scripts_dir = pipeline_dir / "scripts"
+    steps = []
+    for position, name in enumerate(scripts, 1):
+        path = Path(os.path.normpath(scripts_dir / name))
+        steps.append(Step(position, name, path, bool(_lookup(needs_comfyui, name)),
+                          bool(_lookup(needs_lmstudio, name)), tuple(_lookup(script_args, name, ()) or ())))
+    return steps
+
+
+# Scripts that ask their own model of the LLM server rather than LM_STUDIO_MODEL.
+STEP_MODEL_SETTINGS = {"2.motion.py": "MODEL_MOTION_GENERATION"}
+
+
+def llm_model_for(step: Step, settings: Any) -> str | None:
+    """The model the orchestrator loads for `step` (None: the LLM service's own, LM_STUDIO_MODEL)."""
+    name = STEP_MODEL_SETTINGS.get(step.basename)
+    model = str(getattr(settings, name, "") or "").strip() if name else ""
+    return model or None
+
+
+def _resolve_position(token: str, steps: Sequence[Step], flag: str) -> int:
+    """A 1-based position, or a script name / name prefix such as `2.story`."""
+    token = token.strip()
+    if token.isdigit():
+        number = int(token)
+        if 1 <= number <= len(steps):
+            return number
+        raise ConfigError(f"{flag} {token} is out of range; use a number from 1 to {len(steps)} (see --list).")
+    exact = [s for s in steps if token in (s.name, s.basename, s.path.stem)]
+    matches = exact or [s for s in steps if s.basename.startswith(token) or s.name.startswith(token)]
+    own = [s for s in matches if "/" not in s.name.replace("\\", "/")]
+    if len(matches) > 1 and len(own) == 1:
+        matches = own  # `1.story` in gen.video means gen.video's own 1.story.py, not gen.image's
+    if len(matches) == 1:
+        return matches[0].position
+    if not matches:
+        raise ConfigError(f"{flag} {token} matches no script of this pipeline; see --list for the names.")
+    names = ", ".join(s.name for s in matches)
+    raise ConfigError(f"{flag} {token} matches several scripts ({names}); give more of the name or a number.")
+
+
+def select_steps(steps: Sequence[Step], start: str | None, until: str | None, only: str | None) -> list[Step]:
+    if only is not None:
+        if start is not None or until is not None:
+            raise ConfigError("--only cannot be combined with --from or --until; use one or the other.")
+        position = _resolve_position(only, steps, "--only")
+        return [steps[position - 1]]
+    first = _resolve_position(start, steps, "--from") if start is not None else 1
+    last = _resolve_position(until, steps, "--until") if until is not None else len(steps)
+    if first > last:
+        raise ConfigError(f"--from {start} comes after --until {until}; nothing would run.")
+    return list(steps[first - 1:last])
+
+
+def check_exist(steps: Sequence[Step], pipeline_dir: Path) -> None:
+    missing = [s.name for s in steps if not s.path.is_file()]
+    if missing:
+        raise ConfigError(
+            f"{len(missing)} script(s) listed in SCRIPTS do not exist ({', '.join(missing)}, looked in "
+            f"{pipeline_dir / 'scripts'}); write them or take them out of generate.py."
+        )
+
+
+
+def print_list(steps: Sequence[Step], pipeline_dir: Path) -> None:
+    """`--list`: every script, what it needs and its arguments; a missing one is marked."""
+    width = max((len(s.name) for s in steps), default=0)
+    to_terminal(f"{pipeline_dir.name}: {len(steps)} script(s)")
+    for s in steps:
+        missing = "" if s.path.is_file() else "   (missing)"
+        args = f"   args: {shlex.join(s.args)}" if s.args else ""
+        to_terminal(f"{s.position:3d}. {s.name:<{width}}  needs: {s.needs_text}{args}{missing}")
