@@ -87,6 +87,17 @@ def ff_path(path: PathLike) -> str:
     return "file:" + str(Path(path).absolute())
 
 
+def filter_value(text: PathLike) -> str:
+    """`text` as an option value inside an ffmpeg filtergraph, whatever characters it holds.
+
+    Two levels of escaping (ffmpeg-filters "Notes on filtergraph escaping"): first the
+    option value (`\\`, `'`, `:`), then the graph (`\\`, `'`, `[`, `]`, `,`, `;`). Needed
+    for file names such as C:\\Users\\... or a folder with a comma in it.
+    """
+    value = "".join("\\" + ch if ch in "\\':" else ch for ch in str(text))
+    return "".join("\\" + ch if ch in "\\'[],;" else ch for ch in value)
+
+
 def _last_words(stderr: str) -> str:
     lines = [_LOG_PREFIX.sub("", line).strip() for line in stderr.replace("\r", "\n").splitlines()]
     lines = [line for line in lines if line]
