@@ -312,26 +312,22 @@ def authorize(settings: Any, pipeline_dir: Path, *, port: int = 0, open_browser:
     return paths.token
 
 
-def authorized_http(credentials: Any, http: Any = None) -> Any:
-    """An httplib2-style transport that adds the access token and refreshes it on expiry or a 401."""
-    from google_auth_httplib2 import AuthorizedHttp
-
-    return AuthorizedHttp(credentials, http=http if http is not None else default_http())
-
-
 def youtube_service(credentials: Any, http: Any = None) -> Any:
     """The YouTube Data API client from the discovery document shipped in the wheel (no discovery fetch).
 
-    Tests pass the library's HttpMockSequence as `http`: the requests, the token refresh on
-    a 401 and the upload protocol then run exactly as they do against Google.
+    Its transport adds the access token and refreshes it on expiry or a 401. Tests pass the library's
+    HttpMockSequence as `http`: the requests, the token refresh on a 401 and the upload protocol then
+    run exactly as they do against Google.
     """
+    from google_auth_httplib2 import AuthorizedHttp
     from googleapiclient.discovery import build
 
-    return build("youtube", "v3", http=authorized_http(credentials, http), static_discovery=True, cache_discovery=False)
+    authorized = AuthorizedHttp(credentials, http=http if http is not None else default_http())
+    return build("youtube", "v3", http=authorized, static_discovery=True, cache_discovery=False)
 
 
 __all__ = [
     "youtube_service",
     "SCOPES", "CredentialPaths", "require_client_libraries", "CredentialStatus", "credential_paths", "check_credentials",
-    "authorize", "authorize_command", "save_token", "authorized_http", "default_http",
+    "authorize", "authorize_command", "save_token", "default_http",
 ]

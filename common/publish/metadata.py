@@ -177,19 +177,17 @@ def load_timeline(output_dir: Path) -> AudioTimeline:
         if not math.isfinite(duration) or duration <= 0 or any(not math.isfinite(s) or s < 0 for s in starts):
             raise InputError(f"{timings} holds impossible times; run 2.story.py again to rewrite it.")
         source = timings.name
-    if final.is_file():
-        from common.media import ffmpeg as media  # PyAV loads only when there is a file to measure
+    from common.media.ffmpeg import audio_duration  # numpy and PyAV load only when a timeline is read
 
-        duration, source = media.audio_duration(final), (f"{source} + {final.name}" if source else final.name)
+    if final.is_file():
+        duration, source = audio_duration(final), (f"{source} + {final.name}" if source else final.name)
     elif duration is None:
         story_wav = output_dir / "story.wav"
         if not story_wav.is_file():
             raise InputError(
                 f"no audio timeline: {timings} is missing (2.story.py writes it with story.wav); run 2.story.py first."
             )
-        from common.media import ffmpeg as media
-
-        duration, source = media.audio_duration(story_wav), story_wav.name
+        duration, source = audio_duration(story_wav), story_wav.name
     return AudioTimeline(float(duration), starts, source)
 
 

@@ -75,7 +75,8 @@ def format_ass(cues: Sequence[Cue], size: tuple[int, int], font: CaptionFont) ->
         "Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, "
         "MarginR, MarginV, Encoding",
         f"Style: Caption,{font.family.replace(',', ' ')},{px(FONT_SIZE)},&H00FFFFFF,&H000000FF,&H00000000,&H99000000,"
-        f"-1,0,0,0,100,100,0,0,1,{px(OUTLINE)},{px(SHADOW)},2,{px(MARGIN_SIDE)},{px(MARGIN_SIDE)},{px(MARGIN_BOTTOM)},1",
+        f"-1,0,0,0,100,100,0,0,1,{px(OUTLINE)},{px(SHADOW)},2,{px(MARGIN_SIDE)},{px(MARGIN_SIDE)},"
+        f"{px(MARGIN_BOTTOM)},1",
         "", "[Events]", "Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text",
     ]
     events = [f"Dialogue: 0,{_ass_time(c.start)},{_ass_time(c.end)},Caption,,0,0,0,,{_ass_text(c.text)}"

@@ -197,7 +197,8 @@ def _video_stream(video: Path) -> tuple[MediaInfo, float]:
     """The video's description and frame rate (FPS when the container does not say)."""
     info = probe(video)
     if info.video is None or not info.video.width or not info.video.height:
-        raise InputError(f"{video} has no video stream; pass the video made by gen.image or gen.video with --video-file.")
+        raise InputError(f"{video} has no video stream; pass the video made by gen.image or gen.video "
+                         "with --video-file.")
     return info, info.video.fps or FPS
 
 

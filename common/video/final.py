@@ -88,8 +88,10 @@ class FinalVideo:
                             "size": f"{info.video.width}x{info.video.height}"}
 
 
-def plan_final(output_dir: Path, wav: Path, video: Path | None, size: tuple[int, int], audio_bitrate: str) -> FinalVideo:
-    source = video or require_file(output_dir / "thumbnail.png", "the thumbnail", "run 10.thumbnail.py first; it draws it.")
+def plan_final(output_dir: Path, wav: Path, video: Path | None, size: tuple[int, int],
+               audio_bitrate: str) -> FinalVideo:
+    thumbnail = output_dir / "thumbnail.png"
+    source = video or require_file(thumbnail, "the thumbnail", "run 10.thumbnail.py first; it draws it.")
     return FinalVideo(output_dir / "final.mp4", wav, source, video is not None, size, audio_bitrate)
 
 
@@ -142,8 +144,9 @@ def plan_shorts(passages: Sequence[Passage], cues: Sequence[Cue], *, output_dir:
         return require_file(output_dir / "thumbnail.png", "the thumbnail",
                             "run 10.thumbnail.py first; it draws it and the Shorts covers.")
 
-    return [Short(f"shorts.v{n}", shorts_dir / f"shorts.v{n}.mp4", p, picture(n), tuple(captions_in(cues, p.start, p.end)),
-                  wav, font, audio_bitrate, video is not None) for n, p in enumerate(passages, 1)]
+    return [Short(f"shorts.v{n}", shorts_dir / f"shorts.v{n}.mp4", p, picture(n),
+                  tuple(captions_in(cues, p.start, p.end)), wav, font, audio_bitrate, video is not None)
+            for n, p in enumerate(passages, 1)]
 
 
 def remove_stale_shorts(shorts_dir: Path, keep: Sequence[str]) -> list[Path]:

@@ -82,10 +82,6 @@ class Storyboard:
         """Each scene once, in order of first appearance."""
         return tuple(dict.fromkeys(s.scene_id for s in self.shots))
 
-    def next_of(self, shot: Shot) -> Shot | None:
-        index = self.shots.index(shot)
-        return self.shots[index + 1] if index + 1 < len(self.shots) else None
-
     def continuity_runs(self) -> list[tuple[Shot, ...]]:
         """Runs of consecutive shots in one location (length >= 2): where clips can meet exactly."""
         runs: list[tuple[Shot, ...]] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 from common.video import clips
 from common.media import ffmpeg as media
 from common.video.animation import fill_slots
+from common.video.final import parse_size
 from common.state.checkpoints import CheckpointStore, fingerprint
 from common.run.errors import InputError
 from common.config.paths import require_file
@@ -25,7 +26,7 @@ def main(ctx: ScriptContext) -> None:
     audio = require_file(ctx.pipeline_dir.parent / "gen.audio" / "output" / "final.wav", "gen.audio's final mix",
                          "run gen.audio through 8.combine.py first.")
     # The published size (SPEC 8: 1280x720 or 1920x1080); clips made at VIDEO_WIDTH x VIDEO_HEIGHT are scaled.
-    width, height = (int(v) for v in ctx.settings.FINAL_VIDEO_SIZE.split("x"))
+    width, height = parse_size(ctx.settings.FINAL_VIDEO_SIZE)
     fps = ctx.settings.FRAMES_PER_SECOND
     seconds = media.audio_duration(audio)
     counts = fill_slots([s.start for s in board.shots], round(seconds * fps), fps)
