@@ -219,9 +219,11 @@ class MediaInfo:
         return next((s for s in self.streams if s.kind == "audio"), None)
 
 
-def _require_file(path: Path) -> None:
+def _existing(path: PathLike) -> Path:
+    path = Path(path)
     if not path.is_file():
         raise InputError(f"{path} does not exist or is not a file.")
+    return path
 
 
 def _stream_info(stream) -> StreamInfo:  # stream: av.stream.Stream
@@ -248,8 +250,7 @@ def probe(path: PathLike) -> MediaInfo:
     """Describe a media file (format, duration, streams) without decoding it."""
     import av  # imported here: only probing needs PyAV, and it is slow to import
 
-    path = Path(path)
-    _require_file(path)
+    path = _existing(path)
     try:
         with av.open(str(path), mode="r") as container:
             streams = tuple(_stream_info(s) for s in container.streams)
@@ -273,8 +274,7 @@ def _wav_params(path: Path) -> wave._wave_params | None:
 
 def audio_duration(path: PathLike) -> float:
     """Seconds of audio; exact to the sample for PCM WAV, the container's estimate otherwise."""
-    path = Path(path)
-    _require_file(path)
+    path = _existing(path)
     params = _wav_params(path)
     if params is not None:
         return params.nframes / params.framerate
@@ -293,8 +293,7 @@ def to_wav(src: PathLike, dst: PathLike, *, sample_rate: int = 44100, channels: 
     The soxr resampler is used because it is the cleanest ffmpeg has; -bitexact and no
     metadata keep the header minimal, so the `wave` module reads it and reruns are identical.
     """
-    src, dst = Path(src), Path(dst)
-    _require_file(src)
+    src, dst = _existing(src), Path(dst)
     with atomic_path(dst) as tmp:
         run_ffmpeg(
             ["-i", ff_path(src), "-map", "0:a:0", "-map_metadata", "-1",
@@ -311,8 +310,7 @@ def read_wav(path: PathLike, *, dtype: str = "int16") -> tuple[np.ndarray, int]:
     dtype "float32" scales to [-1, 1). Other sample formats are refused with a hint, because
     silently guessing a scale would corrupt levels downstream.
     """
-    path = Path(path)
-    _require_file(path)
+    path = _existing(path)
     try:
         with wave.open(str(path), "rb") as handle:
             params = handle.getparams()
@@ -408,9 +406,7 @@ def concat_wavs(
     if not inputs:
         raise ValueError("concat_wavs needs at least one input")
     dst = Path(dst)
-    sources = [Path(p) for p in inputs]
-    for source in sources:
-        _require_file(source)
+    sources = [_existing(p) for p in inputs]
     gap = silence(gap_seconds, sample_rate).tobytes()
     gap_frames = len(gap) // 2
     spans: list[tuple[float, float]] = []
@@ -466,8 +462,7 @@ def measure_loudness(path: PathLike) -> Loudness:
     ffmpeg's ebur128 filter prints these in its closing summary; silence reads as -70 LUFS
     (the gate's floor) and -inf dBTP.
     """
-    path = Path(path)
-    _require_file(path)
+    path = _existing(path)
     log = ffmpeg_log(
         ["-i", ff_path(path), "-map", "0:a:0", "-af", "ebur128=peak=true:framelog=quiet", "-f", "null", "-"],
         what=f"measuring the loudness of {path.name}",
