@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from itertools import groupby
 import math
 import re
 from dataclasses import dataclass
@@ -278,15 +279,11 @@ def _split_longest(segments: list[_Segment], end: int, line_starts: Sequence[int
 def _name_parts(segments: Sequence[_Segment]) -> list[ChapterMark]:
     """Halves of a split chapter become "Title (part 1)", "Title (part 2)", ..."""
     marks: list[ChapterMark] = []
-    i = 0
-    while i < len(segments):
-        j = i
-        while j + 1 < len(segments) and segments[j + 1].origin == segments[i].origin:
-            j += 1
-        for number, segment in enumerate(segments[i : j + 1], start=1):
-            title = segment.title if j == i else f"{segment.title} (part {number})"
+    for _, run in groupby(segments, key=lambda segment: segment.origin):
+        parts = list(run)
+        for number, segment in enumerate(parts, start=1):
+            title = segment.title if len(parts) == 1 else f"{segment.title} (part {number})"
             marks.append(ChapterMark(segment.start, title))
-        i = j + 1
     return marks
 
 

@@ -10,7 +10,8 @@ from common.video import clips
 from common.media import ffmpeg as media
 from common.video.animation import fill_slots
 from common.video.final import parse_size
-from common.state.checkpoints import CheckpointStore, fingerprint
+from common.audio.mix import upstream_preview
+from common.state.checkpoints import fingerprint
 from common.run.errors import InputError
 from common.config.paths import require_file
 from common.run.runner import Script, ScriptContext
@@ -36,7 +37,6 @@ def main(ctx: ScriptContext) -> None:
     if missing:
         raise InputError(f"{len(missing)} clip(s) are missing, the first {missing[0]}; run 3.animate.py first.")
     out = ctx.output_dir / "final_sd.mp4"
-    animate_state = CheckpointStore(ctx.output_dir / "tracking" / "3.animate.state.json", base_dir=ctx.pipeline_dir)
     ctx.say(f"{len(shots)} clips over {audio.name} ({seconds:.2f} s, {sum(counts)} frames at {fps} fps)")
 
     def render(_: str):
@@ -45,7 +45,7 @@ def main(ctx: ScriptContext) -> None:
 
     ctx.each(["final_sd.mp4"], label="video", key=lambda k: k,
              fingerprint=lambda k: fingerprint(VERSION, shots, audio, width, height, fps),
-             work=render, preview=animate_state.any_preview())
+             work=render, preview=upstream_preview(ctx.pipeline_dir, ("3.animate",)))
     info = media.probe(out)
     ctx.say(f"wrote {out} ({info.duration:.2f} s, {width}x{height}, H.264 + AAC)")
 
