@@ -338,16 +338,20 @@ def _as_int16(samples: np.ndarray) -> np.ndarray:
     raise ValueError(f"samples must be int16 or floating point, not {samples.dtype}")
 
 
+def wav_writer(path: PathLike, sample_rate: int, channels: int = 1) -> wave.Wave_write:
+    """A 16-bit PCM WAV open for writing (use it in a `with`), for writers that stream blocks into it."""
+    handle = wave.open(str(path), "wb")
+    handle.setnchannels(channels)
+    handle.setsampwidth(2)
+    handle.setframerate(int(sample_rate))
+    return handle
+
+
 def write_wav(path: PathLike, samples: np.ndarray, sample_rate: int) -> Path:
     """Write int16 (or float in [-1, 1]) samples, shape (n,) or (n, channels), as 16-bit WAV atomically."""
     data = _as_int16(samples)
-    channels = 1 if data.ndim == 1 else data.shape[1]
-    with atomic_path(path) as tmp:
-        with wave.open(str(tmp), "wb") as handle:
-            handle.setnchannels(channels)
-            handle.setsampwidth(2)
-            handle.setframerate(int(sample_rate))
-            handle.writeframes(data.astype("<i2", copy=False).tobytes())
+    with atomic_path(path) as tmp, wav_writer(tmp, sample_rate, 1 if data.ndim == 1 else data.shape[1]) as handle:
+        handle.writeframes(data.astype("<i2", copy=False).tobytes())
     return Path(path)
 
 
@@ -411,10 +415,7 @@ def concat_wavs(
     gap_frames = len(gap) // 2
     spans: list[tuple[float, float]] = []
     with atomic_path(dst) as tmp, tempfile.TemporaryDirectory(prefix=".concat.", dir=dst.parent) as scratch:
-        with wave.open(str(tmp), "wb") as out:
-            out.setnchannels(1)
-            out.setsampwidth(2)
-            out.setframerate(sample_rate)
+        with wav_writer(tmp, sample_rate) as out:
             position = 0
             for number, source in enumerate(sources):
                 params = _wav_params(source)
