@@ -208,7 +208,8 @@ def check_credentials(settings: Any, pipeline_dir: Path, *, http: Any = None,
             why = f" ({description})" if description else ""
             return status("invalid_grant",
                           f"Google no longer accepts the saved YouTube authorisation{why}: it was revoked, or it "
-                          f"expired (apps in 'Testing' expire after {TESTING_APP_DAYS} days); run {fix}, then run again.")
+                          f"expired (apps in 'Testing' expire after {TESTING_APP_DAYS} days); run {fix}, then run "
+                          "again.")
         return status("bad_file", f"Google refused to refresh the YouTube token ({code or 'refresh failed'}"
                                   f"{': ' + description if description else ''}): run {fix}, then run again.")
     except TransportError as exc:

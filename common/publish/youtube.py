@@ -134,7 +134,8 @@ def _check_thumbnail(path: Path) -> str:
         raise InputError(f"the thumbnail {path} is missing or empty; run 10.thumbnail.py, or pass --thumbnail-file.")
     size = path.stat().st_size
     if size > THUMBNAIL_MAX_BYTES:
-        raise InputError(f"the thumbnail {path} is {size / 1e6:.1f} MB, YouTube takes at most 2 MB; save it smaller (JPEG).")
+        raise InputError(f"the thumbnail {path} is {size / 1e6:.1f} MB, YouTube takes at most 2 MB; "
+                         "save it smaller (JPEG).")
     with open(path, "rb") as handle:
         head = handle.read(8)
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
