@@ -11,12 +11,10 @@ from PIL import Image, ImageDraw, ImageFilter
 from common.run.errors import PipelineError
 from common.formats.chapters import Chapter, Chapters, write_chapters
 from common.formats.srt import Cue, Srt, read_srt, write_srt
-from common.media.ffmpeg import ff_path, probe, run_ffmpeg, write_wav
+from common.media.ffmpeg import ff_path, filter_value, probe, run_ffmpeg, write_wav
 from common.video.shorts import Line, captions_in, choose_passages, lines_from_cues, plan_passage, sentence_ends
-from common.video.final import (
-    caption_font, encode_short, encode_still, filter_value, format_ass, kept_frames, remux_video, verify_video,
-    vertical_cover,
-)
+from common.video.captions import caption_font, format_ass
+from common.video.encode import encode_short, encode_still, kept_frames, remux_video, verify_video, vertical_cover
 from tests.support.project import copy_pipeline, env_for, run_script
 
 FRAME = 1 / 24

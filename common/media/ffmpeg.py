@@ -87,6 +87,17 @@ def ff_path(path: PathLike) -> str:
     return "file:" + str(Path(path).absolute())
 
 
+def filter_value(text: PathLike) -> str:
+    """`text` as an option value inside an ffmpeg filtergraph, whatever characters it holds.
+
+    Two levels of escaping (ffmpeg-filters "Notes on filtergraph escaping"): first the
+    option value (`\\`, `'`, `:`), then the graph (`\\`, `'`, `[`, `]`, `,`, `;`). Needed
+    for file names such as C:\\Users\\... or a folder with a comma in it.
+    """
+    value = "".join("\\" + ch if ch in "\\':" else ch for ch in str(text))
+    return "".join("\\" + ch if ch in "\\'[],;" else ch for ch in value)
+
+
 def _last_words(stderr: str) -> str:
     lines = [_LOG_PREFIX.sub("", line).strip() for line in stderr.replace("\r", "\n").splitlines()]
     lines = [line for line in lines if line]
@@ -208,9 +219,11 @@ class MediaInfo:
         return next((s for s in self.streams if s.kind == "audio"), None)
 
 
-def _require_file(path: Path) -> None:
+def _existing(path: PathLike) -> Path:
+    path = Path(path)
     if not path.is_file():
         raise InputError(f"{path} does not exist or is not a file.")
+    return path
 
 
 def _stream_info(stream) -> StreamInfo:  # stream: av.stream.Stream
@@ -237,8 +250,7 @@ def probe(path: PathLike) -> MediaInfo:
     """Describe a media file (format, duration, streams) without decoding it."""
     import av  # imported here: only probing needs PyAV, and it is slow to import
 
-    path = Path(path)
-    _require_file(path)
+    path = _existing(path)
     try:
         with av.open(str(path), mode="r") as container:
             streams = tuple(_stream_info(s) for s in container.streams)
@@ -262,8 +274,7 @@ def _wav_params(path: Path) -> wave._wave_params | None:
 
 def audio_duration(path: PathLike) -> float:
     """Seconds of audio; exact to the sample for PCM WAV, the container's estimate otherwise."""
-    path = Path(path)
-    _require_file(path)
+    path = _existing(path)
     params = _wav_params(path)
     if params is not None:
         return params.nframes / params.framerate
@@ -282,8 +293,7 @@ def to_wav(src: PathLike, dst: PathLike, *, sample_rate: int = 44100, channels: 
     The soxr resampler is used because it is the cleanest ffmpeg has; -bitexact and no
     metadata keep the header minimal, so the `wave` module reads it and reruns are identical.
     """
-    src, dst = Path(src), Path(dst)
-    _require_file(src)
+    src, dst = _existing(src), Path(dst)
     with atomic_path(dst) as tmp:
         run_ffmpeg(
             ["-i", ff_path(src), "-map", "0:a:0", "-map_metadata", "-1",
@@ -300,8 +310,7 @@ def read_wav(path: PathLike, *, dtype: str = "int16") -> tuple[np.ndarray, int]:
     dtype "float32" scales to [-1, 1). Other sample formats are refused with a hint, because
     silently guessing a scale would corrupt levels downstream.
     """
-    path = Path(path)
-    _require_file(path)
+    path = _existing(path)
     try:
         with wave.open(str(path), "rb") as handle:
             params = handle.getparams()
@@ -329,16 +338,20 @@ def _as_int16(samples: np.ndarray) -> np.ndarray:
     raise ValueError(f"samples must be int16 or floating point, not {samples.dtype}")
 
 
+def wav_writer(path: PathLike, sample_rate: int, channels: int = 1) -> wave.Wave_write:
+    """A 16-bit PCM WAV open for writing (use it in a `with`), for writers that stream blocks into it."""
+    handle = wave.open(str(path), "wb")
+    handle.setnchannels(channels)
+    handle.setsampwidth(2)
+    handle.setframerate(int(sample_rate))
+    return handle
+
+
 def write_wav(path: PathLike, samples: np.ndarray, sample_rate: int) -> Path:
     """Write int16 (or float in [-1, 1]) samples, shape (n,) or (n, channels), as 16-bit WAV atomically."""
     data = _as_int16(samples)
-    channels = 1 if data.ndim == 1 else data.shape[1]
-    with atomic_path(path) as tmp:
-        with wave.open(str(tmp), "wb") as handle:
-            handle.setnchannels(channels)
-            handle.setsampwidth(2)
-            handle.setframerate(int(sample_rate))
-            handle.writeframes(data.astype("<i2", copy=False).tobytes())
+    with atomic_path(path) as tmp, wav_writer(tmp, sample_rate, 1 if data.ndim == 1 else data.shape[1]) as handle:
+        handle.writeframes(data.astype("<i2", copy=False).tobytes())
     return Path(path)
 
 
@@ -397,17 +410,12 @@ def concat_wavs(
     if not inputs:
         raise ValueError("concat_wavs needs at least one input")
     dst = Path(dst)
-    sources = [Path(p) for p in inputs]
-    for source in sources:
-        _require_file(source)
+    sources = [_existing(p) for p in inputs]
     gap = silence(gap_seconds, sample_rate).tobytes()
     gap_frames = len(gap) // 2
     spans: list[tuple[float, float]] = []
     with atomic_path(dst) as tmp, tempfile.TemporaryDirectory(prefix=".concat.", dir=dst.parent) as scratch:
-        with wave.open(str(tmp), "wb") as out:
-            out.setnchannels(1)
-            out.setsampwidth(2)
-            out.setframerate(sample_rate)
+        with wav_writer(tmp, sample_rate) as out:
             position = 0
             for number, source in enumerate(sources):
                 params = _wav_params(source)
@@ -455,8 +463,7 @@ def measure_loudness(path: PathLike) -> Loudness:
     ffmpeg's ebur128 filter prints these in its closing summary; silence reads as -70 LUFS
     (the gate's floor) and -inf dBTP.
     """
-    path = Path(path)
-    _require_file(path)
+    path = _existing(path)
     log = ffmpeg_log(
         ["-i", ff_path(path), "-map", "0:a:0", "-af", "ebur128=peak=true:framelog=quiet", "-f", "null", "-"],
         what=f"measuring the loudness of {path.name}",

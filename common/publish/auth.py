@@ -168,21 +168,22 @@ def check_credentials(settings: Any, pipeline_dir: Path, *, http: Any = None,
     """
     paths = credential_paths(settings, pipeline_dir)
     fix = authorize_command(pipeline_dir)
+
+    def status(state: str, message: str) -> CredentialStatus:
+        return CredentialStatus(state, message, paths)
+
     if not paths.token.is_file():
         if not paths.client_secrets.is_file():
-            return CredentialStatus(
-                "not_configured",
-                f"YouTube publishing is not set up ({paths.client_secrets} and {paths.token} not found): put your "
-                f"OAuth client file at {paths.client_secrets}, then run: {fix} (README, 'Publishing to YouTube')",
-                paths,
-            )
-        return CredentialStatus(
-            "no_token", f"YouTube is not authorised yet ({paths.token} not found): run {fix} once, then run again.", paths
-        )
+            return status("not_configured",
+                          f"YouTube publishing is not set up ({paths.client_secrets} and {paths.token} not found): put "
+                          f"your OAuth client file at {paths.client_secrets}, then run: {fix} (README, 'Publishing to "
+                          "YouTube')")
+        return status("no_token", f"YouTube is not authorised yet ({paths.token} not found): run {fix} once, then "
+                                  "run again.")
     try:
         require_client_libraries()
     except ConfigError as exc:
-        return CredentialStatus("missing_library", str(exc), paths)
+        return status("missing_library", str(exc))
     from google.auth.exceptions import RefreshError, TransportError
     from google.oauth2.credentials import Credentials
     from google_auth_httplib2 import Request
@@ -192,52 +193,31 @@ def check_credentials(settings: Any, pipeline_dir: Path, *, http: Any = None,
         # A token file without "scopes" (other tools write such) asks for ours; the refresh then tells.
         credentials = Credentials.from_authorized_user_info(info, scopes=None if info.get("scopes") else list(SCOPES))
     except ValueError:
-        return CredentialStatus(
-            "bad_file", f"{paths.token} is not a token file this program wrote: delete it and run {fix}.", paths
-        )
-    missing = _scopes_missing(credentials)
-    if missing:
-        return CredentialStatus(
-            "missing_scopes",
-            f"{paths.token} does not allow {', '.join(missing)} (needed to upload with thumbnail and captions): "
-            f"run {fix} and tick every permission asked.",
-            paths,
-        )
+        return status("bad_file", f"{paths.token} is not a token file this program wrote: delete it and run {fix}.")
+    if missing := _scopes_missing(credentials):
+        return status("missing_scopes", f"{paths.token} does not allow {', '.join(missing)} (needed to upload with "
+                                        f"thumbnail and captions): run {fix} and tick every permission asked.")
     try:
         credentials.refresh(Request(http if http is not None else default_http()))
     except RefreshError as exc:
         code, description = _refresh_reason(exc)
         if getattr(exc, "retryable", False):  # Google's token service failed, not the grant
-            return CredentialStatus(
-                "unreachable", f"Google's token service failed to refresh the YouTube token ({code or 'server error'}); "
-                "run again later.", paths)
+            return status("unreachable", f"Google's token service failed to refresh the YouTube token "
+                                         f"({code or 'server error'}); run again later.")
         if code == "invalid_grant":
             why = f" ({description})" if description else ""
-            return CredentialStatus(
-                "invalid_grant",
-                f"Google no longer accepts the saved YouTube authorisation{why}: it was revoked, or it expired "
-                f"(apps in 'Testing' expire after {TESTING_APP_DAYS} days); run {fix}, then run again.",
-                paths,
-            )
-        return CredentialStatus(
-            "bad_file",
-            f"Google refused to refresh the YouTube token ({code or 'refresh failed'}"
-            f"{': ' + description if description else ''}): run {fix}, then run again.",
-            paths,
-        )
+            return status("invalid_grant",
+                          f"Google no longer accepts the saved YouTube authorisation{why}: it was revoked, or it "
+                          f"expired (apps in 'Testing' expire after {TESTING_APP_DAYS} days); run {fix}, then run "
+                          "again.")
+        return status("bad_file", f"Google refused to refresh the YouTube token ({code or 'refresh failed'}"
+                                  f"{': ' + description if description else ''}): run {fix}, then run again.")
     except TransportError as exc:
-        return CredentialStatus(
-            "unreachable",
-            f"could not reach Google to refresh the YouTube token ({type(exc).__name__}); check the network and run again.",
-            paths,
-        )
-    missing = _scopes_missing(credentials)
-    if missing:
-        return CredentialStatus(
-            "missing_scopes",
-            f"Google granted the token without {', '.join(missing)}: run {fix} and tick every permission asked.",
-            paths,
-        )
+        return status("unreachable", f"could not reach Google to refresh the YouTube token ({type(exc).__name__}); "
+                                     "check the network and run again.")
+    if missing := _scopes_missing(credentials):
+        return status("missing_scopes", f"Google granted the token without {', '.join(missing)}: run {fix} and tick "
+                                        "every permission asked.")
     save_token(credentials, paths.token)
     return CredentialStatus("ok", f"YouTube authorisation OK ({paths.token.name})", paths, credentials,
                             warning=_age_warning(info, now()))
@@ -312,26 +292,22 @@ def authorize(settings: Any, pipeline_dir: Path, *, port: int = 0, open_browser:
     return paths.token
 
 
-def authorized_http(credentials: Any, http: Any = None) -> Any:
-    """An httplib2-style transport that adds the access token and refreshes it on expiry or a 401."""
-    from google_auth_httplib2 import AuthorizedHttp
-
-    return AuthorizedHttp(credentials, http=http if http is not None else default_http())
-
-
 def youtube_service(credentials: Any, http: Any = None) -> Any:
     """The YouTube Data API client from the discovery document shipped in the wheel (no discovery fetch).
 
-    Tests pass the library's HttpMockSequence as `http`: the requests, the token refresh on
-    a 401 and the upload protocol then run exactly as they do against Google.
+    Its transport adds the access token and refreshes it on expiry or a 401. Tests pass the library's
+    HttpMockSequence as `http`: the requests, the token refresh on a 401 and the upload protocol then
+    run exactly as they do against Google.
     """
+    from google_auth_httplib2 import AuthorizedHttp
     from googleapiclient.discovery import build
 
-    return build("youtube", "v3", http=authorized_http(credentials, http), static_discovery=True, cache_discovery=False)
+    authorized = AuthorizedHttp(credentials, http=http if http is not None else default_http())
+    return build("youtube", "v3", http=authorized, static_discovery=True, cache_discovery=False)
 
 
 __all__ = [
     "youtube_service",
     "SCOPES", "CredentialPaths", "require_client_libraries", "CredentialStatus", "credential_paths", "check_credentials",
-    "authorize", "authorize_command", "save_token", "authorized_http", "default_http",
+    "authorize", "authorize_command", "save_token", "default_http",
 ]

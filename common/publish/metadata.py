@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from itertools import groupby
 import math
 import re
 from dataclasses import dataclass
@@ -177,19 +178,17 @@ def load_timeline(output_dir: Path) -> AudioTimeline:
         if not math.isfinite(duration) or duration <= 0 or any(not math.isfinite(s) or s < 0 for s in starts):
             raise InputError(f"{timings} holds impossible times; run 2.story.py again to rewrite it.")
         source = timings.name
-    if final.is_file():
-        from common.media import ffmpeg as media  # PyAV loads only when there is a file to measure
+    from common.media.ffmpeg import audio_duration  # numpy and PyAV load only when a timeline is read
 
-        duration, source = media.audio_duration(final), (f"{source} + {final.name}" if source else final.name)
+    if final.is_file():
+        duration, source = audio_duration(final), (f"{source} + {final.name}" if source else final.name)
     elif duration is None:
         story_wav = output_dir / "story.wav"
         if not story_wav.is_file():
             raise InputError(
                 f"no audio timeline: {timings} is missing (2.story.py writes it with story.wav); run 2.story.py first."
             )
-        from common.media import ffmpeg as media
-
-        duration, source = media.audio_duration(story_wav), story_wav.name
+        duration, source = audio_duration(story_wav), story_wav.name
     return AudioTimeline(float(duration), starts, source)
 
 
@@ -280,15 +279,11 @@ def _split_longest(segments: list[_Segment], end: int, line_starts: Sequence[int
 def _name_parts(segments: Sequence[_Segment]) -> list[ChapterMark]:
     """Halves of a split chapter become "Title (part 1)", "Title (part 2)", ..."""
     marks: list[ChapterMark] = []
-    i = 0
-    while i < len(segments):
-        j = i
-        while j + 1 < len(segments) and segments[j + 1].origin == segments[i].origin:
-            j += 1
-        for number, segment in enumerate(segments[i : j + 1], start=1):
-            title = segment.title if j == i else f"{segment.title} (part {number})"
+    for _, run in groupby(segments, key=lambda segment: segment.origin):
+        parts = list(run)
+        for number, segment in enumerate(parts, start=1):
+            title = segment.title if len(parts) == 1 else f"{segment.title} (part {number})"
             marks.append(ChapterMark(segment.start, title))
-        i = j + 1
     return marks
 
 

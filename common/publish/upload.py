@@ -157,6 +157,18 @@ def translate(exc: BaseException, what: str, *, now: datetime | None = None, res
     raise exc  # not a failure we know how to describe: our bug, keep the traceback
 
 
+def _retry(exc: Exception, failures: int, what: str, policy: RetryPolicy, say: Callable[[str], None], *,
+           where: str = "", resumable_note: str = "") -> int:
+    """After a failure: wait and return the new failure count when it is transient and retries are left,
+    else raise what the user should read."""
+    if classify(exc) != "transient" or failures >= policy.max_retries:
+        raise translate(exc, what, resumable_note=resumable_note) from None
+    failures += 1
+    delay = policy.wait(failures)
+    say(f"  {what}: {_short(exc)}{where}; retry {failures}/{policy.max_retries} in {delay:.1f} s")
+    return failures
+
+
 def with_retries(call: Callable[[], Any], what: str, policy: RetryPolicy,
                  say: Callable[[str], None] = print) -> Any:
     """Run one non-resumable request, retrying transient failures only."""
@@ -165,13 +177,7 @@ def with_retries(call: Callable[[], Any], what: str, policy: RetryPolicy,
         try:
             return call()
         except Exception as exc:
-            kind = classify(exc)
-            if kind == "transient" and failures < policy.max_retries:
-                failures += 1
-                delay = policy.wait(failures)
-                say(f"  {what}: {_short(exc)}; retry {failures}/{policy.max_retries} in {delay:.1f} s")
-                continue
-            raise translate(exc, what) from None
+            failures = _retry(exc, failures, what, policy, say)
 
 
 def _short(exc: BaseException) -> str:
@@ -266,17 +272,12 @@ def upload_resumable(
                     checkpoint(Session(request.resumable_uri, value, size))
             status, body = request.next_chunk(http=transport, num_retries=0)
         except Exception as exc:
-            kind = classify(exc)
             if request.resumable_uri:
                 checkpoint(Session(request.resumable_uri, request.resumable_progress, size))
-            if kind == "transient" and failures < policy.max_retries:
-                failures += 1
-                delay = policy.wait(failures)
-                say(f"  {what}: {_short(exc)} at {_mb(request.resumable_progress)}; "
-                    f"retry {failures}/{policy.max_retries} in {delay:.1f} s")
-                continue
             note = f" (the upload is saved at {_mb(request.resumable_progress)} of {_mb(size)})" if request.resumable_uri else ""
-            raise translate(exc, what, resumable_note=note) from None
+            failures = _retry(exc, failures, what, policy, say, where=f" at {_mb(request.resumable_progress)}",
+                              resumable_note=note)
+            continue
         failures = 0
         if body is not None:
             return body

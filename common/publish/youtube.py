@@ -128,7 +128,14 @@ def open_state(inputs: PublishInputs, warn: Callable[[str], None] = print) -> Ch
 # ----------------------------------------------------------------------------- the plan
 
 
-def _image_type(path: Path) -> str:
+def _check_thumbnail(path: Path) -> str:
+    """The thumbnail's mimetype, once it is known to be a PNG or JPEG that YouTube takes."""
+    if not path.is_file() or path.stat().st_size == 0:
+        raise InputError(f"the thumbnail {path} is missing or empty; run 10.thumbnail.py, or pass --thumbnail-file.")
+    size = path.stat().st_size
+    if size > THUMBNAIL_MAX_BYTES:
+        raise InputError(f"the thumbnail {path} is {size / 1e6:.1f} MB, YouTube takes at most 2 MB; "
+                         "save it smaller (JPEG).")
     with open(path, "rb") as handle:
         head = handle.read(8)
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -136,15 +143,6 @@ def _image_type(path: Path) -> str:
     if head.startswith(b"\xff\xd8\xff"):
         return "image/jpeg"
     raise InputError(f"the thumbnail {path} is neither PNG nor JPEG; YouTube takes only those, render it again (10.thumbnail.py).")
-
-
-def _check_thumbnail(path: Path) -> str:
-    if not path.is_file() or path.stat().st_size == 0:
-        raise InputError(f"the thumbnail {path} is missing or empty; run 10.thumbnail.py, or pass --thumbnail-file.")
-    size = path.stat().st_size
-    if size > THUMBNAIL_MAX_BYTES:
-        raise InputError(f"the thumbnail {path} is {size / 1e6:.1f} MB, YouTube takes at most 2 MB; save it smaller (JPEG).")
-    return _image_type(path)
 
 
 def _check_captions(path: Path) -> None:
@@ -264,14 +262,20 @@ def build_request(service: Any, item: Item, *, video_id: str, chunk_size: int,
 
 
 def _fingerprint(item: Item, video_id: str) -> str:
-    if item.kind in ("video", "short"):
-        return fingerprint(item.kind, item.body, item.media, video_id if item.kind == "short" else "")
-    return fingerprint(item.kind, item.body, item.media, video_id)
+    return fingerprint(item.kind, item.body, item.media, "" if item.kind == "video" else video_id)
 
 
 def _done_upload(store: CheckpointStore, key: str) -> Entry | None:
     entry = store.entries().get(key)
     return entry if entry is not None and entry.status == "done" and entry.data.get("video_id") else None
+
+
+def _caption_id(store: CheckpointStore, item: Item, video_id: str) -> str | None:
+    """Our caption track already on `video_id`, from an earlier run: new captions replace it."""
+    previous = store.entries().get(item.key)
+    if item.kind == "captions" and previous is not None and previous.data.get("video_id") == video_id:
+        return previous.data.get("caption_id")
+    return None
 
 
 # ----------------------------------------------------------------------------- the run
@@ -366,10 +370,7 @@ class Publisher:
         if self.store.lookup(item.key, fp) is not None:
             self.result.skipped.append(item.key)
             return
-        previous = self.store.entries().get(item.key)
-        caption_id = None
-        if item.kind == "captions" and previous is not None and previous.data.get("video_id") == video_id:
-            caption_id = previous.data.get("caption_id")
+        caption_id = _caption_id(self.store, item, video_id)
         request, _ = build_request(self.service, item, video_id=video_id, chunk_size=self.inputs.chunk_size,
                                    caption_id=caption_id)
         what = f"setting the thumbnail of {video_url(video_id)}" if item.kind == "thumbnail" else \
@@ -427,19 +428,16 @@ def dry_run(inputs: PublishInputs, store: CheckpointStore, *, reason: str, autho
     done: list[dict[str, Any]] = []
     checks: dict[str, Any] = {}
     for item in plan.items:
-        previous = store.entries().get(item.key)
         if item.kind in ("video", "short"):
-            if _done_upload(store, item.key):
-                done.append({"item": item.key, "video_id": previous.data["video_id"], "url": previous.data.get("url")})
+            if uploaded := _done_upload(store, item.key):
+                done.append({"item": item.key, "video_id": uploaded.data["video_id"], "url": uploaded.data.get("url")})
                 continue
             checks[item.key] = _check_item(item, inputs, store).check.to_json()
         elif main_done and store.lookup(item.key, _fingerprint(item, video_id)) is not None:
             done.append({"item": item.key, "video_id": video_id})
             continue
-        caption_id = None
-        if item.kind == "captions" and previous is not None and main_done and previous.data.get("video_id") == video_id:
-            caption_id = previous.data.get("caption_id")
-        request, body = build_request(service, item, video_id=video_id, chunk_size=inputs.chunk_size, caption_id=caption_id)
+        request, body = build_request(service, item, video_id=video_id, chunk_size=inputs.chunk_size,
+                                      caption_id=_caption_id(store, item, video_id))
         requests.append(describe_request(
             request, item=item.key, body=body, media=item.media, mimetype=item.mimetype,
             chunk_size=inputs.chunk_size, depends_on="video" if (item.key != "video" and not main_done) else None))

@@ -57,6 +57,16 @@ class Item:
     def key(self) -> str:
         return self.job.shot.clip if self.segment is None else f"{self.job.shot.clip}#{self.segment + 1}"
 
+    @property
+    def index(self) -> int:
+        """The model job this item runs: its segment, or 0 for a direct clip."""
+        return self.segment or 0
+
+    @property
+    def last(self) -> bool:
+        """The clip's last job: the one that may end on the next scene's picture."""
+        return self.index == len(self.job.plan.segments) - 1
+
 
 @dataclass(frozen=True)
 class Look:
@@ -73,10 +83,6 @@ class Look:
     first_last_frame: bool
     hold_below: float
     held: frozenset[str]
-
-
-def is_held(shot: Shot, look: Look) -> bool:
-    return shot.clip in look.held or shot.scene_id in look.held or shot.seconds < look.hold_below
 
 
 def build_jobs(board: Storyboard, motions: Mapping[str, str], look: Look, rule: FrameRule,
@@ -96,7 +102,7 @@ def build_jobs(board: Storyboard, motions: Mapping[str, str], look: Look, rule: 
             unprompted.append(shot.scene_id)
             motion = offline_motion(shot)
         following = board.shots[index + 1] if index + 1 < len(board.shots) else None
-        hold = is_held(shot, look)
+        hold = shot.clip in look.held or shot.scene_id in look.held or shot.seconds < look.hold_below
         end_image = None
         if look.first_last_frame and following is not None and shot.same_location_as_next and not hold:
             end_image = scene_image_path(pipeline_dir, following.scene_id)
@@ -135,14 +141,10 @@ def fingerprints(items: list[Item], engine_identity: Mapping[str, Any], look: Lo
             found[item.key] = fingerprint("hold", "kenburns-1", HOLD_MOVE, kenburns.DEFAULT_ZOOM, job.image,
                                           job.plan.frames, size)
         elif is_direct(job, rule) or item.segment is not None:
-            k = item.segment or 0
-            segment = job.plan.segments[k]
-            last = k == len(job.plan.segments) - 1
+            k = item.index
             start: Any = job.image if k == 0 else found[f"{job.shot.clip}#{k}"]
-            found[item.key] = fingerprint(
-                dict(engine_identity), job.prompt, job.camera, job.seed(look.seed, k), size, segment.frames,
-                start, job.end_image if last else None,
-            )
+            found[item.key] = fingerprint(dict(engine_identity), job.prompt, job.camera, job.seed(look.seed, k), size,
+                                          job.plan.segments[k].frames, start, job.end_image if item.last else None)
         else:
             parts = [found[f"{job.shot.clip}#{k + 1}"] for k in range(len(job.plan.segments))]
             found[item.key] = fingerprint("join", parts, job.plan.to_json(), size)
@@ -195,23 +197,22 @@ def run_item(item: Item, engine: Any, look: Look, folders: Folders) -> tuple[lis
         parts = [(folders.segment(job, k), s.frame_indices()) for k, s in enumerate(job.plan.segments)]
         frames = clips.join_segments(parts, folders.clip(job), width=look.width, height=look.height, fps=look.fps)
         return [folders.clip(job)], {"frames": frames, "segments": len(parts)}
-    k = item.segment or 0
+    k = item.index
     segment = job.plan.segments[k]
-    last = k == len(job.plan.segments) - 1
     out = folders.clip(job) if item.segment is None else folders.segment(job, k)
     out.parent.mkdir(parents=True, exist_ok=True)
     request = ClipRequest(
         scene_id=job.shot.scene_id, image=job.image if k == 0 else folders.last_frame(job, k - 1),
         prompt=job.prompt, seconds=segment.frames / look.fps, width=look.width, height=look.height, fps=look.fps,
-        seed=job.seed(look.seed, k), end_image=job.end_image if last else None, frames=segment.frames,
+        seed=job.seed(look.seed, k), end_image=job.end_image if item.last else None, frames=segment.frames,
         camera=job.camera,
     )
     engine.animate(request, out)
     files = [out]
-    if not last:
+    if not item.last:
         files.append(clips.last_frame(out, folders.last_frame(job, k)))
     return files, {"frames": segment.frames}
 
 
-__all__ = ["ClipJob", "Folders", "Item", "Look", "build_jobs", "fingerprints", "is_direct", "is_held", "items_for",
+__all__ = ["ClipJob", "Folders", "Item", "Look", "build_jobs", "fingerprints", "is_direct", "items_for",
            "remove_leftovers", "run_item"]

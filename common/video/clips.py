@@ -84,11 +84,6 @@ def pick(frames: Iterable[bytes], indices: Sequence[int]) -> Iterator[bytes]:
         target = next(wanted, None)
 
 
-def fit(frames: Iterable[bytes], count: int) -> Iterator[bytes]:
-    """Exactly `count` frames: the first ones, then the last held if there are too few."""
-    return pick(frames, range(count))
-
-
 def _encoder_args(width: int, height: int, fps: float, out: Path, *, audio: Path | None, crf: int) -> list[str]:
     rate = Fraction(fps).limit_denominator(1001)
     args = [media.ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
@@ -134,7 +129,7 @@ def assemble(clips: Sequence[tuple[Path, int]], audio: Path, out: Path, *, width
     def stream() -> Iterator[bytes]:
         for path, count in clips:
             if count > 0:
-                yield from fit(frames_of(path, width, height), count)
+                yield from pick(frames_of(path, width, height), range(count))  # held on its last if short
 
     return encode(stream(), out, width=width, height=height, fps=fps, audio=audio, crf=20)
 
@@ -147,4 +142,4 @@ def decoded_frame_count(video: Path) -> int:
         return sum(1 for _ in container.decode(container.streams.video[0]))
 
 
-__all__ = ["assemble", "decoded_frame_count", "encode", "fit", "frames_of", "join_segments", "last_frame", "pick"]
+__all__ = ["assemble", "decoded_frame_count", "encode", "frames_of", "join_segments", "last_frame", "pick"]

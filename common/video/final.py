@@ -1,47 +1,26 @@
-"""The videos of gen.audio step 11: final.mp4 (a still picture over final.wav) and the Shorts.
+"""What gen.audio step 11 makes, and from what: final.mp4 and each Short, with their fingerprints.
 
-Speed comes from not encoding what does not change:
-- final.mp4 from a still: one GOP (GOP_SECONDS at 24 fps: an IDR frame, then P-frames that
-  are all "skip") is encoded once and stream-copied in a loop to the length of the sound,
-  so a two-hour video costs one ten-second encode plus the AAC encode of its sound. The
-  result is an ordinary constant 24 fps H.264 stream with a keyframe every GOP_SECONDS.
-- a Short from a still: the picture only changes when a caption comes or goes, so only
-  those frames and one every MAX_FRAME_GAP (1/8 s) are kept: variable frame rate on a
-  24 fps grid, captions on time to 1/24 s, about a third of the encoding work of constant
-  24 fps. The regular frames keep the stream dense enough that a player or transcoder that
-  resamples to the average rate still shows each caption within 1/8 s. The captions are
-  rendered by libass (ffmpeg's `ass` filter).
-- a Short from a video (--video-file) is a real encode: every frame changes.
-
-Every output is checked before it replaces the old one (`verify_video`): H.264 yuv420p,
-AAC, the expected size and length, and the `moov` atom before `mdat` (faststart), so a
-broken file never reaches the upload step.
+final.mp4 is the still thumbnail for as long as final.wav lasts, or with --video-file (gen.image's
+or gen.video's final_sd.mp4) that video's picture with final.wav's sound. A Short is a passage of
+final.wav (common/video/shorts.py) over its cover output/shorts/cover.vN.png, else the thumbnail
+fitted to 9:16, else the same stretch of --video-file; the captions are burned in.
+The encodes themselves are in common/video/encode.py.
 """
 from __future__ import annotations
 
-import math
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from PIL import Image, ImageFilter
-
-from common.state.atomic import atomic_path
-from common.run.errors import ConfigError, InputError, PipelineError
+from common.config.paths import require_file
 from common.formats.srt import Cue
-from common.media.ffmpeg import MediaInfo, audio_duration, ff_path, probe, run_ffmpeg
+from common.run.errors import ConfigError
+from common.state.checkpoints import fingerprint
+from common.video.captions import CaptionFont, format_ass
+from common.video.encode import RECIPE, SHORTS_SIZE, encode_short, encode_still, remux_video
+from common.video.shorts import Passage, captions_in
 
-RECIPE = 1  # bump when an encode changes, so checkpoints of the old recipe are redone
-FPS = 24
-GOP_SECONDS = 10  # keyframe interval of final.mp4; the still GOP is encoded once and looped
-MAX_FRAME_GAP = 0.125  # seconds between kept frames of a still Short, at most (8 fps or more)
-SHORT_KEYINT = 80  # kept frames between keyframes of a still Short (<= 10 s, as final.mp4)
-SHORTS_SIZE = (1080, 1920)
-FINAL_SIZES = ((1280, 720), (1920, 1080))  # what SPEC 8 allows for the main video
-DEFAULT_AUDIO_BITRATE = "192k"
-_COLOR = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv"]
-_TO_YUV = "scale=out_color_matrix=bt709:out_range=tv:flags=lanczos,format=yuv420p"
+MAX_SHORT_SECONDS = 180.0  # YouTube counts vertical videos up to 3 minutes as Shorts
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -55,232 +34,14 @@ def parse_size(text: str) -> tuple[int, int]:
     return width, height
 
 
-# ------------------------------------------------------------------ filter escaping
-
-
-def filter_value(text: str) -> str:
-    """`text` as an option value inside an ffmpeg filtergraph, whatever characters it holds.
-
-    Two levels of escaping (ffmpeg-filters "Notes on filtergraph escaping"): first the
-    option value (`\\`, `'`, `:`), then the graph (`\\`, `'`, `[`, `]`, `,`, `;`). Needed
-    for file names such as C:\\Users\\... or a folder with a comma in it.
-    """
-    value = "".join("\\" + ch if ch in "\\':" else ch for ch in str(text))
-    return "".join("\\" + ch if ch in "\\'[],;" else ch for ch in value)
-
-
-# ------------------------------------------------------------------ pictures
-
-
-def _cover(picture: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Scaled to cover `size`, centre-cropped: no distortion, no bars."""
-    width, height = size
-    scale = max(width / picture.width, height / picture.height)
-    scaled = picture.resize((max(width, round(picture.width * scale)), max(height, round(picture.height * scale))),
-                            Image.LANCZOS)
-    left, top = (scaled.width - width) // 2, (scaled.height - height) // 2
-    return scaled.crop((left, top, left + width, top + height))
-
-
-def blurred_fill(picture: Image.Image, size: tuple[int, int], *, top_share: float = 0.5) -> Image.Image:
-    """The whole picture fitted into `size`, over a blurred, darkened cover of itself.
-
-    `top_share` places the picture vertically (0.5 = centred); a Short puts it a little
-    above the middle so the captions below sit on the calm blurred part.
-    """
-    picture = picture.convert("RGB")
-    width, height = size
-    small = _cover(picture, (max(1, width // 16), max(1, height // 16)))  # blur small, scale up: same look, cheaper
-    back = small.filter(ImageFilter.GaussianBlur(2)).resize(size, Image.BICUBIC)
-    back = Image.eval(back, lambda v: int(v * 0.55))
-    scale = min(width / picture.width, height / picture.height)
-    shown = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))), Image.LANCZOS)
-    back.paste(shown, ((width - shown.width) // 2, round((height - shown.height) * top_share)))
-    return back
-
-
-def fit_picture(picture: Image.Image, size: tuple[int, int], *, top_share: float = 0.5) -> Image.Image:
-    """`picture` at exactly `size`: resized when the shape matches (within 1%), else a blurred fill."""
-    picture = picture.convert("RGB")
-    if picture.size == size:
-        return picture
-    if abs(picture.width / picture.height - size[0] / size[1]) <= 0.01 * size[0] / size[1]:
-        return picture.resize(size, Image.LANCZOS)
-    return blurred_fill(picture, size, top_share=top_share)
-
-
-def vertical_cover(picture: Image.Image, size: tuple[int, int] = SHORTS_SIZE) -> Image.Image:
-    """A 9:16 Short cover from a 16:9 thumbnail: the whole thumbnail above the middle, blurred around."""
-    return fit_picture(picture, size, top_share=0.38)
-
-
-def save_frame(picture: Image.Image, path: Path) -> Path:
-    """PNG without compression effort: it is read once by ffmpeg and thrown away."""
-    picture.convert("RGB").save(path, format="PNG", compress_level=1)
-    return path
-
-
-# ------------------------------------------------------------------ captions
-
-
-@dataclass(frozen=True)
-class CaptionFont:
-    """The font libass draws captions with: a family name, and the folder holding its file."""
-
-    family: str
-    directory: Path | None  # None: fontconfig's choice for `family`
-    file: str  # the font file, or "fontconfig" (for logs and fingerprints)
-
-
-def caption_font() -> CaptionFont:
-    """The pipeline's font (common.media.fonts) as libass needs it: family name + `fontsdir`.
-
-    libass looks fonts up by family name; the ffmpeg wheel's fontconfig may find no fonts at
-    all on a bare machine, so the folder of our font file is handed over as `fontsdir` and
-    libass loads it from there. Without a font file, fontconfig's sans-serif is asked for.
-    """
-    from PIL import ImageFont
-
-    from common.media.fonts import font_source
-
-    source = font_source(bold=True)
-    if source == "pillow-default" or not Path(source).is_file():
-        return CaptionFont("Sans", None, "fontconfig")
-    try:
-        family = ImageFont.truetype(source, 20).getname()[0] or "Sans"
-    except OSError:
-        return CaptionFont("Sans", None, "fontconfig")
-    return CaptionFont(family, Path(source).parent, source)
-
-
-@dataclass(frozen=True)
-class CaptionStyle:
-    """Big white bold text with a black outline, bottom-centred above the Shorts overlay."""
-
-    font_size: int = 72
-    outline: int = 6
-    shadow: int = 2
-    margin_side: int = 90
-    margin_bottom: int = 430  # Shorts' title, channel and buttons cover the bottom ~20%
-
-
-def _ass_time(seconds: float) -> str:
-    centis = max(0, int(round(seconds * 100)))
-    hours, centis = divmod(centis, 360000)
-    minutes, centis = divmod(centis, 6000)
-    secs, centis = divmod(centis, 100)
-    return f"{hours}:{minutes:02d}:{secs:02d}.{centis:02d}"
-
-
-def _ass_text(text: str) -> str:
-    """Cue text as one ASS event: rows joined (libass re-wraps to the width), markup made literal."""
-    flat = " ".join(part.strip() for part in text.replace("\r", "").split("\n") if part.strip())
-    # `{...}` would be an override block and `\N`, `\n`, `\h` line breaks/spaces: keep them as text.
-    flat = flat.replace("{", "(").replace("}", ")")
-    return flat.replace("\\", "\\\u2060")
-
-
-def format_ass(cues: Sequence[Cue], size: tuple[int, int], font: CaptionFont, style: CaptionStyle = CaptionStyle()) -> str:
-    """An ASS script drawing `cues` (times relative to the video's start) in `size` pixels."""
-    width, height = size
-    scale = width / SHORTS_SIZE[0]
-    head = [
-        "[Script Info]", "ScriptType: v4.00+", f"PlayResX: {width}", f"PlayResY: {height}",
-        "WrapStyle: 0", "ScaledBorderAndShadow: yes", "YCbCr Matrix: TV.709", "",
-        "[V4+ Styles]",
-        "Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, "
-        "Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, "
-        "MarginR, MarginV, Encoding",
-        f"Style: Caption,{font.family.replace(',', ' ')},{round(style.font_size * scale)},&H00FFFFFF,&H000000FF,"
-        f"&H00000000,&H99000000,-1,0,0,0,100,100,0,0,1,{round(style.outline * scale)},{round(style.shadow * scale)},2,"
-        f"{round(style.margin_side * scale)},{round(style.margin_side * scale)},{round(style.margin_bottom * scale)},1",
-        "", "[Events]", "Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text",
-    ]
-    events = [f"Dialogue: 0,{_ass_time(c.start)},{_ass_time(c.end)},Caption,,0,0,0,,{_ass_text(c.text)}"
-              for c in cues if c.text.strip() and c.end > c.start]
-    return "\n".join(head + events) + "\n"
-
-
-def _ass_filter(ass_file: Path, font: CaptionFont) -> str:
-    options = f"ass=filename={filter_value(ass_file)}"
-    if font.directory is not None:
-        options += f":fontsdir={filter_value(font.directory)}"
-    return options
-
-
-# ------------------------------------------------------------------ checks
-
-
-def top_level_boxes(path: Path, limit: int = 64) -> list[str]:
-    """The MP4's top-level box types in file order (ftyp, moov, mdat, ...), read from the headers only."""
-    boxes: list[str] = []
-    size_total = path.stat().st_size
-    with open(path, "rb") as handle:
-        offset = 0
-        while offset + 8 <= size_total and len(boxes) < limit:
-            handle.seek(offset)
-            header = handle.read(16)
-            size = int.from_bytes(header[:4], "big")
-            kind = header[4:8].decode("latin-1")
-            if size == 1:
-                size = int.from_bytes(header[8:16], "big")
-            elif size == 0:
-                size = size_total - offset
-            if size < 8:
-                break
-            boxes.append(kind)
-            offset += size
-    return boxes
-
-
-def has_faststart(path: Path) -> bool:
-    """True when `moov` (the index) comes before `mdat` (the data): playback starts before the download ends."""
-    boxes = top_level_boxes(Path(path))
-    return "moov" in boxes and "mdat" in boxes and boxes.index("moov") < boxes.index("mdat")
-
-
-def verify_video(path: Path, *, size: tuple[int, int], duration: float, what: str, fps: float = FPS) -> MediaInfo:
-    """Check an encoded MP4 and return its description; raise one clear sentence if it is wrong.
-
-    Length must match `duration` to one frame (1/fps): the sound is cut exactly, and the
-    picture's last frame may run on past it by less than a frame.
-    """
-    info = probe(path)
-    video, audio = info.video, info.audio
-    problems = []
-    if video is None:
-        problems.append("it has no video stream")
-    else:
-        if video.codec != "h264":
-            problems.append(f"its video is {video.codec}, not h264")
-        if video.pix_fmt != "yuv420p":
-            problems.append(f"its pixel format is {video.pix_fmt}, not yuv420p")
-        if (video.width, video.height) != tuple(size):
-            problems.append(f"it is {video.width}x{video.height}, not {size[0]}x{size[1]}")
-    if audio is None:
-        problems.append("it has no audio stream")
-    elif audio.codec != "aac":
-        problems.append(f"its audio is {audio.codec}, not aac")
-    tolerance = 1.0 / fps + 0.002  # + float rounding of the container times
-    if abs(info.duration - duration) > tolerance:
-        problems.append(f"it lasts {info.duration:.3f} s instead of {duration:.3f} s")
-    if not has_faststart(path):
-        problems.append("its index (moov) is not at the start (no faststart)")
-    if problems:
-        raise PipelineError(f"the encoded {what} is wrong: {'; '.join(problems)}. This is a bug or a broken ffmpeg; "
-                            "run the step again, and report it if it repeats.")
-    return info
-
-
-# ------------------------------------------------------------------ encodes
-
-
-def _audio_args(bitrate: str) -> list[str]:
-    return ["-c:a", "aac", "-b:a", bitrate]
-
-
-def _x264(preset: str, crf: int, extra: Sequence[str] = ()) -> list[str]:
-    return ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p", *extra, *_COLOR]
+def check_settings(s: Any) -> None:
+    """Refuse impossible settings before any encode, not after final.mp4 took its time."""
+    parse_size(s.FINAL_VIDEO_SIZE)
+    if not 0 < s.SHORTS_SECONDS <= MAX_SHORT_SECONDS:
+        raise ConfigError(f"SHORTS_SECONDS is {s.SHORTS_SECONDS:g}; use more than 0 and at most {MAX_SHORT_SECONDS:g} "
+                          "(YouTube treats longer vertical videos as ordinary videos).")
+    if s.SHORTS_VARIATIONS < 0:
+        raise ConfigError(f"SHORTS_VARIATIONS is {s.SHORTS_VARIATIONS}; use 0 or more.")
 
 
 def file_identity(path: Path, *, hash_below: int = 64 << 20) -> Any:
@@ -297,179 +58,104 @@ def file_identity(path: Path, *, hash_below: int = 64 << 20) -> Any:
     return {"file": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def scratch_dir(near: Path) -> "tempfile.TemporaryDirectory[str]":
-    """A temporary folder beside the output (same disk), removed afterwards even on Ctrl+C."""
-    near.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.TemporaryDirectory(prefix=".video.", dir=near.parent)
+def clock(seconds: float) -> str:
+    minutes, secs = divmod(seconds, 60)
+    return f"{int(minutes)}:{secs:04.1f}"
 
 
-def encode_still(picture: Path | Image.Image, audio: Path, dst: Path, *, size: tuple[int, int] = (1280, 720),
-                 audio_bitrate: str = DEFAULT_AUDIO_BITRATE) -> MediaInfo:
-    """final.mp4: `picture` for as long as `audio` lasts, at 24 fps, sound and picture both from 0.
+@dataclass(frozen=True)
+class FinalVideo:
+    """final.mp4: `source` (the thumbnail, or --video-file's video) over `wav`."""
 
-    One GOP of the still is encoded and stream-copied in a loop (see the module's doc): the
-    time goes into the AAC encode, not into re-encoding an unchanging picture.
-    """
-    audio = Path(audio)
-    length = audio_duration(audio)
-    if length <= 0:
-        raise InputError(f"{audio} holds no sound; run 8.combine.py again.")
-    image = picture if isinstance(picture, Image.Image) else _open_picture(Path(picture))
-    frames = max(1, min(GOP_SECONDS * FPS, math.ceil(length * FPS)))
-    with scratch_dir(dst) as tmp:
-        frame = save_frame(fit_picture(image, size), Path(tmp) / "frame.png")
-        gop = Path(tmp) / "gop.mp4"
-        run_ffmpeg(
-            ["-framerate", str(FPS), "-i", ff_path(frame),
-             "-vf", f"{_TO_YUV},loop=loop=-1:size=1:start=0", "-frames:v", str(frames),
-             *_x264("veryfast", 18, ["-tune", "stillimage", "-g", str(frames), "-keyint_min", str(frames),
-                                     "-sc_threshold", "0", "-bf", "0"]),
-             "-an", "-f", "mp4", ff_path(gop)],
-            what="encoding the still picture",
-        )
-        with atomic_path(dst) as out:
-            run_ffmpeg(
-                ["-stream_loop", "-1", "-i", ff_path(gop), "-i", ff_path(audio),
-                 "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *_audio_args(audio_bitrate),
-                 "-t", f"{length:.6f}", "-map_metadata", "-1", "-movflags", "+faststart", "-f", "mp4", ff_path(out)],
-                what=f"writing {dst.name}",
-            )
-            return verify_video(out, size=size, duration=length, what=dst.name)
+    dst: Path
+    wav: Path
+    source: Path
+    from_video: bool
+    size: tuple[int, int]
+    audio_bitrate: str
 
+    def fingerprint(self) -> str:
+        return fingerprint(self.dst.name, RECIPE, "video" if self.from_video else "still", self.size,
+                           self.audio_bitrate, file_identity(self.wav), file_identity(self.source))
 
-def _open_picture(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path} is not a picture Pillow can read ({exc}); run 10.thumbnail.py again.") from exc
-
-
-def _video_stream(video: Path) -> MediaInfo:
-    info = probe(video)
-    if info.video is None or not info.video.width or not info.video.height:
-        raise InputError(f"{video} has no video stream; pass the video made by gen.image or gen.video with --video-file.")
-    return info
-
-
-def remux_video(video: Path, audio: Path, dst: Path, *, size: tuple[int, int] = (1280, 720),
-                audio_bitrate: str = DEFAULT_AUDIO_BITRATE) -> tuple[MediaInfo, str]:
-    """final.mp4 from another pipeline's video: its picture, final.wav's sound, cut to the sound's length.
-
-    The picture is copied untouched when it already is H.264 yuv420p at an allowed size
-    (1280x720 or 1920x1080) and lasts long enough; otherwise it is re-encoded to `size`
-    (fitted, black bars if the shape differs), its last frame held if it is too short.
-    Returns the description and "copied" or "re-encoded".
-    """
-    length = audio_duration(audio)
-    info = _video_stream(video)
-    stream = info.video
-    assert stream is not None
-    fps = stream.fps or FPS
-    source_length = stream.duration or info.duration
-    copy = (stream.codec == "h264" and stream.pix_fmt == "yuv420p" and (stream.width, stream.height) in FINAL_SIZES
-            and source_length >= length - 1.0 / fps)
-    out_size = (stream.width, stream.height) if copy else size
-    with atomic_path(dst) as out:
-        if copy:
-            video_args = ["-c:v", "copy"]
+    def make(self) -> tuple[list[Path], dict[str, Any]]:
+        if self.from_video:
+            info, how = remux_video(self.source, self.wav, self.dst, size=self.size, audio_bitrate=self.audio_bitrate)
         else:
-            width, height = size
-            chain = (f"scale={width}:{height}:force_original_aspect_ratio=decrease:flags=lanczos,"
-                     f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,setsar=1,tpad=stop_mode=clone:stop=-1,"
-                     "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p")
-            video_args = ["-vf", chain, *_x264("veryfast", 20, ["-g", str(max(1, round(2 * fps)))])]
-        run_ffmpeg(
-            ["-i", ff_path(video), "-i", ff_path(audio), "-map", "0:v:0", "-map", "1:a:0", *video_args,
-             *_audio_args(audio_bitrate), "-t", f"{length:.6f}", "-map_metadata", "-1",
-             "-movflags", "+faststart", "-f", "mp4", ff_path(out)],
-            what=f"writing {dst.name} from {Path(video).name}",
-        )
-        result = verify_video(out, size=out_size, duration=length, what=dst.name, fps=min(fps, FPS) if copy else fps)
-    return result, "copied" if copy else "re-encoded"
+            info = encode_still(self.source, self.wav, self.dst, size=self.size, audio_bitrate=self.audio_bitrate)
+            how = "still"
+        return [self.dst], {"duration": round(info.duration, 3), "picture": how,
+                            "size": f"{info.video.width}x{info.video.height}"}
 
 
-def _audio_chain(start: float, end: float, fade_in: float, fade_out: float) -> str:
-    length = end - start
-    return (f"atrim=start={start:.6f}:end={end:.6f},asetpts=PTS-STARTPTS,"
-            f"afade=t=in:st=0:d={fade_in:.4f},afade=t=out:st={max(0.0, length - fade_out):.6f}:d={fade_out:.4f}")
+def plan_final(output_dir: Path, wav: Path, video: Path | None, size: tuple[int, int],
+               audio_bitrate: str) -> FinalVideo:
+    thumbnail = output_dir / "thumbnail.png"
+    source = video or require_file(thumbnail, "the thumbnail", "run 10.thumbnail.py first; it draws it.")
+    return FinalVideo(output_dir / "final.mp4", wav, source, video is not None, size, audio_bitrate)
 
 
-def kept_frames(length: float, cues: Sequence[Cue], fps: int = FPS, max_gap: float = MAX_FRAME_GAP) -> list[int]:
-    """Frame numbers a still Short needs: the first and last, one every `max_gap`, and each caption change.
+@dataclass(frozen=True)
+class Short:
+    """One Short: `passage` of `wav` over `picture` (a cover, the thumbnail, or --video-file), `captions` burned in."""
 
-    A caption starting at t shows from the first frame at or after t, so it is never early
-    and at most 1/fps late.
-    """
-    total = max(1, math.ceil(length * fps - 1e-6))
-    step = max(1, round(max_gap * fps))
-    keep = set(range(0, total, step)) | {total - 1}
-    for cue in cues:
-        for moment in (cue.start, cue.end):
-            frame = math.ceil(moment * fps - 1e-6)
-            if 0 <= frame < total:
-                keep.add(frame)
-    return sorted(keep)
+    key: str  # shorts.vN
+    dst: Path
+    passage: Passage
+    picture: Path
+    captions: tuple[Cue, ...]  # timed from the Short's start
+    wav: Path
+    font: CaptionFont
+    audio_bitrate: str
+    from_video: bool
 
+    def describe(self) -> str:
+        p = self.passage
+        cut = "" if p.clean_end == "sentence" else f" (no sentence end fits: cut at a {p.clean_end} end)"
+        return (f"  {self.key}: {clock(p.start)}-{clock(p.end)} ({p.duration:.1f} s) from line {p.first_line}, "
+                f"{p.reason}{cut}, over {self.picture.name}")
 
-def _select_expression(frames: Sequence[int], step: int) -> str:
-    regular = f"not(mod(n,{step}))"
-    extra = [f"eq(n,{f})" for f in frames if f % step]
-    return "+".join([regular, *extra])
+    def fingerprint(self) -> str:
+        p = self.passage
+        shown = format_ass(self.captions, SHORTS_SIZE, self.font)  # texts, times, style, font
+        return fingerprint(self.key, RECIPE, SHORTS_SIZE, round(p.start, 3), round(p.end, 3), round(p.fade_out, 3),
+                           shown, Path(self.font.file).name, self.audio_bitrate, file_identity(self.wav),
+                           file_identity(self.picture), self.from_video)
 
-
-def encode_short(
-    source: Path | Image.Image, audio: Path, dst: Path, *, start: float, end: float, captions: Sequence[Cue],
-    font: CaptionFont, fade_in: float, fade_out: float, from_video: bool = False,
-    size: tuple[int, int] = SHORTS_SIZE, audio_bitrate: str = DEFAULT_AUDIO_BITRATE,
-) -> MediaInfo:
-    """One Short: `start`..`end` of `audio` over a vertical picture, captions burned in.
-
-    `source` is a picture (the cover; fitted to `size` if it is not already) or, with
-    `from_video`, a video cut at the same times and centre-cropped to 9:16 (scaled to cover
-    the frame, never stretched). `captions` are timed from the Short's start.
-    """
-    length = end - start
-    if length <= 0:
-        raise ValueError(f"a Short needs end > start, not {start}..{end}")
-    with scratch_dir(dst) as tmp:
-        ass_file = Path(tmp) / "captions.ass"
-        ass_file.write_text(format_ass(captions, size, font), encoding="utf-8")
-        subtitles = _ass_filter(ass_file, font) if captions else "null"
-        width, height = size
-        if from_video:
-            info = _video_stream(Path(source))
-            fps = info.video.fps if info.video and info.video.fps else FPS
-            inputs = ["-ss", f"{start:.6f}", "-i", ff_path(Path(source))]
-            chain = (f"[0:v]scale={width}:{height}:force_original_aspect_ratio=increase:flags=lanczos,"
-                     f"crop={width}:{height},setsar=1,tpad=stop_mode=clone:stop=-1,trim=duration={length:.6f},"
-                     f"scale=out_color_matrix=bt709:out_range=tv,format=yuv420p,{subtitles}[v]")
-            video_args = _x264("veryfast", 20, ["-g", str(max(1, round(2 * fps)))])
-        else:
-            picture = source if isinstance(source, Image.Image) else _open_picture(Path(source))
-            frame = save_frame(vertical_cover(picture, size), Path(tmp) / "cover.png")
-            frames = kept_frames(length, captions)
-            step = max(1, round(MAX_FRAME_GAP * FPS))
-            inputs = ["-framerate", str(FPS), "-i", ff_path(frame)]
-            chain = (f"[0:v]{_TO_YUV},loop=loop=-1:size=1:start=0,trim=end_frame={frames[-1] + 1},"
-                     f"select={filter_value(_select_expression(frames, step))},{subtitles}[v]")
-            video_args = [*_x264("veryfast", 20, ["-tune", "stillimage", "-g", str(SHORT_KEYINT), "-bf", "0"]),
-                          "-fps_mode", "vfr"]
-            fps = FPS
-        chain += f";[1:a]{_audio_chain(start, end, fade_in, fade_out)}[a]"
-        with atomic_path(dst) as out:
-            run_ffmpeg(
-                [*inputs, "-i", ff_path(audio), "-filter_complex", chain, "-map", "[v]", "-map", "[a]",
-                 *video_args, *_audio_args(audio_bitrate), "-t", f"{length:.6f}", "-map_metadata", "-1",
-                 "-movflags", "+faststart", "-f", "mp4", ff_path(out)],
-                what=f"writing {dst.name}",
-            )
-            return verify_video(out, size=size, duration=length, what=dst.name, fps=min(fps, FPS))
+    def make(self) -> tuple[list[Path], dict[str, Any]]:
+        p = self.passage
+        info = encode_short(self.picture, self.wav, self.dst, start=p.start, end=p.end, captions=self.captions,
+                            font=self.font, fade_in=p.fade_in, fade_out=p.fade_out, from_video=self.from_video,
+                            audio_bitrate=self.audio_bitrate)
+        return [self.dst], {"start": round(p.start, 3), "end": round(p.end, 3), "duration": round(info.duration, 3),
+                            "first_line": p.first_line, "reason": p.reason}
 
 
-__all__ = [
-    "RECIPE", "FPS", "GOP_SECONDS", "file_identity", "scratch_dir", "SHORTS_SIZE", "FINAL_SIZES", "CaptionFont", "CaptionStyle", "blurred_fill",
-    "caption_font", "encode_short", "encode_still", "filter_value", "fit_picture", "format_ass", "has_faststart",
-    "kept_frames", "parse_size", "remux_video", "save_frame", "top_level_boxes", "verify_video", "vertical_cover",
-]
+def plan_shorts(passages: Sequence[Passage], cues: Sequence[Cue], *, output_dir: Path, wav: Path,
+                video: Path | None, font: CaptionFont, audio_bitrate: str) -> list[Short]:
+    shorts_dir = output_dir / "shorts"
+
+    def picture(number: int) -> Path:
+        cover = shorts_dir / f"cover.v{number}.png"
+        if video is not None:
+            return video
+        if cover.is_file() and cover.stat().st_size > 0:
+            return cover
+        return require_file(output_dir / "thumbnail.png", "the thumbnail",
+                            "run 10.thumbnail.py first; it draws it and the Shorts covers.")
+
+    return [Short(f"shorts.v{n}", shorts_dir / f"shorts.v{n}.mp4", p, picture(n),
+                  tuple(captions_in(cues, p.start, p.end)), wav, font, audio_bitrate, video is not None)
+            for n, p in enumerate(passages, 1)]
+
+
+def remove_stale_shorts(shorts_dir: Path, keep: Sequence[str]) -> list[Path]:
+    """Shorts from a run with more SHORTS_VARIATIONS: 12.youtube.py must not upload them."""
+    stale = [path for path in shorts_dir.glob("shorts.v*.mp4") if path.stem not in keep] if shorts_dir.is_dir() else []
+    for path in stale:
+        path.unlink()
+    return stale
+
+
+__all__ = ["FinalVideo", "MAX_SHORT_SECONDS", "Short", "check_settings", "clock", "file_identity", "parse_size",
+           "plan_final", "plan_shorts", "remove_stale_shorts"]

@@ -18,7 +18,7 @@ sentence (a line can hold several sentences; the transcript knows where they end
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -223,7 +223,7 @@ def choose_passages(
         # A short last chapter is still a whole story of its own: it is taken as it is.
         whole_rest = plan.speech_end >= min(last_word, audio_end) - 0.001
         if index in usable and plan.clean_end == "sentence" and (index in pool or whole_rest):
-            chosen.append(_with_reason(plans[index], reason))
+            chosen.append(replace(plans[index], reason=reason))
             taken.add(index)
 
     while len(chosen) < count:
@@ -239,13 +239,10 @@ def choose_passages(
             return (rank[p.clean_end], round(overlap, 1), -min(nearest, target), not narrator, -round(p.duration, 1), p.start)
 
         pick = min(left, key=score)
-        chosen.append(_with_reason(plans[pick], "narrator line" if lines[pick].speaker.lower() == "narrator" else "line start"))
+        reason = "narrator line" if lines[pick].speaker.lower() == "narrator" else "line start"
+        chosen.append(replace(plans[pick], reason=reason))
         taken.add(pick)
     return chosen
-
-
-def _with_reason(passage: Passage, reason: str) -> Passage:
-    return Passage(passage.first_line, passage.start, passage.speech_end, passage.end, reason, passage.clean_end)
 
 
 def captions_in(cues: Iterable[Cue], start: float, end: float) -> list[Cue]:

@@ -82,24 +82,15 @@ class Storyboard:
         """Each scene once, in order of first appearance."""
         return tuple(dict.fromkeys(s.scene_id for s in self.shots))
 
-    def next_of(self, shot: Shot) -> Shot | None:
-        index = self.shots.index(shot)
-        return self.shots[index + 1] if index + 1 < len(self.shots) else None
-
     def continuity_runs(self) -> list[tuple[Shot, ...]]:
         """Runs of consecutive shots in one location (length >= 2): where clips can meet exactly."""
-        runs: list[tuple[Shot, ...]] = []
-        current: list[Shot] = []
+        runs: list[list[Shot]] = []
         for shot in self.shots:
-            if current and shot.same_location_as_previous:
-                current.append(shot)
-                continue
-            if len(current) > 1:
-                runs.append(tuple(current))
-            current = [shot]
-        if len(current) > 1:
-            runs.append(tuple(current))
-        return runs
+            if runs and shot.same_location_as_previous:
+                runs[-1].append(shot)
+            else:
+                runs.append([shot])
+        return [tuple(run) for run in runs if len(run) > 1]
 
     def to_json(self) -> dict[str, Any]:
         return {"version": VERSION, "timeline": self.timeline, "total": round(self.total, 6),

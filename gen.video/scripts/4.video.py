@@ -9,7 +9,9 @@ from __future__ import annotations
 from common.video import clips
 from common.media import ffmpeg as media
 from common.video.animation import fill_slots
-from common.state.checkpoints import CheckpointStore, fingerprint
+from common.video.final import parse_size
+from common.audio.mix import upstream_preview
+from common.state.checkpoints import fingerprint
 from common.run.errors import InputError
 from common.config.paths import require_file
 from common.run.runner import Script, ScriptContext
@@ -25,7 +27,7 @@ def main(ctx: ScriptContext) -> None:
     audio = require_file(ctx.pipeline_dir.parent / "gen.audio" / "output" / "final.wav", "gen.audio's final mix",
                          "run gen.audio through 8.combine.py first.")
     # The published size (SPEC 8: 1280x720 or 1920x1080); clips made at VIDEO_WIDTH x VIDEO_HEIGHT are scaled.
-    width, height = (int(v) for v in ctx.settings.FINAL_VIDEO_SIZE.split("x"))
+    width, height = parse_size(ctx.settings.FINAL_VIDEO_SIZE)
     fps = ctx.settings.FRAMES_PER_SECOND
     seconds = media.audio_duration(audio)
     counts = fill_slots([s.start for s in board.shots], round(seconds * fps), fps)
@@ -35,7 +37,6 @@ def main(ctx: ScriptContext) -> None:
     if missing:
         raise InputError(f"{len(missing)} clip(s) are missing, the first {missing[0]}; run 3.animate.py first.")
     out = ctx.output_dir / "final_sd.mp4"
-    animate_state = CheckpointStore(ctx.output_dir / "tracking" / "3.animate.state.json", base_dir=ctx.pipeline_dir)
     ctx.say(f"{len(shots)} clips over {audio.name} ({seconds:.2f} s, {sum(counts)} frames at {fps} fps)")
 
     def render(_: str):
@@ -44,7 +45,7 @@ def main(ctx: ScriptContext) -> None:
 
     ctx.each(["final_sd.mp4"], label="video", key=lambda k: k,
              fingerprint=lambda k: fingerprint(VERSION, shots, audio, width, height, fps),
-             work=render, preview=animate_state.any_preview())
+             work=render, preview=upstream_preview(ctx.pipeline_dir, ("3.animate",)))
     info = media.probe(out)
     ctx.say(f"wrote {out} ({info.duration:.2f} s, {width}x{height}, H.264 + AAC)")
 
