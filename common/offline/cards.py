@@ -14,7 +14,7 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageColor, ImageDraw, ImageFilter
@@ -354,16 +354,9 @@ def render_card(*, width: int, height: int, title: str, subtitle: str | None = N
     return render
 
 
-def draw_card(out_png: str | os.PathLike[str], *, width: int, height: int, title: str,
-              subtitle: str | None = None, body_lines: Iterable[str] = (),
-              palette: Sequence[ColourLike] | None = None, seed_text: str = "",
-              figures: Sequence[Figure] = (), headline: bool = False, body_min_size: int | None = None,
-              safe_margin: float = MOTION_SAFE_MARGIN) -> Path:
-    """Draw a storyboard card and write it to `out_png` (see `render_card` for the layout)."""
-    render = render_card(width=width, height=height, title=title, subtitle=subtitle, body_lines=body_lines,
-                         palette=palette, seed_text=seed_text, figures=figures, headline=headline,
-                         body_min_size=body_min_size, safe_margin=safe_margin)
-    return save_png(render.image, out_png)
+def draw_card(out_png: str | os.PathLike[str], **layout: Any) -> Path:
+    """Draw a storyboard card and write it to `out_png` (`layout`: the keywords of `render_card`)."""
+    return save_png(render_card(**layout).image, out_png)
 
 
 # ---------------------------------------------------------------- the cards the steps ask for

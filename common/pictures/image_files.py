@@ -16,6 +16,11 @@ def cover(picture: Image.Image, size: tuple[int, int]) -> Image.Image:
     return ImageOps.fit(picture.convert("RGB"), size, method=Image.Resampling.LANCZOS)
 
 
+def request_size(size: tuple[int, int], multiple: int = 16) -> tuple[int, int]:
+    """Image models want sides divisible by 16: round up, then crop the few extra pixels."""
+    return tuple(-(-side // multiple) * multiple for side in size)  # type: ignore[return-value]
+
+
 def save_png(image: Image.Image, out: str | os.PathLike[str]) -> Path:
     """Write a PNG atomically with no metadata, so identical pictures give identical bytes."""
     out = Path(out)

@@ -33,7 +33,8 @@ from common.state.checkpoints import fingerprint
 from common.engines.base import ImageEngine, ImageRequest
 from common.run.errors import ConfigError, JobError
 from common.media.fonts import font_source
-from common.pictures.image_files import cover, save_png
+from common.pictures.image_files import cover, request_size, save_png
+from common.pictures.passes import parse_loras
 from common.pictures.text_fit import TitleFit, fit_title
 
 THUMBNAIL_SIZE = (1280, 720)
@@ -215,26 +216,9 @@ def cover_prompt(prompt: str, number: int) -> str:
     return f"{prompt.strip()} Vertical 9:16 composition showing {framing}."
 
 
-def request_size(size: tuple[int, int], multiple: int = 16) -> tuple[int, int]:
-    """Image models want sides divisible by 16: round up, then crop the few extra pixels."""
-    return tuple(-(-side // multiple) * multiple for side in size)  # type: ignore[return-value]
-
-
 def chained_loras(settings: Any) -> tuple[tuple[str, float, float], ...]:
     """The enabled LORAS as (file, strength_model, strength_clip), all applied in one pass."""
-    if not settings.USE_LORA:
-        return ()
-    found = []
-    for index, entry in enumerate(settings.LORAS):
-        if not isinstance(entry, dict) or not str(entry.get("name", "")).strip():
-            raise ConfigError(f"LORAS entry {index + 1} is {entry!r}; each needs at least {{\"name\": \"file.safetensors\"}}.")
-        if not entry.get("enabled", True):
-            continue
-        try:
-            found.append((str(entry["name"]), float(entry.get("strength_model", 1.0)), float(entry.get("strength_clip", 1.0))))
-        except (TypeError, ValueError):
-            raise ConfigError(f"LORAS entry {index + 1} ({entry['name']}) has a strength that is not a number; fix it.") from None
-    return tuple(found)
+    return tuple(lora.triple for lora in parse_loras(settings.LORAS)) if settings.USE_LORA else ()
 
 
 def start_image(input_dir: Path, names: Sequence[str]) -> Path | None:
