@@ -46,5 +46,3 @@ def name_band(src: Path, out: Path, name: str, *, font_scale: float = 1.0, max_r
         draw.text((x, y), line, font=font, fill=(255, 255, 255, 255), stroke_width=stroke, stroke_fill=(0, 0, 0, 160))
     return save_png(picture.convert("RGB"), out)
 
-
-__all__ = ["name_band"]

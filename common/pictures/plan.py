@@ -339,8 +339,3 @@ def plan_items(kind: str, settings: Any, pipeline_dir: Path, seeds: SeedBook) ->
     """Every picture of one kind ('character', 'location' or 'scene'), in description order."""
     return BUILDERS[kind](settings, pipeline_dir, seeds)
 
-
-__all__ = [
-    "BUILDERS", "ImageItem", "KIND_FOLDERS", "Seed", "SeedBook", "clean_picture", "description_file", "output_folder",
-    "picture_paths", "plan_items", "read_description_map", "read_scene_lines",
-]

@@ -52,5 +52,3 @@ def retake_ids(pipeline_dir: Path, kind: str) -> dict[str, int]:
     """The ids of one kind in retake.txt -> their line number."""
     return {ident: number for number, ident in read_retake(pipeline_dir) if kind_of(ident) == kind}
 
-
-__all__ = ["RETAKE_FILE", "kind_of", "read_retake", "retake_ids", "retake_path"]

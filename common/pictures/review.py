@@ -184,5 +184,3 @@ def write_review(pipeline_dir: Path) -> Path:
     atomic_write_text(out, render_review(pipeline_dir))
     return out
 
-
-__all__ = ["REVIEW_FILE", "load_entries", "render_review", "write_review"]

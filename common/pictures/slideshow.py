@@ -164,6 +164,3 @@ def check_combined(out: Path, *, audio_seconds: float, fps: float) -> media.Medi
                                 "run 4.audio.py and 5.video.py again so they match.")
     return info
 
-
-__all__ = ["Slide", "check_combined", "clip_seconds", "cut_frames", "frame_rate", "join_clips", "mux",
-           "plan_slides", "render_clip", "total_frames"]

@@ -153,5 +153,3 @@ def run_step(ctx: ScriptContext, kind: str) -> None:
     review = write_review(ctx.pipeline_dir)
     ctx.say(f"pictures in {KIND_FOLDERS[kind]}/; review page: {review}")
 
-
-__all__ = ["fit_picture", "image_script", "make_picture", "run_step"]

@@ -104,5 +104,3 @@ def stitch(references: Sequence[Reference], out: Path) -> Path:
         canvas = canvas.resize((max(1, round(width * ratio)), max(1, round(height * ratio))), Image.LANCZOS)
     return save_png(canvas, out)
 
-
-__all__ = ["MAX_STITCH_COUNT", "Placement", "Reference", "check_stitch_settings", "group_references", "placements", "stitch"]

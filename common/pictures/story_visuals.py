@@ -286,18 +286,18 @@ def scene_request(story: Story, index: int, scene_id: str, known: Mapping[str, s
 
 # ---------------------------------------------------------------- offline wording (facts only)
 
-def _clean(value: str) -> str:
+def clean_value(value: str) -> str:
     """A value inside `Key: (...)` / `[...]` markup: no brackets, colons or commas of its own."""
     return " ".join(re.sub(r"[()\[\]{}:,;]", " ", value).split())
 
 
 def _group(key: str, pairs: Iterable[tuple[str, str | None]]) -> str | None:
-    inner = ", ".join(f"{k}: {_clean(v)}" for k, v in pairs if v and _clean(v))
+    inner = ", ".join(f"{k}: {clean_value(v)}" for k, v in pairs if v and clean_value(v))
     return f"{key}: ({inner})" if inner else None
 
 
 def _listing(key: str, values: Iterable[str]) -> str | None:
-    items = [_clean(v) for v in values if _clean(v)]
+    items = [clean_value(v) for v in values if clean_value(v)]
     return f"{key}: [{', '.join(items)}]" if items else None
 
 
@@ -375,10 +375,3 @@ def offline_scene_line(request: SceneRequest) -> str:
         return f"({request.scene_id}) {{Narration}};"
     return f"({request.scene_id}) (({request.speaker})){{Primary Action: speaking}};"
 
-
-__all__ = [
-    "Appearance", "CharacterBrief", "bare_location", "HEX_COLOUR", "LocationBrief", "OFFLINE_VERSION",
-    "SceneRequest", "character_briefs", "character_tags", "is_narrator", "location_briefs", "location_sort_key",
-    "offline_character_attributes", "offline_character_prose", "offline_location_attributes",
-    "offline_location_prose", "offline_scene_line", "planned_scene_ids", "scene_request", "split_tag",
-]
