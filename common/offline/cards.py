@@ -200,10 +200,6 @@ def _decor(size: tuple[int, int], palette: Sequence[RGB], rng: random.Random) ->
     return layer.filter(ImageFilter.GaussianBlur(radius=max(1.0, short * 0.012)))
 
 
-def _panel(overlay: ImageDraw.ImageDraw, box: Box, radius: int) -> None:
-    overlay.rounded_rectangle(box, radius=radius, fill=(*_SHADE, _PANEL_ALPHA))
-
-
 def _draw_figures(image: Image.Image, figures: Sequence[Figure], zone: Box, render: CardRender) -> None:
     """Silhouettes standing side by side across the zone, each captioned with its name."""
     left, top, right, bottom = zone
@@ -286,6 +282,13 @@ def render_card(*, width: int, height: int, title: str, subtitle: str | None = N
     shapes = ImageDraw.Draw(overlay)
     pending: list[tuple[FittedText, int, int, str, int]] = []
 
+    def place(fitted: FittedText, panel: Box, align: str = "left", box_width: int = 0) -> None:
+        """A shaded panel, its text to be drawn `pad` inside it once every panel is down."""
+        shapes.rounded_rectangle(panel, radius=pad, fill=(*_SHADE, _PANEL_ALPHA))
+        render.panels.append(panel)
+        pending.append((fitted, panel[0] + pad, panel[1] + pad, align, box_width))
+        render.truncated |= fitted.truncated
+
     # Title: a label pill top-left, or a big centred headline; none when the caller draws its own.
     y = my
     if not title.strip():
@@ -296,32 +299,20 @@ def render_card(*, width: int, height: int, title: str, subtitle: str | None = N
         block_h = fitted.height + 2 * pad
         y0 = round(height * 0.30 - block_h / 2) if body else round((height - block_h) / 2)
         y0 = max(my, y0)
-        panel = (mx, y0, width - mx, y0 + block_h)
-        _panel(shapes, panel, pad)
-        render.panels.append(panel)
-        pending.append((fitted, mx + pad, y0 + pad, "center", inner_w))
-        y = panel[3] + pad
+        place(fitted, (mx, y0, width - mx, y0 + block_h), "center", inner_w)
+        y = y0 + block_h + pad
     else:
         fitted = fit_text(title, inner_w, round(short * 0.2), max_size=round(short * 0.075),
                           min_size=max(9, round(short * 0.03)), bold=True, spacing=1.15)
-        panel = (mx, y, mx + fitted.width + 2 * pad, y + fitted.height + 2 * pad)
-        _panel(shapes, panel, pad)
-        render.panels.append(panel)
-        pending.append((fitted, mx + pad, y + pad, "left", 0))
-        y = panel[3] + max(3, pad // 2)
-    if title.strip():
-        render.truncated |= fitted.truncated
+        place(fitted, (mx, y, mx + fitted.width + 2 * pad, y + fitted.height + 2 * pad))
+        y += fitted.height + 2 * pad + max(3, pad // 2)
 
     if subtitle:
         fitted = fit_text(subtitle, inner_w, round(short * 0.14), max_size=round(short * 0.045),
                           min_size=max(9, round(short * 0.022)), spacing=1.2)
         x0 = mx + round((inner_w - fitted.width) / 2) if headline else mx
-        panel = (x0, y, x0 + fitted.width + 2 * pad, y + fitted.height + 2 * pad)
-        _panel(shapes, panel, pad)
-        render.panels.append(panel)
-        pending.append((fitted, x0 + pad, y + pad, "left", 0))
-        y = panel[3] + max(3, pad // 2)
-        render.truncated |= fitted.truncated
+        place(fitted, (x0, y, x0 + fitted.width + 2 * pad, y + fitted.height + 2 * pad))
+        y += fitted.height + 2 * pad + max(3, pad // 2)
     header_bottom = y
 
     # Body: a panel anchored at the bottom, as tall as the text needs up to its share of the card.
@@ -333,11 +324,8 @@ def render_card(*, width: int, height: int, title: str, subtitle: str | None = N
                           min_size=body_min_size or max(10, round(short * 0.02)))
         if fitted.lines:
             body_panel_top = height - my - fitted.height - 2 * pad
-            panel = (mx, body_panel_top, width - mx, height - my)
-            _panel(shapes, panel, pad)
-            render.panels.append(panel)
-            pending.append((fitted, mx + pad, body_panel_top + pad, "left", 0))
-        render.truncated |= fitted.truncated
+            place(fitted, (mx, body_panel_top, width - mx, height - my))
+        render.truncated |= fitted.truncated  # also when not even one line fitted
 
     image.alpha_composite(overlay)
     if figures:

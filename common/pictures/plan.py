@@ -258,10 +258,6 @@ def location_items(settings: Any, pipeline_dir: Path, seeds: SeedBook) -> list[I
     )
 
 
-def _missing_picture(path: Path, what: str, script: str, mode_key: str) -> InputError:
-    return InputError(f"{path} ({what}) is missing; run {script} first, or set {mode_key} to TEXT.")
-
-
 def scene_items(settings: Any, pipeline_dir: Path, seeds: SeedBook) -> list[ImageItem]:
     input_dir = pipeline_dir / "input"
     scenes, source = read_scene_lines(pipeline_dir)
@@ -290,7 +286,8 @@ def scene_items(settings: Any, pipeline_dir: Path, seeds: SeedBook) -> list[Imag
             for character in cast:
                 path = clean_picture(pipeline_dir, "character", character.tag, settings)
                 if not path.is_file():
-                    raise _missing_picture(path, f"{character.tag} in {scene.scene_id}", "2.character.py", "ACTIVE_CHARACTER_MODE")
+                    raise InputError(f"{path} ({character.tag} in {scene.scene_id}) is missing; run 2.character.py "
+                                     "first, or set ACTIVE_CHARACTER_MODE to TEXT.")
                 refs.append(Reference("character", character.tag, path, factor))
         location_picture = None
         if scene.location_id and ("IMAGE" in location_mode or settings.LATENT_MODE == "IMAGE"):

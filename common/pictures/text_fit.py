@@ -74,18 +74,13 @@ def _break_word(word: str, font: FontType, width: float) -> list[str]:
     return pieces
 
 
-def wrap_text(text: str, font: FontType, width: float, max_lines: int | None = None) -> list[str]:
-    """Greedy word wrap by measured width; a word wider than the box is split between characters.
+def _wrap(text: str, font: FontType, width: float, max_lines: int | None) -> tuple[list[str], bool]:
+    """Greedy word wrap by measured width, and whether a word wider than the box had to be split.
 
     Words are measured once and summed (fast for long descriptions); each finished line is
     then measured whole, and words that kerning pushes over go back to the next line. Stops
     after `max_lines` lines when given, since text that long will not fit anyway.
     """
-    return _wrap(text, font, width, max_lines)[0]
-
-
-def _wrap(text: str, font: FontType, width: float, max_lines: int | None) -> tuple[list[str], bool]:
-    """wrap_text, also saying whether a word had to be split."""
     split = False
     space = font.getlength(" ")
     measured: dict[str, float] = {}
@@ -227,10 +222,6 @@ def _stroke(size: int) -> int:
     return max(2, round(size / 14))
 
 
-def _length(font: FontType, text: str, stroke: int) -> float:
-    return font.getlength(text) + 2 * stroke
-
-
 def _block_height(font: FontType, lines: int, line_height: int, stroke: int) -> int:
     if lines == 0:
         return 0
@@ -258,7 +249,7 @@ class _Measure:
         return sum(self.word(w) for w in words) + self.space * (len(words) - 1) + 2 * self.stroke
 
     def exact(self, line: str) -> float:
-        return _length(self.font, line, self.stroke)
+        return self.font.getlength(line) + 2 * self.stroke
 
 
 def _greedy(words: Sequence[str], m: _Measure, width: float) -> list[list[str]] | None:
