@@ -14,7 +14,9 @@ from typing import Any, Mapping
 
 from common.run.errors import InputError
 from common.formats.story import Scene, parse_scene_line
-from common.pictures.story_visuals import CharacterBrief, LocationBrief, SceneRequest, clean_value
+from common.pictures.story_visuals import (
+    CharacterBrief, LocationBrief, SceneRequest, clean_value, format_attributes,
+)
 
 PROMPT_VERSION = 1
 MAX_VALUE_WORDS = 10
@@ -34,28 +36,6 @@ def _item(*names: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- formatting
-
-def _title(key: str) -> str:
-    return " ".join(word.capitalize() for word in key.split("_"))
-
-
-def format_attributes(value: Mapping[str, Any]) -> str:
-    """`{"face": {"head_shape": "oval"}}` -> `Face: (Head Shape: oval)`; lists of objects become `[(...), (...)]`."""
-    parts: list[str] = []
-    for key, item in value.items():
-        if isinstance(item, Mapping):
-            inner = format_attributes(item)
-            if inner:
-                parts.append(f"{_title(key)}: ({inner})")
-        elif isinstance(item, list):
-            rendered = [f"({format_attributes(v)})" if isinstance(v, Mapping) else clean_value(str(v)) for v in item]
-            rendered = [r for r in rendered if r and r != "()"]
-            if rendered:
-                parts.append(f"{_title(key)}: [{', '.join(rendered)}]")
-        elif item is not None and clean_value(str(item)):
-            parts.append(f"{_title(key)}: {clean_value(str(item))}")
-    return ", ".join(parts)
-
 
 def _check_values(value: Any, path: str = "") -> None:
     if isinstance(value, Mapping):
