@@ -21,7 +21,7 @@ from PIL import Image, ImageColor, ImageDraw, ImageFilter
 
 from common.run.errors import InputError
 from common.pictures.image_files import save_png
-from common.pictures.text_fit import FittedText, fit_text
+from common.pictures.text_fit import FittedText, draw_fitted, fit_text
 
 RGB = tuple[int, int, int]
 ColourLike = str | Sequence[int]
@@ -145,21 +145,6 @@ def _mix(a: RGB, b: RGB, amount: float) -> RGB:
 
 # ---------------------------------------------------------------- text
 
-def _draw_text(draw: ImageDraw.ImageDraw, fitted: FittedText, x: int, y: int, boxes: list[Box],
-               fill: RGB = _INK, align: str = "left", box_width: int = 0) -> None:
-    font = fitted.font
-    top = y
-    for index, line in enumerate(fitted.lines):
-        if index:
-            top += fitted.line_height + (fitted.paragraph_gap if index in fitted.breaks else 0)
-        left = x
-        if align == "center":
-            left = x + round((box_width - font.getlength(line)) / 2)
-        draw.text((left, top), line, font=font, fill=fill, anchor="la")
-        bbox = draw.textbbox((left, top), line, font=font, anchor="la")
-        boxes.append(tuple(int(v) for v in bbox))  # type: ignore[arg-type]
-
-
 # ---------------------------------------------------------------- pictures
 
 def _background(width: int, height: int, palette: Sequence[RGB], rng: random.Random) -> Image.Image:
@@ -241,7 +226,7 @@ def _draw_figures(image: Image.Image, figures: Sequence[Figure], zone: Box, rend
     image.alpha_composite(layer)
     text_draw = ImageDraw.Draw(image)
     for caption, x, y in captions:
-        _draw_text(text_draw, caption, x, y, render.text_boxes, align="center", box_width=caption.width)
+        render.text_boxes += draw_fitted(text_draw, caption, x, y, _INK, align="center", box_width=caption.width)
 
 
 def render_card(*, width: int, height: int, title: str, subtitle: str | None = None,
@@ -337,7 +322,7 @@ def render_card(*, width: int, height: int, title: str, subtitle: str | None = N
 
     draw = ImageDraw.Draw(image)
     for fitted, x, y_text, align, box_w in pending:
-        _draw_text(draw, fitted, x, y_text, render.text_boxes, align=align, box_width=box_w)
+        render.text_boxes += draw_fitted(draw, fitted, x, y_text, _INK, align=align, box_width=box_w)
     render.image = image.convert("RGB")
     return render
 

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence, TypeVar
 
+from PIL import ImageDraw
+
 from common.media.fonts import FontType, load_font
 
 _ELLIPSIS = "\u2026"
@@ -197,6 +199,25 @@ def fit_text(paragraphs: str | Sequence[str], width: int, height: int, *, max_si
     return (_largest(min_size, high, lambda size: fitting(size, False))
             or _largest(min_size, high, lambda size: fitting(size, True))
             or _truncate(_layout(paragraphs, min_size, bold, width, spacing, height), width, height))
+
+
+def draw_fitted(draw: ImageDraw.ImageDraw, fitted: FittedText, x: int, y: int, fill: tuple[int, ...], *,
+                align: str = "left", box_width: int = 0, stroke: int = 0,
+                stroke_fill: tuple[int, ...] | None = None) -> list[tuple[int, int, int, int]]:
+    """Draw the lines from (x, y), each centred in `box_width` with align="center"; returns where each went."""
+    font = fitted.font
+    boxes = []
+    top = y
+    for index, line in enumerate(fitted.lines):
+        if index:
+            top += fitted.line_height + (fitted.paragraph_gap if index in fitted.breaks else 0)
+        left = x
+        if align == "center":
+            left = x + round((box_width - font.getlength(line)) / 2)
+        draw.text((left, top), line, font=font, fill=fill, anchor="la", stroke_width=stroke, stroke_fill=stroke_fill)
+        bbox = draw.textbbox((left, top), line, font=font, anchor="la")
+        boxes.append(tuple(int(v) for v in bbox))
+    return boxes  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------- titles (thumbnails)
