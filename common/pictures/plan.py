@@ -105,14 +105,10 @@ class ImageItem:
 
 # ---------------------------------------------------------------- inputs
 
-def description_file(input_dir: Path, stem: str, summary: bool) -> Path | None:
-    """input/3.<stem>.txt with USE_SUMMARY_TEXT, else input/2.<stem>.txt; the other one if that is missing."""
-    first, second = (f"3.{stem}.txt", f"2.{stem}.txt") if summary else (f"2.{stem}.txt", f"3.{stem}.txt")
-    return next((input_dir / n for n in (first, second) if (input_dir / n).is_file()), None)
-
-
 def read_description_map(input_dir: Path, kind: str, summary: bool, *, required: bool) -> tuple[dict[str, str], Path | None]:
-    path = description_file(input_dir, kind, summary)
+    """input/3.<kind>.txt with USE_SUMMARY_TEXT, else input/2.<kind>.txt; the other one if that is missing."""
+    names = (f"3.{kind}.txt", f"2.{kind}.txt") if summary else (f"2.{kind}.txt", f"3.{kind}.txt")
+    path = next((input_dir / n for n in names if (input_dir / n).is_file()), None)
     if path is None:
         if required:
             raise InputError(f"{input_dir / f'2.{kind}.txt'} (or 3.{kind}.txt) is missing; run 1.story.py first, it writes both.")
@@ -268,7 +264,10 @@ def scene_items(settings: Any, pipeline_dir: Path, seeds: SeedBook) -> list[Imag
     summary = settings.USE_SUMMARY_TEXT
     characters, _ = read_description_map(input_dir, "character", summary, required=False)
     locations, _ = read_description_map(input_dir, "location", summary, required=False)
-    inline = {k: v for k, v in _inline_locations(scenes).items() if v}
+    inline: dict[str, str] = {}  # each place's first description in the scene lines
+    for scene in scenes:
+        if scene.location_id and scene.location_description:
+            inline.setdefault(scene.location_id, scene.location_description)
     factor = float(settings.CHARACTER_RESIZE_FACTOR)
     used = {**_common(settings), "source": source.name if source else None, "ACTIVE_CHARACTER_MODE": character_mode,
             "ACTIVE_LOCATION_MODE": location_mode}
@@ -319,14 +318,6 @@ def scene_items(settings: Any, pipeline_dir: Path, seeds: SeedBook) -> list[Imag
                 start_denoise=settings.LATENT_DENOISING_STRENGTH, groups=groups, settings=dict(used),
             ))
     return items
-
-
-def _inline_locations(scenes: tuple[Scene, ...]) -> dict[str, str | None]:
-    found: dict[str, str | None] = {}
-    for scene in scenes:
-        if scene.location_id and not found.get(scene.location_id):
-            found[scene.location_id] = scene.location_description
-    return found
 
 
 BUILDERS = {"character": character_items, "location": location_items, "scene": scene_items}
