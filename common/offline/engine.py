@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 from common.media import ffmpeg as media
 from common.engines.base import ClipRequest, ImageRequest, SpeechLine, SpokenChunk
 from common.audio.voices import Voice, VoiceLibrary
+from common.offline import espeak  # standard library only: the engines below import NumPy and Pillow when used
 
 if TYPE_CHECKING:
     from common.video.animation import FrameRule
@@ -50,14 +51,10 @@ class OfflineSpeech:
     def identity(self) -> dict[str, object]:
         return {"engine": "offline-espeak", "version": 1, "sample_rate": self.sample_rate, "pause": self.line_pause}
 
-    def espeak_voice(self, voice: Voice):  # -> espeak.EspeakVoice
-        from common.offline import espeak
-
+    def espeak_voice(self, voice: Voice) -> espeak.EspeakVoice:
         return espeak.voice_for(voice.gender or "n", self.indices.get(voice.stem, 0))
 
     def speak_chunk(self, lines: Sequence[SpeechLine], out_wav: Path, *, seed: int) -> SpokenChunk:
-        from common.offline import espeak
-
         # Scratch space outside the project: a killed run must leave no folder among the outputs.
         with tempfile.TemporaryDirectory(prefix="speech-") as tmp:
             pieces = [Path(tmp) / f"{number:03d}.wav" for number in range(len(lines))]
