@@ -163,7 +163,8 @@ def _footsteps(n: int, sr: int, rng: Rng, text: str) -> np.ndarray:
     out = np.zeros(n)
     for number, at in enumerate(dsp.times(n, sr, rng, 0.1, interval, 0.08)):
         foot = 1.0 if number % 2 == 0 else 0.85
-        heel = dsp.burst(sr, rng, 0.09, 0.025, 60.0, 700.0) + 0.4 * dsp.ring(sr, [(rng.uniform(110, 160), 1.0, 0.04)], 0.09, rng)
+        heel = (dsp.burst(sr, rng, 0.09, 0.025, 60.0, 700.0)
+                + 0.4 * dsp.ring(sr, [(rng.uniform(110, 160), 1.0, 0.04)], 0.09, rng))
         dsp.place(out, heel, at, foot)
         scuff = dsp.burst(sr, rng, 0.05, 0.015, 800.0, 4000.0)
         dsp.place(out, scuff, at + int(rng.uniform(0.05, 0.07) * sr), 0.35 * foot)
