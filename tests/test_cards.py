@@ -10,10 +10,10 @@ from PIL import Image
 from common.run.errors import InputError
 from common.media.fonts import font_source, load_font
 from common.offline import cards
+from common.pictures.text_fit import fit_text
 from common.offline.cards import (
     character_card,
     draw_card,
-    fit_text,
     hex_colours,
     identity_colour,
     location_card,

@@ -12,8 +12,10 @@ from PIL import Image
 from common.run.errors import ConfigError
 from common.pictures.thumbnail import (
     LAYOUTS, MAX_THUMBNAIL_BYTES, POSITIONS, SHORTS_SIZE, THUMBNAIL_SIZE, TitleStyle, chained_loras, compose,
-    encode_thumbnail, fit_title, request_size, styled_prompt,
+    encode_thumbnail, styled_prompt,
 )
+from common.pictures.image_files import request_size
+from common.pictures.text_fit import fit_title
 from tests.fakes import start_fake_comfyui
 from tests.support.project import copy_pipeline, env_for, run_script
 

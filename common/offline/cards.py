@@ -14,14 +14,14 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageColor, ImageDraw, ImageFilter
 
-from common.state.atomic import atomic_path
 from common.run.errors import InputError
-from common.media.fonts import FontType, load_font
+from common.pictures.image_files import save_png
+from common.pictures.text_fit import FittedText, draw_fitted, fit_text
 
 RGB = tuple[int, int, int]
 ColourLike = str | Sequence[int]
@@ -32,7 +32,6 @@ _WORD = re.compile(r"[a-z]+")
 _INK: RGB = (246, 244, 238)
 _SHADE: RGB = (12, 14, 22)
 _PANEL_ALPHA = 185
-_ELLIPSIS = "\u2026"
 # Ken Burns moves (common.offline.kenburns, zoom 1.10) show at least the middle 1/1.10 of a
 # card, losing up to 9.1% of one side in a pan: text kept this far from every edge stays in view.
 MOTION_SAFE_MARGIN = 0.095
@@ -48,26 +47,6 @@ class Figure:
 
     label: str
     colour: RGB
-
-
-@dataclass(frozen=True)
-class FittedText:
-    """Text wrapped to a box at the largest size that fits (or the smallest allowed, truncated)."""
-
-    size: int
-    bold: bool
-    lines: tuple[str, ...]
-    line_height: int
-    paragraph_gap: int
-    breaks: tuple[int, ...]  # indexes of lines that start a new paragraph (not the first)
-    width: int
-    height: int
-    truncated: bool
-    split_words: bool = False  # a word wider than the box was broken between characters
-
-    @property
-    def font(self) -> FontType:
-        return load_font(self.size, self.bold)
 
 
 @dataclass
@@ -166,172 +145,6 @@ def _mix(a: RGB, b: RGB, amount: float) -> RGB:
 
 # ---------------------------------------------------------------- text
 
-def _break_word(word: str, font: FontType, width: float) -> list[str]:
-    pieces, current = [], ""
-    for char in word:
-        if current and font.getlength(current + char) > width:
-            pieces.append(current)
-            current = char
-        else:
-            current += char
-    if current:
-        pieces.append(current)
-    return pieces
-
-
-def wrap_text(text: str, font: FontType, width: float, max_lines: int | None = None) -> list[str]:
-    """Greedy word wrap by measured width; a word wider than the box is split between characters.
-
-    Words are measured once and summed (fast for long descriptions); each finished line is
-    then measured whole, and words that kerning pushes over go back to the next line. Stops
-    after `max_lines` lines when given, since text that long will not fit anyway.
-    """
-    return _wrap(text, font, width, max_lines)[0]
-
-
-def _wrap(text: str, font: FontType, width: float, max_lines: int | None) -> tuple[list[str], bool]:
-    """wrap_text, also saying whether a word had to be split."""
-    split = False
-    space = font.getlength(" ")
-    measured: dict[str, float] = {}
-    lines: list[str] = []
-    words: list[str] = []
-    used = 0.0
-    queue = list(reversed(text.split()))
-
-    def finish() -> None:
-        while len(words) > 1 and font.getlength(" ".join(words)) > width:
-            queue.append(words.pop())
-        lines.append(" ".join(words))
-
-    while queue and (max_lines is None or len(lines) <= max_lines):
-        word = queue.pop()
-        size = measured.get(word)
-        if size is None:
-            size = measured[word] = font.getlength(word)
-        if size > width and len(word) > 1:
-            queue.extend(reversed(_break_word(word, font, width)))
-            split = True
-            continue
-        # (A single character wider than the box stays on its own line; fit_text rejects it.)
-        if words and used + space + size > width:
-            queue.append(word)  # back on the stack first, so words finish() returns come before it
-            finish()
-            words, used = [], 0.0
-            continue
-        used = used + space + size if words else size
-        words.append(word)
-    if words and (max_lines is None or len(lines) <= max_lines):
-        finish()
-        if queue:  # kerning pushed words out of the last line
-            rest, rest_split = _wrap(" ".join(reversed(queue)), font, width, max_lines)
-            lines.extend(rest)
-            split |= rest_split
-    return lines, split
-
-
-def _layout(paragraphs: Sequence[str], size: int, bold: bool, width: int, spacing: float,
-            max_height: float | None = None) -> FittedText:
-    """Wrap at one size; with `max_height`, stop early once the text is surely too tall."""
-    font = load_font(size, bold)
-    ascent, descent = font.getmetrics()
-    line_height = max(1, round(size * spacing))
-    gap = round(line_height * 0.45)
-    budget = None if max_height is None else int(max_height // line_height) + 1
-    lines: list[str] = []
-    breaks: list[int] = []
-    split_words = False
-    for paragraph in paragraphs:
-        room = None if budget is None else budget - len(lines)
-        if room is not None and room < 0:
-            break
-        wrapped, split = _wrap(paragraph, font, width, room)
-        split_words |= split
-        if not wrapped:
-            continue
-        if lines:
-            breaks.append(len(lines))
-        lines.extend(wrapped)
-    widest = max((font.getlength(line) for line in lines), default=0.0)
-    height = 0 if not lines else (len(lines) - 1) * line_height + len(breaks) * gap + ascent + descent
-    return FittedText(size, bold, tuple(lines), line_height, gap, tuple(breaks), int(np.ceil(widest)), height, False,
-                      split_words)
-
-
-def _truncate(fitted: FittedText, width: int, height: int) -> FittedText:
-    """Keep the lines that fit in `height`, ending the last with an ellipsis."""
-    font = fitted.font
-    ascent, descent = font.getmetrics()
-    keep: list[str] = []
-    used = ascent + descent
-    for index, line in enumerate(fitted.lines):
-        extra = 0 if index == 0 else fitted.line_height + (fitted.paragraph_gap if index in fitted.breaks else 0)
-        if used + extra > height:
-            break
-        used += extra
-        keep.append(line)
-    if not keep or any(font.getlength(line) > width for line in keep):
-        # Not even one line, or a box narrower than a single character: draw nothing rather than spill.
-        return FittedText(fitted.size, fitted.bold, (), fitted.line_height, fitted.paragraph_gap, (), 0, 0, True)
-    last = keep[-1]
-    while last and font.getlength(last.rstrip() + _ELLIPSIS) > width:
-        # Drop whole words when there are several; a lone long word loses characters.
-        last = last.rsplit(" ", 1)[0] if " " in last.strip() else last[:-1]
-    keep[-1] = last.rstrip() + _ELLIPSIS
-    if font.getlength(keep[-1]) > width:  # not even the ellipsis fits
-        keep.pop()
-        if not keep:
-            return FittedText(fitted.size, fitted.bold, (), fitted.line_height, fitted.paragraph_gap, (), 0, 0, True)
-    breaks = tuple(b for b in fitted.breaks if b < len(keep))
-    widest = max(font.getlength(line) for line in keep)
-    return FittedText(fitted.size, fitted.bold, tuple(keep), fitted.line_height, fitted.paragraph_gap, breaks,
-                      int(np.ceil(widest)), used, True)
-
-
-def fit_text(paragraphs: str | Sequence[str], width: int, height: int, *, max_size: int, min_size: int,
-             bold: bool = False, spacing: float = 1.25) -> FittedText:
-    """Wrap `paragraphs` into width x height at the largest font size that fits.
-
-    Shrinks as far as `min_size` (the smallest size still legible on the card), preferring
-    a smaller size to splitting a word; text that does not fit even then is cut at a line
-    end with an ellipsis rather than drawn outside the box, and `truncated` says so.
-    """
-    if isinstance(paragraphs, str):
-        paragraphs = [paragraphs]
-    paragraphs = [p for p in (" ".join(str(p).split()) for p in paragraphs) if p]
-    min_size = max(1, int(min_size))
-    # Largest size that fits, found by binary search (wrapping makes fit almost monotonic in
-    # size): first without splitting any word, and only if that fails, allowing splits.
-    for allow_split in (False, True):
-        low, high = min_size, max(min_size, int(max_size))
-        best: FittedText | None = None
-        while low <= high:
-            size = (low + high) // 2
-            fitted = _layout(paragraphs, size, bold, width, spacing, height)
-            if fitted.height <= height and fitted.width <= width and (allow_split or not fitted.split_words):
-                best, low = fitted, size + 1
-            else:
-                high = size - 1
-        if best is not None:
-            return best
-    return _truncate(_layout(paragraphs, min_size, bold, width, spacing, height), width, height)
-
-
-def _draw_text(draw: ImageDraw.ImageDraw, fitted: FittedText, x: int, y: int, boxes: list[Box],
-               fill: RGB = _INK, align: str = "left", box_width: int = 0) -> None:
-    font = fitted.font
-    top = y
-    for index, line in enumerate(fitted.lines):
-        if index:
-            top += fitted.line_height + (fitted.paragraph_gap if index in fitted.breaks else 0)
-        left = x
-        if align == "center":
-            left = x + round((box_width - font.getlength(line)) / 2)
-        draw.text((left, top), line, font=font, fill=fill, anchor="la")
-        bbox = draw.textbbox((left, top), line, font=font, anchor="la")
-        boxes.append(tuple(int(v) for v in bbox))  # type: ignore[arg-type]
-
-
 # ---------------------------------------------------------------- pictures
 
 def _background(width: int, height: int, palette: Sequence[RGB], rng: random.Random) -> Image.Image:
@@ -370,10 +183,6 @@ def _decor(size: tuple[int, int], palette: Sequence[RGB], rng: random.Random) ->
         else:
             draw.rounded_rectangle(box, radius=round(min(rx, ry) * 0.35), fill=(*colour, alpha))
     return layer.filter(ImageFilter.GaussianBlur(radius=max(1.0, short * 0.012)))
-
-
-def _panel(overlay: ImageDraw.ImageDraw, box: Box, radius: int) -> None:
-    overlay.rounded_rectangle(box, radius=radius, fill=(*_SHADE, _PANEL_ALPHA))
 
 
 def _draw_figures(image: Image.Image, figures: Sequence[Figure], zone: Box, render: CardRender) -> None:
@@ -417,7 +226,7 @@ def _draw_figures(image: Image.Image, figures: Sequence[Figure], zone: Box, rend
     image.alpha_composite(layer)
     text_draw = ImageDraw.Draw(image)
     for caption, x, y in captions:
-        _draw_text(text_draw, caption, x, y, render.text_boxes, align="center", box_width=caption.width)
+        render.text_boxes += draw_fitted(text_draw, caption, x, y, _INK, align="center", box_width=caption.width)
 
 
 def render_card(*, width: int, height: int, title: str, subtitle: str | None = None,
@@ -458,6 +267,13 @@ def render_card(*, width: int, height: int, title: str, subtitle: str | None = N
     shapes = ImageDraw.Draw(overlay)
     pending: list[tuple[FittedText, int, int, str, int]] = []
 
+    def place(fitted: FittedText, panel: Box, align: str = "left", box_width: int = 0) -> None:
+        """A shaded panel, its text to be drawn `pad` inside it once every panel is down."""
+        shapes.rounded_rectangle(panel, radius=pad, fill=(*_SHADE, _PANEL_ALPHA))
+        render.panels.append(panel)
+        pending.append((fitted, panel[0] + pad, panel[1] + pad, align, box_width))
+        render.truncated |= fitted.truncated
+
     # Title: a label pill top-left, or a big centred headline; none when the caller draws its own.
     y = my
     if not title.strip():
@@ -468,32 +284,20 @@ def render_card(*, width: int, height: int, title: str, subtitle: str | None = N
         block_h = fitted.height + 2 * pad
         y0 = round(height * 0.30 - block_h / 2) if body else round((height - block_h) / 2)
         y0 = max(my, y0)
-        panel = (mx, y0, width - mx, y0 + block_h)
-        _panel(shapes, panel, pad)
-        render.panels.append(panel)
-        pending.append((fitted, mx + pad, y0 + pad, "center", inner_w))
-        y = panel[3] + pad
+        place(fitted, (mx, y0, width - mx, y0 + block_h), "center", inner_w)
+        y = y0 + block_h + pad
     else:
         fitted = fit_text(title, inner_w, round(short * 0.2), max_size=round(short * 0.075),
                           min_size=max(9, round(short * 0.03)), bold=True, spacing=1.15)
-        panel = (mx, y, mx + fitted.width + 2 * pad, y + fitted.height + 2 * pad)
-        _panel(shapes, panel, pad)
-        render.panels.append(panel)
-        pending.append((fitted, mx + pad, y + pad, "left", 0))
-        y = panel[3] + max(3, pad // 2)
-    if title.strip():
-        render.truncated |= fitted.truncated
+        place(fitted, (mx, y, mx + fitted.width + 2 * pad, y + fitted.height + 2 * pad))
+        y += fitted.height + 2 * pad + max(3, pad // 2)
 
     if subtitle:
         fitted = fit_text(subtitle, inner_w, round(short * 0.14), max_size=round(short * 0.045),
                           min_size=max(9, round(short * 0.022)), spacing=1.2)
         x0 = mx + round((inner_w - fitted.width) / 2) if headline else mx
-        panel = (x0, y, x0 + fitted.width + 2 * pad, y + fitted.height + 2 * pad)
-        _panel(shapes, panel, pad)
-        render.panels.append(panel)
-        pending.append((fitted, x0 + pad, y + pad, "left", 0))
-        y = panel[3] + max(3, pad // 2)
-        render.truncated |= fitted.truncated
+        place(fitted, (x0, y, x0 + fitted.width + 2 * pad, y + fitted.height + 2 * pad))
+        y += fitted.height + 2 * pad + max(3, pad // 2)
     header_bottom = y
 
     # Body: a panel anchored at the bottom, as tall as the text needs up to its share of the card.
@@ -505,11 +309,8 @@ def render_card(*, width: int, height: int, title: str, subtitle: str | None = N
                           min_size=body_min_size or max(10, round(short * 0.02)))
         if fitted.lines:
             body_panel_top = height - my - fitted.height - 2 * pad
-            panel = (mx, body_panel_top, width - mx, height - my)
-            _panel(shapes, panel, pad)
-            render.panels.append(panel)
-            pending.append((fitted, mx + pad, body_panel_top + pad, "left", 0))
-        render.truncated |= fitted.truncated
+            place(fitted, (mx, body_panel_top, width - mx, height - my))
+        render.truncated |= fitted.truncated  # also when not even one line fitted
 
     image.alpha_composite(overlay)
     if figures:
@@ -521,29 +322,14 @@ def render_card(*, width: int, height: int, title: str, subtitle: str | None = N
 
     draw = ImageDraw.Draw(image)
     for fitted, x, y_text, align, box_w in pending:
-        _draw_text(draw, fitted, x, y_text, render.text_boxes, align=align, box_width=box_w)
+        render.text_boxes += draw_fitted(draw, fitted, x, y_text, _INK, align=align, box_width=box_w)
     render.image = image.convert("RGB")
     return render
 
 
-def save_png(image: Image.Image, out_png: str | os.PathLike[str]) -> Path:
-    """Write a PNG atomically with no metadata, so identical pictures give identical bytes."""
-    out = Path(out_png)
-    with atomic_path(out) as tmp:
-        image.save(tmp, format="PNG", compress_level=6)
-    return out
-
-
-def draw_card(out_png: str | os.PathLike[str], *, width: int, height: int, title: str,
-              subtitle: str | None = None, body_lines: Iterable[str] = (),
-              palette: Sequence[ColourLike] | None = None, seed_text: str = "",
-              figures: Sequence[Figure] = (), headline: bool = False, body_min_size: int | None = None,
-              safe_margin: float = MOTION_SAFE_MARGIN) -> Path:
-    """Draw a storyboard card and write it to `out_png` (see `render_card` for the layout)."""
-    render = render_card(width=width, height=height, title=title, subtitle=subtitle, body_lines=body_lines,
-                         palette=palette, seed_text=seed_text, figures=figures, headline=headline,
-                         body_min_size=body_min_size, safe_margin=safe_margin)
-    return save_png(render.image, out_png)
+def draw_card(out_png: str | os.PathLike[str], **layout: Any) -> Path:
+    """Draw a storyboard card and write it to `out_png` (`layout`: the keywords of `render_card`)."""
+    return save_png(render_card(**layout).image, out_png)
 
 
 # ---------------------------------------------------------------- the cards the steps ask for

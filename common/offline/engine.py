@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 from common.media import ffmpeg as media
 from common.engines.base import ClipRequest, ImageRequest, SpeechLine, SpokenChunk
 from common.audio.voices import Voice, VoiceLibrary
+from common.offline import espeak  # standard library only: the engines below import NumPy and Pillow when used
 
 if TYPE_CHECKING:
     from common.video.animation import FrameRule
@@ -36,28 +37,30 @@ def voice_indices(library: VoiceLibrary) -> dict[str, int]:
 
 
 @dataclass
-class OfflineSpeech:
-    """Each line synthesised alone, so line timings are exact."""
+class _Offline:
+    """What every offline engine is: a preview, made one job at a time (each job already uses every core, or
+    takes no time). `name` and `preview` are keywords, after each engine's own fields."""
 
-    parallel_jobs = 1  # one at a time: each job already uses every core, or takes no time
+    parallel_jobs = 1
+    name: str = field(default="offline", kw_only=True)
+    preview: bool = field(default=True, kw_only=True)
+
+
+@dataclass
+class OfflineSpeech(_Offline):
+    """Each line synthesised alone, so line timings are exact."""
 
     sample_rate: int = 44100
     line_pause: float = 0.3
     indices: Mapping[str, int] = field(default_factory=dict)
-    name: str = "offline"
-    preview: bool = True
 
     def identity(self) -> dict[str, object]:
         return {"engine": "offline-espeak", "version": 1, "sample_rate": self.sample_rate, "pause": self.line_pause}
 
-    def espeak_voice(self, voice: Voice):  # -> espeak.EspeakVoice
-        from common.offline import espeak
-
+    def espeak_voice(self, voice: Voice) -> espeak.EspeakVoice:
         return espeak.voice_for(voice.gender or "n", self.indices.get(voice.stem, 0))
 
     def speak_chunk(self, lines: Sequence[SpeechLine], out_wav: Path, *, seed: int) -> SpokenChunk:
-        from common.offline import espeak
-
         # Scratch space outside the project: a killed run must leave no folder among the outputs.
         with tempfile.TemporaryDirectory(prefix="speech-") as tmp:
             pieces = [Path(tmp) / f"{number:03d}.wav" for number in range(len(lines))]
@@ -70,14 +73,10 @@ class OfflineSpeech:
 
 
 @dataclass
-class OfflineSound:
+class OfflineSound(_Offline):
     """Procedural effects for the vocabulary `sounds()` names; silence for anything else."""
 
-    parallel_jobs = 1  # one at a time: each job already uses every core, or takes no time
-
     sample_rate: int = 44100
-    name: str = "offline"
-    preview: bool = True
 
     def identity(self) -> dict[str, object]:
         from common.offline import sfx
@@ -97,13 +96,9 @@ class OfflineSound:
 
 
 @dataclass
-class OfflineImage:
+class OfflineImage(_Offline):
     """Storyboard cards that show the item's id, place, people and action."""
 
-    parallel_jobs = 1  # one at a time: each job already uses every core, or takes no time
-
-    name: str = "offline"
-    preview: bool = True
 
     def identity(self) -> dict[str, object]:
         return {"engine": "offline-cards", "version": 3}
@@ -126,16 +121,12 @@ class OfflineImage:
 
 
 @dataclass
-class OfflineAnimation:
+class OfflineAnimation(_Offline):
     """A Ken Burns move over the scene's still: the camera move the motion prompt asked for
     (ClipRequest.camera), else one chosen per scene so consecutive clips differ. Any length in
     one job, so a scene is always a single clip; an end picture cannot be honoured by a move
     over one still and is ignored."""
 
-    parallel_jobs = 1  # one at a time: each job already uses every core, or takes no time
-
-    name: str = "offline"
-    preview: bool = True
 
     def identity(self) -> dict[str, object]:
         return {"engine": "offline-kenburns", "version": 2}

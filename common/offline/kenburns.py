@@ -146,6 +146,16 @@ def _check_size(width: int, height: int) -> None:
         raise InputError(f"Video size {width}x{height} is not usable for H.264 4:2:0; use even sizes of 16 or more.")
 
 
+def _encode(data: Iterator[bytes], out_mp4: str | os.PathLike[str], width: int, height: int, fps: Fraction,
+            frames: int, *, still: bool, video_filter: str | None = None) -> Path:
+    """Raw Y'CbCr 4:2:0 frames piped into x264, written atomically as an MP4 (no audio)."""
+    out = Path(out_mp4)
+    with atomic_path(out) as tmp:
+        pipe_to_ffmpeg(_encode_args(width, height, fps, frames, tmp, still=still, video_filter=video_filter), data,
+                       what=f"encoding {out.name}", timeout=_ENCODE_TIMEOUT_S)
+    return out
+
+
 def _encode_args(width: int, height: int, fps: Fraction, frames: int, out: Path, *, still: bool,
                  video_filter: str | None = None) -> list[str]:
     args = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
@@ -332,12 +342,7 @@ def ken_burns(image: ImageSource, out_mp4: str | os.PathLike[str], *, seconds: f
         # Runs once ffmpeg is starting, so preparing the still overlaps with its start-up.
         yield from _ahead(make(picture, width, height, fit, zoom, move, frames), frames)
 
-    rate = Fraction(fps).limit_denominator(1001)
-    out = Path(out_mp4)
-    with atomic_path(out) as tmp:
-        pipe_to_ffmpeg(_encode_args(width, height, rate, frames, tmp, still=False), stream(),
-                       what=f"encoding {out.name}", timeout=_ENCODE_TIMEOUT_S)
-    return out
+    return _encode(stream(), out_mp4, width, height, Fraction(fps).limit_denominator(1001), frames, still=False)
 
 
 def _ahead(render: Callable[[int], bytes], frames: int, depth: int = 4) -> Iterator[bytes]:
@@ -364,8 +369,4 @@ def still_video(image: ImageSource, out_mp4: str | os.PathLike[str], seconds: fl
     frame = b"".join(plane.tobytes() for plane in _to_yuv420(still))
     rate = Fraction(fps).limit_denominator(1001)
     loop = f"loop=loop={frames - 1}:size=1:start=0,setpts=N/({rate.numerator}/{rate.denominator})/TB"
-    out = Path(out_mp4)
-    with atomic_path(out) as tmp:
-        pipe_to_ffmpeg(_encode_args(width, height, rate, frames, tmp, still=True, video_filter=loop),
-                       iter([frame]), what=f"encoding {out.name}", timeout=_ENCODE_TIMEOUT_S)
-    return out
+    return _encode(iter([frame]), out_mp4, width, height, rate, frames, still=True, video_filter=loop)

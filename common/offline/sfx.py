@@ -11,9 +11,7 @@ of these a description names, the offline text engine only ever proposes these (
 and a description naming none of them is synthesised as silence rather than as a wrong sound.
 
 Everything is deterministic for a given (description, seconds, sample rate, seed), so a
-rerun writes the same clip. Stationary noise is shaped in the frequency domain (one FFT);
-noise whose colour changes over time (wind, surf) is synthesised frame by frame (STFT
-overlap-add, a bounded number of frames at a time).
+rerun writes the same clip. The signal building blocks are in common.offline.sfx_dsp.
 """
 from __future__ import annotations
 
@@ -24,8 +22,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from common.offline import sfx_dsp as dsp
+
 VERSION = 1  # bump when any sound changes, so checkpointed clips are made again
-Rng = np.random.Generator
+Rng = dsp.Rng
 Render = Callable[[int, int, Rng, str], np.ndarray]
 
 
@@ -48,148 +48,8 @@ class Sound:
     render: Render
 
 
-# ---------------------------------------------------------------- building blocks
-
-def _fast_size(n: int) -> int:
-    """The smallest 2^a 3^b 5^c >= n: FFTs of such sizes are fast, a large prime factor is not."""
-    best = 1 << max(0, (n - 1).bit_length())
-    power5 = 1
-    while power5 < best:
-        power35 = power5
-        while power35 < best:
-            size = power35
-            while size < n:
-                size *= 2
-            best = min(best, size)
-            power35 *= 3
-        power5 *= 5
-    return best
-
-
-def _spectral(x: np.ndarray, sr: int, gain: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """`x` filtered by a zero-phase magnitude response `gain(frequencies)` (one FFT)."""
-    size = _fast_size(len(x))
-    spectrum = np.fft.rfft(x, size)
-    freqs = np.fft.rfftfreq(size, 1.0 / sr)
-    return np.fft.irfft(spectrum * gain(freqs), n=size)[: len(x)]
-
-
-def _band(f: np.ndarray, lo: float | None = None, hi: float | None = None, order: int = 2) -> np.ndarray:
-    """A Butterworth-like band: high-pass at `lo`, low-pass at `hi`, `order` poles each."""
-    g = np.ones_like(f)
-    if lo:
-        g = g / np.sqrt(1.0 + (lo / np.maximum(f, 1e-3)) ** (2 * order))
-    if hi:
-        g = g / np.sqrt(1.0 + (f / hi) ** (2 * order))
-    return g
-
-
-def _noise(n: int, sr: int, rng: Rng, slope: float, lo: float | None = None, hi: float | None = None,
-           order: int = 2) -> np.ndarray:
-    """Noise whose power falls as f^-slope (0 white, 1 pink, 2 brown), band-limited, unit RMS."""
-    if n <= 0:
-        return np.zeros(0)
-    x = _spectral(rng.standard_normal(n), sr,
-                  lambda f: np.maximum(f, 20.0) ** (-slope / 2.0) * _band(f, lo, hi, order))
-    return _unit(x)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    rms = float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
-    return x / rms if rms > 0 else x
-
-
-def _smooth_random(n: int, sr: int, rng: Rng, rate_hz: float) -> np.ndarray:
-    """A slow random curve in [-1, 1]: knots every 1/rate_hz s joined by cosine segments."""
-    spacing = max(1, int(sr / rate_hz))
-    knots = rng.uniform(-1.0, 1.0, n // spacing + 3)
-    position = np.arange(n) / spacing
-    index = position.astype(np.int64)
-    frac = position - index
-    blend = 0.5 - 0.5 * np.cos(np.pi * frac)
-    return knots[index] * (1 - blend) + knots[index + 1] * blend
-
-
-def _fftconv(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Linear convolution, cut to len(x) (the kernel's tail past the end is dropped)."""
-    fft_size = _fast_size(len(x) + len(kernel) - 1)
-    out = np.fft.irfft(np.fft.rfft(x, fft_size) * np.fft.rfft(kernel, fft_size), fft_size)
-    return out[: len(x)]
-
-
-def _burst(sr: int, rng: Rng, seconds: float, decay: float, lo: float | None, hi: float | None) -> np.ndarray:
-    """A short noise burst with an exponential decay: a click, a thump, a scuff."""
-    n = max(8, int(seconds * sr))
-    t = np.arange(n) / sr
-    x = rng.standard_normal(n) * np.exp(-t / decay)
-    return _spectral(x, sr, lambda f: _band(f, lo, hi, 2))
-
-
-def _ring(sr: int, partials: Sequence[tuple[float, float, float]], seconds: float, rng: Rng) -> np.ndarray:
-    """Damped sinusoids (frequency, amplitude, decay seconds) from a random phase: a struck body."""
-    n = max(8, int(seconds * sr))
-    t = np.arange(n) / sr
-    out = np.zeros(n)
-    for freq, amp, decay in partials:
-        if freq < sr / 2 * 0.95:
-            out += amp * np.sin(2 * np.pi * freq * t + rng.uniform(0, 2 * np.pi)) * np.exp(-t / decay)
-    return out
-
-
-def _place(out: np.ndarray, piece: np.ndarray, at: int, gain: float = 1.0) -> None:
-    if at >= len(out) or at + len(piece) <= 0:
-        return
-    start = max(0, at)
-    piece = piece[start - at:]
-    end = min(len(out), start + len(piece))
-    out[start:end] += gain * piece[: end - start]
-
-
-def _stft_noise(n: int, sr: int, rng: Rng, magnitude: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
-    """Noise whose spectrum changes with time: `magnitude(times (frames, 1), freqs (1, bins))`.
-
-    Hann-windowed frames of complex Gaussian spectra, overlap-added at a quarter-frame hop;
-    frames are made 256 at a time so memory stays bounded for long clips.
-    """
-    size, hop = 2048, 512
-    offset = size - hop  # output starts where four frames overlap, so its first sample is full strength
-    window = np.hanning(size + 1)[:size]
-    freqs = np.fft.rfftfreq(size, 1.0 / sr)[None, :]
-    frames = n // hop + 4
-    out = np.zeros((frames + 3) * hop)
-    for first in range(0, frames, 256):
-        count = min(256, frames - first)
-        centres = ((np.arange(first, first + count) * hop + size / 2 - offset) / sr)[:, None]
-        mags = magnitude(centres, freqs)
-        spectra = (rng.standard_normal(mags.shape) + 1j * rng.standard_normal(mags.shape)) * mags
-        blocks = np.fft.irfft(spectra, n=size, axis=1) * window
-        for k in range(size // hop):  # frame i's k-th quarter lands at (i + k) * hop
-            start = (first + k) * hop
-            out[start:start + count * hop] += blocks[:, k * hop:(k + 1) * hop].reshape(-1)
-    return _unit(out[offset:offset + n])
-
-
-def _resample(x: np.ndarray, sr_from: int, sr_to: int, n_to: int) -> np.ndarray:
-    """Band-limited resampling by zero-padding the spectrum (for sounds made at a lower rate)."""
-    spectrum = np.fft.rfft(x)
-    bins = n_to // 2 + 1
-    padded = np.zeros(bins, dtype=complex)
-    keep = min(bins, len(spectrum))
-    padded[:keep] = spectrum[:keep]
-    return np.fft.irfft(padded, n=n_to) * (n_to / max(1, len(x)))
-
-
-def _times(n: int, sr: int, rng: Rng, first: float, interval: float, jitter: float) -> list[int]:
-    """Sample positions of a roughly regular series of events (steps, ticks, knocks)."""
-    out, t = [], first
-    while t * sr < n:
-        out.append(int(t * sr))
-        t += interval * (1.0 + rng.uniform(-jitter, jitter))
-    return out
-
-
 def _has(text: str, *words: str) -> bool:
-    return re.search(r"\b(?:" + "|".join(words) + r")\b", text) is not None
+    return _words(*words).search(text) is not None
 
 
 # ---------------------------------------------------------------- the sounds
@@ -197,14 +57,14 @@ def _has(text: str, *words: str) -> bool:
 def _rain(n: int, sr: int, rng: Rng, text: str) -> np.ndarray:
     rate = 3000.0 if _has(text, "heavy", "downpour", "pouring", "torrential", "storm", "stormy") else (
         400.0 if _has(text, "light", "drizzle", "gentle", "soft") else 1200.0)
-    wash = _noise(n, sr, rng, 0.7, lo=400.0, hi=7000.0)
+    wash = dsp.noise(n, sr, rng, 0.7, lo=400.0, hi=7000.0)
     count = int(rate * n / sr)
     train = np.zeros(n)
     # Many similar drops, a few bigger ones: lognormal sizes keep the patter even, not spiky.
     np.add.at(train, rng.integers(0, max(1, n), count), np.minimum(rng.lognormal(0.0, 0.5, count), 4.0) * rng.choice((-1.0, 1.0), count))
     kernel = rng.standard_normal(int(0.004 * sr)) * np.exp(-np.arange(int(0.004 * sr)) / (0.0012 * sr))
-    drops = _unit(_spectral(_fftconv(train, kernel), sr, lambda f: _band(f, 1500.0, 9000.0, 2)))
-    swell = 1.0 + 0.25 * _smooth_random(n, sr, rng, 0.15)
+    drops = dsp.unit(dsp.spectral(dsp.fftconv(train, kernel), sr, lambda f: dsp.band(f, 1500.0, 9000.0, 2)))
+    swell = 1.0 + 0.25 * dsp.smooth_random(n, sr, rng, 0.15)
     return (0.8 * wash + 0.4 * drops) * swell
 
 
@@ -232,10 +92,10 @@ def _wind(n: int, sr: int, rng: Rng, text: str) -> np.ndarray:
         centre = base * 2.0 ** (1.8 * g)
         width = 0.35 if howl else 0.6  # octaves: a narrow band whistles, a wide one rushes
         bump = np.exp(-0.5 * (np.log2(np.maximum(f, 20.0) / centre) / width) ** 2)
-        floor = 0.08 * _band(f, 30.0, 400.0, 2)
+        floor = 0.08 * dsp.band(f, 30.0, 400.0, 2)
         return (0.25 + 0.75 * g) * (bump + floor)
 
-    return _stft_noise(n, sr, rng, magnitude)
+    return dsp.stft_noise(n, sr, rng, magnitude)
 
 
 def _waves(n: int, sr: int, rng: Rng, text: str) -> np.ndarray:
@@ -257,42 +117,42 @@ def _waves(n: int, sr: int, rng: Rng, text: str) -> np.ndarray:
     def magnitude(times: np.ndarray, f: np.ndarray) -> np.ndarray:
         e = envelope(times)
         cutoff = 250.0 + 2800.0 * np.clip(e, 0.0, 1.2)
-        return (0.12 + e) * _band(f, 40.0, None, 1) / np.sqrt(1.0 + (f / cutoff) ** 4) * np.maximum(f, 40.0) ** -0.4
+        return (0.12 + e) * dsp.band(f, 40.0, None, 1) / np.sqrt(1.0 + (f / cutoff) ** 4) * np.maximum(f, 40.0) ** -0.4
 
-    return _stft_noise(n, sr, rng, magnitude)
+    return dsp.stft_noise(n, sr, rng, magnitude)
 
 
 def _fire(n: int, sr: int, rng: Rng, text: str) -> np.ndarray:
-    roar = _noise(n, sr, rng, 2.0, lo=30.0, hi=250.0) * (1.0 + 0.3 * _smooth_random(n, sr, rng, 1.5))
-    hiss = _noise(n, sr, rng, 0.3, lo=2000.0, hi=9000.0)
+    roar = dsp.noise(n, sr, rng, 2.0, lo=30.0, hi=250.0) * (1.0 + 0.3 * dsp.smooth_random(n, sr, rng, 1.5))
+    hiss = dsp.noise(n, sr, rng, 0.3, lo=2000.0, hi=9000.0)
     crackle = np.zeros(n)
     seconds = n / sr
     for cluster in rng.uniform(0.0, seconds, int(seconds * 2.5)):
         for _ in range(int(rng.integers(1, 9))):
             at = int((cluster + rng.uniform(0.0, 0.06)) * sr)
             size = min(3.0, rng.pareto(2.5) + 0.2)
-            _place(crackle, _burst(sr, rng, 0.003, rng.uniform(0.0003, 0.0012), 1200.0, None), at, size)
+            dsp.place(crackle, dsp.burst(sr, rng, 0.003, rng.uniform(0.0003, 0.0012), 1200.0, None), at, size)
     for at in rng.uniform(0.0, seconds, int(seconds * 0.3)):
-        _place(crackle, _burst(sr, rng, 0.02, 0.006, 150.0, 2500.0), int(at * sr), rng.uniform(2.0, 5.0))
+        dsp.place(crackle, dsp.burst(sr, rng, 0.02, 0.006, 150.0, 2500.0), int(at * sr), rng.uniform(2.0, 5.0))
     crackle_rms = float(np.sqrt(np.mean(crackle ** 2))) or 1.0
     return 0.6 * roar + 0.08 * hiss + 0.4 * crackle / crackle_rms
 
 
 def _thunder(n: int, sr: int, rng: Rng, text: str) -> np.ndarray:
     seconds = n / sr
-    rumble = _noise(n, sr, rng, 2.0, lo=25.0, hi=220.0)
+    rumble = dsp.noise(n, sr, rng, 2.0, lo=25.0, hi=220.0)
     envelope = np.zeros(n)
     out = np.zeros(n)
     near = not _has(text, "distant", "far", "faint", "rolling")
     t = rng.uniform(0.05, 0.3)
     while t < seconds - 0.5:
         if near:  # a close strike cracks before it rumbles
-            _place(out, _burst(sr, rng, 0.08, 0.02, 300.0, 8000.0), int(t * sr), 0.8)
+            dsp.place(out, dsp.burst(sr, rng, 0.08, 0.02, 300.0, 8000.0), int(t * sr), 0.8)
         for _ in range(int(rng.integers(3, 6))):  # each echo off hills and clouds is a swell and a decay
             decay = rng.uniform(0.6, 1.8)
             local = np.arange(int(6 * decay * sr)) / sr
             bump = np.clip(local / 0.12, 0.0, 1.0) * np.exp(-local / decay)
-            _place(envelope, bump, int((t + rng.uniform(0.0, 1.5)) * sr), rng.uniform(0.4, 1.0))
+            dsp.place(envelope, bump, int((t + rng.uniform(0.0, 1.5)) * sr), rng.uniform(0.4, 1.0))
         t += rng.uniform(7.0, 14.0)
     return out + rumble * envelope
 
@@ -301,12 +161,13 @@ def _footsteps(n: int, sr: int, rng: Rng, text: str) -> np.ndarray:
     interval = 0.32 if _has(text, "running", "run", "runs", "rapid", "hurried", "racing") else (
         0.8 if _has(text, "slow", "slowly", "pacing", "heavy", "creeping") else 0.55)
     out = np.zeros(n)
-    for number, at in enumerate(_times(n, sr, rng, 0.1, interval, 0.08)):
+    for number, at in enumerate(dsp.times(n, sr, rng, 0.1, interval, 0.08)):
         foot = 1.0 if number % 2 == 0 else 0.85
-        heel = _burst(sr, rng, 0.09, 0.025, 60.0, 700.0) + 0.4 * _ring(sr, [(rng.uniform(110, 160), 1.0, 0.04)], 0.09, rng)
-        _place(out, heel, at, foot)
-        scuff = _burst(sr, rng, 0.05, 0.015, 800.0, 4000.0)
-        _place(out, scuff, at + int(rng.uniform(0.05, 0.07) * sr), 0.35 * foot)
+        heel = (dsp.burst(sr, rng, 0.09, 0.025, 60.0, 700.0)
+                + 0.4 * dsp.ring(sr, [(rng.uniform(110, 160), 1.0, 0.04)], 0.09, rng))
+        dsp.place(out, heel, at, foot)
+        scuff = dsp.burst(sr, rng, 0.05, 0.015, 800.0, 4000.0)
+        dsp.place(out, scuff, at + int(rng.uniform(0.05, 0.07) * sr), 0.35 * foot)
     return out
 
 
@@ -321,14 +182,14 @@ def _bell(n: int, sr: int, rng: Rng, text: str) -> np.ndarray:
     for ratio, amp, decay in _BELL:  # each partial twice, slightly detuned: a real bell beats
         detune = rng.uniform(0.2, 1.0)
         partials += [(f0 * ratio, amp * 0.5, decay * stretch), (f0 * ratio + detune, amp * 0.5, decay * stretch)]
-    strike = _ring(sr, partials, min(n / sr, 4.0 * stretch), rng)
+    strike = dsp.ring(sr, partials, min(n / sr, 4.0 * stretch), rng)
     release = len(strike) // 5  # the ring is cut after a few seconds: fade it out, not off
     strike[len(strike) - release:] *= np.linspace(1.0, 0.0, release)
-    click = _burst(sr, rng, 0.005, 0.0015, 1000.0, None)
+    click = dsp.burst(sr, rng, 0.005, 0.0015, 1000.0, None)
     strike[: len(click)] += 0.3 * click[: len(strike)]
     out = np.zeros(n)
-    for at in _times(n, sr, rng, 0.05, interval, 0.03):
-        _place(out, strike, at, rng.uniform(0.85, 1.0))
+    for at in dsp.times(n, sr, rng, 0.05, interval, 0.03):
+        dsp.place(out, strike, at, rng.uniform(0.85, 1.0))
     return out
 
 
@@ -338,23 +199,23 @@ def _crowd(n: int, sr: int, rng: Rng, text: str) -> np.ndarray:
     voices = np.zeros(m)
     for _ in range(8):
         f0 = rng.uniform(95, 140) if rng.random() < 0.5 else rng.uniform(170, 250)
-        pitch = f0 * (1.0 + 0.08 * _smooth_random(m, low, rng, 0.7))
+        pitch = f0 * (1.0 + 0.08 * dsp.smooth_random(m, low, rng, 0.7))
         buzz = 2.0 * ((np.cumsum(pitch) / low) % 1.0) - 1.0 + 0.3 * rng.standard_normal(m)
-        syllables = np.clip(_smooth_random(m, low, rng, rng.uniform(3.0, 5.0)) + rng.uniform(-0.1, 0.3), 0.0, None)
-        pauses = np.clip(2.0 * _smooth_random(m, low, rng, 0.4) + 1.0, 0.0, 1.0)  # now and then a voice stops
-        vowel = np.clip(0.5 + 2.0 * _smooth_random(m, low, rng, 4.0), 0.0, 1.0)  # soft switch between two vowels
+        syllables = np.clip(dsp.smooth_random(m, low, rng, rng.uniform(3.0, 5.0)) + rng.uniform(-0.1, 0.3), 0.0, None)
+        pauses = np.clip(2.0 * dsp.smooth_random(m, low, rng, 0.4) + 1.0, 0.0, 1.0)  # now and then a voice stops
+        vowel = np.clip(0.5 + 2.0 * dsp.smooth_random(m, low, rng, 4.0), 0.0, 1.0)  # soft switch between two vowels
         voice = np.zeros(m)
         for weight in (vowel, 1.0 - vowel):
             f1, f2 = rng.uniform(300, 800), rng.uniform(900, 2200)
 
             def formants(f: np.ndarray, f1: float = f1, f2: float = f2) -> np.ndarray:
                 peaks = np.exp(-0.5 * ((f - f1) / 90.0) ** 2) + 0.6 * np.exp(-0.5 * ((f - f2) / 140.0) ** 2)
-                return peaks * _band(f, 80.0, 3500.0, 2)
+                return peaks * dsp.band(f, 80.0, 3500.0, 2)
 
-            voice += _unit(_spectral(buzz, low, formants)) * weight
+            voice += dsp.unit(dsp.spectral(buzz, low, formants)) * weight
         voices += voice * syllables * pauses * rng.uniform(0.4, 1.0)
-    room = _noise(m, low, rng, 1.0, lo=100.0, hi=3000.0)
-    return _resample(_unit(voices) + 0.15 * room, low, sr, n)
+    room = dsp.noise(m, low, rng, 1.0, lo=100.0, hi=3000.0)
+    return dsp.resample(dsp.unit(voices) + 0.15 * room, low, sr, n)
 
 
 def _knock(n: int, sr: int, rng: Rng, text: str) -> np.ndarray:
@@ -366,22 +227,22 @@ def _knock(n: int, sr: int, rng: Rng, text: str) -> np.ndarray:
             at = group + 0.1 + k * 0.2 * (1.0 + rng.uniform(-0.1, 0.1))
             wood = [(190 * rng.uniform(0.95, 1.05), 1.0, 0.045), (410 * rng.uniform(0.95, 1.05), 0.6, 0.03),
                     (880 * rng.uniform(0.95, 1.05), 0.35, 0.015), (1650 * rng.uniform(0.95, 1.05), 0.2, 0.008)]
-            knock = _ring(sr, wood, 0.2, rng)
-            click = _burst(sr, rng, 0.002, 0.0006, 1500.0, None)
+            knock = dsp.ring(sr, wood, 0.2, rng)
+            click = dsp.burst(sr, rng, 0.002, 0.0006, 1500.0, None)
             knock[: len(click)] += 0.5 * click[: len(knock)]
-            _place(out, knock, int(at * sr), rng.uniform(0.85, 1.0))
+            dsp.place(out, knock, int(at * sr), rng.uniform(0.85, 1.0))
         group += 0.1 + count * 0.2 + 1.4
     return out
 
 
 def _clock(n: int, sr: int, rng: Rng, text: str) -> np.ndarray:
     out = np.zeros(n)
-    for number, at in enumerate(_times(n, sr, rng, 0.1, 1.0, 0.002)):
+    for number, at in enumerate(dsp.times(n, sr, rng, 0.1, 1.0, 0.002)):
         tick = number % 2 == 0
         partials = [(3200.0 if tick else 2300.0, 1.0, 0.006), (5100.0 if tick else 3900.0, 0.5, 0.004)]
-        _place(out, _ring(sr, partials, 0.03, rng), at, 1.0 if tick else 0.8)
-        _place(out, _burst(sr, rng, 0.01, 0.002, 2000.0, None), at, 0.3)
-    return out + 0.01 * _noise(n, sr, rng, 2.0, lo=40.0, hi=500.0)
+        dsp.place(out, dsp.ring(sr, partials, 0.03, rng), at, 1.0 if tick else 0.8)
+        dsp.place(out, dsp.burst(sr, rng, 0.01, 0.002, 2000.0, None), at, 0.3)
+    return out + 0.01 * dsp.noise(n, sr, rng, 2.0, lo=40.0, hi=500.0)
 
 
 def _chirp(sr: int, start: float, end: float, seconds: float, curve: float) -> np.ndarray:
@@ -408,9 +269,9 @@ def _birds(n: int, sr: int, rng: Rng, text: str) -> np.ndarray:
             for k in range(int(rng.integers(3, 8))):
                 f_start = min(base * rng.uniform(0.97, 1.03), sr * 0.45)
                 f_end = min(max(800.0, f_start + sweep), sr * 0.45)
-                _place(out, _chirp(sr, f_start, f_end, length, curve), int((t + k * (length + gap)) * sr), loudness)
+                dsp.place(out, _chirp(sr, f_start, f_end, length, curve), int((t + k * (length + gap)) * sr), loudness)
             t += rng.uniform(1.5, 4.0)
-    return out + 0.03 * _noise(n, sr, rng, 1.0, lo=200.0, hi=6000.0)
+    return out + 0.03 * dsp.noise(n, sr, rng, 1.0, lo=200.0, hi=6000.0)
 
 
 def _crickets(n: int, sr: int, rng: Rng, text: str) -> np.ndarray:
@@ -421,10 +282,10 @@ def _crickets(n: int, sr: int, rng: Rng, text: str) -> np.ndarray:
         pulse = np.sin(2 * np.pi * carrier * times) * np.sin(np.pi * times / times[-1]) ** 2
         loudness = rng.uniform(0.3, 1.0)
         pulses = int(rng.integers(3, 5))
-        for at in _times(n, sr, rng, rng.uniform(0.0, 0.4), 1.0 / rng.uniform(2.0, 3.0), 0.05):
+        for at in dsp.times(n, sr, rng, rng.uniform(0.0, 0.4), 1.0 / rng.uniform(2.0, 3.0), 0.05):
             for k in range(pulses):
-                _place(out, pulse, at + int(k * 0.025 * sr), loudness)
-    return out + 0.02 * _noise(n, sr, rng, 1.0, lo=100.0, hi=4000.0)
+                dsp.place(out, pulse, at + int(k * 0.025 * sr), loudness)
+    return out + 0.02 * dsp.noise(n, sr, rng, 1.0, lo=100.0, hi=4000.0)
 
 
 def _words(*words: str) -> re.Pattern[str]:
@@ -453,7 +314,6 @@ SOUNDS: tuple[Sound, ...] = (
     Sound("crickets", "crickets at night", _words("crickets?", "cicadas?"), True, 0.0, -32.0, _crickets),
     Sound("clock", "a ticking clock", _words("clock", "clocks", "ticking", "tick-tock"), True, 0.0, -38.0, _clock),
 )
-BY_NAME = {sound.name: sound for sound in SOUNDS}
 MAX_LAYERS = 3
 _QUIET = _words("distant", "faint", "far", "soft", "quiet", "gentle", "muffled", "subtle", "low amplitude")
 _MUFFLED = _words("distant", "muffled", "far", "behind")
@@ -476,18 +336,6 @@ def describe(sounds: Sequence[Sound]) -> str:
     """A short description naming these sounds ('Footsteps, steady rain, gusting wind')."""
     text = ", ".join(sound.phrase for sound in sounds)
     return text[:1].upper() + text[1:]
-
-
-def _soft_limit(x: np.ndarray, knee: float = 0.7, ceiling: float = 0.89) -> np.ndarray:
-    """Leave everything under `knee` alone and bend what is above it smoothly under `ceiling`
-    (1 dB of headroom): a rare loud crackle or layered peak is tamed without pumping the bed."""
-    over = np.abs(x) > knee
-    if not over.any():
-        return x
-    out = x.copy()
-    room = ceiling - knee
-    out[over] = np.sign(x[over]) * (knee + room * np.tanh((np.abs(x[over]) - knee) / room))
-    return out
 
 
 def _seed(description: str, seed: int) -> int:
@@ -516,8 +364,8 @@ def synthesize(description: str, seconds: float, sample_rate: int, seed: int = 0
     if _QUIET.search(description):
         mix *= 0.5
     if _MUFFLED.search(description):
-        mix = _spectral(mix, sample_rate, lambda f: _band(f, None, 2500.0, 2))
-    mix = _soft_limit(mix)
+        mix = dsp.spectral(mix, sample_rate, lambda f: dsp.band(f, None, 2500.0, 2))
+    mix = dsp.soft_limit(mix)
     fade_in, fade_out = min(n // 4, int(0.02 * sample_rate)), min(n // 4, int(0.05 * sample_rate))
     if fade_in:
         mix[:fade_in] *= np.linspace(0.0, 1.0, fade_in)
@@ -525,5 +373,3 @@ def synthesize(description: str, seconds: float, sample_rate: int, seed: int = 0
         mix[-fade_out:] *= np.linspace(1.0, 0.0, fade_out)
     return mix.astype(np.float32)
 
-
-__all__ = ["SOUNDS", "Sound", "VERSION", "describe", "match_sounds", "names", "synthesize"]

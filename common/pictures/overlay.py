@@ -10,8 +10,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from common.state.atomic import atomic_path
-from common.offline.cards import fit_text
+from common.pictures.image_files import save_png
+from common.pictures.text_fit import draw_fitted, fit_text
 
 BAND_OPACITY = 0.70
 
@@ -22,9 +22,7 @@ def name_band(src: Path, out: Path, name: str, *, font_scale: float = 1.0, max_r
     with Image.open(src) as img:
         picture = img.convert("RGBA")
     if not text:
-        with atomic_path(out) as part:
-            picture.convert("RGB").save(part, format="PNG")
-        return out
+        return save_png(picture.convert("RGB"), out)
     width, height = picture.size
     scale = max(0.1, float(font_scale))
     size = max(12, round(height * 0.04 * scale))
@@ -37,18 +35,7 @@ def name_band(src: Path, out: Path, name: str, *, font_scale: float = 1.0, max_r
     draw = ImageDraw.Draw(band)
     draw.rectangle((0, height - band_height, width, height), fill=(0, 0, 0, round(255 * BAND_OPACITY)))
     picture.alpha_composite(band)
-    draw = ImageDraw.Draw(picture)
-    font = fitted.font
-    stroke = max(1, round(fitted.size / 18))
-    y = height - band_height + pad
-    for index, line in enumerate(fitted.lines):
-        if index:
-            y += fitted.line_height
-        x = round((width - font.getlength(line)) / 2)
-        draw.text((x, y), line, font=font, fill=(255, 255, 255, 255), stroke_width=stroke, stroke_fill=(0, 0, 0, 160))
-    with atomic_path(out) as part:
-        picture.convert("RGB").save(part, format="PNG")
-    return out
+    draw_fitted(ImageDraw.Draw(picture), fitted, 0, height - band_height + pad, (255, 255, 255, 255), align="center",
+                box_width=width, stroke=max(1, round(fitted.size / 18)), stroke_fill=(0, 0, 0, 160))
+    return save_png(picture.convert("RGB"), out)
 
-
-__all__ = ["name_band"]

@@ -172,5 +172,3 @@ def run_passes(engine: ImageEngine, job: PassJob, passes: Sequence[PassSpec], st
             path.unlink(missing_ok=True)
     return records
 
-
-__all__ = ["LoraSpec", "PassJob", "PassSpec", "intermediate_path", "parse_loras", "plan_passes", "run_passes"]

@@ -14,13 +14,14 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 from common.state.checkpoints import Entry
 from common.run.errors import ConfigError, InputError
 from common.formats import read_descriptions, read_scenes, read_story
 from common.formats.story import Scene
 from common.pictures import prompts
+from common.pictures.image_files import request_size
 from common.pictures.stitch import Reference, check_stitch_settings, group_references, placements
 from common.offline.cards import display_name
 from common.config.paths import story_path
@@ -89,8 +90,7 @@ class ImageItem:
 
     @property
     def job_size(self) -> tuple[int, int]:
-        """Image models work in steps of 16 pixels: ask for the next multiple, crop to the exact size."""
-        return (-(-self.width // 16) * 16, -(-self.height // 16) * 16)
+        return request_size((self.width, self.height))
 
     def identity(self) -> list[Any]:
         """What the picture depends on; Paths are hashed by content by `checkpoints.fingerprint`."""
@@ -105,14 +105,10 @@ class ImageItem:
 
 # ---------------------------------------------------------------- inputs
 
-def description_file(input_dir: Path, stem: str, summary: bool) -> Path | None:
-    """input/3.<stem>.txt with USE_SUMMARY_TEXT, else input/2.<stem>.txt; the other one if that is missing."""
-    first, second = (f"3.{stem}.txt", f"2.{stem}.txt") if summary else (f"2.{stem}.txt", f"3.{stem}.txt")
-    return next((input_dir / n for n in (first, second) if (input_dir / n).is_file()), None)
-
-
 def read_description_map(input_dir: Path, kind: str, summary: bool, *, required: bool) -> tuple[dict[str, str], Path | None]:
-    path = description_file(input_dir, kind, summary)
+    """input/3.<kind>.txt with USE_SUMMARY_TEXT, else input/2.<kind>.txt; the other one if that is missing."""
+    names = (f"3.{kind}.txt", f"2.{kind}.txt") if summary else (f"2.{kind}.txt", f"3.{kind}.txt")
+    path = next((input_dir / n for n in names if (input_dir / n).is_file()), None)
     if path is None:
         if required:
             raise InputError(f"{input_dir / f'2.{kind}.txt'} (or 3.{kind}.txt) is missing; run 1.story.py first, it writes both.")
@@ -195,37 +191,51 @@ def _overlay_settings(settings: Any, used: bool) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- the three kinds
 
-def character_items(settings: Any, pipeline_dir: Path, seeds: SeedBook) -> list[ImageItem]:
-    input_dir = pipeline_dir / "input"
-    described, source = read_description_map(input_dir, "character", settings.USE_SUMMARY_TEXT, required=True)
+def _described_items(kind: str, settings: Any, pipeline_dir: Path, seeds: SeedBook, described: dict[str, str],
+                     used: dict[str, Any], latent: tuple[str, str], size: tuple[int, int],
+                     prompt: Callable[[str], str], name: Callable[[str], str]) -> list[ImageItem]:
+    """A character's or location's pictures: one per variation of each description.
+
+    `latent` is the LATENT_MODE IMAGE start picture's (file name, size setting)."""
     overlay = bool(settings.NAME_OVERLAY)
+    used = {**_common(settings), **used, **_overlay_settings(settings, overlay)}
     start = None
     if settings.LATENT_MODE == "IMAGE":
-        part = "face" if settings.FACE_ONLY else "body"
-        size = settings.CHARACTER_LATENT_SIZE
-        start = _latent_file(input_dir, f"2.latent.character.{part}.{size}.png", "CHARACTER_LATENT_SIZE", size)
-    used = {**_common(settings), "FACE_ONLY": settings.FACE_ONLY, "source": source.name if source else None,
-            **_overlay_settings(settings, overlay)}
-    if start:
-        used.update(LATENT_DENOISING_STRENGTH=settings.LATENT_DENOISING_STRENGTH, CHARACTER_LATENT_SIZE=settings.CHARACTER_LATENT_SIZE)
+        file_name, size_key = latent
+        start = _latent_file(pipeline_dir / "input", file_name, size_key, settings.get(size_key))
+        used.update({"LATENT_DENOISING_STRENGTH": settings.LATENT_DENOISING_STRENGTH, size_key: settings.get(size_key)})
     items = []
-    for order, (tag, description) in enumerate(described.items()):
-        prompt = prompts.character_prompt(settings.ART_STYLE, description, face_only=settings.FACE_ONLY,
-                                          phrases=settings.EXTRA_PROMPT_PHRASES)
-        for variation, key in _variants(settings, "VARIATIONS_PER_CHARACTER", tag):
-            out, clean = picture_paths(pipeline_dir, "character", key, overlay)
+    for order, (item_id, description) in enumerate(described.items()):
+        text = prompt(description)
+        for variation, key in _variants(settings, f"VARIATIONS_PER_{kind.upper()}", item_id):
+            out, clean = picture_paths(pipeline_dir, kind, key, overlay)
             items.append(ImageItem(
-                "character", key, tag, variation, order, prompt, description, settings.CHARACTER_WIDTH,
-                settings.CHARACTER_HEIGHT, seeds.choose(key, tag, variation), out, clean,
-                name=display_name(tag) if overlay else "", negative_prompt=_negative(settings), start_image=start,
+                kind, key, item_id, variation, order, text, description, *size,
+                seeds.choose(key, item_id, variation), out, clean, name=name(item_id) if overlay else "",
+                negative_prompt=_negative(settings), start_image=start,
                 start_denoise=settings.LATENT_DENOISING_STRENGTH, settings=dict(used),
             ))
     return items
 
 
+def character_items(settings: Any, pipeline_dir: Path, seeds: SeedBook) -> list[ImageItem]:
+    described, source = read_description_map(pipeline_dir / "input", "character", settings.USE_SUMMARY_TEXT,
+                                              required=True)
+    part, size = ("face" if settings.FACE_ONLY else "body"), settings.CHARACTER_LATENT_SIZE
+    return _described_items(
+        "character", settings, pipeline_dir, seeds, described,
+        {"FACE_ONLY": settings.FACE_ONLY, "source": source.name if source else None},
+        (f"2.latent.character.{part}.{size}.png", "CHARACTER_LATENT_SIZE"),
+        (settings.CHARACTER_WIDTH, settings.CHARACTER_HEIGHT),
+        lambda text: prompts.character_prompt(settings.ART_STYLE, text, face_only=settings.FACE_ONLY,
+                                              phrases=settings.EXTRA_PROMPT_PHRASES),
+        display_name,
+    )
+
+
 def location_items(settings: Any, pipeline_dir: Path, seeds: SeedBook) -> list[ImageItem]:
-    input_dir = pipeline_dir / "input"
-    described, source = read_description_map(input_dir, "location", settings.USE_SUMMARY_TEXT, required=True)
+    described, source = read_description_map(pipeline_dir / "input", "location", settings.USE_SUMMARY_TEXT,
+                                              required=True)
     # A place the scene lines use but the file does not describe still gets a picture, from the
     # story's own `{{loc_N, description}}` when it gives one.
     scenes, _ = read_scene_lines(pipeline_dir)
@@ -235,30 +245,13 @@ def location_items(settings: Any, pipeline_dir: Path, seeds: SeedBook) -> list[I
                 raise InputError(f"scene {scene.scene_id} uses {scene.location_id} but {source} does not describe it; "
                                  "run 1.story.py again or add a line for it.")
             described[scene.location_id] = scene.location_description
-    overlay = bool(settings.NAME_OVERLAY)
-    start = None
-    if settings.LATENT_MODE == "IMAGE":
-        size = settings.LOCATION_LATENT_SIZE
-        start = _latent_file(input_dir, f"2.latent.location.{size}.png", "LOCATION_LATENT_SIZE", size)
-    used = {**_common(settings), "source": source.name if source else None, **_overlay_settings(settings, overlay)}
-    if start:
-        used.update(LATENT_DENOISING_STRENGTH=settings.LATENT_DENOISING_STRENGTH, LOCATION_LATENT_SIZE=settings.LOCATION_LATENT_SIZE)
-    items = []
-    for order, (loc_id, description) in enumerate(described.items()):
-        prompt = prompts.location_prompt(settings.ART_STYLE, description, phrases=settings.EXTRA_PROMPT_PHRASES)
-        for variation, key in _variants(settings, "VARIATIONS_PER_LOCATION", loc_id):
-            out, clean = picture_paths(pipeline_dir, "location", key, overlay)
-            items.append(ImageItem(
-                "location", key, loc_id, variation, order, prompt, description, settings.IMAGE_WIDTH,
-                settings.IMAGE_HEIGHT, seeds.choose(key, loc_id, variation), out, clean,
-                name=loc_id if overlay else "", negative_prompt=_negative(settings), start_image=start,
-                start_denoise=settings.LATENT_DENOISING_STRENGTH, settings=dict(used),
-            ))
-    return items
-
-
-def _missing_picture(path: Path, what: str, script: str, mode_key: str) -> InputError:
-    return InputError(f"{path} ({what}) is missing; run {script} first, or set {mode_key} to TEXT.")
+    return _described_items(
+        "location", settings, pipeline_dir, seeds, described, {"source": source.name if source else None},
+        (f"2.latent.location.{settings.LOCATION_LATENT_SIZE}.png", "LOCATION_LATENT_SIZE"),
+        (settings.IMAGE_WIDTH, settings.IMAGE_HEIGHT),
+        lambda text: prompts.location_prompt(settings.ART_STYLE, text, phrases=settings.EXTRA_PROMPT_PHRASES),
+        lambda loc_id: loc_id,
+    )
 
 
 def scene_items(settings: Any, pipeline_dir: Path, seeds: SeedBook) -> list[ImageItem]:
@@ -271,7 +264,10 @@ def scene_items(settings: Any, pipeline_dir: Path, seeds: SeedBook) -> list[Imag
     summary = settings.USE_SUMMARY_TEXT
     characters, _ = read_description_map(input_dir, "character", summary, required=False)
     locations, _ = read_description_map(input_dir, "location", summary, required=False)
-    inline = {k: v for k, v in _inline_locations(scenes).items() if v}
+    inline: dict[str, str] = {}  # each place's first description in the scene lines
+    for scene in scenes:
+        if scene.location_id and scene.location_description:
+            inline.setdefault(scene.location_id, scene.location_description)
     factor = float(settings.CHARACTER_RESIZE_FACTOR)
     used = {**_common(settings), "source": source.name if source else None, "ACTIVE_CHARACTER_MODE": character_mode,
             "ACTIVE_LOCATION_MODE": location_mode}
@@ -289,7 +285,8 @@ def scene_items(settings: Any, pipeline_dir: Path, seeds: SeedBook) -> list[Imag
             for character in cast:
                 path = clean_picture(pipeline_dir, "character", character.tag, settings)
                 if not path.is_file():
-                    raise _missing_picture(path, f"{character.tag} in {scene.scene_id}", "2.character.py", "ACTIVE_CHARACTER_MODE")
+                    raise InputError(f"{path} ({character.tag} in {scene.scene_id}) is missing; run 2.character.py "
+                                     "first, or set ACTIVE_CHARACTER_MODE to TEXT.")
                 refs.append(Reference("character", character.tag, path, factor))
         location_picture = None
         if scene.location_id and ("IMAGE" in location_mode or settings.LATENT_MODE == "IMAGE"):
@@ -323,14 +320,6 @@ def scene_items(settings: Any, pipeline_dir: Path, seeds: SeedBook) -> list[Imag
     return items
 
 
-def _inline_locations(scenes: tuple[Scene, ...]) -> dict[str, str | None]:
-    found: dict[str, str | None] = {}
-    for scene in scenes:
-        if scene.location_id and not found.get(scene.location_id):
-            found[scene.location_id] = scene.location_description
-    return found
-
-
 BUILDERS = {"character": character_items, "location": location_items, "scene": scene_items}
 
 
@@ -338,8 +327,3 @@ def plan_items(kind: str, settings: Any, pipeline_dir: Path, seeds: SeedBook) ->
     """Every picture of one kind ('character', 'location' or 'scene'), in description order."""
     return BUILDERS[kind](settings, pipeline_dir, seeds)
 
-
-__all__ = [
-    "BUILDERS", "ImageItem", "KIND_FOLDERS", "Seed", "SeedBook", "clean_picture", "description_file", "output_folder",
-    "picture_paths", "plan_items", "read_description_map", "read_scene_lines",
-]

@@ -111,5 +111,3 @@ def scene_prompt(style: str, scene: Scene, *, place_text: str | None, character_
     lines.append(notes(phrases))
     return _join(*lines)
 
-
-__all__ = ["character_prompt", "location_prompt", "notes", "scene_action", "setting_words", "scene_cast", "scene_prompt", "truncate_words"]

@@ -14,7 +14,9 @@ from typing import Any, Mapping
 
 from common.run.errors import InputError
 from common.formats.story import Scene, parse_scene_line
-from common.pictures.story_visuals import CharacterBrief, LocationBrief, SceneRequest
+from common.pictures.story_visuals import (
+    CharacterBrief, LocationBrief, SceneRequest, clean_value, format_attributes,
+)
 
 PROMPT_VERSION = 1
 MAX_VALUE_WORDS = 10
@@ -35,32 +37,6 @@ def _item(*names: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- formatting
 
-def _clean_value(value: str) -> str:
-    return " ".join(re.sub(r"[()\[\]{}:,;\n]", " ", value).split())
-
-
-def _title(key: str) -> str:
-    return " ".join(word.capitalize() for word in key.split("_"))
-
-
-def format_attributes(value: Mapping[str, Any]) -> str:
-    """`{"face": {"head_shape": "oval"}}` -> `Face: (Head Shape: oval)`; lists of objects become `[(...), (...)]`."""
-    parts: list[str] = []
-    for key, item in value.items():
-        if isinstance(item, Mapping):
-            inner = format_attributes(item)
-            if inner:
-                parts.append(f"{_title(key)}: ({inner})")
-        elif isinstance(item, list):
-            rendered = [f"({format_attributes(v)})" if isinstance(v, Mapping) else _clean_value(str(v)) for v in item]
-            rendered = [r for r in rendered if r and r != "()"]
-            if rendered:
-                parts.append(f"{_title(key)}: [{', '.join(rendered)}]")
-        elif item is not None and _clean_value(str(item)):
-            parts.append(f"{_title(key)}: {_clean_value(str(item))}")
-    return ", ".join(parts)
-
-
 def _check_values(value: Any, path: str = "") -> None:
     if isinstance(value, Mapping):
         for key, item in value.items():
@@ -69,7 +45,7 @@ def _check_values(value: Any, path: str = "") -> None:
         for index, item in enumerate(value):
             _check_values(item, f"{path}[{index}]")
     elif isinstance(value, str):
-        words = _clean_value(value).split()
+        words = clean_value(value).split()
         if not words:
             raise ValueError(f"{path} is empty; give a short value")
         if len(words) > MAX_VALUE_WORDS:
@@ -282,10 +258,3 @@ def check_scene_line(line: str, request: SceneRequest) -> Scene:
         raise ValueError(f"(({request.speaker})) speaks this line and must be in the picture")
     return scene
 
-
-__all__ = [
-    "CHARACTER_SYSTEM", "LOCATION_SYSTEM", "PROMPT_VERSION", "PROSE_SYSTEM", "SCENE_SYSTEM", "character_question",
-    "character_schema", "check_prose", "check_scene_line", "clean_prose", "format_attributes", "location_question",
-    "location_schema", "prose_question", "read_character_answer", "read_location_answer", "scene_question",
-    "scene_text",
-]

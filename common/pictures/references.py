@@ -54,5 +54,3 @@ def add_reference_latents(workflow: Workflow, image_names: Sequence[str]) -> lis
         workflow.connect(node_id, name, chain[-1], 0)
     return chain
 
-
-__all__ = ["add_reference_latents"]

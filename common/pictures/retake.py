@@ -17,10 +17,6 @@ RETAKE_FILE = "retake.txt"
 _VARIATION = re.compile(r"\.v\d+\Z")
 
 
-def retake_path(pipeline_dir: Path) -> Path:
-    return pipeline_dir / RETAKE_FILE
-
-
 def kind_of(identifier: str) -> str:
     """'scene', 'location' or 'character', from the id's shape (a variation suffix is ignored)."""
     base = _VARIATION.sub("", identifier)
@@ -33,7 +29,7 @@ def kind_of(identifier: str) -> str:
 
 def read_retake(pipeline_dir: Path) -> list[tuple[int, str]]:
     """(line number, id) of every id in retake.txt, in order."""
-    path = retake_path(pipeline_dir)
+    path = pipeline_dir / RETAKE_FILE
     if not path.is_file():
         raise InputError(f"--retake reads {path}, which is missing; write the ids to redo there, one a line "
                          "(e.g. male_doctor_watson, loc_2, scene_1.4).")
@@ -52,5 +48,3 @@ def retake_ids(pipeline_dir: Path, kind: str) -> dict[str, int]:
     """The ids of one kind in retake.txt -> their line number."""
     return {ident: number for number, ident in read_retake(pipeline_dir) if kind_of(ident) == kind}
 
-
-__all__ = ["RETAKE_FILE", "kind_of", "read_retake", "retake_ids", "retake_path"]

@@ -87,10 +87,6 @@ def _href(pipeline_dir: Path, stored: str) -> str:
     return quote("../" + "/".join(parts))
 
 
-def _image_size(entry: Entry) -> tuple[int, int]:
-    return int(entry.data.get("width") or 0), int(entry.data.get("height") or 0)
-
-
 def _value(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False)
@@ -119,7 +115,7 @@ def _passes(passes: list[dict[str, Any]]) -> str:
 
 def _figure(pipeline_dir: Path, entry: Entry) -> str:
     data = entry.data
-    width, height = _image_size(entry)
+    width, height = int(data.get("width") or 0), int(data.get("height") or 0)
     src = _href(pipeline_dir, entry.files[0])
     size_attrs = f' width="{width}" height="{height}"' if width and height else ""
     badge = '<span class="badge">preview</span>' if entry.preview else ""
@@ -184,5 +180,3 @@ def write_review(pipeline_dir: Path) -> Path:
     atomic_write_text(out, render_review(pipeline_dir))
     return out
 
-
-__all__ = ["REVIEW_FILE", "load_entries", "render_review", "write_review"]

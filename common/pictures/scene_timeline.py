@@ -16,6 +16,7 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from common.run.errors import InputError
@@ -34,6 +35,12 @@ class Segment:
     start: float
     end: float
     text: str
+
+
+def narration_file(audio_dir: Path) -> Path | None:
+    """gen.audio's final.wav (8.combine.py), else its story.wav (2.story.py); None before either exists."""
+    found = (audio_dir / "output" / name for name in ("final.wav", "story.wav"))
+    return next((path for path in found if path.is_file() and path.stat().st_size > 0), None)
 
 
 def words(text: str) -> list[str]:
@@ -145,6 +152,3 @@ def build_script(story: Story, scenes: Sequence[Scene | None], starts: Sequence[
         raise AssertionError("scene durations do not add up")  # a bug of ours, never the user's
     return ScriptTimeline(tuple(entries), source="2.timeline.script.txt")
 
-
-__all__ = ["Segment", "build_script", "line_starts", "scenes_for_lines", "segments_from_timings",
-           "segments_from_transcript", "words"]

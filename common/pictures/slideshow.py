@@ -80,17 +80,12 @@ def plan_slides(timeline: ScriptTimeline, seconds: float, fps: Fraction) -> list
     return slides
 
 
-def clip_seconds(frames: int, fps: Fraction) -> float:
-    """A length that common.offline.kenburns turns back into exactly `frames` frames."""
-    return float(Fraction(frames) / fps)
-
-
 def render_clip(picture: Path, out: Path, *, frames: int, fps: Fraction, width: int, height: int,
                 push: bool, zoom: float, fit: str, seed_text: str) -> Path:
     """A held picture (or a slow push over it) of exactly `frames` frames."""
     from common.offline.kenburns import ken_burns, still_video
 
-    seconds = clip_seconds(frames, fps)
+    seconds = float(Fraction(frames) / fps)  # kenburns turns it back into exactly `frames` frames
     if push:
         ken_burns(picture, out, seconds=seconds, width=width, height=height, fps=float(fps), seed_text=seed_text,
                   zoom=zoom, fit=fit)
@@ -164,6 +159,3 @@ def check_combined(out: Path, *, audio_seconds: float, fps: float) -> media.Medi
                                 "run 4.audio.py and 5.video.py again so they match.")
     return info
 
-
-__all__ = ["Slide", "check_combined", "clip_seconds", "cut_frames", "frame_rate", "join_clips", "mux",
-           "plan_slides", "render_clip", "total_frames"]

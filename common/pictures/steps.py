@@ -10,14 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps
+from PIL import Image
 
-from common.state.atomic import atomic_path
 from common.state.checkpoints import CheckpointStore, fingerprint
 from common.engines.choice import engines_from_env
 from common.engines.base import ImageEngine, ImageRequest
 from common.engines.registry import get_engine
 from common.run.errors import InputError
+from common.pictures.image_files import cover, fit_picture, save_png
 from common.pictures.overlay import name_band
 from common.pictures.passes import PassJob, PassSpec, plan_passes, run_passes
 from common.pictures.plan import KIND_FOLDERS, ImageItem, SeedBook, output_folder, plan_items
@@ -56,26 +56,14 @@ def _pass_identity(passes: tuple[PassSpec, ...]) -> list[Any]:
     return [{k: v for k, v in p.describe().items() if k != "save_intermediate"} for p in passes]
 
 
-def fit_picture(path: Path, size: tuple[int, int]) -> None:
-    """Crop (centred) and scale a picture to exactly `size`: models round sizes, user workflows ignore them."""
-    with Image.open(path) as img:
-        if img.size == size:
-            return
-        fitted = ImageOps.fit(img.convert("RGB"), size, Image.LANCZOS)
-    with atomic_path(path) as part:
-        fitted.save(part, format="PNG")
-
-
 def _prepare_start(source: Path, out: Path, size: tuple[int, int]) -> Path:
     """The LATENT_MODE IMAGE start picture at the job's size (its latent sets the result's size)."""
     try:
         with Image.open(source) as img:
-            fitted = ImageOps.fit(img.convert("RGB"), size, Image.LANCZOS)
+            fitted = cover(img, size)
     except (OSError, ValueError) as exc:
         raise InputError(f"the start picture {source} cannot be read ({exc}); replace it or set LATENT_MODE to LATENT.") from None
-    with atomic_path(out) as part:
-        fitted.save(part, format="PNG")
-    return out
+    return save_png(fitted, out)
 
 
 def make_picture(engine: ImageEngine, item: ImageItem, passes: tuple[PassSpec, ...], store: CheckpointStore,
@@ -165,5 +153,3 @@ def run_step(ctx: ScriptContext, kind: str) -> None:
     review = write_review(ctx.pipeline_dir)
     ctx.say(f"pictures in {KIND_FOLDERS[kind]}/; review page: {review}")
 
-
-__all__ = ["fit_picture", "image_script", "make_picture", "run_step"]

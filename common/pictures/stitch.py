@@ -15,8 +15,8 @@ from typing import Sequence
 
 from PIL import Image
 
-from common.state.atomic import atomic_path
 from common.run.errors import ConfigError, InputError
+from common.pictures.image_files import save_png
 
 MAX_STITCH_COUNT = 5
 MAX_SIDE = 4096  # larger stitches are scaled down: the model rescales to about a megapixel anyway
@@ -102,9 +102,5 @@ def stitch(references: Sequence[Reference], out: Path) -> Path:
     if max(width, height) > MAX_SIDE:
         ratio = MAX_SIDE / max(width, height)
         canvas = canvas.resize((max(1, round(width * ratio)), max(1, round(height * ratio))), Image.LANCZOS)
-    with atomic_path(out) as part:
-        canvas.save(part, format="PNG")
-    return out
+    return save_png(canvas, out)
 
-
-__all__ = ["MAX_STITCH_COUNT", "Placement", "Reference", "check_stitch_settings", "group_references", "placements", "stitch"]

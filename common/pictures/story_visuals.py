@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from common.run.errors import InputError
 from common.formats.story import Scene, SceneCharacter, Story, Utterance, gender_of, parse_scene_line
@@ -286,31 +286,40 @@ def scene_request(story: Story, index: int, scene_id: str, known: Mapping[str, s
 
 # ---------------------------------------------------------------- offline wording (facts only)
 
-def _clean(value: str) -> str:
+def clean_value(value: str) -> str:
     """A value inside `Key: (...)` / `[...]` markup: no brackets, colons or commas of its own."""
     return " ".join(re.sub(r"[()\[\]{}:,;]", " ", value).split())
 
 
-def _group(key: str, pairs: Iterable[tuple[str, str | None]]) -> str | None:
-    inner = ", ".join(f"{k}: {_clean(v)}" for k, v in pairs if v and _clean(v))
-    return f"{key}: ({inner})" if inner else None
+def _title(key: str) -> str:
+    return " ".join(word.capitalize() for word in key.split("_"))
 
 
-def _listing(key: str, values: Iterable[str]) -> str | None:
-    items = [_clean(v) for v in values if _clean(v)]
-    return f"{key}: [{', '.join(items)}]" if items else None
+def format_attributes(value: Mapping[str, Any]) -> str:
+    """`{"face": {"head_shape": "oval"}}` -> `Face: (Head Shape: oval)`; lists of objects become `[(...), (...)]`."""
+    parts: list[str] = []
+    for key, item in value.items():
+        if isinstance(item, Mapping):
+            inner = format_attributes(item)
+            if inner:
+                parts.append(f"{_title(key)}: ({inner})")
+        elif isinstance(item, list):
+            rendered = [f"({format_attributes(v)})" if isinstance(v, Mapping) else clean_value(str(v)) for v in item]
+            rendered = [r for r in rendered if r and r != "()"]
+            if rendered:
+                parts.append(f"{_title(key)}: [{', '.join(rendered)}]")
+        elif item is not None and clean_value(str(item)):
+            parts.append(f"{_title(key)}: {clean_value(str(item))}")
+    return ", ".join(parts)
 
 
 def offline_character_attributes(brief: CharacterBrief) -> str:
     """`Identity: (Name: Watson, Role: doctor, Gender: male), Expressions: [...], Poses: [...], Actions: [...]`."""
-    called = [("Name", brief.name), ("Role", brief.role)] if brief.name else [("Called", brief.display_name)]
-    parts = [
-        _group("Identity", [*called, ("Gender", brief.gender_word)]),
-        _listing("Expressions", brief.most("expression")),
-        _listing("Poses", brief.most("pose")),
-        _listing("Actions", brief.most("action")),
-    ]
-    return ", ".join(p for p in parts if p)
+    called = {"name": brief.name, "role": brief.role} if brief.name else {"called": brief.display_name}
+    return format_attributes({
+        "identity": {**called, "gender": brief.gender_word}, "expressions": list(brief.most("expression")),
+        "poses": list(brief.most("pose")), "actions": list(brief.most("action")),
+    })
 
 
 def _series(values: Sequence[str]) -> str:
@@ -346,13 +355,9 @@ def _clauses(description: str) -> list[str]:
 def offline_location_attributes(brief: LocationBrief) -> str:
     """`Place: (Description: ...), Details: [...], Colors: [#...], Seen: [...]` from the first description."""
     clauses = _clauses(brief.description or "")
-    parts = [
-        _group("Place", [("Description", clauses[0] if clauses else None)]) or f"Place: (Id: {brief.location_id})",
-        _listing("Details", clauses[1:]),
-        _listing("Colors", brief.colours),
-        _listing("Seen", brief.settings),
-    ]
-    return ", ".join(p for p in parts if p)
+    place = {"description": clauses[0]} if clauses and clean_value(clauses[0]) else {"id": brief.location_id}
+    return format_attributes({"place": place, "details": clauses[1:], "colors": list(brief.colours),
+                              "seen": list(brief.settings)})
 
 
 def offline_location_prose(brief: LocationBrief) -> str:
@@ -375,10 +380,3 @@ def offline_scene_line(request: SceneRequest) -> str:
         return f"({request.scene_id}) {{Narration}};"
     return f"({request.scene_id}) (({request.speaker})){{Primary Action: speaking}};"
 
-
-__all__ = [
-    "Appearance", "CharacterBrief", "bare_location", "HEX_COLOUR", "LocationBrief", "OFFLINE_VERSION",
-    "SceneRequest", "character_briefs", "character_tags", "is_narrator", "location_briefs", "location_sort_key",
-    "offline_character_attributes", "offline_character_prose", "offline_location_attributes",
-    "offline_location_prose", "offline_scene_line", "planned_scene_ids", "scene_request", "split_tag",
-]

@@ -26,13 +26,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from PIL import Image, ImageDraw, ImageFilter, ImageOps
+from PIL import Image, ImageDraw, ImageFilter
 
-from common.state.atomic import atomic_path, atomic_write_bytes
+from common.state.atomic import atomic_write_bytes
 from common.state.checkpoints import fingerprint
 from common.engines.base import ImageEngine, ImageRequest
 from common.run.errors import ConfigError, JobError
-from common.media.fonts import FontType, font_source, load_font
+from common.media.fonts import font_source
+from common.pictures.image_files import cover, request_size, save_png
+from common.pictures.passes import parse_loras
+from common.pictures.text_fit import TitleFit, fit_title
 
 THUMBNAIL_SIZE = (1280, 720)
 SHORTS_SIZE = (1080, 1920)
@@ -49,7 +52,6 @@ SHORTS_FRAMINGS = (
 )
 _INK = (248, 246, 240)
 _OUTLINE = (8, 8, 12)
-_ELLIPSIS = "\u2026"
 
 Box = tuple[int, int, int, int]
 
@@ -72,177 +74,6 @@ class TitleStyle:
             raise ConfigError(f"TITLE_FONT_SCALE is {self.font_scale}; use a factor between 0.2 and 5 (1 = default size).")
 
 
-@dataclass(frozen=True)
-class TitleFit:
-    """The title at the size that fits: its lines, and the block they make (outline included)."""
-
-    size: int
-    lines: tuple[str, ...]
-    stroke: int
-    line_height: int
-    width: int
-    height: int
-    truncated: bool = False
-
-    @property
-    def font(self) -> FontType:
-        return load_font(self.size, bold=True)
-
-
-def _stroke(size: int) -> int:
-    return max(2, round(size / 14))
-
-
-def _length(font: FontType, text: str, stroke: int) -> float:
-    return font.getlength(text) + 2 * stroke
-
-
-def _block_height(font: FontType, lines: int, line_height: int, stroke: int) -> int:
-    if lines == 0:
-        return 0
-    ascent, descent = font.getmetrics()
-    return (lines - 1) * line_height + ascent + descent + 2 * stroke
-
-
-class _Measure:
-    """Word widths at one font size, measured once: wrapping then costs additions, not font calls."""
-
-    def __init__(self, size: int) -> None:
-        self.font = load_font(size, bold=True)
-        self.stroke = _stroke(size)
-        self.line_height = round(size * 1.12)
-        self.space = self.font.getlength(" ")
-        self._widths: dict[str, float] = {}
-
-    def word(self, word: str) -> float:
-        width = self._widths.get(word)
-        if width is None:
-            width = self._widths[word] = self.font.getlength(word)
-        return width
-
-    def line(self, words: Sequence[str]) -> float:
-        return sum(self.word(w) for w in words) + self.space * (len(words) - 1) + 2 * self.stroke
-
-    def exact(self, line: str) -> float:
-        return _length(self.font, line, self.stroke)
-
-
-def _greedy(words: Sequence[str], m: _Measure, width: float) -> list[list[str]] | None:
-    """Word wrap by measured width; None when a single word is wider than the box."""
-    lines: list[list[str]] = []
-    used = 0.0
-    for word in words:
-        size = m.word(word)
-        if size + 2 * m.stroke > width:
-            return None
-        if lines and used + m.space + size + 2 * m.stroke <= width:
-            lines[-1].append(word)
-            used += m.space + size
-        else:
-            lines.append([word])
-            used = size
-    return lines
-
-
-def _balanced(words: Sequence[str], m: _Measure, width: float, count: int) -> list[list[str]]:
-    """The same number of lines, but as even as they can be: the narrowest width that still needs `count`."""
-    low, high = max(m.word(w) for w in words) + 2 * m.stroke, width
-    best = _greedy(words, m, width) or []
-    for _ in range(18):
-        if high - low < 1:
-            break
-        middle = (low + high) / 2
-        lines = _greedy(words, m, middle)
-        if lines is not None and len(lines) <= count:
-            best, high = lines, middle
-        else:
-            low = middle
-    return best
-
-
-def _fit_at(words: Sequence[str], size: int, max_width: int, max_height: int) -> TitleFit | None:
-    m = _Measure(size)
-    wrapped = _greedy(words, m, max_width)
-    if wrapped is None or _block_height(m.font, len(wrapped), m.line_height, m.stroke) > max_height:
-        return None
-    if len(wrapped) > 1:
-        wrapped = _balanced(words, m, max_width, len(wrapped))
-    lines = [" ".join(line) for line in wrapped]
-    widths = [m.exact(line) for line in lines]
-    if max(widths, default=0.0) > max_width:  # kerning made a line wider than the sum of its words
-        return None
-    return TitleFit(size, tuple(lines), m.stroke, m.line_height, int(max(widths, default=0.0) + 0.999),
-                    _block_height(m.font, len(lines), m.line_height, m.stroke))
-
-
-def _split_wide_words(words: Sequence[str], m: _Measure, width: float) -> list[str]:
-    """Words wider than the box broken between characters (summed widths, so a few calls per word)."""
-    pieces: list[str] = []
-    for word in words:
-        if m.word(word) + 2 * m.stroke <= width:
-            pieces.append(word)
-            continue
-        current, used = "", 2 * m.stroke
-        for char in word:
-            if current and used + m.word(char) > width:
-                pieces.append(current)
-                current, used = "", 2 * m.stroke
-            current += char
-            used += m.word(char)
-        if current:
-            pieces.append(current)
-    # Kerning can make a piece a hair wider than its summed letters: cut it where it really fits.
-    fixed: list[str] = []
-    for piece in pieces:
-        while len(piece) > 1 and m.exact(piece) > width:
-            cut = len(piece) - 1
-            while cut > 1 and m.exact(piece[:cut]) > width:
-                cut -= 1
-            fixed.append(piece[:cut])
-            piece = piece[cut:]
-        fixed.append(piece)
-    return fixed
-
-
-def fit_title(title: str, max_width: int, max_height: int, *, max_size: int, min_size: int) -> TitleFit:
-    """The largest size (from max_size down to min_size) at which `title` fits the box, wrapped evenly.
-
-    Fitting is monotonic in size (bigger letters never need fewer lines), so the size is
-    found by bisection.
-    """
-    words = title.split()
-    if not words:
-        return TitleFit(min_size, (), _stroke(min_size), round(min_size * 1.12), 0, 0)
-    low, high = min_size, max(min_size, max_size)
-    best: TitleFit | None = None
-    while low <= high:
-        size = (low + high) // 2
-        fitted = _fit_at(words, size, max_width, max_height)
-        if fitted is not None:
-            best, low = fitted, size + 1
-        else:
-            high = size - 1
-    if best is not None:
-        return best
-    # Too long even at the smallest size: break over-wide words, keep the lines that fit, end on an ellipsis.
-    m = _Measure(min_size)
-    wrapped = _greedy(_split_wide_words(words, m, max_width), m, max_width) or []
-    lines = [" ".join(line) for line in wrapped]
-    room = 1
-    while room < len(lines) and _block_height(m.font, room + 1, m.line_height, m.stroke) <= max_height:
-        room += 1
-    truncated = len(lines) > room
-    lines = lines[:room]
-    if truncated and lines:
-        last = lines[-1]
-        while last and m.exact(last + _ELLIPSIS) > max_width:
-            last = last.rsplit(" ", 1)[0] if " " in last else last[:-1]
-        lines[-1] = last + _ELLIPSIS
-    widest = max((m.exact(line) for line in lines), default=0.0)
-    return TitleFit(min_size, tuple(lines), m.stroke, m.line_height, int(widest + 0.999),
-                    _block_height(m.font, len(lines), m.line_height, m.stroke), truncated)
-
-
 # ---------------------------------------------------------------- composing
 
 @dataclass
@@ -253,13 +84,6 @@ class Composition:
     band: Box | None = None
     text_boxes: list[Box] = field(default_factory=list)
     fit: TitleFit | None = None
-
-
-def cover(picture: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """The picture scaled to fill `size`, centre-cropped: the frame never shows a border."""
-    if picture.size == tuple(size):
-        return picture.convert("RGB").copy()
-    return ImageOps.fit(picture.convert("RGB"), size, method=Image.Resampling.LANCZOS)
 
 
 def _mat_colour(picture: Image.Image) -> tuple[int, int, int]:
@@ -376,12 +200,6 @@ def save_thumbnail(image: Image.Image, out: Path, max_bytes: int = MAX_THUMBNAIL
     return kind
 
 
-def save_png(image: Image.Image, out: Path) -> Path:
-    with atomic_path(out) as part:
-        image.convert("RGB").save(part, format="PNG", compress_level=6)
-    return out
-
-
 # ---------------------------------------------------------------- what to ask the image engine
 
 def styled_prompt(prompt: str, art_style: str) -> str:
@@ -398,26 +216,9 @@ def cover_prompt(prompt: str, number: int) -> str:
     return f"{prompt.strip()} Vertical 9:16 composition showing {framing}."
 
 
-def request_size(size: tuple[int, int], multiple: int = 16) -> tuple[int, int]:
-    """Image models want sides divisible by 16: round up, then crop the few extra pixels."""
-    return tuple(-(-side // multiple) * multiple for side in size)  # type: ignore[return-value]
-
-
 def chained_loras(settings: Any) -> tuple[tuple[str, float, float], ...]:
     """The enabled LORAS as (file, strength_model, strength_clip), all applied in one pass."""
-    if not settings.USE_LORA:
-        return ()
-    found = []
-    for index, entry in enumerate(settings.LORAS):
-        if not isinstance(entry, dict) or not str(entry.get("name", "")).strip():
-            raise ConfigError(f"LORAS entry {index + 1} is {entry!r}; each needs at least {{\"name\": \"file.safetensors\"}}.")
-        if not entry.get("enabled", True):
-            continue
-        try:
-            found.append((str(entry["name"]), float(entry.get("strength_model", 1.0)), float(entry.get("strength_clip", 1.0))))
-        except (TypeError, ValueError):
-            raise ConfigError(f"LORAS entry {index + 1} ({entry['name']}) has a strength that is not a number; fix it.") from None
-    return tuple(found)
+    return tuple(lora.triple for lora in parse_loras(settings.LORAS)) if settings.USE_LORA else ()
 
 
 def start_image(input_dir: Path, names: Sequence[str]) -> Path | None:

@@ -21,21 +21,12 @@ from common.formats.timeline import read_timeline, write_timeline_script
 from common.config.paths import require_file, story_path
 from common.run.runner import Script, ScriptContext
 from common.pictures.scene_timeline import (
-    build_script, line_starts, scenes_for_lines, segments_from_timings, segments_from_transcript,
+    build_script, line_starts, narration_file, scenes_for_lines, segments_from_timings, segments_from_transcript,
 )
 from common.audio.speech import TIMINGS_FILE
 
 VERSION = 1
 script = Script(__file__, "map gen.audio's narration to the scenes -> input/2.timeline.script.txt")
-
-
-def _narration(audio_dir: Path) -> Path:
-    for name in ("final.wav", "story.wav"):
-        path = audio_dir / "output" / name
-        if path.is_file() and path.stat().st_size > 0:
-            return path
-    raise InputError(f"{audio_dir / 'output' / 'final.wav'} is missing; run gen.audio through 2.story.py "
-                     "(and 8.combine.py for the final mix) first.")
 
 
 def _timing_source(audio_dir: Path) -> Path:
@@ -50,7 +41,10 @@ def main(ctx: ScriptContext) -> None:
     audio_dir = ctx.pipeline_dir.parent / "gen.audio"
     story_file = story_path(ctx.pipeline_dir)
     story = read_story(story_file)
-    narration = _narration(audio_dir)
+    narration = narration_file(audio_dir)
+    if narration is None:
+        raise InputError(f"{audio_dir / 'output' / 'final.wav'} is missing; run gen.audio through 2.story.py "
+                         "(and 8.combine.py for the final mix) first.")
     source = _timing_source(audio_dir)
     scene_file = ctx.input_dir / "3.scene.txt"
     if not story.scenes():

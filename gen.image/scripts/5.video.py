@@ -17,6 +17,7 @@ from common.run.errors import InputError, PipelineError
 from common.formats.timeline import read_timeline_script
 from common.config.paths import require_file
 from common.run.runner import Script, ScriptContext
+from common.pictures.scene_timeline import narration_file
 from common.pictures.slideshow import VERSION, Slide, frame_rate, join_clips, plan_slides, render_clip, total_frames
 
 script = Script(__file__, "one clip per scene picture, joined into output/merged.mp4 as long as the narration",
@@ -26,11 +27,8 @@ script = Script(__file__, "one clip per scene picture, joined into output/merged
 
 def narration_length(ctx: ScriptContext, fallback: float) -> tuple[float, str]:
     """gen.audio's final.wav (8.combine.py), else its story.wav, else the timeline's own total."""
-    for name in ("final.wav", "story.wav"):
-        path = ctx.pipeline_dir.parent / "gen.audio" / "output" / name
-        if path.is_file() and path.stat().st_size > 0:
-            return media.audio_duration(path), name
-    return fallback, "the timeline (no gen.audio final.wav yet)"
+    path = narration_file(ctx.pipeline_dir.parent / "gen.audio")
+    return (media.audio_duration(path), path.name) if path else (fallback, "the timeline (no gen.audio final.wav yet)")
 
 
 def main(ctx: ScriptContext) -> None:
