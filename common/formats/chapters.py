@@ -8,12 +8,12 @@ enough for the video description's chapter list.
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
-from common.formats._text import Layout, check_one_line, line_error, read_text, render, reuse_raw, snippet, split_lines, write_text
+from common.formats._text import (
+    Layout, check_one_line, line_error, reader, render, reuse_raw, snippet, split_lines, writer,
+)
 
 _TITLE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%\s*:\s*(.*?)\s*\Z")
 _SUMMARY_RE = re.compile(r"\s*SHORT_SUMMARY\s*:\s*(.*?)\s*\Z", re.I)
@@ -124,15 +124,8 @@ def parse_chapters(text: str, *, source: str) -> Chapters:
 
 
 def format_chapters(chapters: Chapters) -> str:
-    return render([_format_chapter(c) for c in chapters.chapters], chapters.layout or Layout())
+    return render([_format_chapter(c) for c in chapters.chapters], chapters.layout)
 
 
-def read_chapters(path: str | os.PathLike[str]) -> Chapters:
-    return parse_chapters(read_text(path), source=str(path))
-
-
-def write_chapters(path: str | os.PathLike[str], chapters: Chapters) -> Path:
-    return write_text(path, format_chapters(chapters))
-
-
-__all__ = ["Chapter", "Chapters", "format_chapters", "parse_chapters", "read_chapters", "write_chapters"]
+read_chapters = reader(parse_chapters)
+write_chapters = writer(format_chapters)
