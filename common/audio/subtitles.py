@@ -459,9 +459,3 @@ def check_cues(cues: Sequence[Subtitle], rules: CueRules) -> list[str]:
         if n > 1 and cue.start < cues[n - 2].end - 1e-9:
             problems.append(f"cue {n} starts before cue {n - 1} ends")
     return problems
-
-
-__all__ = [
-    "Word", "CueRules", "Subtitle", "line_words", "words_from_timings", "whisper_words", "wrap",
-    "break_after", "build_cues", "to_srt", "to_timeline", "plain_text", "check_cues", "SILENT_TEXT",
-]

@@ -25,6 +25,7 @@ from typing import Any, Mapping, Protocol
 
 from common.state.atomic import atomic_write_json
 from common.run.errors import ConfigError, InputError
+from common.run.report import read_entries
 from common.audio.subtitles import CueRules, Word, whisper_words, words_from_timings
 
 TIMINGS, WHISPER, AUTO = "timings", "whisper", "auto"
@@ -117,13 +118,8 @@ def read_timings(path: Path) -> dict[str, Any]:
 
 def story_preview(pipeline_dir: Path) -> bool | None:
     """Whether 2.story.py made story.wav with the offline engine (None: its checkpoint is gone)."""
-    path = pipeline_dir / "output" / "tracking" / STORY_STATE
-    try:
-        items = json.loads(path.read_text(encoding="utf-8"))["items"]
-        entry = items["story.wav"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return bool(entry.get("preview", False)) if isinstance(entry, dict) else None
+    entry = read_entries(pipeline_dir / "output" / "tracking" / STORY_STATE).get("story.wav")
+    return bool(entry.get("preview", False)) if entry is not None else None
 
 
 def cue_rules(settings: Any) -> CueRules:
@@ -267,11 +263,3 @@ def make_transcriber(choice: TranscriberChoice, settings: Any, timings_path: Pat
     if choice.engine == WHISPER:
         return WhisperTranscriber(settings.WHISPER_MODEL, settings.LANGUAGE)
     return TimingsTranscriber(timings_path)
-
-
-__all__ = [
-    "Transcript", "TranscriberChoice", "TimingsTranscriber", "WhisperTranscriber", "choose_transcriber",
-    "cue_rules", "import_whisper", "load_audio_16k", "make_transcriber", "read_timings", "read_transcript",
-    "story_preview", "transcript_from_timings", "transcript_from_whisper", "whisper_installed",
-    "write_transcript", "TRANSCRIPT_FILE", "TIMINGS", "WHISPER", "AUTO", "INSTALL_HINT",
-]
