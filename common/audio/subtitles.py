@@ -440,9 +440,13 @@ def to_timeline(cues: Sequence[Subtitle], total: float) -> Timeline:
     return Timeline(tuple(entries))
 
 
+def one_paragraph(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
 def plain_text(cues: Sequence[Subtitle]) -> str:
     """The transcript as running text, one paragraph, as the seed's 2.story.str.txt."""
-    return re.sub(r"\s+", " ", " ".join(c.text for c in cues)).strip()
+    return one_paragraph(" ".join(c.text for c in cues))
 
 
 def check_cues(cues: Sequence[Subtitle], rules: CueRules) -> list[str]:

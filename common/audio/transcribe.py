@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any, Mapping, Protocol
 from common.state.atomic import atomic_write_json
 from common.run.errors import ConfigError, InputError
 from common.run.report import read_entries
-from common.audio.subtitles import CueRules, Word, whisper_words, words_from_timings
+from common.audio.subtitles import CueRules, Word, one_paragraph, whisper_words, words_from_timings
 
 TIMINGS, WHISPER, AUTO = "timings", "whisper", "auto"
 TRANSCRIPT_FILE = "transcript.json"
@@ -74,20 +73,16 @@ def read_transcript(path: Path) -> Transcript:
         raise InputError(f"the transcript {path} is unreadable ({exc}); run 3.transcribe.py --force-start to write it again.") from None
 
 
-def _one_paragraph(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip()
-
-
 def transcript_from_whisper(result: Mapping[str, Any], engine: str) -> Transcript:
     """A Whisper result dict (segments with words) as our Transcript; pure, so it is tested without Whisper."""
     words = whisper_words(result)
-    text = _one_paragraph(str(result.get("text") or " ".join(w.text for w in words)))
+    text = one_paragraph(str(result.get("text") or " ".join(w.text for w in words)))
     return Transcript(engine, text, tuple(words))
 
 
 def transcript_from_timings(timings: Mapping[str, Any]) -> Transcript:
     lines = timings["lines"]
-    return Transcript(TIMINGS, _one_paragraph(" ".join(str(l["text"]) for l in lines)), tuple(words_from_timings(lines)))
+    return Transcript(TIMINGS, one_paragraph(" ".join(str(l["text"]) for l in lines)), tuple(words_from_timings(lines)))
 
 
 # ------------------------------------------------------------------ inputs
