@@ -12,7 +12,7 @@ import math
 import os
 import re
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -39,6 +39,15 @@ class Layout:
     final_newline: bool = True
     bom: bool = False
     extras: tuple[tuple[int, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """Where a value was read: its 1-based line and the text written there (`raw`), which a writer
+    reuses while it still says the same. Neither takes part in comparing values."""
+
+    line_no: int | None = field(default=None, compare=False, kw_only=True)
+    raw: str | None = field(default=None, compare=False, repr=False, kw_only=True)
 
 
 def split_lines(text: str) -> tuple[list[str], Layout]:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from common.formats._text import (
-    Layout, check_one_line, line_error, reader, render, reuse_raw, snippet, split_lines, writer,
+    Layout, Parsed, check_one_line, line_error, reader, render, reuse_raw, snippet, split_lines, writer,
 )
 
 _TITLE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%\s*:\s*(.*?)\s*\Z")
@@ -21,12 +21,10 @@ _EXPECTED = '"NN%: Title" followed by "SHORT_SUMMARY : text"'
 
 
 @dataclass(frozen=True)
-class Chapter:
+class Chapter(Parsed):
     percent: float
     title: str
     summary: str | None = None
-    line_no: int | None = field(default=None, compare=False)
-    raw: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.percent) or not 0 <= self.percent <= 100:

@@ -16,7 +16,7 @@ from functools import partial
 from typing import Callable
 
 from common.formats._text import (
-    Layout, check_one_line, line_error, parse_lines, read_text, render, reuse_raw, snippet, tag_problem, writer,
+    Layout, Parsed, check_one_line, line_error, parse_lines, read_text, render, reuse_raw, snippet, tag_problem, writer,
 )
 from common.formats.story import LOCATION_ID_RE, SCENE_ID_RE
 
@@ -63,13 +63,11 @@ KINDS = {
 
 
 @dataclass(frozen=True)
-class Description:
+class Description(Parsed):
     """One key (a speaker tag, `loc_3`, `motion_1.2`) and its text."""
 
     key: str
     text: str
-    line_no: int | None = field(default=None, compare=False)
-    raw: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         check_one_line(self.key, "a description key")

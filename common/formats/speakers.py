@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from common.formats._text import (
-    Layout, check_tag, line_error, parse_lines, reader, render, reuse_raw, snippet, tag_problem, writer,
+    Layout, Parsed, check_tag, line_error, parse_lines, reader, render, reuse_raw, snippet, tag_problem, writer,
 )
 
 _STEM_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
@@ -26,11 +26,9 @@ def _stem_problem(stem: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class VoiceEntry:
+class VoiceEntry(Parsed):
     speaker: str
     voice: str
-    line_no: int | None = field(default=None, compare=False)
-    raw: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         check_tag(self.speaker)

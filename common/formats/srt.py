@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
-from common.formats._text import Layout, check_time, line_error, reader, render, reuse_raw, snippet, split_lines, writer
+from common.formats._text import (
+    Layout, Parsed, check_time, line_error, reader, render, reuse_raw, snippet, split_lines, writer,
+)
 
 _TIME = r"(\d+):([0-5]\d):([0-5]\d)[,.](\d{3})"
 _TIMING_RE = re.compile(rf"\s*{_TIME}\s*-->\s*{_TIME}(.*)\Z")
@@ -32,15 +34,13 @@ def _seconds(h: str, m: str, s: str, ms: str) -> float:
 
 
 @dataclass(frozen=True)
-class Cue:
+class Cue(Parsed):
     """One subtitle; `text` may hold several lines joined by '\\n' but no blank line."""
 
     index: int | None
     start: float
     end: float
     text: str
-    line_no: int | None = field(default=None, compare=False)
-    raw: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for value in (self.start, self.end):

@@ -22,7 +22,7 @@ from typing import Iterable
 
 from common.run.errors import InputError
 from common.formats._text import (
-    Layout, check_one_line, check_tag, line_error, parse_lines, reader, render, reuse_raw,
+    Layout, Parsed, check_one_line, check_tag, line_error, parse_lines, reader, render, reuse_raw,
     snippet, split_lines, tag_problem, writer,
 )
 
@@ -113,7 +113,7 @@ class SceneCharacter:
 
 
 @dataclass(frozen=True)
-class Scene:
+class Scene(Parsed):
     """One scene line. `raw` keeps the user's spelling; `format_scene_line` reuses it while valid."""
 
     scene_id: str
@@ -121,8 +121,6 @@ class Scene:
     location_description: str | None = None
     setting: tuple[Attribute, ...] = ()
     characters: tuple[SceneCharacter, ...] = ()
-    line_no: int | None = field(default=None, compare=False)
-    raw: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not SCENE_ID_RE.match(self.scene_id):
@@ -153,14 +151,12 @@ class Scene:
 
 
 @dataclass(frozen=True)
-class Utterance:
+class Utterance(Parsed):
     """One spoken line. `text` is what is said: the seed's `"...";` wrapping is removed."""
 
     speaker: str
     text: str
     scene: Scene | None = None
-    line_no: int | None = field(default=None, compare=False)
-    raw: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         check_tag(self.speaker)

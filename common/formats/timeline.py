@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
 from common.formats._text import (
-    TAG_PATTERN, Layout, check_one_line, check_tag, check_time, line_error, parse_lines, reader, render,
+    TAG_PATTERN, Layout, Parsed, check_one_line, check_tag, check_time, line_error, parse_lines, reader, render,
     reuse_raw, snippet, writer,
 )
 from common.formats.story import SCENE_ID_RE, Scene, parse_scene_line
@@ -76,13 +76,11 @@ def _split(line: str, source: str, line_no: int, expected: str) -> tuple[float, 
 # ---------------------------------------------------------------- plain timelines
 
 @dataclass(frozen=True)
-class TimelineEntry:
+class TimelineEntry(Parsed):
     """One segment: how long it lasts and what it is (a transcript piece, an SFX, "Silence")."""
 
     seconds: float
     text: str
-    line_no: int | None = field(default=None, compare=False)
-    raw: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         check_time(self.seconds, "a duration")
@@ -147,7 +145,7 @@ write_timeline = writer(format_timeline)
 # ---------------------------------------------------------------- 2.timeline.script.txt
 
 @dataclass(frozen=True)
-class ScriptEntry:
+class ScriptEntry(Parsed):
     """Which scene shows while whom speaks, for how long; a pause has no scene or speaker.
 
     `description` is the scene line after its id (`{{loc_1}}, {...}; ((tag)){...};`).
@@ -158,8 +156,6 @@ class ScriptEntry:
     description: str | None
     speaker: str | None
     text: str
-    line_no: int | None = field(default=None, compare=False)
-    raw: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         check_time(self.seconds, "a duration")
