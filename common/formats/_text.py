@@ -42,6 +42,13 @@ class Layout:
 
 
 @dataclass(frozen=True)
+class TextFile:
+    """A file's values; `layout` (set when parsed) writes them back as the file that was read."""
+
+    layout: Layout | None = field(default=None, compare=False, repr=False, kw_only=True)
+
+
+@dataclass(frozen=True)
 class Parsed:
     """Where a value was read: its 1-based line and the text written there (`raw`), which a writer
     reuses while it still says the same. Neither takes part in comparing values."""

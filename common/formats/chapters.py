@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from common.formats._text import (
-    Layout, Parsed, check_one_line, line_error, reader, render, reuse_raw, snippet, split_lines, writer,
+    Parsed, TextFile, check_one_line, line_error, reader, render, reuse_raw, snippet, split_lines, writer,
 )
 
 _TITLE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%\s*:\s*(.*?)\s*\Z")
@@ -37,10 +37,9 @@ class Chapter(Parsed):
 
 
 @dataclass(frozen=True)
-class Chapters:
+class Chapters(TextFile):
     chapters: tuple[Chapter, ...]
     source: str = field(default="chapters", compare=False)
-    layout: Layout | None = field(default=None, compare=False, repr=False)
 
 
 def _percent_text(percent: float) -> str:

@@ -16,7 +16,8 @@ from functools import partial
 from typing import Callable
 
 from common.formats._text import (
-    Layout, Parsed, check_one_line, line_error, parse_lines, read_text, render, reuse_raw, snippet, tag_problem, writer,
+    Parsed, TextFile, check_one_line, line_error, parse_lines, read_text, render, reuse_raw, snippet, tag_problem,
+    writer,
 )
 from common.formats.story import LOCATION_ID_RE, SCENE_ID_RE
 
@@ -77,13 +78,12 @@ class Description(Parsed):
 
 
 @dataclass(frozen=True)
-class Descriptions:
+class Descriptions(TextFile):
     """The entries of one description file; `kind` is 'character', 'location' or 'motion'."""
 
     kind: str
     entries: tuple[Description, ...]
     source: str = field(default="descriptions", compare=False)
-    layout: Layout | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         spec = _kind(self.kind)

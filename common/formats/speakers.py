@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from common.formats._text import (
-    Layout, Parsed, check_tag, line_error, parse_lines, reader, render, reuse_raw, snippet, tag_problem, writer,
+    Layout, Parsed, TextFile, check_tag, line_error, parse_lines, reader, render, reuse_raw, snippet, tag_problem,
+    writer,
 )
 
 _STEM_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
@@ -38,10 +39,9 @@ class VoiceEntry(Parsed):
 
 
 @dataclass(frozen=True)
-class VoiceMap:
+class VoiceMap(TextFile):
     entries: tuple[VoiceEntry, ...]
     source: str = field(default="voice map", compare=False)
-    layout: Layout | None = field(default=None, compare=False, repr=False)
 
     def voice_for(self, speaker: str) -> str | None:
         return next((e.voice for e in self.entries if e.speaker == speaker), None)

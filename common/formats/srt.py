@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from common.formats._text import (
-    Layout, Parsed, check_time, line_error, reader, render, reuse_raw, snippet, split_lines, writer,
+    Layout, Parsed, TextFile, check_time, line_error, reader, render, reuse_raw, snippet, split_lines, writer,
 )
 
 _TIME = r"(\d+):([0-5]\d):([0-5]\d)[,.](\d{3})"
@@ -54,10 +54,9 @@ class Cue(Parsed):
 
 
 @dataclass(frozen=True)
-class Srt:
+class Srt(TextFile):
     cues: tuple[Cue, ...]
     source: str = field(default="subtitles", compare=False)
-    layout: Layout | None = field(default=None, compare=False, repr=False)
 
 
 def _parse_block(block: list[str], source: str, first_line_no: int) -> Cue:

@@ -22,7 +22,7 @@ from typing import Iterable
 
 from common.run.errors import InputError
 from common.formats._text import (
-    Layout, Parsed, check_one_line, check_tag, line_error, parse_lines, reader, render, reuse_raw,
+    Layout, Parsed, TextFile, check_one_line, check_tag, line_error, parse_lines, reader, render, reuse_raw,
     snippet, split_lines, tag_problem, writer,
 )
 
@@ -180,12 +180,11 @@ def _locations(scenes: Iterable[Scene]) -> dict[str, str | None]:
 
 
 @dataclass(frozen=True)
-class Story:
+class Story(TextFile):
     """A parsed story. `source` names the file in later error messages."""
 
     utterances: tuple[Utterance, ...]
     source: str = field(default="story", compare=False)
-    layout: Layout | None = field(default=None, compare=False, repr=False)
 
     def speakers(self) -> tuple[str, ...]:
         """Speaker tags in the order they first speak (the order voices are assigned in)."""
@@ -213,12 +212,11 @@ class Story:
 
 
 @dataclass(frozen=True)
-class SceneList:
+class SceneList(TextFile):
     """`3.scene.txt`: scene lines without the utterances."""
 
     scenes: tuple[Scene, ...]
     source: str = field(default="scenes", compare=False)
-    layout: Layout | None = field(default=None, compare=False, repr=False)
 
     def get(self, scene_id: str) -> Scene | None:
         return next((s for s in self.scenes if s.scene_id == scene_id), None)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
 from common.formats._text import (
-    TAG_PATTERN, Layout, Parsed, check_one_line, check_tag, check_time, line_error, parse_lines, reader, render,
+    TAG_PATTERN, Parsed, TextFile, check_one_line, check_tag, check_time, line_error, parse_lines, reader, render,
     reuse_raw, snippet, writer,
 )
 from common.formats.story import SCENE_ID_RE, Scene, parse_scene_line
@@ -104,10 +104,9 @@ class _Durations:
 
 
 @dataclass(frozen=True)
-class Timeline(_Durations):
+class Timeline(_Durations, TextFile):
     entries: tuple[TimelineEntry, ...]
     source: str = field(default="timeline", compare=False)
-    layout: Layout | None = field(default=None, compare=False, repr=False)
 
 
 def _reparse_entry(raw: str) -> TimelineEntry:
@@ -185,10 +184,9 @@ class ScriptEntry(Parsed):
 
 
 @dataclass(frozen=True)
-class ScriptTimeline(_Durations):
+class ScriptTimeline(_Durations, TextFile):
     entries: tuple[ScriptEntry, ...]
     source: str = field(default="timeline script", compare=False)
-    layout: Layout | None = field(default=None, compare=False, repr=False)
 
 
 _SCRIPT_EXPECTED = (
