@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from common.state.atomic import atomic_path
 from common.run.errors import ConfigError, InputError, PipelineError
+from common.run.report import read_entries
 from common.media.ffmpeg import FFmpegError, Loudness, audio_duration, ff_path, ffmpeg_log, measure_loudness
 
 MIX_VERSION = 1  # bump when the graph changes what comes out, so checkpoints redo the mix
@@ -46,6 +47,18 @@ SFX_LENGTH_TOLERANCE = 0.1  # seconds sfx.wav may differ from story.wav before w
 MUSIC_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac")
 
 Say = Callable[[str], None]
+# Setting -> (MixSettings field, lowest, highest): read and range-checked in this order.
+_RANGES = {
+    "DUCK_THRESHOLD": ("duck_threshold_db", -40.0, 0.0),
+    "DUCK_RATIO": ("duck_ratio", 1.0, 20.0),
+    "DUCK_ATTACK": ("duck_attack_ms", 0.01, 2000.0),
+    "DUCK_RELEASE": ("duck_release_ms", 0.01, 9000.0),
+    "FINAL_LOUDNESS": ("target_lufs", -40.0, -5.0),
+    "FINAL_TRUE_PEAK": ("true_peak_dbtp", -9.0 + TRUE_PEAK_MARGIN, 0.0),
+    "MUSIC_FADE": ("music_fade", 0.0, 600.0),
+    "SFX_VOLUME": ("sfx_volume_db", -60.0, 24.0),
+    "MUSIC_VOLUME": ("music_volume_db", -60.0, 24.0),
+}
 
 
 @dataclass(frozen=True)
@@ -64,18 +77,8 @@ class MixSettings:
     sample_rate: int = 48000
 
     def __post_init__(self) -> None:
-        checks = [
-            ("DUCK_THRESHOLD", self.duck_threshold_db, -40.0, 0.0),
-            ("DUCK_RATIO", self.duck_ratio, 1.0, 20.0),
-            ("DUCK_ATTACK", self.duck_attack_ms, 0.01, 2000.0),
-            ("DUCK_RELEASE", self.duck_release_ms, 0.01, 9000.0),
-            ("FINAL_LOUDNESS", self.target_lufs, -40.0, -5.0),
-            ("FINAL_TRUE_PEAK", self.true_peak_dbtp, -9.0 + TRUE_PEAK_MARGIN, 0.0),
-            ("MUSIC_FADE", self.music_fade, 0.0, 600.0),
-            ("SFX_VOLUME", self.sfx_volume_db, -60.0, 24.0),
-            ("MUSIC_VOLUME", self.music_volume_db, -60.0, 24.0),
-        ]
-        for name, value, low, high in checks:
+        for name, (attribute, low, high) in _RANGES.items():
+            value = getattr(self, attribute)
             if not (low <= value <= high):
                 raise ConfigError(f"{name} is {value:g}, outside {low:g}..{high:g}; set it within that range.")
         if self.sample_rate not in (44100, 48000):
@@ -83,18 +86,8 @@ class MixSettings:
 
     @classmethod
     def from_settings(cls, settings: Any) -> "MixSettings":
-        return cls(
-            sfx_volume_db=float(settings.SFX_VOLUME),
-            music_volume_db=float(settings.MUSIC_VOLUME),
-            music_fade=float(settings.MUSIC_FADE),
-            duck_threshold_db=float(settings.DUCK_THRESHOLD),
-            duck_ratio=float(settings.DUCK_RATIO),
-            duck_attack_ms=float(settings.DUCK_ATTACK),
-            duck_release_ms=float(settings.DUCK_RELEASE),
-            target_lufs=float(settings.FINAL_LOUDNESS),
-            true_peak_dbtp=float(settings.FINAL_TRUE_PEAK),
-            sample_rate=int(settings.FINAL_SAMPLE_RATE),
-        )
+        levels = {attribute: float(getattr(settings, name)) for name, (attribute, _, _) in _RANGES.items()}
+        return cls(**levels, sample_rate=int(settings.FINAL_SAMPLE_RATE))
 
     def identity(self) -> dict[str, Any]:
         return {"version": MIX_VERSION, **asdict(self)}
@@ -166,15 +159,8 @@ def upstream_preview(pipeline_dir: Path, scripts: tuple[str, ...] = ("2.story", 
     Read from those scripts' checkpoint files without loading them as stores, so a corrupt
     file of another step is left for that step to deal with; unreadable counts as not preview.
     """
-    for name in scripts:
-        path = pipeline_dir / "output" / "tracking" / f"{name}.state.json"
-        try:
-            items = json.loads(path.read_text(encoding="utf-8"))["items"]
-            if any(isinstance(e, dict) and e.get("preview") for e in items.values()):
-                return True
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            continue
-    return False
+    tracking = pipeline_dir / "output" / "tracking"
+    return any(e.get("preview") for name in scripts for e in read_entries(tracking / f"{name}.state.json").values())
 
 
 # --------------------------------------------------------------------------- measuring
@@ -412,9 +398,3 @@ def _verify(loudness: Loudness, settings: MixSettings, out: Path, mode: str) -> 
         f"{settings.target_lufs:g} +-{LOUDNESS_TOLERANCE:g} LUFS / {settings.true_peak_dbtp:g} dBTP; it was not "
         "kept: please report this with the story's output/story.wav."
     )
-
-
-__all__ = [
-    "MIX_VERSION", "Levels", "MixResult", "MixSettings", "Normalisation", "find_music", "integrated_lufs",
-    "levels_for", "list_music", "mix_graph", "mix_story", "music_dir_for", "plan_normalisation", "upstream_preview",
-]

@@ -268,11 +268,3 @@ def run_step(scripts_dir: Path, script: str, *args: str) -> None:
 
 def redo_command(chunks: Sequence[str]) -> str:
     return "python 4.quality.py --retake " + " ".join(f"--chunk {c}" for c in chunks)
-
-
-__all__ = [
-    "OK", "SKIPPED", "REPEATED", "GARBLED", "VERDICTS", "REPORT_FILE", "LineCheck", "Report",
-    "normalise", "similarity", "verdict", "assign_words", "check_lines", "failing_chunks",
-    "srt_words", "transcript_source", "load_words", "read_report", "format_table", "summary", "story_store", "forget_chunks",
-    "chunk_fingerprints", "chunk_size_of", "run_step", "redo_command",
-]

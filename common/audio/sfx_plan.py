@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence, TypeVar
 
 from common.formats.story import Story
-from common.formats.timeline import Timeline, TimelineEntry
+from common.formats.timeline import Timeline, TimelineEntry, written_places, written_seconds
 
 T = TypeVar("T")
 
@@ -47,7 +47,6 @@ _REASONING = re.compile(
     re.I,
 )
 _COLOURS = re.compile(r",?\s*\bcolou?rs?\b(?:\s*#[0-9a-fA-F]{3,8})+|#[0-9a-fA-F]{6}\b")
-_NUMBER = re.compile(r"\s*\d*\.?(\d*)")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
 
@@ -265,26 +264,21 @@ def sound_question(segments: Sequence[SfxSegment]) -> tuple[str, str, dict[str, 
         '{"sounds": [{"index": ' + str(first) + ', "sound": "..."}, ...]}'
     )
     system = "You are a sound designer for narrated audio stories. You answer in JSON only."
-    schema = {
+    return prompt, system, _list_schema("sounds", len(segments), {
+        "index": {"type": "integer", "minimum": first, "maximum": last},
+        "sound": {"type": "string", "minLength": 1, "maxLength": 160},
+    })
+
+
+def _list_schema(name: str, count: int, properties: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema for `{name: [exactly count objects with these properties]}`."""
+    item = {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+    return {
         "type": "object",
-        "properties": {
-            "sounds": {
-                "type": "array", "minItems": len(segments), "maxItems": len(segments),
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "index": {"type": "integer", "minimum": first, "maximum": last},
-                        "sound": {"type": "string", "minLength": 1, "maxLength": 160},
-                    },
-                    "required": ["index", "sound"],
-                    "additionalProperties": False,
-                },
-            },
-        },
-        "required": ["sounds"],
+        "properties": {name: {"type": "array", "minItems": count, "maxItems": count, "items": item}},
+        "required": [name],
         "additionalProperties": False,
     }
-    return prompt, system, schema
 
 
 def _by_index(items: Any, wanted: Sequence[int], what: str) -> dict[int, Mapping[str, Any]]:
@@ -350,27 +344,11 @@ def timing_question(slots: Sequence[EffectSlot], max_seconds: float) -> tuple[st
         + ', "start": 0.5, "seconds": 1.5}, ...]}'
     )
     system = "You are a sound designer timing sound effects. You answer in JSON only."
-    schema = {
-        "type": "object",
-        "properties": {
-            "timings": {
-                "type": "array", "minItems": len(slots), "maxItems": len(slots),
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "index": {"type": "integer", "minimum": slots[0].index, "maximum": slots[-1].index},
-                        "start": {"type": "number", "minimum": 0},
-                        "seconds": {"type": "number", "minimum": 0},
-                    },
-                    "required": ["index", "start", "seconds"],
-                    "additionalProperties": False,
-                },
-            },
-        },
-        "required": ["timings"],
-        "additionalProperties": False,
-    }
-    return prompt, system, schema
+    return prompt, system, _list_schema("timings", len(slots), {
+        "index": {"type": "integer", "minimum": slots[0].index, "maximum": slots[-1].index},
+        "start": {"type": "number", "minimum": 0},
+        "seconds": {"type": "number", "minimum": 0},
+    })
 
 
 def fit_timing(slot: EffectSlot, start: float, seconds: float, max_seconds: float) -> EffectTiming:
@@ -455,11 +433,7 @@ def rule_timing(slot: EffectSlot, max_seconds: float) -> EffectTiming:
 
 def places_of(timeline: Timeline) -> int:
     """Decimal places to work in: the most any line uses (at least 3, the millisecond)."""
-    places = 3
-    for entry in timeline.entries:
-        match = _NUMBER.match(entry.raw or "")
-        if match:
-            places = max(places, len(match.group(1)))
+    places = max([3, *(written_places(written_seconds(entry)) for entry in timeline.entries)])
     return min(places, _MAX_PLACES)
 
 
@@ -505,12 +479,3 @@ def plan_effects(timing: Timeline, placed: Mapping[int, EffectTiming], max_secon
         add(segment - start - length, SILENCE)
     entries = tuple(TimelineEntry(units / unit, text, raw=f"{spell(units, places)}: {text}") for units, text in pieces)
     return Timeline(entries, source="4.sfx.txt")
-
-
-__all__ = [
-    "EffectSlot", "EffectTiming", "PROMPT_VERSION", "RULES_VERSION", "SILENCE", "SfxSegment", "batches",
-    "clean_sound", "effect_slots", "fit_timing", "is_ambience", "is_silence", "map_by_text", "map_by_time",
-    "person_names", "places_of", "plan_effects", "read_sound_answer", "read_timing_answer", "rule_timing",
-    "segment_scenes", "segments_of", "sound_question", "sound_timeline", "spell", "timing_question",
-    "typical_seconds", "utterance_scenes",
-]

@@ -18,7 +18,7 @@ import re
 import tempfile
 import wave
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -26,16 +26,16 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from common.media import ffmpeg as media
+from common.media.ffmpeg import _fade_gains as _ramp  # the raised-cosine ramp the joins of story.wav use
 from common.state.atomic import atomic_path
 from common.run.errors import InputError
-from common.formats.timeline import Timeline, TimelineEntry
+from common.formats.timeline import Timeline, TimelineEntry, written_seconds
 from common.audio.sfx_plan import is_silence
 
 TRACK_VERSION = 1  # bump when placement or fades change, so sfx.wav is assembled again
 FADE_IN = 0.05  # seconds: no click where a clip starts
 FADE_OUT = 0.3  # seconds: a clip cut to its slot ends softly
 _BLOCK = 1 << 16
-_NUMBER = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)")
 
 
 @dataclass(frozen=True)
@@ -92,13 +92,8 @@ def clip_jobs(plan: Timeline) -> list[ClipJob]:
 
 def _exact(entry: TimelineEntry) -> Fraction:
     """The duration as written in the file (2.920 is 73/25 exactly), else the float's value."""
-    match = _NUMBER.match(entry.raw or "")
-    if match:
-        try:
-            return Fraction(Decimal(match.group(1)))
-        except (InvalidOperation, ValueError):
-            pass
-    return Fraction(entry.seconds)
+    written = written_seconds(entry)
+    return Fraction(Decimal(written)) if written is not None else Fraction(entry.seconds)
 
 
 def slots(plan: Timeline, sample_rate: int, total_frames: int) -> Iterator[tuple[int, int, TimelineEntry]]:
@@ -122,11 +117,6 @@ def check_length(plan: Timeline, story: WavInfo, source: str = "4.sfx.txt") -> N
             f"{source} lasts {total:.2f} s but story.wav lasts {story.seconds:.2f} s, so it was made for another "
             "take of the story: run 3.transcribe.py, 5.timeline.py and 6.timing.py again."
         )
-
-
-def _ramp(length: int) -> np.ndarray:
-    k = np.arange(length, dtype=np.float64)
-    return 0.5 - 0.5 * np.cos(np.pi * (k + 0.5) / length)
 
 
 def _clip_samples(path: Path, sample_rate: int, scratch: Path) -> np.ndarray:
@@ -193,9 +183,3 @@ def build_sfx_track(plan: Timeline, clips: Mapping[str, Path], story: WavInfo, o
                 effect_frames += end - start
             silence_until(story.frames)
     return TrackStats(story.frames, rate, effects, round(effect_frames / rate, 3))
-
-
-__all__ = [
-    "ClipJob", "FADE_IN", "FADE_OUT", "TRACK_VERSION", "TrackStats", "WavInfo", "build_sfx_track",
-    "check_length", "clip_jobs", "clip_key", "fit_clip", "slots", "wav_info",
-]

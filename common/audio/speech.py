@@ -2,7 +2,6 @@
 (and later the retake step) share."""
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from common.state.atomic import atomic_write_json
 from common.state.checkpoints import Entry, fingerprint
 from common.engines.base import SpeechLine
 from common.run.errors import InputError
+from common.run.report import read_entries
 from common.formats.speakers import read_voice_map
 from common.formats.story import Story
 from common.audio.voices import Voice, VoiceLibrary
@@ -69,11 +69,10 @@ def retake_attempts(pipeline_dir: Path) -> dict[str, int]:
     A deterministic TTS gives the same take for the same seed, so a retake must change the
     seed; reading the count from 4.quality's checkpoint keeps 2.story.py's own fingerprints
     unchanged (the retake already dropped the chunk's entry)."""
-    state = pipeline_dir / "output" / "tracking" / "4.quality.state.json"
+    retakes = read_entries(pipeline_dir / "output" / "tracking" / "4.quality.state.json").get("retakes", {})
     try:
-        chunks = json.loads(state.read_text(encoding="utf-8"))["items"]["retakes"]["data"]["chunks"]
-        return {str(key): int(value.get("attempts", 0)) for key, value in chunks.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {str(key): int(value.get("attempts", 0)) for key, value in retakes["data"]["chunks"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
         return {}
 
 

@@ -440,9 +440,13 @@ def to_timeline(cues: Sequence[Subtitle], total: float) -> Timeline:
     return Timeline(tuple(entries))
 
 
+def one_paragraph(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
 def plain_text(cues: Sequence[Subtitle]) -> str:
     """The transcript as running text, one paragraph, as the seed's 2.story.str.txt."""
-    return re.sub(r"\s+", " ", " ".join(c.text for c in cues)).strip()
+    return one_paragraph(" ".join(c.text for c in cues))
 
 
 def check_cues(cues: Sequence[Subtitle], rules: CueRules) -> list[str]:
@@ -459,9 +463,3 @@ def check_cues(cues: Sequence[Subtitle], rules: CueRules) -> list[str]:
         if n > 1 and cue.start < cues[n - 2].end - 1e-9:
             problems.append(f"cue {n} starts before cue {n - 1} ends")
     return problems
-
-
-__all__ = [
-    "Word", "CueRules", "Subtitle", "line_words", "words_from_timings", "whisper_words", "wrap",
-    "break_after", "build_cues", "to_srt", "to_timeline", "plain_text", "check_cues", "SILENT_TEXT",
-]

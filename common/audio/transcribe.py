@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,8 @@ from typing import Any, Mapping, Protocol
 
 from common.state.atomic import atomic_write_json
 from common.run.errors import ConfigError, InputError
-from common.audio.subtitles import CueRules, Word, whisper_words, words_from_timings
+from common.run.report import read_entries
+from common.audio.subtitles import CueRules, Word, one_paragraph, whisper_words, words_from_timings
 
 TIMINGS, WHISPER, AUTO = "timings", "whisper", "auto"
 TRANSCRIPT_FILE = "transcript.json"
@@ -73,20 +73,16 @@ def read_transcript(path: Path) -> Transcript:
         raise InputError(f"the transcript {path} is unreadable ({exc}); run 3.transcribe.py --force-start to write it again.") from None
 
 
-def _one_paragraph(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip()
-
-
 def transcript_from_whisper(result: Mapping[str, Any], engine: str) -> Transcript:
     """A Whisper result dict (segments with words) as our Transcript; pure, so it is tested without Whisper."""
     words = whisper_words(result)
-    text = _one_paragraph(str(result.get("text") or " ".join(w.text for w in words)))
+    text = one_paragraph(str(result.get("text") or " ".join(w.text for w in words)))
     return Transcript(engine, text, tuple(words))
 
 
 def transcript_from_timings(timings: Mapping[str, Any]) -> Transcript:
     lines = timings["lines"]
-    return Transcript(TIMINGS, _one_paragraph(" ".join(str(l["text"]) for l in lines)), tuple(words_from_timings(lines)))
+    return Transcript(TIMINGS, one_paragraph(" ".join(str(l["text"]) for l in lines)), tuple(words_from_timings(lines)))
 
 
 # ------------------------------------------------------------------ inputs
@@ -117,13 +113,8 @@ def read_timings(path: Path) -> dict[str, Any]:
 
 def story_preview(pipeline_dir: Path) -> bool | None:
     """Whether 2.story.py made story.wav with the offline engine (None: its checkpoint is gone)."""
-    path = pipeline_dir / "output" / "tracking" / STORY_STATE
-    try:
-        items = json.loads(path.read_text(encoding="utf-8"))["items"]
-        entry = items["story.wav"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return bool(entry.get("preview", False)) if isinstance(entry, dict) else None
+    entry = read_entries(pipeline_dir / "output" / "tracking" / STORY_STATE).get("story.wav")
+    return bool(entry.get("preview", False)) if entry is not None else None
 
 
 def cue_rules(settings: Any) -> CueRules:
@@ -267,11 +258,3 @@ def make_transcriber(choice: TranscriberChoice, settings: Any, timings_path: Pat
     if choice.engine == WHISPER:
         return WhisperTranscriber(settings.WHISPER_MODEL, settings.LANGUAGE)
     return TimingsTranscriber(timings_path)
-
-
-__all__ = [
-    "Transcript", "TranscriberChoice", "TimingsTranscriber", "WhisperTranscriber", "choose_transcriber",
-    "cue_rules", "import_whisper", "load_audio_16k", "make_transcriber", "read_timings", "read_transcript",
-    "story_preview", "transcript_from_timings", "transcript_from_whisper", "whisper_installed",
-    "write_transcript", "TRANSCRIPT_FILE", "TIMINGS", "WHISPER", "AUTO", "INSTALL_HINT",
-]

@@ -26,19 +26,3 @@ from common.formats.timeline import (
     format_timeline_script, parse_timeline, parse_timeline_script, read_timeline,
     read_timeline_script, timeline_total, write_timeline, write_timeline_script,
 )
-
-__all__ = [
-    "TAG_PATTERN", "Layout",
-    "Chapter", "Chapters", "format_chapters", "parse_chapters", "read_chapters", "write_chapters",
-    "Description", "Descriptions", "format_descriptions", "motion_id_for", "parse_characters",
-    "parse_descriptions", "parse_locations", "parse_motions", "read_characters",
-    "read_descriptions", "read_locations", "read_motions", "scene_id_for", "write_descriptions",
-    "VoiceEntry", "VoiceMap", "format_voice_map", "parse_voice_map", "read_voice_map", "write_voice_map",
-    "Cue", "Srt", "format_srt", "parse_srt", "read_srt", "srt_timestamp", "write_srt",
-    "Attribute", "Scene", "SceneCharacter", "SceneList", "Story", "Utterance", "format_scene_line",
-    "format_scenes", "format_story", "gender_of", "parse_scene_line", "parse_scenes", "parse_story",
-    "read_scenes", "read_story", "write_scenes", "write_story",
-    "ScriptEntry", "ScriptTimeline", "Timeline", "TimelineEntry", "format_seconds", "format_timeline",
-    "format_timeline_script", "parse_timeline", "parse_timeline_script", "read_timeline",
-    "read_timeline_script", "timeline_total", "write_timeline", "write_timeline_script",
-]

@@ -8,12 +8,13 @@ written in the canonical spelling and an untouched one is left exactly as the us
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 from common.state.atomic import atomic_write_text
 from common.run.errors import InputError
@@ -40,6 +41,22 @@ class Layout:
     extras: tuple[tuple[int, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class TextFile:
+    """A file's values; `layout` (set when parsed) writes them back as the file that was read."""
+
+    layout: Layout | None = field(default=None, compare=False, repr=False, kw_only=True)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """Where a value was read: its 1-based line and the text written there (`raw`), which a writer
+    reuses while it still says the same. Neither takes part in comparing values."""
+
+    line_no: int | None = field(default=None, compare=False, kw_only=True)
+    raw: str | None = field(default=None, compare=False, repr=False, kw_only=True)
+
+
 def split_lines(text: str) -> tuple[list[str], Layout]:
     """Split on '\\n' only (not str.splitlines, which also breaks on U+2028 and friends
     that are legal inside a line of text); a file whose every line ends in CRLF keeps CRLF.
@@ -57,12 +74,37 @@ def split_lines(text: str) -> tuple[list[str], Layout]:
     return lines, Layout(newline=newline, final_newline=final_newline, bom=bom)
 
 
-def render(chunks: Sequence[str], layout: Layout, separator: Callable[[int], str | None] | None = None) -> str:
+def parse_lines(
+    text: str, source: str, parse_line: Callable[[str, str, int], T], *,
+    skip: Callable[[str], bool] = lambda line: not line.strip(),
+    key: Callable[[T], str] | None = None, clash: str = "",
+) -> tuple[tuple[T, ...], Layout]:
+    """The one-value-per-line loop: `skip`ped lines go to the layout, a `key` seen twice is an
+    error worded by `clash` (with {key} and {line}, the line it was first seen on)."""
+    lines, layout = split_lines(text)
+    extras: list[tuple[int, str]] = []
+    items: list[T] = []
+    seen: dict[str, int] = {}
+    for line_no, line in enumerate(lines, start=1):
+        if skip(line):
+            extras.append((len(items), line))
+            continue
+        item = parse_line(line, source, line_no)
+        if key is not None:
+            if key(item) in seen:
+                raise line_error(source, line_no, clash.format(key=key(item), line=seen[key(item)]))
+            seen[key(item)] = line_no
+        items.append(item)
+    return tuple(items), replace(layout, extras=tuple(extras))
+
+
+def render(chunks: Sequence[str], layout: Layout | None, separator: Callable[[int], str | None] | None = None) -> str:
     """Join rendered values (a chunk may span lines, joined by '\\n') with the extra lines.
 
     `separator(k)`, when given, returns a line that must stand before chunk k if no extra
     line was recorded there (SRT needs a blank line between cues, even for added ones).
     """
+    layout = layout or Layout()
     before: dict[int, list[str]] = defaultdict(list)
     for index, line in layout.extras:
         before[min(index, len(chunks))].append(line)
@@ -125,6 +167,11 @@ def check_tag(tag: str) -> str:
     return tag
 
 
+def check_time(value: float, what: str) -> None:
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{what} must be a finite number >= 0, not {value!r}")
+
+
 def check_one_line(text: str, what: str) -> str:
     if "\n" in text or "\r" in text:
         raise ValueError(f"{what} must be a single line: {text!r}")
@@ -154,5 +201,15 @@ def read_text(path: str | os.PathLike[str]) -> str:
         ) from None
 
 
-def write_text(path: str | os.PathLike[str], text: str) -> Path:
-    return atomic_write_text(path, text)
+def reader(parse: Callable[..., T]) -> Callable[..., T]:
+    """`read_x(path, **options)`: the file's text through `parse`, errors naming the file."""
+    def read(path: str | os.PathLike[str], **options: Any) -> T:
+        return parse(read_text(path), source=str(path), **options)
+    return read
+
+
+def writer(format_: Callable[..., str]) -> Callable[..., Path]:
+    """`write_x(path, value, ...)`: `format_(value, ...)` written atomically."""
+    def write(path: str | os.PathLike[str], value: Any, *args: Any, **options: Any) -> Path:
+        return atomic_write_text(path, format_(value, *args, **options))
+    return write

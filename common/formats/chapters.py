@@ -8,12 +8,12 @@ enough for the video description's chapter list.
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
-from common.formats._text import Layout, check_one_line, line_error, read_text, render, reuse_raw, snippet, split_lines, write_text
+from common.formats._text import (
+    Parsed, TextFile, check_one_line, line_error, reader, render, reuse_raw, snippet, split_lines, writer,
+)
 
 _TITLE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%\s*:\s*(.*?)\s*\Z")
 _SUMMARY_RE = re.compile(r"\s*SHORT_SUMMARY\s*:\s*(.*?)\s*\Z", re.I)
@@ -21,12 +21,10 @@ _EXPECTED = '"NN%: Title" followed by "SHORT_SUMMARY : text"'
 
 
 @dataclass(frozen=True)
-class Chapter:
+class Chapter(Parsed):
     percent: float
     title: str
     summary: str | None = None
-    line_no: int | None = field(default=None, compare=False)
-    raw: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.percent) or not 0 <= self.percent <= 100:
@@ -39,10 +37,9 @@ class Chapter:
 
 
 @dataclass(frozen=True)
-class Chapters:
+class Chapters(TextFile):
     chapters: tuple[Chapter, ...]
     source: str = field(default="chapters", compare=False)
-    layout: Layout | None = field(default=None, compare=False, repr=False)
 
 
 def _percent_text(percent: float) -> str:
@@ -124,15 +121,8 @@ def parse_chapters(text: str, *, source: str) -> Chapters:
 
 
 def format_chapters(chapters: Chapters) -> str:
-    return render([_format_chapter(c) for c in chapters.chapters], chapters.layout or Layout())
+    return render([_format_chapter(c) for c in chapters.chapters], chapters.layout)
 
 
-def read_chapters(path: str | os.PathLike[str]) -> Chapters:
-    return parse_chapters(read_text(path), source=str(path))
-
-
-def write_chapters(path: str | os.PathLike[str], chapters: Chapters) -> Path:
-    return write_text(path, format_chapters(chapters))
-
-
-__all__ = ["Chapter", "Chapters", "format_chapters", "parse_chapters", "read_chapters", "write_chapters"]
+read_chapters = reader(parse_chapters)
+write_chapters = writer(format_chapters)

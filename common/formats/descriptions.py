@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 from common.formats._text import (
-    Layout, check_one_line, line_error, read_text, render, reuse_raw, snippet, split_lines,
-    tag_problem, write_text,
+    Parsed, TextFile, check_one_line, line_error, parse_lines, read_text, render, reuse_raw, snippet, tag_problem,
+    writer,
 )
 from common.formats.story import LOCATION_ID_RE, SCENE_ID_RE
 
@@ -64,13 +64,11 @@ KINDS = {
 
 
 @dataclass(frozen=True)
-class Description:
+class Description(Parsed):
     """One key (a speaker tag, `loc_3`, `motion_1.2`) and its text."""
 
     key: str
     text: str
-    line_no: int | None = field(default=None, compare=False)
-    raw: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         check_one_line(self.key, "a description key")
@@ -80,19 +78,17 @@ class Description:
 
 
 @dataclass(frozen=True)
-class Descriptions:
+class Descriptions(TextFile):
     """The entries of one description file; `kind` is 'character', 'location' or 'motion'."""
 
     kind: str
     entries: tuple[Description, ...]
     source: str = field(default="descriptions", compare=False)
-    layout: Layout | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown description kind {self.kind!r}; one of {sorted(KINDS)}")
+        spec = _kind(self.kind)
         for entry in self.entries:
-            problem = KINDS[self.kind].key_problem(entry.key)
+            problem = spec.key_problem(entry.key)
             if problem:
                 raise ValueError(problem)
 
@@ -121,6 +117,12 @@ def scene_id_for(motion_id: str) -> str:
     return f"scene_{match.group(1)}.{match.group(2)}"
 
 
+def _kind(name: str) -> _Kind:
+    if name not in KINDS:
+        raise ValueError(f"unknown description kind {name!r}; one of {sorted(KINDS)}")
+    return KINDS[name]
+
+
 def _entry(kind: _Kind, line: str, source: str, line_no: int) -> Description:
     match = kind.line_re.match(line)
     if not match:
@@ -145,64 +147,29 @@ def _format_entry(kind: _Kind, entry: Description) -> str:
 
 
 def parse_descriptions(text: str, *, source: str, kind: str) -> Descriptions:
-    if kind not in KINDS:
-        raise ValueError(f"unknown description kind {kind!r}; one of {sorted(KINDS)}")
-    spec = KINDS[kind]
-    lines, layout = split_lines(text)
-    extras: list[tuple[int, str]] = []
-    entries: list[Description] = []
-    seen: dict[str, int] = {}
-    for index, line in enumerate(lines):
-        if not line.strip():
-            extras.append((len(entries), line))
-            continue
-        entry = _entry(spec, line, source, index + 1)
-        if entry.key in seen:
-            raise line_error(source, index + 1, f"{entry.key} is already described on line {seen[entry.key]}; keep one of the two lines.")
-        seen[entry.key] = index + 1
-        entries.append(entry)
-    return Descriptions(kind, tuple(entries), source=source, layout=replace(layout, extras=tuple(extras)))
-
-
-def parse_characters(text: str, *, source: str) -> Descriptions:
-    return parse_descriptions(text, source=source, kind="character")
-
-
-def parse_locations(text: str, *, source: str) -> Descriptions:
-    return parse_descriptions(text, source=source, kind="location")
-
-
-def parse_motions(text: str, *, source: str) -> Descriptions:
-    return parse_descriptions(text, source=source, kind="motion")
+    spec = _kind(kind)
+    entries, layout = parse_lines(
+        text, source, partial(_entry, spec), key=lambda e: e.key,
+        clash="{key} is already described on line {line}; keep one of the two lines.",
+    )
+    return Descriptions(kind, entries, source=source, layout=layout)
 
 
 def read_descriptions(path: str | os.PathLike[str], kind: str) -> Descriptions:
     return parse_descriptions(read_text(path), source=str(path), kind=kind)
 
 
-def read_characters(path: str | os.PathLike[str]) -> Descriptions:
-    return read_descriptions(path, "character")
-
-
-def read_locations(path: str | os.PathLike[str]) -> Descriptions:
-    return read_descriptions(path, "location")
-
-
-def read_motions(path: str | os.PathLike[str]) -> Descriptions:
-    return read_descriptions(path, "motion")
+parse_characters = partial(parse_descriptions, kind="character")
+parse_locations = partial(parse_descriptions, kind="location")
+parse_motions = partial(parse_descriptions, kind="motion")
+read_characters = partial(read_descriptions, kind="character")
+read_locations = partial(read_descriptions, kind="location")
+read_motions = partial(read_descriptions, kind="motion")
 
 
 def format_descriptions(descriptions: Descriptions) -> str:
     spec = KINDS[descriptions.kind]
-    return render([_format_entry(spec, e) for e in descriptions.entries], descriptions.layout or Layout())
+    return render([_format_entry(spec, e) for e in descriptions.entries], descriptions.layout)
 
 
-def write_descriptions(path: str | os.PathLike[str], descriptions: Descriptions) -> Path:
-    return write_text(path, format_descriptions(descriptions))
-
-
-__all__ = [
-    "Description", "Descriptions", "KINDS", "MOTION_ID_RE", "format_descriptions", "motion_id_for",
-    "parse_characters", "parse_descriptions", "parse_locations", "parse_motions", "read_characters",
-    "read_descriptions", "read_locations", "read_motions", "scene_id_for", "write_descriptions",
-]
+write_descriptions = writer(format_descriptions)

@@ -7,15 +7,13 @@ separates them, and a `#` after whitespace starts a comment.
 """
 from __future__ import annotations
 
-import os
 import re
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from common.formats._text import (
-    Layout, check_tag, line_error, read_text, render, reuse_raw, snippet, split_lines, tag_problem,
-    write_text,
+    Layout, Parsed, TextFile, check_tag, line_error, parse_lines, reader, render, reuse_raw, snippet, tag_problem,
+    writer,
 )
 
 _STEM_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
@@ -29,11 +27,9 @@ def _stem_problem(stem: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class VoiceEntry:
+class VoiceEntry(Parsed):
     speaker: str
     voice: str
-    line_no: int | None = field(default=None, compare=False)
-    raw: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         check_tag(self.speaker)
@@ -43,10 +39,9 @@ class VoiceEntry:
 
 
 @dataclass(frozen=True)
-class VoiceMap:
+class VoiceMap(TextFile):
     entries: tuple[VoiceEntry, ...]
     source: str = field(default="voice map", compare=False)
-    layout: Layout | None = field(default=None, compare=False, repr=False)
 
     def voice_for(self, speaker: str) -> str | None:
         return next((e.voice for e in self.entries if e.speaker == speaker), None)
@@ -80,20 +75,11 @@ def _entry(line: str, source: str, line_no: int) -> VoiceEntry:
 
 
 def parse_voice_map(text: str, *, source: str) -> VoiceMap:
-    lines, layout = split_lines(text)
-    extras: list[tuple[int, str]] = []
-    entries: list[VoiceEntry] = []
-    seen: dict[str, int] = {}
-    for index, line in enumerate(lines):
-        if not line.strip() or line.lstrip().startswith("#"):
-            extras.append((len(entries), line))
-            continue
-        entry = _entry(line, source, index + 1)
-        if entry.speaker in seen:
-            raise line_error(source, index + 1, f"{entry.speaker} already has a voice on line {seen[entry.speaker]}; keep one of the two lines.")
-        seen[entry.speaker] = index + 1
-        entries.append(entry)
-    return VoiceMap(tuple(entries), source=source, layout=replace(layout, extras=tuple(extras)))
+    entries, layout = parse_lines(
+        text, source, _entry, skip=lambda line: not line.strip() or line.lstrip().startswith("#"),
+        key=lambda e: e.speaker, clash="{key} already has a voice on line {line}; keep one of the two lines.",
+    )
+    return VoiceMap(entries, source=source, layout=layout)
 
 
 def format_voice_map(voice_map: VoiceMap, header: Sequence[str] = ()) -> str:
@@ -110,12 +96,5 @@ def format_voice_map(voice_map: VoiceMap, header: Sequence[str] = ()) -> str:
     return render(lines, layout)
 
 
-def read_voice_map(path: str | os.PathLike[str]) -> VoiceMap:
-    return parse_voice_map(read_text(path), source=str(path))
-
-
-def write_voice_map(path: str | os.PathLike[str], voice_map: VoiceMap, header: Sequence[str] = ()) -> Path:
-    return write_text(path, format_voice_map(voice_map, header))
-
-
-__all__ = ["VoiceEntry", "VoiceMap", "format_voice_map", "parse_voice_map", "read_voice_map", "write_voice_map"]
+read_voice_map = reader(parse_voice_map)
+write_voice_map = writer(format_voice_map)

@@ -7,13 +7,12 @@ and more than two hour digits are accepted on reading.
 """
 from __future__ import annotations
 
-import math
-import os
 import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
-from common.formats._text import Layout, line_error, read_text, render, reuse_raw, snippet, split_lines, write_text
+from common.formats._text import (
+    Layout, Parsed, TextFile, check_time, line_error, reader, render, reuse_raw, snippet, split_lines, writer,
+)
 
 _TIME = r"(\d+):([0-5]\d):([0-5]\d)[,.](\d{3})"
 _TIMING_RE = re.compile(rf"\s*{_TIME}\s*-->\s*{_TIME}(.*)\Z")
@@ -22,8 +21,7 @@ _INDEX_RE = re.compile(r"\s*(\d+)\s*\Z")
 
 def srt_timestamp(seconds: float) -> str:
     """`HH:MM:SS,mmm`, rounded to the millisecond."""
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"a subtitle time must be a finite number >= 0, not {seconds!r}")
+    check_time(seconds, "a subtitle time")
     millis = round(seconds * 1000)
     hours, millis = divmod(millis, 3_600_000)
     minutes, millis = divmod(millis, 60_000)
@@ -36,20 +34,17 @@ def _seconds(h: str, m: str, s: str, ms: str) -> float:
 
 
 @dataclass(frozen=True)
-class Cue:
+class Cue(Parsed):
     """One subtitle; `text` may hold several lines joined by '\\n' but no blank line."""
 
     index: int | None
     start: float
     end: float
     text: str
-    line_no: int | None = field(default=None, compare=False)
-    raw: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for value in (self.start, self.end):
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"a subtitle time must be a finite number >= 0, not {value!r}")
+            check_time(value, "a subtitle time")
         if self.end < self.start:
             raise ValueError(f"cue ends ({self.end}) before it starts ({self.start})")
         if any(not line.strip() for line in self.text.split("\n")) and self.text:
@@ -59,10 +54,9 @@ class Cue:
 
 
 @dataclass(frozen=True)
-class Srt:
+class Srt(TextFile):
     cues: tuple[Cue, ...]
     source: str = field(default="subtitles", compare=False)
-    layout: Layout | None = field(default=None, compare=False, repr=False)
 
 
 def _parse_block(block: list[str], source: str, first_line_no: int) -> Cue:
@@ -122,12 +116,5 @@ def format_srt(srt: Srt) -> str:
     return render([_format_cue(c) for c in srt.cues], layout, separator=lambda k: "" if k else None)
 
 
-def read_srt(path: str | os.PathLike[str]) -> Srt:
-    return parse_srt(read_text(path), source=str(path))
-
-
-def write_srt(path: str | os.PathLike[str], srt: Srt) -> Path:
-    return write_text(path, format_srt(srt))
-
-
-__all__ = ["Cue", "Srt", "format_srt", "parse_srt", "read_srt", "srt_timestamp", "write_srt"]
+read_srt = reader(parse_srt)
+write_srt = writer(format_srt)

@@ -16,16 +16,14 @@ upper-case tag is an error that names the lowercase spelling.
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Iterable
 
 from common.run.errors import InputError
 from common.formats._text import (
-    Layout, check_one_line, check_tag, line_error, read_text, render, reuse_raw,
-    snippet, split_lines, tag_problem, write_text,
+    Layout, Parsed, TextFile, check_one_line, check_tag, line_error, parse_lines, reader, render, reuse_raw,
+    snippet, split_lines, tag_problem, writer,
 )
 
 SCENE_ID_RE = re.compile(r"scene_(\d+)\.(\d+)\Z")
@@ -37,6 +35,9 @@ _QUOTED_RE = re.compile(r'"(.*)"(;?)\Z', re.S)
 # Between the tag and the words: whitespace (a line break when the words are on the next
 # line), and a colon LLMs like to add (`[tag]: text`) when whitespace or the end follows it.
 _GAP_RE = re.compile(r"(?::(?=\s|\Z))?\s*")
+# The bracketed groups of a scene line: opener, closer and the token each makes.
+_GROUPS = (("{{", "}}", "loc"), ("((", "))", "char"), ("{", "}", "attr"))
+_SCENE_CLASH = "{key} is already used on line {line}; give each scene its own id."
 
 # Words that name a gender when they appear as a token of a speaker tag. The seed's rule is
 # the male_/female_ prefix; its own stories also use `unknown_male_shadow`, so any token counts
@@ -112,7 +113,7 @@ class SceneCharacter:
 
 
 @dataclass(frozen=True)
-class Scene:
+class Scene(Parsed):
     """One scene line. `raw` keeps the user's spelling; `format_scene_line` reuses it while valid."""
 
     scene_id: str
@@ -120,8 +121,6 @@ class Scene:
     location_description: str | None = None
     setting: tuple[Attribute, ...] = ()
     characters: tuple[SceneCharacter, ...] = ()
-    line_no: int | None = field(default=None, compare=False)
-    raw: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not SCENE_ID_RE.match(self.scene_id):
@@ -152,14 +151,12 @@ class Scene:
 
 
 @dataclass(frozen=True)
-class Utterance:
+class Utterance(Parsed):
     """One spoken line. `text` is what is said: the seed's `"...";` wrapping is removed."""
 
     speaker: str
     text: str
     scene: Scene | None = None
-    line_no: int | None = field(default=None, compare=False)
-    raw: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         check_tag(self.speaker)
@@ -183,12 +180,11 @@ def _locations(scenes: Iterable[Scene]) -> dict[str, str | None]:
 
 
 @dataclass(frozen=True)
-class Story:
+class Story(TextFile):
     """A parsed story. `source` names the file in later error messages."""
 
     utterances: tuple[Utterance, ...]
     source: str = field(default="story", compare=False)
-    layout: Layout | None = field(default=None, compare=False, repr=False)
 
     def speakers(self) -> tuple[str, ...]:
         """Speaker tags in the order they first speak (the order voices are assigned in)."""
@@ -216,12 +212,11 @@ class Story:
 
 
 @dataclass(frozen=True)
-class SceneList:
+class SceneList(TextFile):
     """`3.scene.txt`: scene lines without the utterances."""
 
     scenes: tuple[Scene, ...]
     source: str = field(default="scenes", compare=False)
-    layout: Layout | None = field(default=None, compare=False, repr=False)
 
     def get(self, scene_id: str) -> Scene | None:
         return next((s for s in self.scenes if s.scene_id == scene_id), None)
@@ -246,29 +241,17 @@ def _scene_tokens(body: str, source: str, line_no: int, offset: int) -> list[tup
 
     while i < n:
         char = body[i]
+        group = next((g for g in _GROUPS if body.startswith(g[0], i)), None)
         if char.isspace() or char in ",;":
             i += 1
-        elif body.startswith("{{", i):
-            end = body.find("}}", i + 2)
-            content = body[i + 2:end] if end >= 0 else ""
-            if end < 0 or "{" in content or "}" in content:
-                raise fail(i, 'unbalanced "{{"', 'every "{{" needs its "}}"')
-            tokens.append(("loc", content, offset + i + 1))
-            i = end + 2
-        elif body.startswith("((", i):
-            end = body.find("))", i + 2)
-            content = body[i + 2:end] if end >= 0 else ""
-            if end < 0 or "(" in content or ")" in content:
-                raise fail(i, 'unbalanced "(("', 'every "((" needs its "))"')
-            tokens.append(("char", content, offset + i + 1))
-            i = end + 2
-        elif char == "{":
-            end = body.find("}", i + 1)
-            content = body[i + 1:end] if end >= 0 else ""
-            if end < 0 or "{" in content:
-                raise fail(i, 'unbalanced "{"', 'every "{" needs its "}"')
-            tokens.append(("attr", content, offset + i + 1))
-            i = end + 1
+        elif group is not None:
+            opener, closer, kind = group
+            end = body.find(closer, i + len(opener))
+            content = body[i + len(opener):end] if end >= 0 else ""
+            if end < 0 or opener[0] in content or closer[0] in content:
+                raise fail(i, f'unbalanced "{opener}"', f'every "{opener}" needs its "{closer}"')
+            tokens.append((kind, content, offset + i + 1))
+            i = end + len(closer)
         elif char in "})":
             raise fail(i, f'unbalanced "{char}"', "it has no opening bracket")
         elif char in "([":
@@ -433,7 +416,8 @@ def parse_story(text: str, *, source: str) -> Story:
                 raise line_error(source, line_no, f"a second scene line for the utterance on line {last.line_no}; each utterance has at most one, so merge or remove one.")
             scene = parse_scene_line(line, source=source, line_no=line_no)
             if scene.scene_id in scene_lines:
-                raise line_error(source, line_no, f"{scene.scene_id} is already used on line {scene_lines[scene.scene_id]}; give each scene its own id.")
+                clash = _SCENE_CLASH.format(key=scene.scene_id, line=scene_lines[scene.scene_id])
+                raise line_error(source, line_no, clash)
             scene_lines[scene.scene_id] = line_no
             utterances[-1] = replace(last, scene=scene)
             items += 1
@@ -465,50 +449,28 @@ def format_story(story: Story) -> str:
     return render(chunks, layout)
 
 
-def read_story(path: str | os.PathLike[str]) -> Story:
-    return parse_story(read_text(path), source=str(path))
-
-
-def write_story(path: str | os.PathLike[str], story: Story) -> Path:
-    return write_text(path, format_story(story))
+read_story = reader(parse_story)
+write_story = writer(format_story)
 
 
 # ---------------------------------------------------------------- 3.scene.txt
 
+def _scene_entry(line: str, source: str, line_no: int) -> Scene:
+    if not line.lstrip().startswith("("):
+        raise line_error(source, line_no, f'expected a scene line "(scene_<part>.<n>) ..." but found '
+                                          f'{snippet(line)}; fix the line or remove it.')
+    return parse_scene_line(line, source=source, line_no=line_no)
+
+
 def parse_scenes(text: str, *, source: str) -> SceneList:
     """`3.scene.txt`: one scene line per line; blank lines are ignored."""
-    lines, layout = split_lines(text)
-    extras: list[tuple[int, str]] = []
-    scenes: list[Scene] = []
-    seen: dict[str, int] = {}
-    for index, line in enumerate(lines):
-        if not line.strip():
-            extras.append((len(scenes), line))
-            continue
-        if not line.lstrip().startswith("("):
-            raise line_error(source, index + 1, f'expected a scene line "(scene_<part>.<n>) ..." but found {snippet(line)}; fix the line or remove it.')
-        scene = parse_scene_line(line, source=source, line_no=index + 1)
-        if scene.scene_id in seen:
-            raise line_error(source, index + 1, f"{scene.scene_id} is already used on line {seen[scene.scene_id]}; give each scene its own id.")
-        seen[scene.scene_id] = index + 1
-        scenes.append(scene)
-    return SceneList(tuple(scenes), source=source, layout=replace(layout, extras=tuple(extras)))
+    scenes, layout = parse_lines(text, source, _scene_entry, key=lambda s: s.scene_id, clash=_SCENE_CLASH)
+    return SceneList(scenes, source=source, layout=layout)
 
 
 def format_scenes(scenes: SceneList) -> str:
-    return render([format_scene_line(s) for s in scenes.scenes], scenes.layout or Layout())
+    return render([format_scene_line(s) for s in scenes.scenes], scenes.layout)
 
 
-def read_scenes(path: str | os.PathLike[str]) -> SceneList:
-    return parse_scenes(read_text(path), source=str(path))
-
-
-def write_scenes(path: str | os.PathLike[str], scenes: SceneList) -> Path:
-    return write_text(path, format_scenes(scenes))
-
-
-__all__ = [
-    "Attribute", "Scene", "SceneCharacter", "SceneList", "Story", "Utterance",
-    "format_scene_line", "format_scenes", "format_story", "gender_of", "parse_scene_line",
-    "parse_scenes", "parse_story", "read_scenes", "read_story", "write_scenes", "write_story",
-]
+read_scenes = reader(parse_scenes)
+write_scenes = writer(format_scenes)

@@ -10,15 +10,13 @@ line it replaces (separator, at least as many decimals). New values are written 
 from __future__ import annotations
 
 import math
-import os
 import re
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
 from common.formats._text import (
-    TAG_PATTERN, Layout, check_one_line, check_tag, line_error, read_text, render, reuse_raw,
-    snippet, split_lines, write_text,
+    TAG_PATTERN, Parsed, TextFile, check_one_line, check_tag, check_time, line_error, parse_lines, reader, render,
+    reuse_raw, snippet, writer,
 )
 from common.formats.story import SCENE_ID_RE, Scene, parse_scene_line
 
@@ -35,8 +33,7 @@ class _HasSeconds(Protocol):
 
 def format_seconds(seconds: float, places: int = DEFAULT_PLACES) -> str:
     """A duration spelled the same way every time (`2.920`), for files we write."""
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"a duration must be a finite number >= 0, not {seconds!r}")
+    check_time(seconds, "a duration")
     return f"{abs(seconds):.{places}f}"
 
 
@@ -45,9 +42,15 @@ def timeline_total(entries: Iterable[_HasSeconds]) -> float:
     return math.fsum(entry.seconds for entry in entries)
 
 
-def _check_seconds(seconds: float) -> None:
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"a duration must be a finite number >= 0, not {seconds!r}")
+def written_seconds(entry: TimelineEntry) -> str | None:
+    """The duration as the file spells it (`2.920000`), None for an entry made in code."""
+    match = _LINE_RE.match(entry.raw) if entry.raw is not None else None
+    return match.group(1) if match else None
+
+
+def written_places(number: str | None) -> int:
+    """Decimal places of a spelled duration: `2.920000` -> 6."""
+    return len(number) - number.index(".") - 1 if number and "." in number else 0
 
 
 @dataclass(frozen=True)
@@ -60,9 +63,7 @@ def _spelling(raw: str | None, default_separator: str = ": ") -> _Spelling:
     match = _LINE_RE.match(raw) if raw is not None else None
     if match is None:
         return _Spelling(DEFAULT_PLACES, default_separator)
-    number = match.group(1)
-    places = len(number) - number.index(".") - 1 if "." in number else 0
-    return _Spelling(max(DEFAULT_PLACES, places), match.group(2))
+    return _Spelling(max(DEFAULT_PLACES, written_places(match.group(1))), match.group(2))
 
 
 def _split(line: str, source: str, line_no: int, expected: str) -> tuple[float, str]:
@@ -75,40 +76,37 @@ def _split(line: str, source: str, line_no: int, expected: str) -> tuple[float, 
 # ---------------------------------------------------------------- plain timelines
 
 @dataclass(frozen=True)
-class TimelineEntry:
+class TimelineEntry(Parsed):
     """One segment: how long it lasts and what it is (a transcript piece, an SFX, "Silence")."""
 
     seconds: float
     text: str
-    line_no: int | None = field(default=None, compare=False)
-    raw: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        _check_seconds(self.seconds)
+        check_time(self.seconds, "a duration")
         check_one_line(self.text, "a timeline entry's text")
 
 
-@dataclass(frozen=True)
-class Timeline:
-    entries: tuple[TimelineEntry, ...]
-    source: str = field(default="timeline", compare=False)
-    layout: Layout | None = field(default=None, compare=False, repr=False)
+class _Durations:
+    entries: tuple[_HasSeconds, ...]
 
     def total(self) -> float:
         return timeline_total(self.entries)
 
     def starts(self) -> tuple[float, ...]:
         """Each entry's start time: the durations summed before it."""
-        return _starts(self.entries)
+        out: list[float] = []
+        done: list[float] = []
+        for entry in self.entries:
+            out.append(math.fsum(done))
+            done.append(entry.seconds)
+        return tuple(out)
 
 
-def _starts(entries: Iterable[_HasSeconds]) -> tuple[float, ...]:
-    out: list[float] = []
-    done: list[float] = []
-    for entry in entries:
-        out.append(math.fsum(done))
-        done.append(entry.seconds)
-    return tuple(out)
+@dataclass(frozen=True)
+class Timeline(_Durations, TextFile):
+    entries: tuple[TimelineEntry, ...]
+    source: str = field(default="timeline", compare=False)
 
 
 def _reparse_entry(raw: str) -> TimelineEntry:
@@ -124,36 +122,29 @@ def _format_entry(entry: TimelineEntry) -> str:
     return f"{format_seconds(entry.seconds, spelling.places)}{spelling.separator}{entry.text}"
 
 
+def _entry(line: str, source: str, line_no: int) -> TimelineEntry:
+    seconds, body = _split(line, source, line_no, '"<seconds>: <text>" (e.g. "2.92: Silence")')
+    return TimelineEntry(seconds, body, line_no=line_no, raw=line)
+
+
 def parse_timeline(text: str, *, source: str) -> Timeline:
     """2.timeline.txt, 3.timing.txt, 4.sfx.txt; blank lines are ignored."""
-    lines, layout = split_lines(text)
-    extras: list[tuple[int, str]] = []
-    entries: list[TimelineEntry] = []
-    for index, line in enumerate(lines):
-        if not line.strip():
-            extras.append((len(entries), line))
-            continue
-        seconds, body = _split(line, source, index + 1, '"<seconds>: <text>" (e.g. "2.92: Silence")')
-        entries.append(TimelineEntry(seconds, body, line_no=index + 1, raw=line))
-    return Timeline(tuple(entries), source=source, layout=replace(layout, extras=tuple(extras)))
+    entries, layout = parse_lines(text, source, _entry)
+    return Timeline(entries, source=source, layout=layout)
 
 
 def format_timeline(timeline: Timeline) -> str:
-    return render([_format_entry(e) for e in timeline.entries], timeline.layout or Layout())
+    return render([_format_entry(e) for e in timeline.entries], timeline.layout)
 
 
-def read_timeline(path: str | os.PathLike[str]) -> Timeline:
-    return parse_timeline(read_text(path), source=str(path))
-
-
-def write_timeline(path: str | os.PathLike[str], timeline: Timeline) -> Path:
-    return write_text(path, format_timeline(timeline))
+read_timeline = reader(parse_timeline)
+write_timeline = writer(format_timeline)
 
 
 # ---------------------------------------------------------------- 2.timeline.script.txt
 
 @dataclass(frozen=True)
-class ScriptEntry:
+class ScriptEntry(Parsed):
     """Which scene shows while whom speaks, for how long; a pause has no scene or speaker.
 
     `description` is the scene line after its id (`{{loc_1}}, {...}; ((tag)){...};`).
@@ -164,11 +155,9 @@ class ScriptEntry:
     description: str | None
     speaker: str | None
     text: str
-    line_no: int | None = field(default=None, compare=False)
-    raw: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        _check_seconds(self.seconds)
+        check_time(self.seconds, "a duration")
         check_one_line(self.text, "a timeline entry's text")
         if self.scene_id is None:
             if self.description is not None or self.speaker is not None:
@@ -195,16 +184,9 @@ class ScriptEntry:
 
 
 @dataclass(frozen=True)
-class ScriptTimeline:
+class ScriptTimeline(_Durations, TextFile):
     entries: tuple[ScriptEntry, ...]
     source: str = field(default="timeline script", compare=False)
-    layout: Layout | None = field(default=None, compare=False, repr=False)
-
-    def total(self) -> float:
-        return timeline_total(self.entries)
-
-    def starts(self) -> tuple[float, ...]:
-        return _starts(self.entries)
 
 
 _SCRIPT_EXPECTED = (
@@ -236,32 +218,13 @@ def _format_script_entry(entry: ScriptEntry) -> str:
 
 
 def parse_timeline_script(text: str, *, source: str) -> ScriptTimeline:
-    lines, layout = split_lines(text)
-    extras: list[tuple[int, str]] = []
-    entries: list[ScriptEntry] = []
-    for index, line in enumerate(lines):
-        if not line.strip():
-            extras.append((len(entries), line))
-            continue
-        entries.append(_script_entry(line, source, index + 1))
-    return ScriptTimeline(tuple(entries), source=source, layout=replace(layout, extras=tuple(extras)))
+    entries, layout = parse_lines(text, source, _script_entry)
+    return ScriptTimeline(entries, source=source, layout=layout)
 
 
 def format_timeline_script(timeline: ScriptTimeline) -> str:
-    return render([_format_script_entry(e) for e in timeline.entries], timeline.layout or Layout())
+    return render([_format_script_entry(e) for e in timeline.entries], timeline.layout)
 
 
-def read_timeline_script(path: str | os.PathLike[str]) -> ScriptTimeline:
-    return parse_timeline_script(read_text(path), source=str(path))
-
-
-def write_timeline_script(path: str | os.PathLike[str], timeline: ScriptTimeline) -> Path:
-    return write_text(path, format_timeline_script(timeline))
-
-
-__all__ = [
-    "ScriptEntry", "ScriptTimeline", "Timeline", "TimelineEntry", "format_seconds",
-    "format_timeline", "format_timeline_script", "parse_timeline", "parse_timeline_script",
-    "read_timeline", "read_timeline_script", "timeline_total", "write_timeline",
-    "write_timeline_script",
-]
+read_timeline_script = reader(parse_timeline_script)
+write_timeline_script = writer(format_timeline_script)
