@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 import common.services.comfyui.client as client_module
-from common.services.comfyui.client import (
-    ComfyClient,
+from common.services.comfyui.client import ComfyClient, Progress
+from common.services.comfyui.errors import (
     ExecutionError,
     JobInterruptedError,
     JobLostError,
@@ -21,7 +21,6 @@ from common.services.comfyui.client import (
     MissingModelError,
     MissingNodeError,
     OutOfMemoryJobError,
-    Progress,
 )
 from common.services.comfyui.workflow import Workflow
 from common.run.errors import JobError, ServiceError

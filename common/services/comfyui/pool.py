@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from common.run import cancel
-from common.services.comfyui.client import (
-    ComfyClient, JobLostError, JobStalledError, OutOfMemoryJobError, ProgressCallback, ServerAnswerError,
-    ServerStuckError,
+from common.services.comfyui.client import ComfyClient, ProgressCallback
+from common.services.comfyui.errors import (
+    JobLostError, JobStalledError, OutOfMemoryJobError, ServerAnswerError, ServerStuckError,
 )
 from common.run.errors import ConfigError, ServiceError
 
