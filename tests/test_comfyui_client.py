@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import common.services.comfyui.client as client_module
-from common.services.comfyui.client import ComfyClient, Progress
+from common.services.comfyui.client import ComfyClient
 from common.services.comfyui.errors import (
     ExecutionError,
     JobInterruptedError,
@@ -22,6 +22,7 @@ from common.services.comfyui.errors import (
     MissingNodeError,
     OutOfMemoryJobError,
 )
+from common.services.comfyui.messages import Progress
 from common.services.comfyui.workflow import Workflow
 from common.run.errors import JobError, ServiceError
 from tests.fakes import FakeServer, start_fake_comfyui

@@ -12,7 +12,6 @@ import json
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import quote, urlsplit
@@ -26,6 +25,7 @@ from common.services.comfyui.errors import (
     ComfyJobError, JobLostError, JobStalledError, JobTimeoutError, ServerAnswerError, ServerStuckError,
     checked_entry, describe_rejection, find_problems, first_line, succeeded,
 )
+from common.services.comfyui.messages import ProgressCallback, read_message, receive
 from common.services.comfyui.outputs import output_items, safe_filename, unique_name
 from common.services.net import is_loopback_url
 from common.state.atomic import atomic_path
@@ -33,20 +33,6 @@ from common.state.atomic import atomic_path
 _SERVER_GONE_AFTER = 5.0  # seconds of connection failures mid-wait before we call the server dead
 _GET_ATTEMPTS = 3  # a GET that meets a refused connection or a 5xx is tried this often
 _RETRY_PAUSE = 0.5  # seconds before the first retry, doubled after each
-_SIGNS_OF_LIFE = {"execution_start", "execution_cached", "executing", "progress", "progress_state", "executed"}
-
-
-@dataclass(frozen=True)
-class Progress:
-    """One progress report: `node` started (value == max == 0) or a sampler step `value`/`max`."""
-
-    prompt_id: str
-    node: str | None
-    value: int
-    max: int
-
-
-ProgressCallback = Callable[[Progress], None]
 
 
 def job_id(prompt: dict[str, Any]) -> str:
@@ -356,11 +342,11 @@ class ComfyClient:
             if stall_timeout and last_sign is not None and now - last_sign > stall_timeout:
                 self._stop_stalled(pid, stall_timeout)
             if sock is not None:
-                raw, sock = self._receive(sock, max(0.05, min(0.5, deadline - now, max(next_poll - now, 0.05))))
+                raw, sock = receive(sock, max(0.05, min(0.5, deadline - now, max(next_poll - now, 0.05))))
                 if sock is None:
                     poll_every, next_poll, last_sign = 0.25, 0.0, None  # the socket failed: /history polling carries on
                 elif raw is not None:
-                    said = self._handle_message(pid, raw, on_progress)
+                    said = read_message(pid, raw, on_progress)
                     if said == "end":
                         poll_every, next_poll, last_sign = 0.1, 0.0, None  # its history entry is (nearly) there
                     elif said == "sign":
@@ -407,19 +393,6 @@ class ComfyClient:
             f"ComfyUI at {self.base_url} did not stop job {pid} after it stalled for {stall_timeout:g} s: "
             "restart ComfyUI (the pipeline restarts a ComfyUI it started itself) and run again; finished work is kept.")
 
-    @staticmethod
-    def _receive(sock: websocket.WebSocket, wait: float) -> tuple[str | None, websocket.WebSocket | None]:
-        """One text frame (None on timeout or for binary previews); the socket, or None once it failed."""
-        try:
-            sock.settimeout(wait)
-            raw = sock.recv()
-        except websocket.WebSocketTimeoutException:
-            return None, sock
-        except (websocket.WebSocketException, OSError, ValueError):
-            sock.close()
-            return None, None
-        return (raw if isinstance(raw, str) else None), sock
-
     def _poll(self, pid: str, *, check_known: bool) -> dict[str, Any] | None:
         """The history entry, None while the job is queued or running; JobLostError if ComfyUI forgot it."""
         entry = self.history(pid)
@@ -435,29 +408,6 @@ class ComfyClient:
         state = self.queue_state()
         return any(len(item) > 1 and item[1] == pid
                    for key in ("queue_running", "queue_pending") for item in state.get(key, []))
-
-    def _handle_message(self, pid: str, raw: str, on_progress: ProgressCallback | None) -> str | None:
-        """React to one socket message: "end" when it says our job ended, "sign" for any other
-        news of our job (it is alive), None for everything else."""
-        try:
-            message = json.loads(raw)
-        except ValueError:
-            return None
-        data = message.get("data") if isinstance(message, dict) else None
-        if not isinstance(data, dict) or data.get("prompt_id") != pid:
-            return None  # status, other clients' jobs, other prompts
-        kind = message.get("type")
-        if kind == "executing":
-            if data.get("node") is None:
-                return "end"
-            if on_progress:
-                on_progress(Progress(pid, str(data["node"]), 0, 0))
-        elif kind == "progress" and on_progress:
-            on_progress(Progress(pid, str(data.get("node")) if data.get("node") is not None else None,
-                                 int(data.get("value", 0)), int(data.get("max", 0))))
-        if kind in ("execution_success", "execution_error", "execution_interrupted"):
-            return "end"
-        return "sign" if kind in _SIGNS_OF_LIFE else None
 
     # ------------------------------------------------------------------ outputs
     output_items = staticmethod(output_items)

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from common.run import cancel
-from common.services.comfyui.client import ComfyClient, ProgressCallback
+from common.services.comfyui.client import ComfyClient
+from common.services.comfyui.messages import ProgressCallback
 from common.services.comfyui.errors import (
     JobLostError, JobStalledError, OutOfMemoryJobError, ServerAnswerError, ServerStuckError,
 )
