@@ -35,7 +35,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ import jsonschema
 import openai
 
 from common.services.net import is_loopback_url
+from common.services.say import say_on_stderr
 from common.run.errors import ConfigError, InputError, JobError, ServiceError
 
 DEFAULT_BASE_URL = "http://127.0.0.1:1234/v1"
@@ -228,7 +228,7 @@ class LLMClient:
         self.max_retries = max(0, int(max_retries))
         self.transport_retries = max(0, int(transport_retries))
         self.retry_pause = max(0.0, float(retry_pause))
-        self._log = log or _log_to_stderr
+        self._log = log or say_on_stderr
         # A local server must not be reached through the user's HTTP(S)_PROXY.
         http_client = openai.DefaultHttpxClient(trust_env=False) if is_loopback_url(self.base_url) else None
         # max_retries=0: the openai client would retry silently; _send retries visibly instead.
@@ -521,10 +521,6 @@ class LLMClient:
 
         return self._ask(messages, parse, temperature=temperature, max_tokens=max_tokens,
                          correction="Answer again about the same image, with only the answer itself.")
-
-
-def _log_to_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:

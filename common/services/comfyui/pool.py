@@ -19,7 +19,6 @@ about graphs and the scripts about items. The rules, all bounded and all logged:
 from __future__ import annotations
 
 import re
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -34,16 +33,12 @@ from common.services.comfyui.errors import (
     JobLostError, JobStalledError, OutOfMemoryJobError, ServerAnswerError, ServerStuckError,
 )
 from common.run.errors import ConfigError, ServiceError
+from common.services.say import Say, say_on_stderr
 
 #: (server, lowered) -> API-format prompt. Called again for every attempt, on whichever server.
 JobBuilder = Callable[[ComfyClient, bool], dict[str, Any]]
-Say = Callable[[str], None]
 
 _REVIVE_AFTER = 5.0  # seconds before a server that stopped answering is asked again
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def server_urls(value: str) -> list[str]:
@@ -85,7 +80,7 @@ class ComfyPool:
     """The ComfyUI servers of a run; safe to use from several threads at once."""
 
     def __init__(self, urls: Sequence[str], *, recovery: Recovery | None = None, request_timeout: float = 30.0,
-                 say: Say = _stderr) -> None:
+                 say: Say = say_on_stderr) -> None:
         self.urls = list(urls)
         if not self.urls:
             raise ConfigError("no ComfyUI server given; set COMFYUI_BASE_URL.")
@@ -100,7 +95,7 @@ class ComfyPool:
         self._clients: list[ComfyClient] = []
 
     @classmethod
-    def from_settings(cls, settings: Any, say: Say = _stderr) -> "ComfyPool":
+    def from_settings(cls, settings: Any, say: Say = say_on_stderr) -> "ComfyPool":
         return cls(server_urls(settings.COMFYUI_BASE_URL), recovery=Recovery.from_settings(settings), say=say)
 
     @property
