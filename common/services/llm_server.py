@@ -81,6 +81,14 @@ class LLMService(ManagedServer):
             )
         return out
 
+    def _lms_reported(self, *args: str, done: str) -> None:
+        """An lms command whose failure is only told (freeing, stopping): the run goes on either way."""
+        code, out, err = self._lms(*args)
+        if code == 0:
+            self.say(done)
+        else:
+            self.say(f"services: `lms {' '.join(args)}` failed (exit {code}): {_last_line(err or out)}")
+
     def is_lm_studio(self) -> bool:
         """Whether the server at base_url is LM Studio's, i.e. `lms` can free it.
 
@@ -97,12 +105,10 @@ class LLMService(ManagedServer):
                 self._is_lm_studio = code == 0 and _status_says_running_on(f"{out}\n{err}", port_of(self.base_url))
         return self._is_lm_studio
 
-    def plan_start(self) -> str:
-        if self._started:
-            return f"keep the {self.name} running (ours)"
-        if self.answers():
-            return f"adopt the {self.name} already running at {self.base_url} (it will only be freed, never stopped)"
-        self._check_startable()
+    def _keep_plan(self) -> str:
+        return f"keep the {self.name} running (ours)"
+
+    def _start_plan(self) -> str:
         load = f", then `lms load {self.model} -y`" if self._model_to_load() else ""
         return f"start the {self.name}: `lms server start --port {port_of(self.base_url)}`{load}"
 
@@ -182,11 +188,7 @@ class LLMService(ManagedServer):
 
     def free(self) -> None:
         if self.is_lm_studio():
-            code, out, err = self._lms("unload", "--all")
-            if code == 0:
-                self.say(f"services: freed the {self.name} (`lms unload --all`)")
-            else:
-                self.say(f"services: `lms unload --all` failed (exit {code}): {_last_line(err or out)}")
+            self._lms_reported("unload", "--all", done=f"services: freed the {self.name} (`lms unload --all`)")
         else:
             self.say(f"services: the {self.name} at {self.base_url} is not LM Studio; nothing to free "
                      "(it manages its own memory)")
@@ -199,11 +201,7 @@ class LLMService(ManagedServer):
             return
         self.free()
         self._started = False
-        code, out, err = self._lms("server", "stop")
-        if code == 0:
-            self.say(f"services: stopped the {self.name} (`lms server stop`)")
-        else:
-            self.say(f"services: `lms server stop` failed (exit {code}): {_last_line(err or out)}")
+        self._lms_reported("server", "stop", done=f"services: stopped the {self.name} (`lms server stop`)")
         self._is_lm_studio = None
 
 

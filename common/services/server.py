@@ -40,6 +40,25 @@ class ManagedServer:
     def answers(self, timeout: float = CHECK_TIMEOUT) -> bool:
         return http_answers(f"{self.base_url}{self.health_path}", timeout)
 
+    def plan_start(self) -> str:
+        """What ensure_running would do, for --dry-run; only a quick connection check."""
+        if self.started_by_us:
+            return self._keep_plan()
+        if self.answers():
+            return f"adopt the {self.name} already running at {self.base_url} (it will only be freed, never stopped)"
+        self._check_startable()
+        return self._start_plan()
+
+    def _keep_plan(self) -> str:
+        raise NotImplementedError
+
+    def _start_plan(self) -> str:
+        raise NotImplementedError
+
+    def _check_startable(self) -> None:
+        """Raise ServiceError saying why this server cannot be started from here, if it cannot."""
+        raise NotImplementedError
+
     def free(self) -> None:
         raise NotImplementedError
 

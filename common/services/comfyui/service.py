@@ -58,13 +58,10 @@ class ComfyUIService(ManagedServer):
         return [self.python_exe, "main.py", "--listen", "127.0.0.1", "--port", str(port_of(self.base_url)),
                 *self.extra_args]
 
-    def plan_start(self) -> str:
-        """What ensure_running would do, for --dry-run; only a quick connection check."""
-        if self.started_by_us:
-            return f"keep {self.name} running (ours, pid {self.pid})"
-        if self.answers():
-            return f"adopt the {self.name} already running at {self.base_url} (it will only be freed, never stopped)"
-        self._check_startable()
+    def _keep_plan(self) -> str:
+        return f"keep {self.name} running (ours, pid {self.pid})"
+
+    def _start_plan(self) -> str:
         return f"start {self.name}: {shlex.join(self.command())} (in {self.comfyui_dir})"
 
     def _check_startable(self) -> None:
