@@ -24,7 +24,6 @@ class ServiceManager:
         self.comfyui = comfyui
         self.llm = llm
         self.say = say or say_on_stderr
-        self._closed = False
 
     @classmethod
     def from_settings(
@@ -52,38 +51,27 @@ class ServiceManager:
                              start_timeout=float(settings.SERVICE_START_TIMEOUT), say=say)
         return cls(comfyui, llm, say=say)
 
-    def _services(self) -> list[tuple[ComfyUIService | LLMService, str]]:
-        pairs: list[tuple[Any, str]] = []
-        if self.comfyui is not None:
-            pairs.append((self.comfyui, "comfyui"))
-        if self.llm is not None:
-            pairs.append((self.llm, "llm"))
-        return pairs
-
     def prepare_for(self, needs_comfyui: bool, needs_llm: bool, llm_model: str | None = None) -> None:
         """Release what the next script does not need first (GPU memory), then start what it does
         (`llm_model`: the model that script asks for, when not the LLM service's own)."""
-        needs = {"comfyui": needs_comfyui, "llm": needs_llm}
-        for service, key in self._services():
-            if not needs[key]:
+        for service, needed in ((self.comfyui, needs_comfyui), (self.llm, needs_llm)):
+            if service is not None and not needed:
                 service.release()
-        for service, key in self._services():
-            if needs[key]:
-                if isinstance(service, LLMService):
-                    service.ensure_running(llm_model)
-                else:
-                    service.ensure_running()
+        if self.comfyui is not None and needs_comfyui:
+            self.comfyui.ensure_running()
+        if self.llm is not None and needs_llm:
+            self.llm.ensure_running(llm_model)
 
     def shutdown(self) -> None:
         """Stop what we started and free what we adopted; safe to call more than once."""
-        for service, _ in self._services():
+        services: list[ComfyUIService | LLMService] = [s for s in (self.comfyui, self.llm) if s is not None]
+        for service in services:
             try:
                 service.release()
             except Exception as exc:  # one failing service must not leave the other running
                 self.say(f"services: could not stop {service.name}: {exc}")
             if isinstance(service, ComfyUIService):
                 service.stop()  # reaps a child of ours that had already died
-        self._closed = True
 
     def __enter__(self) -> "ServiceManager":
         return self

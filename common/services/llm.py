@@ -119,12 +119,16 @@ class LLMClient:
         """`call()` (one HTTP request), sent again on a transport failure, a bounded and logged number of times.
 
         Only failures a second try can cure are retried: no answer in time, a dropped or refused
-        connection, a 5xx, a 429. Anything else (a 4xx) propagates at once for the caller to word.
+        connection, a 5xx, a 429. A rejected key is a ConfigError; any other 4xx propagates at once
+        for the caller to word.
         """
         attempts = self.transport_retries + 1
         for attempt in range(1, attempts + 1):
             try:
                 return call()
+            except openai.AuthenticationError as exc:
+                raise ConfigError(f"The LLM server at {self.base_url} rejected the API key: check the key for that "
+                                  "server, then run again.") from exc
             except openai.APIConnectionError as exc:  # includes APITimeoutError
                 failure: Exception = exc
                 problem = _connection_problem(exc, self.timeout)
@@ -172,8 +176,6 @@ class LLMClient:
             raise ConfigError(
                 f"The server at {self.base_url} has no OpenAI-compatible API there (GET /models gave 404): "
                 f"set LM_STUDIO_BASE_URL to its /v1 address, then run again.") from exc
-        except openai.AuthenticationError as exc:
-            raise ConfigError(f"The LLM server at {self.base_url} rejected the API key: check the key for that server, then run again.") from exc
         except openai.APIStatusError as exc:
             raise ServiceError(f"The LLM server at {self.base_url} failed to list its models ({exc.status_code}: "
                                f"{one_line(exc.message, 160)}): check its log, then run again.") from exc
@@ -240,8 +242,6 @@ class LLMClient:
             kwargs["response_format"] = response_format
         try:
             completion = self._send(lambda: self._client.chat.completions.create(**kwargs))
-        except openai.AuthenticationError as exc:
-            raise ConfigError(f"The LLM server at {self.base_url} rejected the API key: check the key for that server, then run again.") from exc
         except openai.NotFoundError as exc:
             unknown = self._unknown_model(exc)
             raise (unknown or JobError(

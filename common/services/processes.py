@@ -137,14 +137,18 @@ def stop_process_tree(proc: subprocess.Popen, *, grace: float, first_signal: int
             except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
                 pass
 
+    def children_left() -> list[psutil.Process]:
+        return _alive([p for p in known.values() if p.pid != proc.pid])
+
     def wait_for_all(seconds: float) -> bool:
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        while True:
             refresh()
-            if proc.poll() is not None and not _alive([p for p in known.values() if p.pid != proc.pid]):
+            if proc.poll() is not None and not children_left():
                 return True
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.05)
-        return proc.poll() is not None and not _alive([p for p in known.values() if p.pid != proc.pid])
 
     if proc.poll() is None:
         signal_all(first_signal)
@@ -163,7 +167,7 @@ def stop_process_tree(proc: subprocess.Popen, *, grace: float, first_signal: int
                         pass
     # Leftovers of a parent that had already exited (re-parented grandchildren). A zombie
     # counts as gone: psutil.wait_procs would wait for it, and nobody may ever reap it.
-    leftovers = [p for p in _alive(list(known.values())) if p.pid != proc.pid]
+    leftovers = children_left()
     for sig_name in ("terminate", "kill"):
         for p in leftovers:
             try:
@@ -191,7 +195,5 @@ def resolve_command(command: str) -> list[str] | None:
     if not argv:
         return None
     found = shutil.which(argv[0])
-    if found is None:
-        return None
-    return [found, *argv[1:]]
+    return [found, *argv[1:]] if found else None
 
