@@ -134,15 +134,20 @@ class ComfyPool:
             fresh = [u for u in candidates if u not in self._down]
             retry = [u for u in candidates if u in self._down and now - self._down[u] >= _REVIVE_AFTER]
         for url in retry:
-            if self.client(url).is_up():
-                with self._lock:
-                    self._down.pop(url, None)
-                self.say(f"ComfyUI at {url} answers again; sending it jobs.")
+            if self._back(url, "answers again; sending it jobs"):
                 fresh.append(url)
             else:
-                with self._lock:
-                    self._down[url] = time.monotonic()
+                self._set_aside(url)
         return fresh
+
+    def _back(self, url: str, news: str) -> bool:
+        """Whether a server set aside answers again; if so, it is no longer set aside."""
+        if not self.client(url).is_up():
+            return False
+        with self._lock:
+            self._down.pop(url, None)
+        self.say(f"ComfyUI at {url} {news}.")
+        return True
 
     def _pick(self) -> str:
         usable = self._usable()
@@ -169,10 +174,7 @@ class ComfyPool:
                 if cancel.stop_requested():
                     raise KeyboardInterrupt
                 for url in waiting:
-                    if self.client(url).is_up():
-                        with self._lock:
-                            self._down.pop(url, None)
-                        self.say(f"ComfyUI at {url} is back.")
+                    if self._back(url, "is back"):
                         return [url]
                 time.sleep(0.5)
         if not waiting:
