@@ -140,14 +140,8 @@ class Workflow:
 
     def find(self, *class_types: str, title: str | None = None) -> list[str]:
         """Ids of nodes of any of `class_types` (all classes if none), whose title contains `title`."""
-        found = []
-        for node_id in self.ids():
-            if class_types and self.class_of(node_id) not in class_types:
-                continue
-            if title is not None and title.lower() not in self.title_of(node_id).lower():
-                continue
-            found.append(node_id)
-        return found
+        return [n for n in self.ids() if (not class_types or self.class_of(n) in class_types)
+                and (title is None or title.lower() in self.title_of(n).lower())]
 
     def links_of(self, node_id: str) -> Iterator[tuple[str, Link]]:
         """(input name, (source id, slot)) for each linked input of a node."""
@@ -161,12 +155,8 @@ class Workflow:
 
     def consumers(self, source_id: str, slot: int | None = None) -> list[tuple[str, str]]:
         """(node id, input name) of every input linked to `source_id` (at `slot`, if given)."""
-        found = []
-        for node_id in self.ids():
-            for name, (src, src_slot) in self.links_of(node_id):
-                if src == source_id and (slot is None or src_slot == slot):
-                    found.append((node_id, name))
-        return found
+        return [(node_id, name) for node_id in self.ids() for name, (src, src_slot) in self.links_of(node_id)
+                if src == source_id and (slot is None or src_slot == slot)]
 
     def dangling_links(self) -> list[tuple[str, str, str]]:
         """(node id, input, missing source id) for links to nodes the graph lacks.
@@ -328,17 +318,16 @@ class Workflow:
 
     def set_prompt(self, text: str, *, required_for: str | None = None) -> int:
         """Put `text` into the encoder(s) feeding the samplers' positive conditioning."""
-        targets = self.positive_prompt_ids()
-        for encoder_id in targets:
-            self._write_text(encoder_id, text)
-        return self._done(len(targets), "positive prompt (CLIPTextEncode)", required_for)
+        return self._write_texts(self.positive_prompt_ids(), text, "positive prompt (CLIPTextEncode)", required_for)
 
     def set_negative_prompt(self, text: str, *, required_for: str | None = None) -> int:
         """Put `text` into the negative encoder(s); 0 when the graph has none or zeroes the negative (Flux)."""
-        _, targets, _ = self._prompt_encoders()
-        for encoder_id in targets:
+        return self._write_texts(self.negative_prompt_ids(), text, "negative prompt (CLIPTextEncode)", required_for)
+
+    def _write_texts(self, encoder_ids: list[str], text: str, what: str, required_for: str | None) -> int:
+        for encoder_id in encoder_ids:
             self._write_text(encoder_id, text)
-        return self._done(len(targets), "negative prompt (CLIPTextEncode)", required_for)
+        return self._done(len(encoder_ids), what, required_for)
 
     def negative_is_zeroed(self) -> bool:
         return self._prompt_encoders()[2]
