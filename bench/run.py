@@ -82,7 +82,7 @@ _LATE_SERVER = textwrap.dedent(
 @benchmark("service_readiness_delay")
 def readiness_delay(work: Path) -> Result:
     """Seconds between a started ComfyUI answering and the orchestrator's service noticing it."""
-    from common.services.lifecycle import ComfyUIService
+    from common.services.comfyui.service import ComfyUIService
     from tests.fakes.llm_helpers import free_port
 
     comfy = work / "ComfyUI"

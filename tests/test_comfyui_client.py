@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 import common.services.comfyui.client as client_module
-from common.services.comfyui.client import (
-    ComfyClient,
+from common.services.comfyui.client import ComfyClient
+from common.services.comfyui.errors import (
     ExecutionError,
     JobInterruptedError,
     JobLostError,
@@ -21,8 +21,8 @@ from common.services.comfyui.client import (
     MissingModelError,
     MissingNodeError,
     OutOfMemoryJobError,
-    Progress,
 )
+from common.services.comfyui.messages import Progress
 from common.services.comfyui.workflow import Workflow
 from common.run.errors import JobError, ServiceError
 from tests.fakes import FakeServer, start_fake_comfyui

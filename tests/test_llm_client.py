@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from common.run.errors import ConfigError, InputError, JobError, ServiceError
-from common.services.llm import LLMClient, Reply, answer_text, json_candidates, normalize_base_url, strip_think
+from common.services.llm import LLMClient, normalize_base_url
+from common.services.llm_answers import Reply, answer_text, json_candidates, strip_think
 from tests.fakes.llm_helpers import free_port, run_fake_lms, start_fake_llm, stop_fake_lms_server
 
 pytestmark = pytest.mark.timeout(60)

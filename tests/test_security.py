@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from common.services.lifecycle import ComfyUIService, LLMService
+from common.services.comfyui.service import ComfyUIService
+from common.services.llm_server import LLMService
 from common.config.settings import load_settings
 from common.publish.auth import check_credentials
 from tests.fakes import start_fake_comfyui

@@ -14,9 +14,10 @@ import orch_support as S  # noqa: E402
 from common.engines.choice import choose_engines, engines_from_env  # noqa: E402
 from common.run.errors import ServiceError  # noqa: E402
 from common.config.settings import load_settings  # noqa: E402
-from common.services.lifecycle import (  # noqa: E402
-    ComfyUIService, LLMService, ServiceManager, stop_process_tree, wait_until,
-)
+from common.services.comfyui.service import ComfyUIService  # noqa: E402
+from common.services.lifecycle import ServiceManager  # noqa: E402
+from common.services.llm_server import LLMService  # noqa: E402
+from common.services.processes import stop_process_tree, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 

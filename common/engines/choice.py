@@ -35,7 +35,7 @@ class EngineChoice:
 
 def _comfyui_status(settings: Any, may_start: bool) -> tuple[bool, str]:
     # Imported here: an offline run never pays for requests/psutil at start-up.
-    from common.services.lifecycle import CHECK_TIMEOUT, http_answers, is_loopback_url
+    from common.services.net import CHECK_TIMEOUT, http_answers, is_loopback_url
 
     from common.services.comfyui.pool import server_urls
 
@@ -54,7 +54,8 @@ def _comfyui_status(settings: Any, may_start: bool) -> tuple[bool, str]:
 
 
 def _llm_status(settings: Any, may_start: bool) -> tuple[bool, str]:
-    from common.services.lifecycle import CHECK_TIMEOUT, http_answers, is_loopback_url, resolve_command
+    from common.services.net import CHECK_TIMEOUT, http_answers, is_loopback_url
+    from common.services.processes import resolve_command
 
     url = settings.LM_STUDIO_BASE_URL.rstrip("/")
     if http_answers(f"{url}/models", CHECK_TIMEOUT):

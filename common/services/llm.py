@@ -1,24 +1,11 @@
 """Text and vision answers from an OpenAI-compatible server (LM Studio, Ollama, llama.cpp, vLLM).
 
 Why this module exists: an overnight run asks a local model hundreds of questions, and local
-models answer badly in predictable ways (prose around the JSON, a fenced block, `<think>`
-reasoning, an answer cut off at the token limit, nothing at all). Every caller needs the same
-cure: extract, validate, tell the model what was wrong, ask again a bounded number of times,
-then stop with one sentence a tired user can act on at 7 a.m. The client is stateless about
-answers: callers checkpoint each answer themselves (common checkpoint code), so a crash never
-loses more than the question in flight.
-
-Reasoning models, the rule used here (`answer_text`):
-1. `<think>...</think>` blocks (also `<thinking>`/`<reasoning>`) are removed from `content`;
-   a closing tag with no opening one (chat templates that put `<think>` in the prompt) drops
-   everything before it; an opening tag never closed (cut off while thinking) drops everything
-   after it. gpt-oss style `<|channel|>final<|message|>` keeps what follows it.
-2. If `content` still holds text, that is the answer; `reasoning_content` is ignored.
-3. Else, if the server put everything in `reasoning_content` (LM Studio / DeepSeek field):
-   what follows its last `</think>` is the answer; failing that, unless the reply was cut off
-   at the token limit (finish_reason "length": an unfinished thought is not an answer), its
-   last paragraph is. For JSON, the last JSON document in the reasoning is used instead.
-Whatever comes out still has to pass validation, so a wrong guess costs a retry, not a bad file.
+models answer badly in predictable ways (read in common.services.llm_answers). Every caller
+needs the same cure: extract, validate, tell the model what was wrong, ask again a bounded
+number of times, then stop with one sentence a tired user can act on at 7 a.m. The client is
+stateless about answers: callers checkpoint each answer themselves (common checkpoint code),
+so a crash never loses more than the question in flight.
 
 Two bounded retry loops, each logging one line on stderr per retry (an overnight log must show
 why a run took long, not only that it did):
@@ -35,9 +22,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -45,133 +30,24 @@ from urllib.parse import urlsplit, urlunsplit
 import jsonschema
 import openai
 
+from common.services.llm_answers import (
+    InvalidAnswer, Reply, Validator, answer_text, json_answer, one_line, text_answer,
+)
 from common.services.net import is_loopback_url
+from common.services.say import say_on_stderr
 from common.run.errors import ConfigError, InputError, JobError, ServiceError
 
 DEFAULT_BASE_URL = "http://127.0.0.1:1234/v1"
 AUTO_MODELS = ("", "auto")
 
-Validator = Callable[[Any], None]
 Message = dict[str, Any]
 Log = Callable[[str], None]
 T = TypeVar("T")
 RETRY_PAUSE = 0.5  # seconds before the first transport retry; doubled for each next one
 MAX_RETRY_PAUSE = 8.0
 
-_THINK_TAGS = "think|thinking|reasoning"
-_PAIRED = re.compile(rf"<({_THINK_TAGS})>.*?</\1\s*>", re.S | re.I)
-_CLOSE = re.compile(rf"</(?:{_THINK_TAGS})\s*>", re.I)
-_OPEN = re.compile(rf"<(?:{_THINK_TAGS})>", re.I)
-_FINAL_CHANNEL = "<|channel|>final<|message|>"
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)```", re.S)
 _IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
                 ".webp": "image/webp", ".gif": "image/gif"}
-
-
-class InvalidAnswer(ValueError):
-    """An answer that cannot be used; its message is the reason told to the model and the user."""
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One chat completion as the server sent it, before any interpretation."""
-
-    content: str
-    reasoning: str
-    finish_reason: str | None
-
-
-# ---------------------------------------------------------------- pure helpers
-
-def strip_think(text: str) -> str:
-    """Remove reasoning blocks from a model's content (rule 1 of the module docstring)."""
-    if _FINAL_CHANNEL in text:
-        text = text.rsplit(_FINAL_CHANNEL, 1)[1]
-        text = text.split("<|end|>", 1)[0].split("<|return|>", 1)[0]
-    text = _PAIRED.sub("", text)
-    closes = list(_CLOSE.finditer(text))
-    if closes:
-        text = text[closes[-1].end():]
-    opened = _OPEN.search(text)
-    if opened:
-        text = text[: opened.start()]
-    return text.strip()
-
-
-def answer_text(reply: Reply) -> str:
-    """The answer in a reply, by the rule of the module docstring ("" when there is none)."""
-    content = strip_think(reply.content)
-    if content:
-        return content
-    reasoning = reply.reasoning.strip()
-    if not reasoning:
-        return ""
-    closes = list(_CLOSE.finditer(reasoning))
-    if closes:
-        return strip_think(reasoning[closes[-1].end():])
-    if reply.finish_reason == "length":
-        return ""
-    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", reasoning) if p.strip()]
-    return paragraphs[-1] if paragraphs else ""
-
-
-def json_candidates(text: str, *, last_first: bool = False) -> Iterator[Any]:
-    """Every JSON document found in `text`: the whole text, fenced blocks, then embedded values.
-
-    Models wrap JSON in prose or ```json fences; scanning for each `{`/`[` with raw_decode finds
-    the document without guessing where the prose ends. Embedded values are objects or arrays
-    only, so "Scene 1" never yields the number 1.
-    """
-    found: list[Any] = []
-    stripped = text.strip()
-    if stripped:
-        try:
-            found.append(json.loads(stripped))
-        except ValueError:
-            pass
-    for match in _FENCE.finditer(text):
-        if match.group(1).lower() not in ("", "json", "jsonc", "json5", "javascript", "js"):
-            continue
-        try:
-            found.append(json.loads(match.group(2)))
-        except ValueError:
-            pass
-    decoder = json.JSONDecoder()
-    position, starts = 0, 0
-    while starts < 500:
-        hits = [i for i in (text.find("{", position), text.find("[", position)) if i >= 0]
-        if not hits:
-            break
-        start = min(hits)
-        starts += 1
-        try:
-            value, end = decoder.raw_decode(text, start)
-        except ValueError:
-            position = start + 1
-            continue
-        found.append(value)
-        position = end
-    seen: set[str] = set()
-    for value in (reversed(found) if last_first else found):
-        key = json.dumps(value, sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            yield value
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def schema_problem(value: Any, schema: dict[str, Any]) -> str | None:
-    """The most relevant reason `value` does not fit `schema`, in one line, or None if it fits."""
-    validator_cls = jsonschema.validators.validator_for(schema)
-    error = jsonschema.exceptions.best_match(validator_cls(schema).iter_errors(value))
-    if error is None:
-        return None
-    where = "/".join(str(p) for p in error.absolute_path)
-    return _one_line(f"{'at ' + where + ': ' if where else ''}{error.message}", 240)
 
 
 def normalize_base_url(base_url: str | None) -> str:
@@ -228,7 +104,7 @@ class LLMClient:
         self.max_retries = max(0, int(max_retries))
         self.transport_retries = max(0, int(transport_retries))
         self.retry_pause = max(0.0, float(retry_pause))
-        self._log = log or _log_to_stderr
+        self._log = log or say_on_stderr
         # A local server must not be reached through the user's HTTP(S)_PROXY.
         http_client = openai.DefaultHttpxClient(trust_env=False) if is_loopback_url(self.base_url) else None
         # max_retries=0: the openai client would retry silently; _send retries visibly instead.
@@ -243,12 +119,16 @@ class LLMClient:
         """`call()` (one HTTP request), sent again on a transport failure, a bounded and logged number of times.
 
         Only failures a second try can cure are retried: no answer in time, a dropped or refused
-        connection, a 5xx, a 429. Anything else (a 4xx) propagates at once for the caller to word.
+        connection, a 5xx, a 429. A rejected key is a ConfigError; any other 4xx propagates at once
+        for the caller to word.
         """
         attempts = self.transport_retries + 1
         for attempt in range(1, attempts + 1):
             try:
                 return call()
+            except openai.AuthenticationError as exc:
+                raise ConfigError(f"The LLM server at {self.base_url} rejected the API key: check the key for that "
+                                  "server, then run again.") from exc
             except openai.APIConnectionError as exc:  # includes APITimeoutError
                 failure: Exception = exc
                 problem = _connection_problem(exc, self.timeout)
@@ -296,11 +176,9 @@ class LLMClient:
             raise ConfigError(
                 f"The server at {self.base_url} has no OpenAI-compatible API there (GET /models gave 404): "
                 f"set LM_STUDIO_BASE_URL to its /v1 address, then run again.") from exc
-        except openai.AuthenticationError as exc:
-            raise ConfigError(f"The LLM server at {self.base_url} rejected the API key: check the key for that server, then run again.") from exc
         except openai.APIStatusError as exc:
             raise ServiceError(f"The LLM server at {self.base_url} failed to list its models ({exc.status_code}: "
-                               f"{_one_line(exc.message, 160)}): check its log, then run again.") from exc
+                               f"{one_line(exc.message, 160)}): check its log, then run again.") from exc
         return [m.id for m in page.data]
 
     def is_up(self, timeout: float = 3.0) -> bool:
@@ -349,7 +227,7 @@ class LLMClient:
         if exc.status_code == 404:
             return ConfigError(
                 f"The LLM server at {self.base_url} answered 404 for the model '{model}' "
-                f"({_one_line(exc.message, 160)}): check LM_STUDIO_MODEL and LM_STUDIO_BASE_URL, then run again.")
+                f"({one_line(exc.message, 160)}): check LM_STUDIO_MODEL and LM_STUDIO_BASE_URL, then run again.")
         return None
 
     # ---- one request
@@ -364,12 +242,10 @@ class LLMClient:
             kwargs["response_format"] = response_format
         try:
             completion = self._send(lambda: self._client.chat.completions.create(**kwargs))
-        except openai.AuthenticationError as exc:
-            raise ConfigError(f"The LLM server at {self.base_url} rejected the API key: check the key for that server, then run again.") from exc
         except openai.NotFoundError as exc:
             unknown = self._unknown_model(exc)
             raise (unknown or JobError(
-                f"The LLM server at {self.base_url} answered 404 for model {model}: {_one_line(exc.message, 200)}.")) from exc
+                f"The LLM server at {self.base_url} answered 404 for model {model}: {one_line(exc.message, 200)}.")) from exc
         except openai.BadRequestError as exc:
             text = f"{exc.message} {exc.param or ''}".lower()
             if response_format is not None and "response_format" in text:
@@ -378,15 +254,15 @@ class LLMClient:
                 unknown = self._unknown_model(exc)
                 if unknown is not None:
                     raise unknown from exc
-            raise JobError(f"The LLM server refused the request for model {model} ({_one_line(exc.message, 200)}): "
+            raise JobError(f"The LLM server refused the request for model {model} ({one_line(exc.message, 200)}): "
                            f"check that the model can do this (e.g. read images), then run again.") from exc
         except openai.APIStatusError as exc:  # a 4xx not handled above; 5xx and 429 were retried in _send
             raise JobError(f"The LLM server failed while model {model} answered ({exc.status_code}: "
-                           f"{_one_line(exc.message, 200)}): check LM Studio's log (lms log stream), then run again.") from exc
+                           f"{one_line(exc.message, 200)}): check LM Studio's log (lms log stream), then run again.") from exc
         choices = completion.choices or []
         if not choices or choices[0].message is None:
             extra = completion.model_extra or {}
-            detail = f": {_one_line(extra['error'], 160)}" if extra.get("error") else ""
+            detail = f": {one_line(extra['error'], 160)}" if extra.get("error") else ""
             raise InvalidAnswer(f"the server returned no answer{detail}")
         message = choices[0].message
         reasoning = getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None) or ""
@@ -411,9 +287,9 @@ class LLMClient:
                 reply = self._create_with_format(conversation, response_format, temperature, max_tokens)
                 return parse(reply)
             except InvalidAnswer as exc:
-                reason = _one_line(str(exc), 300)
+                reason = one_line(str(exc), 300)
             if _attempt + 1 < attempts:
-                self._log(f"LLM answer could not be used ({_one_line(reason, 160)}); asking again "
+                self._log(f"LLM answer could not be used ({one_line(reason, 160)}); asking again "
                           f"({_attempt + 2} of {attempts})")
             shown = reply.content.strip() if reply is not None and reply.content.strip() else "(an empty answer)"
             # Only the latest bad answer goes back: the conversation stays short however many retries.
@@ -442,11 +318,8 @@ class LLMClient:
     def complete_text(self, prompt: str, *, system: str | None = None, validate: Validator | None = None,
                       temperature: float = 0.7, max_tokens: int | None = None) -> str:
         """A non-empty text answer that passes `validate` (which raises ValueError with a reason)."""
-
-        def parse(reply: Reply) -> str:
-            return _text_answer(reply, validate)
-
-        return self._ask(_messages(system, prompt), parse, temperature=temperature, max_tokens=max_tokens,
+        return self._ask(_messages(system, prompt), lambda reply: text_answer(reply, validate),
+                         temperature=temperature, max_tokens=max_tokens,
                          correction="Answer again, with only the answer itself.")
 
     def complete_json(self, prompt: str, schema: dict[str, Any], *, system: str | None = None, name: str = "answer",
@@ -472,38 +345,8 @@ class LLMClient:
                 return {"type": "json_object"}
             return None
 
-        def parse(reply: Reply) -> Any:
-            content = strip_think(reply.content)
-            if content:
-                sources = [(content, False)]
-            elif reply.reasoning.strip():
-                sources = [(answer_text(reply), False), (reply.reasoning, True)] if reply.finish_reason != "length" else []
-            else:
-                sources = []
-            first_problem: str | None = None
-            parsed_any = False
-            for text, last_first in sources:
-                for value in json_candidates(text, last_first=last_first):
-                    parsed_any = True
-                    problem = schema_problem(value, schema)
-                    if problem is None:
-                        try:
-                            _run_validator(validate, value)
-                            return value
-                        except InvalidAnswer as exc:
-                            problem = str(exc)
-                    first_problem = first_problem or problem
-            if not content and not parsed_any:
-                raise InvalidAnswer(_empty_reason(reply))
-            if reply.finish_reason == "length":
-                raise InvalidAnswer("the JSON was cut off at the token limit before it was complete")
-            if first_problem:
-                raise InvalidAnswer(f"the JSON does not fit: {first_problem}")
-            if content.lstrip()[:1] in ("{", "[") or "```" in content:
-                raise InvalidAnswer("the JSON is malformed or incomplete")
-            raise InvalidAnswer("the answer is prose, not JSON")
-
-        return self._ask(_messages(full_system, prompt), parse, temperature=temperature, max_tokens=max_tokens,
+        return self._ask(_messages(full_system, prompt), lambda reply: json_answer(reply, schema, validate),
+                         temperature=temperature, max_tokens=max_tokens,
                          response_format=response_format,
                          correction="Reply with only one JSON document that matches the schema.")
 
@@ -512,19 +355,10 @@ class LLMClient:
                        max_tokens: int | None = None) -> str:
         """A text answer about one image (sent as a base64 data URL part); needs a vision model."""
         url = image_data_url(image_path)
-        user = {"role": "user", "content": [{"type": "text", "text": prompt},
-                                            {"type": "image_url", "image_url": {"url": url}}]}
-        messages = ([{"role": "system", "content": system}] if system else []) + [user]
-
-        def parse(reply: Reply) -> str:
-            return _text_answer(reply, validate)
-
-        return self._ask(messages, parse, temperature=temperature, max_tokens=max_tokens,
+        parts = [{"type": "text", "text": prompt}, {"type": "image_url", "image_url": {"url": url}}]
+        return self._ask(_messages(system, parts), lambda reply: text_answer(reply, validate),
+                         temperature=temperature, max_tokens=max_tokens,
                          correction="Answer again about the same image, with only the answer itself.")
-
-
-def _log_to_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -551,7 +385,7 @@ def _status_detail(exc: openai.APIStatusError, limit: int) -> str:
     elif isinstance(body, str):
         detail = body
     detail = detail or re.sub(r"^Error code: \d+ - ", "", exc.message)
-    detail = _one_line(detail, limit).split(". ")[0].rstrip(". ")
+    detail = one_line(detail, limit).split(". ")[0].rstrip(". ")
     return detail or "no detail given"
 
 
@@ -564,36 +398,5 @@ def _connection_problem(exc: openai.APIConnectionError, timeout: float) -> str:
     return "closed the connection without answering"
 
 
-def _messages(system: str | None, prompt: str) -> list[Message]:
+def _messages(system: str | None, prompt: str | list[dict[str, Any]]) -> list[Message]:
     return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-
-
-def _text_answer(reply: Reply, validate: Validator | None) -> str:
-    """The text answer of a reply, or InvalidAnswer: empty, cut off at the token limit, or refused by `validate`."""
-    text = answer_text(reply)
-    if not text:
-        raise InvalidAnswer(_empty_reason(reply))
-    if reply.finish_reason == "length":  # half a sentence reads as a whole one: never keep it
-        raise InvalidAnswer("the answer was cut off at the token limit before it was complete")
-    _run_validator(validate, text)
-    return text
-
-
-def _empty_reason(reply: Reply) -> str:
-    if reply.finish_reason == "length":
-        return "the answer was cut off at the token limit before any answer (only reasoning) was written"
-    if reply.content.strip() or reply.reasoning.strip():
-        return "the answer held only reasoning, no final answer"
-    return "the answer was empty"
-
-
-def _run_validator(validate: Validator | None, value: Any) -> None:
-    """Run the caller's check; its ValueError is a reason to retry, anything else is a bug."""
-    if validate is None:
-        return
-    try:
-        validate(value)
-    except InvalidAnswer:
-        raise
-    except ValueError as exc:
-        raise InvalidAnswer(_one_line(str(exc) or "the answer failed the caller's check", 240)) from exc

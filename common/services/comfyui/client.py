@@ -9,145 +9,30 @@ untrusted and can never write outside the destination folder.
 from __future__ import annotations
 
 import json
-import re
 import time
 import uuid
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import quote, urlsplit
 
 import requests
 import websocket
 
 from common.run import cancel
+from common.run.errors import InputError, ServiceError
+from common.services.comfyui.errors import (
+    ComfyJobError, JobLostError, JobStalledError, JobTimeoutError, ServerAnswerError, ServerStuckError,
+    checked_entry, describe_rejection, find_problems, first_line, succeeded,
+)
+from common.services.comfyui.messages import ProgressCallback, read_message, receive
+from common.services.comfyui.outputs import output_items, safe_filename, unique_name
+from common.services.net import is_loopback_url
 from common.state.atomic import atomic_path
-from common.run.errors import InputError, JobError, ServiceError
 
-# Which ComfyUI/models folder a loader input reads from; (class, input) first, then input alone.
-_CLASS_INPUT_FOLDERS = {
-    ("UnetLoaderGGUF", "unet_name"): "unet",
-    ("UnetLoaderGGUFAdvanced", "unet_name"): "unet",
-    ("CLIPVisionLoader", "clip_name"): "clip_vision",
-    ("UpscaleModelLoader", "model_name"): "upscale_models",
-    ("OmniVoiceMultiSpeakerTTS", "model"): "omnivoice",
-}
-_INPUT_FOLDERS = {
-    "ckpt_name": "checkpoints", "vae_name": "vae", "lora_name": "loras", "unet_name": "diffusion_models",
-    "clip_name": "text_encoders", "clip_name1": "text_encoders", "clip_name2": "text_encoders",
-    "clip_name3": "text_encoders", "clip_name4": "text_encoders", "control_net_name": "controlnet",
-    "style_model_name": "style_models", "audio_encoder_name": "audio_encoders", "gligen_name": "gligen",
-    "hypernetwork_name": "hypernetworks", "model_patch_name": "model_patches",
-}
-_OUTPUT_KEYS_SKIPPED = {"animated", "text"}
 _SERVER_GONE_AFTER = 5.0  # seconds of connection failures mid-wait before we call the server dead
 _GET_ATTEMPTS = 3  # a GET that meets a refused connection or a 5xx is tried this often
 _RETRY_PAUSE = 0.5  # seconds before the first retry, doubled after each
-_SIGNS_OF_LIFE = {"execution_start", "execution_cached", "executing", "progress", "progress_state", "executed"}
-
-
-def model_folder(class_type: str, input_name: str) -> str | None:
-    """The ComfyUI/models subfolder a loader's file input reads from, if it is a model input."""
-    return _CLASS_INPUT_FOLDERS.get((class_type, input_name)) or _INPUT_FOLDERS.get(input_name)
-
-
-class ComfyJobError(JobError):
-    """A job ComfyUI refused or failed; carries what the engine may want to act on."""
-
-    def __init__(self, message: str, *, prompt_id: str | None = None, node_id: str | None = None,
-                 node_type: str | None = None) -> None:
-        super().__init__(message)
-        self.prompt_id, self.node_id, self.node_type = prompt_id, node_id, node_type
-
-
-class WorkflowRejectedError(ComfyJobError):
-    """POST /prompt said no (validation): nothing ran, and no other job of the graph would run."""
-
-    affects_every_item = True
-
-    def __init__(self, message: str, *, node_errors: dict[str, Any] | None = None, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.node_errors = node_errors or {}
-
-
-class MissingNodeError(WorkflowRejectedError):
-    """The workflow uses a node class this ComfyUI lacks: a custom node pack is not installed."""
-
-
-class MissingModelError(WorkflowRejectedError):
-    """A loader names a model file this ComfyUI does not have."""
-
-    def __init__(self, message: str, *, model_file: str, folder: str | None, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.model_file, self.folder = model_file, folder
-
-
-class ExecutionError(ComfyJobError):
-    """A node raised while the job ran (`execution_error`)."""
-
-    def __init__(self, message: str, *, exception_type: str = "", exception_message: str = "", **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.exception_type, self.exception_message = exception_type, exception_message
-
-
-class OutOfMemoryJobError(ExecutionError):
-    """The GPU (or RAM) ran out during the job; freeing memory and retrying may work."""
-
-
-class JobInterruptedError(ComfyJobError):
-    """Someone interrupted the job (Cancel in the UI, POST /interrupt)."""
-
-
-class JobLostError(ComfyJobError):
-    """ComfyUI no longer knows the job (restarted, queue cleared): submit it again."""
-
-
-class JobTimeoutError(ComfyJobError):
-    """The job did not finish in time; it was interrupted so the GPU is free again."""
-
-
-class JobStalledError(ComfyJobError):
-    """The watchdog saw no progress for too long and interrupted the job: retrying may work."""
-
-
-class ServerAnswerError(ServiceError):
-    """ComfyUI answered, but with an error or nonsense (a 5xx, not JSON): retrying elsewhere won't help."""
-
-
-class ServerStuckError(ServiceError):
-    """ComfyUI did not stop a stalled job when asked: only restarting it frees the GPU."""
-
-
-@dataclass(frozen=True)
-class Progress:
-    """One progress report: `node` started (value == max == 0) or a sampler step `value`/`max`."""
-
-    prompt_id: str
-    node: str | None
-    value: int
-    max: int
-
-
-ProgressCallback = Callable[[Progress], None]
-
-
-_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
-
-
-def safe_filename(name: Any, fallback: str = "output") -> str:
-    """A server-given file name reduced to one harmless path component, valid on every OS."""
-    text = str(name).replace("\\", "/").split("/")[-1]
-    text = re.sub(r"[^\w. ()+,=@-]", "_", text).strip(" .")
-    if not text or set(text) <= {"_", "."}:
-        text = fallback
-    if text.split(".")[0].upper() in _WINDOWS_RESERVED:
-        text = "_" + text
-    return text[:180]
-
-
-def _first_line(text: Any, limit: int = 300) -> str:
-    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def job_id(prompt: dict[str, Any]) -> str:
@@ -156,80 +41,25 @@ def job_id(prompt: dict[str, Any]) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "comfyui-job:" + blob))
 
 
-def describe_rejection(error: dict[str, Any] | None, node_errors: dict[str, Any] | None,
-                       prompt: dict[str, Any] | None = None) -> WorkflowRejectedError:
-    """Turn a /prompt 400 body (or a 200 with node_errors) into one error with one sentence."""
-    error = error or {}
-    node_errors = node_errors or {}
-    prompt = prompt or {}
-    if error.get("type") == "invalid_prompt":
-        match = re.search(r"node (\S+) does not exist", str(error.get("message", "")))
-        node_id = re.sub(r"[^\w.-]", "", str(error.get("details", "")).replace("Node ID", ""))
-        cls = match.group(1) if match else str(prompt.get(node_id, {}).get("class_type", "?"))
-        if match:
-            return MissingNodeError(
-                f"ComfyUI has no node type {cls} (node {node_id} of the workflow): a custom node pack is missing; "
-                f"install the pack that provides {cls} into ComfyUI/custom_nodes (see ComfyUI/README.md) and restart ComfyUI.",
-                node_id=node_id, node_type=cls)
-        return WorkflowRejectedError(f"ComfyUI refused the workflow: {_first_line(error.get('message'))} ({error.get('details', '')}).")
-    problems = [
-        (node_id, info.get("class_type") or prompt.get(node_id, {}).get("class_type", "?"), reason)
-        for node_id, info in sorted(node_errors.items(), key=lambda kv: str(kv[0]))
-        for reason in info.get("errors", [])
-    ]
-    if not problems:
-        text = f"{error.get('message', 'the workflow was refused')}" + (f": {_first_line(error['details'])}" if error.get("details") else "")
-        return WorkflowRejectedError(f"ComfyUI refused the workflow ({text}); fix it in ComfyUI and export it again with \"Export (API)\".")
-    # A missing model is the most common and most fixable problem: name it first.
-    problems.sort(key=lambda p: p[2].get("type") != "value_not_in_list" or not model_folder(p[1], p[2].get("extra_info", {}).get("input_name", "")))
-    node_id, cls, reason = problems[0]
-    more = f" ({len(problems) - 1} more problem{'s' if len(problems) > 2 else ''} in the workflow after that)" if len(problems) > 1 else ""
-    extra = reason.get("extra_info") or {}
-    input_name = str(extra.get("input_name", reason.get("details", "")))
-    value = extra.get("received_value")
-    kind = reason.get("type")
-    common = {"node_id": node_id, "node_type": cls, "node_errors": node_errors}
-    if kind == "value_not_in_list":
-        folder = model_folder(cls, input_name)
-        if folder:
-            return MissingModelError(
-                f"ComfyUI does not have the model file {value} that node {node_id} ({cls}) needs for its {input_name} input: "
-                f"put it in ComfyUI/models/{folder} (see ComfyUI/README.md) and run again{more}.",
-                model_file=str(value), folder=folder, **common)
-        return WorkflowRejectedError(
-            f"Node {node_id} ({cls}) has {input_name} = {value!r}, which this ComfyUI does not offer: choose one it lists, "
-            f"or update ComfyUI and the node pack{more}.", **common)
-    if kind == "custom_validation_failed" and cls in ("LoadImage", "LoadAudio"):
-        return WorkflowRejectedError(
-            f"Node {node_id} ({cls}) needs the file {value}, which is not in ComfyUI's input folder: "
-            f"upload it first (the pipeline uploads its own inputs, so check that the upload worked){more}.", **common)
-    if kind == "required_input_missing":
-        return WorkflowRejectedError(
-            f"Node {node_id} ({cls}) is missing its required input {input_name}: connect it in ComfyUI and export "
-            f"the workflow again with \"Export (API)\"{more}.", **common)
-    if kind in ("exception_during_inner_validation", "exception_during_validation"):
-        return WorkflowRejectedError(
-            f"Node {node_id} ({cls}) links to a node the workflow does not have ({_first_line(reason.get('details'))}): "
-            f"fix the workflow's links and export it again with \"Export (API)\"{more}.", **common)
-    detail = _first_line(reason.get("details", ""))
-    return WorkflowRejectedError(
-        f"ComfyUI refused node {node_id} ({cls}): {reason.get('message', kind)}{': ' + detail if detail else ''}{more}.", **common)
-
-
-def describe_execution_error(prompt_id: str, data: dict[str, Any]) -> ExecutionError:
-    node_id = str(data.get("node_id", "?"))
-    node_type = str(data.get("node_type", "?"))
-    exc_type = str(data.get("exception_type", ""))
-    message = str(data.get("exception_message", ""))
-    kw = {"prompt_id": prompt_id, "node_id": node_id, "node_type": node_type,
-          "exception_type": exc_type, "exception_message": message}
-    low = message.lower()
-    if "outofmemory" in exc_type.lower().replace("_", "") or "out of memory" in low or "allocation on device" in low:
-        return OutOfMemoryJobError(
-            f"ComfyUI ran out of GPU memory in node {node_id} ({node_type}): close other programs that use the GPU, "
-            "or lower the size, length or batch, then run again.", **kw)
-    return ExecutionError(
-        f"ComfyUI failed in node {node_id} ({node_type}): {exc_type + ': ' if exc_type else ''}{_first_line(message)}", **kw)
+def _retried(send: Callable[[], requests.Response], failure: type[Exception], *, attempts: int = _GET_ATTEMPTS,
+             settled: Callable[[], bool] | None = None) -> requests.Response | None:
+    """`send()` again after a `failure` or a 5xx, with a growing pause: a server that is restarting or
+    briefly overloaded answers a second later. The last attempt's answer or error is the caller's;
+    None when `settled()` says, after a pause, that the lost attempt took effect after all."""
+    for attempt in range(1, attempts + 1):
+        try:
+            resp = send()
+        except failure:
+            if attempt == attempts:
+                raise
+        else:
+            if resp.status_code < 500 or attempt == attempts:
+                return resp
+            resp.close()
+        time.sleep(_RETRY_PAUSE * 2 ** (attempt - 1))
+        if settled is not None and settled():
+            return None
+    raise AssertionError("unreachable")  # the last attempt returns or raises
 
 
 class ComfyClient:
@@ -241,10 +71,8 @@ class ComfyClient:
         self.request_timeout = request_timeout
         self.answered = False  # the server answered some request of ours (it was up at some point)
         self._session = requests.Session()
-        host = urlsplit(self.base_url).hostname or ""
-        if host in ("127.0.0.1", "localhost", "::1"):
-            # A corporate HTTP(S)_PROXY must never swallow requests to our own machine.
-            self._session.trust_env = False
+        # A corporate HTTP(S)_PROXY must never swallow requests to our own machine.
+        self._session.trust_env = not is_loopback_url(self.base_url)
 
     def close(self) -> None:
         self._session.close()
@@ -262,24 +90,18 @@ class ComfyClient:
         )
 
     def _request(self, method: str, path: str, *, timeout: float | None = None, **kw: Any) -> requests.Response:
-        """One HTTP call; a GET (safe to repeat) is retried a little on a refused connection or a 5xx,
-        since a server that is restarting or briefly overloaded answers a second later."""
+        """One HTTP call; a GET (safe to repeat) is retried a little on a refused connection or a 5xx."""
         timeout = self.request_timeout if timeout is None else timeout
-        attempts = _GET_ATTEMPTS if method == "GET" else 1
+
+        def send() -> requests.Response:
+            resp = self._session.request(method, self.base_url + path, timeout=timeout, **kw)
+            self.answered = True
+            return resp
+
         try:
-            for attempt in range(1, attempts + 1):
-                try:
-                    resp = self._session.request(method, self.base_url + path, timeout=timeout, **kw)
-                except requests.ConnectionError:
-                    if attempt == attempts:
-                        raise
-                else:
-                    self.answered = True
-                    if resp.status_code < 500 or attempt == attempts:
-                        return resp
-                    resp.close()
-                time.sleep(_RETRY_PAUSE * 2 ** (attempt - 1))
-            raise AssertionError("unreachable")
+            resp = _retried(send, requests.ConnectionError, attempts=_GET_ATTEMPTS if method == "GET" else 1)
+            assert resp is not None  # nothing to settle: only a response or an error comes back
+            return resp
         except requests.ConnectionError:
             raise self._down() from None
         except requests.Timeout:
@@ -292,7 +114,7 @@ class ComfyClient:
         if resp.status_code != 200:
             raise ServerAnswerError(
                 f"ComfyUI at {self.base_url} answered {method} {path} with HTTP {resp.status_code} "
-                f"({_first_line(resp.text, 200)}); check that the URL points at ComfyUI and that it is up to date."
+                f"({first_line(resp.text, 200)}); check that the URL points at ComfyUI and that it is up to date."
             )
         try:
             return resp.json()
@@ -317,10 +139,6 @@ class ComfyClient:
     def object_info(self, cls: str | None = None) -> dict[str, Any]:
         """All node classes (about 600 KB), or one class (`{}` when the server lacks it)."""
         return self._json("GET", "/object_info" if cls is None else f"/object_info/{quote(cls, safe='')}")
-
-    def models(self, folder: str) -> list[str]:
-        resp = self._request("GET", f"/models/{quote(folder, safe='')}")
-        return resp.json() if resp.status_code == 200 else []
 
     def queue_state(self) -> dict[str, Any]:
         return self._json("GET", "/queue")
@@ -387,19 +205,10 @@ class ComfyClient:
         """
         pid = prompt_id or str(uuid.uuid4())
         body: dict[str, Any] = {"prompt": prompt, "client_id": self.client_id, "prompt_id": pid}
-        for attempt in range(1, _GET_ATTEMPTS + 1):
-            try:
-                resp = self._request("POST", "/prompt", json=body)
-            except ServiceError:
-                if attempt == _GET_ATTEMPTS:
-                    raise
-            else:
-                if resp.status_code < 500 or attempt == _GET_ATTEMPTS:
-                    break
-                resp.close()
-            time.sleep(_RETRY_PAUSE * 2 ** (attempt - 1))
-            if self._has_job(pid):
-                return pid  # the answer was lost, the job was not
+        resp = _retried(lambda: self._request("POST", "/prompt", json=body), ServiceError,
+                        settled=lambda: self._has_job(pid))
+        if resp is None:
+            return pid  # the answer was lost, the job was not
         try:
             answer = resp.json()
         except ValueError:
@@ -408,7 +217,7 @@ class ComfyClient:
             raise describe_rejection(answer.get("error"), answer.get("node_errors"), prompt)
         if resp.status_code != 200 or not isinstance(answer, dict) or "prompt_id" not in answer:
             raise ServerAnswerError(
-                f"ComfyUI at {self.base_url} could not take the job (HTTP {resp.status_code}: {_first_line(resp.text, 200)}); "
+                f"ComfyUI at {self.base_url} could not take the job (HTTP {resp.status_code}: {first_line(resp.text, 200)}); "
                 "see ComfyUI's console output."
             )
         pid = str(answer["prompt_id"])
@@ -428,14 +237,21 @@ class ComfyClient:
             return False
 
     # ------------------------------------------------------------------ waiting
-    def _open_socket(self) -> websocket.WebSocket | None:
+    @contextmanager
+    def _listening(self) -> Iterator[websocket.WebSocket | None]:
+        """The `/ws` socket of our client id while the block runs; None if it cannot be opened."""
         parts = urlsplit(self.base_url)
         scheme = "wss" if parts.scheme == "https" else "ws"
         url = f"{scheme}://{parts.netloc}{parts.path}/ws?clientId={quote(self.client_id)}"
         try:
-            return websocket.create_connection(url, timeout=min(5.0, self.request_timeout), suppress_origin=True)
+            sock = websocket.create_connection(url, timeout=min(5.0, self.request_timeout), suppress_origin=True)
         except (websocket.WebSocketException, OSError):
-            return None  # polling /history still works
+            sock = None  # polling /history still works
+        try:
+            yield sock
+        finally:
+            if sock is not None:
+                sock.close()
 
     def wait(self, prompt_id: str, *, timeout: float, on_progress: ProgressCallback | None = None,
              stall_timeout: float | None = None) -> dict[str, Any]:
@@ -443,15 +259,8 @@ class ComfyClient:
 
         Ctrl+C interrupts the job on the server, then re-raises KeyboardInterrupt.
         """
-        sock = self._open_socket()
-        try:
+        with self._listening() as sock:
             return self._wait(prompt_id, timeout, on_progress, sock, stall_timeout)
-        except KeyboardInterrupt:
-            self._cancel_quietly(prompt_id)
-            raise
-        finally:
-            if sock is not None:
-                sock.close()
 
     def run(self, prompt: dict[str, Any], dest_dir: str | Path, *, timeout: float,
             on_progress: ProgressCallback | None = None, stall_timeout: float | None = None,
@@ -463,19 +272,11 @@ class ComfyClient:
         With `adopt`, the same job left by an interrupted run (same graph, so same id) is used:
         its files if it finished, waited for if it is still queued or running.
         """
-        sock = self._open_socket()  # before queueing, so no message of this job is missed
-        try:
+        with self._listening() as sock:  # before queueing, so no message of this job is missed
             prompt_id, entry = self._adopt_or_queue(prompt) if adopt else (self.queue(prompt), None)
             adopted = entry is not None
             if entry is None:
-                try:
-                    entry = self._wait(prompt_id, timeout, on_progress, sock, stall_timeout)
-                except KeyboardInterrupt:
-                    self._cancel_quietly(prompt_id)
-                    raise
-        finally:
-            if sock is not None:
-                sock.close()
+                entry = self._wait(prompt_id, timeout, on_progress, sock, stall_timeout)
         try:
             files = self.download_outputs(entry, dest_dir)
         except ComfyJobError:
@@ -500,8 +301,7 @@ class ComfyClient:
         pid = job_id(prompt)
         entry = self.history(pid)
         if entry is not None:
-            status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
-            if status.get("status_str", "success") == "success" and self.output_items(entry):
+            if succeeded(entry) and self.output_items(entry):
                 return pid, entry
             return self.queue(prompt), None
         if self._known(pid):
@@ -509,7 +309,15 @@ class ComfyClient:
         return self.queue(prompt, prompt_id=pid), None
 
     def _wait(self, pid: str, timeout: float, on_progress: ProgressCallback | None,
-              sock: websocket.WebSocket | None, stall_timeout: float | None = None) -> dict[str, Any]:
+              sock: websocket.WebSocket | None, stall_timeout: float | None) -> dict[str, Any]:
+        try:
+            return self._watch(pid, timeout, on_progress, sock, stall_timeout)
+        except KeyboardInterrupt:
+            self._cancel_quietly(pid)
+            raise
+
+    def _watch(self, pid: str, timeout: float, on_progress: ProgressCallback | None,
+               sock: websocket.WebSocket | None, stall_timeout: float | None) -> dict[str, Any]:
         """Listen on the socket when there is one; poll /history either way (often once the socket says done).
 
         The watchdog's clock runs only while the socket shows our job running (a job waiting
@@ -534,11 +342,11 @@ class ComfyClient:
             if stall_timeout and last_sign is not None and now - last_sign > stall_timeout:
                 self._stop_stalled(pid, stall_timeout)
             if sock is not None:
-                raw, sock = self._receive(sock, max(0.05, min(0.5, deadline - now, max(next_poll - now, 0.05))))
+                raw, sock = receive(sock, max(0.05, min(0.5, deadline - now, max(next_poll - now, 0.05))))
                 if sock is None:
                     poll_every, next_poll, last_sign = 0.25, 0.0, None  # the socket failed: /history polling carries on
                 elif raw is not None:
-                    said = self._handle_message(pid, raw, on_progress)
+                    said = read_message(pid, raw, on_progress)
                     if said == "end":
                         poll_every, next_poll, last_sign = 0.1, 0.0, None  # its history entry is (nearly) there
                     elif said == "sign":
@@ -561,7 +369,7 @@ class ComfyClient:
                     ) from None
                 continue
             if entry is not None:
-                return self._checked(pid, entry)
+                return checked_entry(pid, entry)
 
     def _stop_stalled(self, pid: str, stall_timeout: float) -> None:
         """Interrupt a job that stopped making progress; raise whichever error says what happened.
@@ -585,19 +393,6 @@ class ComfyClient:
             f"ComfyUI at {self.base_url} did not stop job {pid} after it stalled for {stall_timeout:g} s: "
             "restart ComfyUI (the pipeline restarts a ComfyUI it started itself) and run again; finished work is kept.")
 
-    @staticmethod
-    def _receive(sock: websocket.WebSocket, wait: float) -> tuple[str | None, websocket.WebSocket | None]:
-        """One text frame (None on timeout or for binary previews); the socket, or None once it failed."""
-        try:
-            sock.settimeout(wait)
-            raw = sock.recv()
-        except websocket.WebSocketTimeoutException:
-            return None, sock
-        except (websocket.WebSocketException, OSError, ValueError):
-            sock.close()
-            return None, None
-        return (raw if isinstance(raw, str) else None), sock
-
     def _poll(self, pid: str, *, check_known: bool) -> dict[str, Any] | None:
         """The history entry, None while the job is queued or running; JobLostError if ComfyUI forgot it."""
         entry = self.history(pid)
@@ -614,63 +409,8 @@ class ComfyClient:
         return any(len(item) > 1 and item[1] == pid
                    for key in ("queue_running", "queue_pending") for item in state.get(key, []))
 
-    def _handle_message(self, pid: str, raw: str, on_progress: ProgressCallback | None) -> str | None:
-        """React to one socket message: "end" when it says our job ended, "sign" for any other
-        news of our job (it is alive), None for everything else."""
-        try:
-            message = json.loads(raw)
-        except ValueError:
-            return None
-        data = message.get("data") if isinstance(message, dict) else None
-        if not isinstance(data, dict) or data.get("prompt_id") != pid:
-            return None  # status, other clients' jobs, other prompts
-        kind = message.get("type")
-        if kind == "executing":
-            if data.get("node") is None:
-                return "end"
-            if on_progress:
-                on_progress(Progress(pid, str(data["node"]), 0, 0))
-        elif kind == "progress" and on_progress:
-            on_progress(Progress(pid, str(data.get("node")) if data.get("node") is not None else None,
-                                 int(data.get("value", 0)), int(data.get("max", 0))))
-        if kind in ("execution_success", "execution_error", "execution_interrupted"):
-            return "end"
-        return "sign" if kind in _SIGNS_OF_LIFE else None
-
-    @staticmethod
-    def _checked(pid: str, entry: dict[str, Any]) -> dict[str, Any]:
-        status = entry.get("status")
-        if not isinstance(status, dict) or status.get("status_str", "success") == "success":
-            return entry
-        for event, data in reversed(status.get("messages") or []):
-            if event == "execution_error":
-                raise describe_execution_error(pid, data)
-            if event == "execution_interrupted":
-                raise JobInterruptedError(
-                    f"ComfyUI job {pid} was interrupted in node {data.get('node_id')} ({data.get('node_type')}): "
-                    "someone pressed Cancel or called /interrupt; run again to redo it.",
-                    prompt_id=pid, node_id=str(data.get("node_id")), node_type=str(data.get("node_type")))
-        raise ComfyJobError(f"ComfyUI job {pid} failed without saying why; see ComfyUI's console output.", prompt_id=pid)
-
     # ------------------------------------------------------------------ outputs
-    @staticmethod
-    def output_items(entry: dict[str, Any], *, include_temp: bool = False) -> list[dict[str, Any]]:
-        """The file records of a history entry (images, audio, gifs...), in output-node order."""
-        items = []
-        outputs = entry.get("outputs") or {}
-        for node_id in sorted(outputs, key=lambda k: (0, int(k)) if str(k).isdigit() else (1, str(k))):
-            ui = outputs[node_id]
-            if not isinstance(ui, dict):
-                continue
-            for key, value in ui.items():
-                if key in _OUTPUT_KEYS_SKIPPED or not isinstance(value, list):
-                    continue
-                for item in value:
-                    if isinstance(item, dict) and item.get("filename"):
-                        if item.get("type", "output") == "temp" and not include_temp:
-                            continue
-                        items.append({**item, "node": node_id})
-        return items
+    output_items = staticmethod(output_items)
 
     def download_outputs(self, entry: dict[str, Any], dest_dir: str | Path, *, include_temp: bool = False) -> list[Path]:
         """Fetch each output file through /view into `dest_dir`, atomically, under a sanitised name."""
@@ -680,22 +420,13 @@ class ComfyClient:
         used: set[str] = set()
         paths = []
         for item in self.output_items(entry, include_temp=include_temp):
-            name = self._unique(safe_filename(item["filename"]), used)
+            name = unique_name(safe_filename(item["filename"]), used)
             target = root / name
             if target.parent != root:  # cannot happen after safe_filename; a last guard all the same
                 raise ServiceError(f"ComfyUI gave an output file name that would leave {dest}; refusing it.")
             self._download(item, target)
             paths.append(target)
         return paths
-
-    @staticmethod
-    def _unique(name: str, used: set[str]) -> str:
-        candidate, stem, suffix, n = name, Path(name).stem, Path(name).suffix, 2
-        while candidate.lower() in used:
-            candidate = f"{stem}-{n}{suffix}"
-            n += 1
-        used.add(candidate.lower())
-        return candidate
 
     def _download(self, item: dict[str, Any], target: Path) -> None:
         params = {"filename": str(item["filename"]), "subfolder": str(item.get("subfolder") or ""),
@@ -721,40 +452,5 @@ class ComfyClient:
 
     # ------------------------------------------------------------------ checks before a long run
     def find_problems(self, prompt: dict[str, Any], object_info: dict[str, Any] | None = None) -> list[str]:
-        """Sentences for every node class and model file this server lacks, before anything is queued.
-
-        Loader inputs in /object_info list the model files ComfyUI has right now, so an
-        overnight run can refuse at 11 p.m. instead of failing at 3 a.m.
-        """
-        info = self.object_info() if object_info is None else object_info
-        problems: list[str] = []
-        for node_id, node in sorted(prompt.items(), key=lambda kv: str(kv[0])):
-            cls = node.get("class_type", "?")
-            if cls not in info:
-                problems.append(
-                    f"ComfyUI has no node type {cls} (node {node_id}): install the custom node pack that provides it "
-                    "into ComfyUI/custom_nodes (see ComfyUI/README.md) and restart ComfyUI.")
-                continue
-            spec = info[cls].get("input", {})
-            for section in ("required", "optional"):
-                for name, decl in (spec.get(section) or {}).items():
-                    value = node.get("inputs", {}).get(name)
-                    options = _combo_options(decl)
-                    folder = model_folder(cls, name)
-                    if folder and isinstance(value, str) and options is not None and value not in options:
-                        problems.append(
-                            f"ComfyUI does not have the model file {value} that node {node_id} ({cls}) needs for its "
-                            f"{name} input: put it in ComfyUI/models/{folder} (see ComfyUI/README.md).")
-        return problems
-
-
-def _combo_options(decl: Any) -> list[Any] | None:
-    """Options of a combo input in either /object_info shape: [[...], {...}] or ["COMBO", {"options": [...]}]."""
-    if not isinstance(decl, list) or not decl:
-        return None
-    if isinstance(decl[0], list):
-        return decl[0]
-    if decl[0] == "COMBO" and len(decl) > 1 and isinstance(decl[1], dict):
-        options = decl[1].get("options")
-        return list(options) if isinstance(options, (list, tuple)) else None
-    return None
+        """What this server lacks for `prompt` (see errors.find_problems), asked before anything is queued."""
+        return find_problems(prompt, self.object_info() if object_info is None else object_info)

@@ -19,7 +19,6 @@ about graphs and the scripts about items. The rules, all bounded and all logged:
 from __future__ import annotations
 
 import re
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -28,21 +27,18 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from common.run import cancel
-from common.services.comfyui.client import (
-    ComfyClient, JobLostError, JobStalledError, OutOfMemoryJobError, ProgressCallback, ServerAnswerError,
-    ServerStuckError,
+from common.services.comfyui.client import ComfyClient
+from common.services.comfyui.messages import ProgressCallback
+from common.services.comfyui.errors import (
+    JobLostError, JobStalledError, OutOfMemoryJobError, ServerAnswerError, ServerStuckError,
 )
 from common.run.errors import ConfigError, ServiceError
+from common.services.say import Say, say_on_stderr
 
 #: (server, lowered) -> API-format prompt. Called again for every attempt, on whichever server.
 JobBuilder = Callable[[ComfyClient, bool], dict[str, Any]]
-Say = Callable[[str], None]
 
 _REVIVE_AFTER = 5.0  # seconds before a server that stopped answering is asked again
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def server_urls(value: str) -> list[str]:
@@ -84,7 +80,7 @@ class ComfyPool:
     """The ComfyUI servers of a run; safe to use from several threads at once."""
 
     def __init__(self, urls: Sequence[str], *, recovery: Recovery | None = None, request_timeout: float = 30.0,
-                 say: Say = _stderr) -> None:
+                 say: Say = say_on_stderr) -> None:
         self.urls = list(urls)
         if not self.urls:
             raise ConfigError("no ComfyUI server given; set COMFYUI_BASE_URL.")
@@ -99,7 +95,7 @@ class ComfyPool:
         self._clients: list[ComfyClient] = []
 
     @classmethod
-    def from_settings(cls, settings: Any, say: Say = _stderr) -> "ComfyPool":
+    def from_settings(cls, settings: Any, say: Say = say_on_stderr) -> "ComfyPool":
         return cls(server_urls(settings.COMFYUI_BASE_URL), recovery=Recovery.from_settings(settings), say=say)
 
     @property
@@ -138,15 +134,20 @@ class ComfyPool:
             fresh = [u for u in candidates if u not in self._down]
             retry = [u for u in candidates if u in self._down and now - self._down[u] >= _REVIVE_AFTER]
         for url in retry:
-            if self.client(url).is_up():
-                with self._lock:
-                    self._down.pop(url, None)
-                self.say(f"ComfyUI at {url} answers again; sending it jobs.")
+            if self._back(url, "answers again; sending it jobs"):
                 fresh.append(url)
             else:
-                with self._lock:
-                    self._down[url] = time.monotonic()
+                self._set_aside(url)
         return fresh
+
+    def _back(self, url: str, news: str) -> bool:
+        """Whether a server set aside answers again; if so, it is no longer set aside."""
+        if not self.client(url).is_up():
+            return False
+        with self._lock:
+            self._down.pop(url, None)
+        self.say(f"ComfyUI at {url} {news}.")
+        return True
 
     def _pick(self) -> str:
         usable = self._usable()
@@ -173,10 +174,7 @@ class ComfyPool:
                 if cancel.stop_requested():
                     raise KeyboardInterrupt
                 for url in waiting:
-                    if self.client(url).is_up():
-                        with self._lock:
-                            self._down.pop(url, None)
-                        self.say(f"ComfyUI at {url} is back.")
+                    if self._back(url, "is back"):
                         return [url]
                 time.sleep(0.5)
         if not waiting:

@@ -140,17 +140,8 @@ class Workflow:
 
     def find(self, *class_types: str, title: str | None = None) -> list[str]:
         """Ids of nodes of any of `class_types` (all classes if none), whose title contains `title`."""
-        found = []
-        for node_id in self.ids():
-            if class_types and self.class_of(node_id) not in class_types:
-                continue
-            if title is not None and title.lower() not in self.title_of(node_id).lower():
-                continue
-            found.append(node_id)
-        return found
-
-    def find_by_title(self, text: str) -> list[str]:
-        return self.find(title=text)
+        return [n for n in self.ids() if (not class_types or self.class_of(n) in class_types)
+                and (title is None or title.lower() in self.title_of(n).lower())]
 
     def links_of(self, node_id: str) -> Iterator[tuple[str, Link]]:
         """(input name, (source id, slot)) for each linked input of a node."""
@@ -164,24 +155,8 @@ class Workflow:
 
     def consumers(self, source_id: str, slot: int | None = None) -> list[tuple[str, str]]:
         """(node id, input name) of every input linked to `source_id` (at `slot`, if given)."""
-        found = []
-        for node_id in self.ids():
-            for name, (src, src_slot) in self.links_of(node_id):
-                if src == source_id and (slot is None or src_slot == slot):
-                    found.append((node_id, name))
-        return found
-
-    def upstream(self, node_id: str) -> list[str]:
-        """Every node `node_id` depends on, nearest first; dangling links are skipped."""
-        seen: list[str] = []
-        queue = [node_id]
-        while queue:
-            current = queue.pop(0)
-            for _, (src, _) in self.links_of(current):
-                if src in self.nodes and src not in seen and src != node_id:
-                    seen.append(src)
-                    queue.append(src)
-        return seen
+        return [(node_id, name) for node_id in self.ids() for name, (src, src_slot) in self.links_of(node_id)
+                if src == source_id and (slot is None or src_slot == slot)]
 
     def dangling_links(self) -> list[tuple[str, str, str]]:
         """(node id, input, missing source id) for links to nodes the graph lacks.
@@ -224,12 +199,6 @@ class Workflow:
             node["_meta"] = {"title": title}
         self.nodes[node_id] = node
         return node_id
-
-    def require(self, class_types: Sequence[str], required_for: str) -> list[str]:
-        found = self.find(*class_types)
-        if not found:
-            raise InputError(self._missing_sentence(" or ".join(class_types), required_for))
-        return found
 
     def _missing_sentence(self, what: str, required_for: str) -> str:
         return f"{self.source} has no {what} node, which {required_for} needs; use a workflow that has one."
@@ -349,31 +318,35 @@ class Workflow:
 
     def set_prompt(self, text: str, *, required_for: str | None = None) -> int:
         """Put `text` into the encoder(s) feeding the samplers' positive conditioning."""
-        targets = self.positive_prompt_ids()
-        for encoder_id in targets:
-            self._write_text(encoder_id, text)
-        return self._done(len(targets), "positive prompt (CLIPTextEncode)", required_for)
+        return self._write_texts(self.positive_prompt_ids(), text, "positive prompt (CLIPTextEncode)", required_for)
 
     def set_negative_prompt(self, text: str, *, required_for: str | None = None) -> int:
         """Put `text` into the negative encoder(s); 0 when the graph has none or zeroes the negative (Flux)."""
-        _, targets, _ = self._prompt_encoders()
-        for encoder_id in targets:
+        return self._write_texts(self.negative_prompt_ids(), text, "negative prompt (CLIPTextEncode)", required_for)
+
+    def _write_texts(self, encoder_ids: list[str], text: str, what: str, required_for: str | None) -> int:
+        for encoder_id in encoder_ids:
             self._write_text(encoder_id, text)
-        return self._done(len(targets), "negative prompt (CLIPTextEncode)", required_for)
+        return self._done(len(encoder_ids), what, required_for)
 
     def negative_is_zeroed(self) -> bool:
         return self._prompt_encoders()[2]
 
     # ----------------------------------------------------------------- numbers
-    def _set_inputs(self, names: Iterable[str], value: Any, node_ids: Iterable[str], *, numeric: bool = True) -> int:
+    def _set_inputs(self, names: Iterable[str], value: Any, node_ids: Iterable[str], *, numeric: bool = True,
+                    first_only: bool = False) -> int:
+        """Set the `names` inputs a node holds itself (not linked); `value` may be a function of the old
+        value. Returns how many nodes changed; `first_only` sets only the first of `names` a node has."""
         changed = 0
         for node_id in node_ids:
             inputs = self.nodes[node_id]["inputs"]
             hit = False
             for name in names:
                 if name in inputs and not _is_link(inputs[name]) and (not numeric or _is_number(inputs[name])):
-                    inputs[name] = value
+                    inputs[name] = value(inputs[name]) if callable(value) else value
                     hit = True
+                    if first_only:
+                        break
             changed += hit
         return changed
 
@@ -412,13 +385,6 @@ class Workflow:
                 changed += 1
         return self._done(changed, "size (EmptySD3LatentImage, EmptyLatentImage, EmptyLTXVLatentVideo or EmptyImage)", required_for)
 
-    def size(self) -> tuple[int, int] | None:
-        for node_id in self._size_ids():
-            inputs = self.nodes[node_id]["inputs"]
-            if _is_number(inputs.get("width")) and _is_number(inputs.get("height")):
-                return int(inputs["width"]), int(inputs["height"])
-        return None
-
     def use_tiled_decode(self, tile_size: int = 512) -> int:
         """Decode in tiles (core ComfyUI's VAEDecodeTiled): much less GPU memory for big images and
         long videos, the out-of-memory retry's first remedy. Returns how many decoders changed."""
@@ -438,26 +404,16 @@ class Workflow:
 
     def set_fps(self, fps: float, *, required_for: str | None = None) -> int:
         """Frame rate everywhere it matters: LTXVConditioning, VHS_VideoCombine, CreateVideo."""
-        changed = 0
-        for node_id in self.ids():
-            inputs = self.nodes[node_id]["inputs"]
-            for name in ("frame_rate", "fps"):
-                if name in inputs and _is_number(inputs[name]):
-                    inputs[name] = int(fps) if isinstance(inputs[name], int) and float(fps).is_integer() else float(fps)
-                    changed += 1
-                    break
+        def rate(old: Any) -> int | float:
+            return int(fps) if isinstance(old, int) and float(fps).is_integer() else float(fps)
+
+        changed = self._set_inputs(("frame_rate", "fps"), rate, self.ids(), first_only=True)
         return self._done(changed, "frame rate (LTXVConditioning, VHS_VideoCombine or CreateVideo)", required_for)
 
     def set_seconds(self, seconds: float, *, required_for: str | None = None) -> int:
         """Length of an audio job: EmptyLatentAudio `seconds`, EmptyAudio `duration`."""
-        changed = 0
-        for node_id in self.ids():
-            inputs = self.nodes[node_id]["inputs"]
-            for name in ("seconds", "duration"):
-                if name in inputs and _is_number(inputs[name]) and "Audio" in self.class_of(node_id):
-                    inputs[name] = float(seconds)
-                    changed += 1
-                    break
+        audio = [n for n in self.ids() if "Audio" in self.class_of(n)]
+        changed = self._set_inputs(("seconds", "duration"), float(seconds), audio, first_only=True)
         return self._done(changed, "audio length (EmptyLatentAudio)", required_for)
 
     def load_image_ids(self, which: str | None = None) -> list[str]:

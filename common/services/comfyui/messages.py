@@ -1,0 +1,61 @@
+"""What ComfyUI's `/ws` socket says about our job: progress reports for the caller, and signs of
+life that keep the stall watchdog quiet."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+import websocket
+
+_SIGNS_OF_LIFE = {"execution_start", "execution_cached", "executing", "progress", "progress_state", "executed"}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report: `node` started (value == max == 0) or a sampler step `value`/`max`."""
+
+    prompt_id: str
+    node: str | None
+    value: int
+    max: int
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def receive(sock: websocket.WebSocket, wait: float) -> tuple[str | None, websocket.WebSocket | None]:
+    """One text frame (None on timeout or for binary previews); the socket, or None once it failed."""
+    try:
+        sock.settimeout(wait)
+        raw = sock.recv()
+    except websocket.WebSocketTimeoutException:
+        return None, sock
+    except (websocket.WebSocketException, OSError, ValueError):
+        sock.close()
+        return None, None
+    return (raw if isinstance(raw, str) else None), sock
+
+
+def read_message(pid: str, raw: str, on_progress: ProgressCallback | None) -> str | None:
+    """React to one socket message: "end" when it says our job ended, "sign" for any other
+    news of our job (it is alive), None for everything else."""
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        return None
+    data = message.get("data") if isinstance(message, dict) else None
+    if not isinstance(data, dict) or data.get("prompt_id") != pid:
+        return None  # status, other clients' jobs, other prompts
+    kind = message.get("type")
+    if kind == "executing":
+        if data.get("node") is None:
+            return "end"
+        if on_progress:
+            on_progress(Progress(pid, str(data["node"]), 0, 0))
+    elif kind == "progress" and on_progress:
+        on_progress(Progress(pid, str(data.get("node")) if data.get("node") is not None else None,
+                             int(data.get("value", 0)), int(data.get("max", 0))))
+    if kind in ("execution_success", "execution_error", "execution_interrupted"):
+        return "end"
+    return "sign" if kind in _SIGNS_OF_LIFE else None

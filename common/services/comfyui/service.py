@@ -1,0 +1,155 @@
+"""Start, adopt, free and stop ComfyUI (the rules in common.services.server).
+
+A ComfyUI we start runs in its own process group/session, bound to 127.0.0.1, logs to
+output/comfyui.log, and is stopped as a whole tree.
+"""
+from __future__ import annotations
+
+import shlex
+import subprocess
+import time
+from pathlib import Path
+from typing import Sequence
+
+import requests
+
+from common.run.errors import ServiceError
+from common.services.net import is_loopback_url, port_of
+from common.services.processes import new_group_kwargs, stop_process_tree, wait_until
+from common.services.say import Say
+from common.services.server import ManagedServer
+
+
+class ComfyUIService(ManagedServer):
+    """ComfyUI at `base_url`: adopted if it answers, else started from `comfyui_dir/main.py`."""
+
+    name = "ComfyUI"
+    health_path = "/system_stats"
+
+    def __init__(
+        self,
+        base_url: str,
+        comfyui_dir: Path,
+        python_exe: str,
+        log_path: Path,
+        extra_args: Sequence[str] = (),
+        *,
+        start_timeout: float = 300.0,
+        stop_grace: float = 15.0,
+        say: Say | None = None,
+    ) -> None:
+        super().__init__(base_url, start_timeout=start_timeout, say=say)
+        self.comfyui_dir = Path(comfyui_dir)
+        self.python_exe = python_exe
+        self.log_path = Path(log_path)
+        self.extra_args = tuple(extra_args)
+        self.stop_grace = stop_grace
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def started_by_us(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def command(self) -> list[str]:
+        return [self.python_exe, "main.py", "--listen", "127.0.0.1", "--port", str(port_of(self.base_url)),
+                *self.extra_args]
+
+    def _keep_plan(self) -> str:
+        return f"keep {self.name} running (ours, pid {self.pid})"
+
+    def _start_plan(self) -> str:
+        return f"start {self.name}: {shlex.join(self.command())} (in {self.comfyui_dir})"
+
+    def _check_startable(self) -> None:
+        if not is_loopback_url(self.base_url):
+            raise ServiceError(
+                f"ComfyUI does not answer at {self.base_url}, which is not on this machine, so it "
+                "cannot be started from here; start it there yourself or point COMFYUI_BASE_URL at it."
+            )
+        if not (self.comfyui_dir / "main.py").is_file():
+            raise ServiceError(
+                f"ComfyUI is not installed in {self.comfyui_dir} (no main.py there); install it as "
+                "ComfyUI/README.md says, set COMFYUI_DIR to your ComfyUI folder, or use PIPELINE_ENGINE=offline."
+            )
+
+    def ensure_running(self) -> None:
+        """Make ComfyUI answer: keep ours, adopt a running one, or start it and wait for it."""
+        if self.started_by_us:
+            self._dirty = True
+            if not self.answers():
+                wait_until(self.answers, timeout=self.start_timeout, what=self.name,
+                           process=self._proc, log_path=self.log_path)
+            return
+        if self._proc is not None:  # ours, but it died since: say so and start again
+            self.say(f"services: {self.name} (pid {self._proc.pid}) had exited with code "
+                     f"{self._proc.returncode}; starting it again")
+            self._proc = None
+        if self.answers():
+            if not self._adopted:
+                self.say(f"services: adopted the {self.name} already running at {self.base_url} "
+                         "(it will be freed, never stopped)")
+            self._adopted = True
+            self._dirty = True
+            return
+        self._adopted = False
+        self._check_startable()
+        self._start()
+
+    def _start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = self.command()
+        with open(self.log_path, "ab") as log:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            log.write(f"----- {self.name} start @ {stamp}: {shlex.join(command)} -----\n".encode())
+            log.flush()
+            try:
+                self._proc = subprocess.Popen(
+                    command, cwd=self.comfyui_dir, stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, **new_group_kwargs(),
+                )
+            except OSError as exc:
+                raise ServiceError(
+                    f"could not run {command[0]} to start ComfyUI ({exc.strerror}); set COMFYUI_PYTHON "
+                    "to the Python of your ComfyUI install."
+                ) from None
+        self.say(f"services: starting {self.name} (pid {self._proc.pid}) at {self.base_url}; log: {self.log_path}")
+        try:
+            took = wait_until(self.answers, timeout=self.start_timeout, what=self.name,
+                              process=self._proc, log_path=self.log_path)
+        except BaseException:
+            self.stop()
+            raise
+        self._dirty = True
+        self.say(f"services: {self.name} ready in {took:.1f}s (pid {self._proc.pid})")
+
+    def free(self) -> None:
+        """Ask a server to unload its models and free memory; a failure is logged, not fatal."""
+        try:
+            response = requests.post(f"{self.base_url}/free", json={"unload_models": True, "free_memory": True},
+                                     timeout=10)
+            ok = response.status_code == 200
+            detail = f"HTTP {response.status_code}"
+        except requests.RequestException as exc:
+            ok, detail = False, type(exc).__name__
+        if ok:
+            self.say(f"services: freed {self.name} at {self.base_url} (models unloaded, memory freed)")
+        else:
+            self.say(f"services: could not free {self.name} at {self.base_url} ({detail}); it keeps its memory")
+        self._dirty = False
+
+    def stop(self) -> None:
+        """Stop the process tree we started; an adopted server is never touched here."""
+        if self._proc is None:
+            return
+        proc, self._proc = self._proc, None
+        if proc.poll() is not None:
+            self.say(f"services: {self.name} (pid {proc.pid}) had already exited with code {proc.returncode}")
+            stop_process_tree(proc, grace=self.stop_grace)
+            return
+        started = time.monotonic()
+        code = stop_process_tree(proc, grace=self.stop_grace)
+        self.say(f"services: stopped {self.name} (pid {proc.pid}, exit {code}) in {time.monotonic() - started:.1f}s")

@@ -1,0 +1,199 @@
+"""Child processes of the servers we start: waiting for one to be ready, reading its log, stopping its tree.
+
+Readiness is polled every 100 ms (the seed polled every 15 s), and a server that dies while
+starting ends the wait at once with the tail of its log, so a broken install fails in seconds
+with the reason, not after a 5-minute timeout.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import psutil
+
+from common.run.errors import ServiceError
+
+POLL_INTERVAL = 0.1
+
+
+def log_tail(path: Path | None, lines: int = 15) -> str:
+    """The last lines of a server log, to put the real cause into our one-sentence error."""
+    if path is None or not path.is_file():
+        return ""
+    with open(path, "rb") as handle:
+        tail = deque(handle, maxlen=lines)
+    return b"".join(tail).decode("utf-8", errors="replace").rstrip()
+
+
+def wait_until(
+    check: Callable[[], bool],
+    *,
+    timeout: float,
+    interval: float = POLL_INTERVAL,
+    what: str,
+    process: subprocess.Popen | None = None,
+    log_path: Path | None = None,
+) -> float:
+    """Poll `check` until it is true; return the seconds it took.
+
+    A `process` that exits while we wait ends the wait at once (its log tail goes into the
+    error), because a crashed server will never answer however long we poll.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    while True:
+        if check():
+            return time.monotonic() - started
+        if process is not None and process.poll() is not None:
+            tail = log_tail(log_path)
+            where = f" (log: {log_path})" if log_path else ""
+            advice = f"fix the cause shown in its last lines:\n{tail}" if tail else "run it by hand to see why."
+            raise ServiceError(f"{what} exited with code {process.returncode} before it was ready{where}; {advice}")
+        now = time.monotonic()
+        if now >= deadline:
+            tail = log_tail(log_path)
+            where = f"; its log is {log_path}" if log_path else ""
+            raise ServiceError(
+                f"{what} was not ready after {timeout:.0f} s{where}; check it, or raise "
+                "SERVICE_START_TIMEOUT." + (f"\n{tail}" if tail else "")
+            )
+        time.sleep(min(interval, max(0.0, deadline - now)))
+
+
+def new_group_kwargs() -> dict[str, Any]:
+    """Own process group/session, so a terminal Ctrl+C does not hit it and we can stop the tree."""
+    if os.name == "nt":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    return {"start_new_session": True}
+
+
+def _alive(procs: Sequence[psutil.Process]) -> list[psutil.Process]:
+    living = []
+    for proc in procs:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                living.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return living
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    try:
+        parent = psutil.Process(pid)
+        return [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def stop_process_tree(proc: subprocess.Popen, *, grace: float, first_signal: int | None = None) -> int | None:
+    """Stop a child we started and everything it spawned: polite signal, grace, then kill.
+
+    ComfyUI stops cleanly on SIGINT ("Stopped server"); SIGTERM follows at half the grace
+    period, SIGKILL at its end. Children are collected before the parent dies, since once it
+    is gone they are re-parented and no longer findable through it.
+    """
+    if first_signal is None:
+        first_signal = signal.SIGINT if os.name != "nt" else signal.CTRL_BREAK_EVENT  # type: ignore[attr-defined]
+    known: dict[int, psutil.Process] = {p.pid: p for p in _tree(proc.pid)}
+
+    def refresh() -> None:
+        if proc.poll() is None:
+            for p in _tree(proc.pid):
+                known.setdefault(p.pid, p)
+
+    def in_group(pid: int) -> bool:
+        try:
+            return os.name != "nt" and os.getpgid(pid) == proc.pid
+        except OSError:
+            return False
+
+    def signal_all(sig: int) -> None:
+        refresh()
+        group_signalled = False
+        if proc.poll() is None:
+            try:
+                if os.name != "nt":
+                    os.killpg(proc.pid, sig)
+                    group_signalled = True
+                else:
+                    proc.send_signal(sig)
+            except OSError:
+                pass
+        # Whatever left the group (or the parent, if the group could not be signalled):
+        # signalled once, never twice, since a second Ctrl+C means "quit now" to many programs.
+        for p in _alive(list(known.values())):
+            if p.pid == proc.pid or (group_signalled and in_group(p.pid)):
+                continue
+            try:
+                p.send_signal(sig)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+                pass
+
+    def children_left() -> list[psutil.Process]:
+        return _alive([p for p in known.values() if p.pid != proc.pid])
+
+    def wait_for_all(seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while True:
+            refresh()
+            if proc.poll() is not None and not children_left():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    if proc.poll() is None:
+        signal_all(first_signal)
+        if not wait_for_all(grace / 2):
+            signal_all(signal.SIGTERM)
+            if not wait_for_all(grace / 2):
+                if os.name != "nt" and proc.poll() is None:
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+                for p in _alive(list(known.values())):
+                    try:
+                        p.kill()
+                    except (psutil.NoSuchProcess, psutil.AccessDenied):
+                        pass
+    # Leftovers of a parent that had already exited (re-parented grandchildren). A zombie
+    # counts as gone: psutil.wait_procs would wait for it, and nobody may ever reap it.
+    leftovers = children_left()
+    for sig_name in ("terminate", "kill"):
+        for p in leftovers:
+            try:
+                getattr(p, sig_name)()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        deadline = time.monotonic() + min(grace, 5.0)
+        while leftovers and time.monotonic() < deadline:
+            time.sleep(0.05)
+            leftovers = _alive(leftovers)
+        if not leftovers:
+            break
+    try:
+        return proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def resolve_command(command: str) -> list[str] | None:
+    """Split a command setting and find its program on PATH (or as a path); None if missing."""
+    try:
+        argv = shlex.split(command, posix=os.name != "nt")
+    except ValueError:
+        return None
+    if not argv:
+        return None
+    found = shutil.which(argv[0])
+    return [found, *argv[1:]] if found else None
+
