@@ -117,7 +117,6 @@ class ScriptContext:
             item_key, item_fp = key(item), fingerprint(item)
             cached = store.lookup(item_key, item_fp)
             if cached is not None:
-                store.note_cached()
                 entries[item_key] = cached
                 progress.done(item_key, cached=True)
             else:
