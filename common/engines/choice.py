@@ -155,4 +155,3 @@ def child_environment(choice: EngineChoice) -> dict[str, str]:
     return {"PIPELINE_ENGINE": choice.media, "PIPELINE_TEXT_ENGINE": choice.text}
 
 
-__all__ = ["EngineChoice", "choose_engines", "engines_from_env", "child_environment"]
