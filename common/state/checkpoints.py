@@ -86,8 +86,6 @@ def file_digest(path: Path) -> str:
 
 @dataclass(frozen=True)
 class Entry:
-    """One finished item as recorded."""
-
     key: str
     fingerprint: str
     files: tuple[str, ...] = ()
