@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from common.state.atomic import atomic_path
 from common.run.errors import ConfigError, InputError, PipelineError
-from common.run.report import read_entries
+from common.state.checkpoints import read_entries
 from common.media.ffmpeg import FFmpegError, Loudness, audio_duration, ff_path, ffmpeg_log, measure_loudness
 
 MIX_VERSION = 1  # bump when the graph changes what comes out, so checkpoints redo the mix

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from common.state.atomic import atomic_write_json
-from common.state.checkpoints import Entry, fingerprint
+from common.state.checkpoints import Entry, fingerprint, read_entries
 from common.engines.base import SpeechLine
 from common.run.errors import InputError
-from common.run.report import read_entries
 from common.formats.speakers import read_voice_map
 from common.formats.story import Story
 from common.audio.voices import Voice, VoiceLibrary

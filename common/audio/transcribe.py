@@ -24,7 +24,7 @@ from typing import Any, Mapping, Protocol
 
 from common.state.atomic import atomic_write_json
 from common.run.errors import ConfigError, InputError
-from common.run.report import read_entries
+from common.state.checkpoints import read_entries
 from common.audio.subtitles import CueRules, Word, one_paragraph, whisper_words, words_from_timings
 
 TIMINGS, WHISPER, AUTO = "timings", "whisper", "auto"

@@ -28,10 +28,6 @@ class EngineChoice:
     text: Text
     reason: str
 
-    @property
-    def any_offline(self) -> bool:
-        return self.media == "offline" or self.text == "offline"
-
 
 def _comfyui_status(settings: Any, may_start: bool) -> tuple[bool, str]:
     # Imported here: an offline run never pays for requests/psutil at start-up.
@@ -68,24 +64,16 @@ def _llm_status(settings: Any, may_start: bool) -> tuple[bool, str]:
     return False, f"LLM server not answering at {url} and no `{settings.LM_STUDIO_CMD}` command"
 
 
+# (media, text) -> the run's label, and which outputs are previews.
+_LABELS = {("offline", "offline"): ("offline", " — outputs are previews"),
+           ("offline", "llm"): ("offline media, LLM text", " — media outputs are previews"),
+           ("comfyui", "offline"): ("ComfyUI media, offline text", " — text outputs are previews"),
+           ("comfyui", "llm"): ("ComfyUI + LLM", "")}
+
+
 def _compose(media: Media, text: Text, media_why: str, text_why: str, cause: str = "") -> EngineChoice:
-    if media == "offline" and text == "offline":
-        label = "offline"
-    elif media == "offline":
-        label = "offline media, LLM text"
-    elif text == "offline":
-        label = "ComfyUI media, offline text"
-    else:
-        label = "ComfyUI + LLM"
-    detail = cause or f"{media_why}; {text_why}"
-    reason = f"engine: {label} ({detail})"
-    if media == "offline" and text == "offline":
-        reason += " — outputs are previews"
-    elif media == "offline":
-        reason += " — media outputs are previews"
-    elif text == "offline":
-        reason += " — text outputs are previews"
-    return EngineChoice(media, text, reason)
+    label, previews = _LABELS[(media, text)]
+    return EngineChoice(media, text, f"engine: {label} ({cause or f'{media_why}; {text_why}'}){previews}")
 
 
 def choose_engines(settings: Any, *, may_start: bool = True) -> EngineChoice:
@@ -149,11 +137,3 @@ def engines_from_env(settings: Any, environ: Mapping[str, str] | None = None) ->
     else:
         text, text_why = ("llm" if text_mode == "llm" else "offline"), f"PIPELINE_TEXT_ENGINE={text_mode}"
     return _compose(media, text, media_why, text_why)
-
-
-def child_environment(choice: EngineChoice) -> dict[str, str]:
-    """The variables an orchestrator exports so its children skip their own auto-detection."""
-    return {"PIPELINE_ENGINE": choice.media, "PIPELINE_TEXT_ENGINE": choice.text}
-
-
-__all__ = ["EngineChoice", "choose_engines", "engines_from_env", "child_environment"]

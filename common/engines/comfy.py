@@ -208,20 +208,17 @@ class ComfyImage(_OnPool):
     # ---- LoRAs and IMAGE mode (10.thumbnail.py; ImageRequest.loras / input_image) ----
     @staticmethod
     def _apply_loras_and_start_image(workflow: Workflow, request: ImageRequest) -> None:
-        """Chain the request's LoRAs after the model loaders, and give a text-to-image template a start image.
-
-        The seed's IMAGE mode (an input image *with* a denoise: start from this picture) replaces
+        """The seed's IMAGE mode (an input image *with* a denoise: start from this picture) replaces
         the empty latent with LoadImage + VAEEncode; its own workflows have no LoadImage, so one
-        is added here (fed the VAE the decoder uses) and the caller points it at the uploaded
-        file. A template that already loads an image, or an input image without a denoise (a
-        reference, not a start), is left as it is.
+        is added (fed the VAE the decoder uses) for the caller to point at the upload. A template
+        that already loads an image, or an input image without a denoise (a reference), is left as it is.
         """
         if request.loras:
             workflow.add_loras(request.loras, required_for="LoRAs (USE_LORA)")
         if request.input_image is None or request.denoise is None or workflow.load_image_ids():
             return
         vae = next((workflow.link(n, "vae") for n in workflow.find("VAEDecode") if workflow.link(n, "vae")), None)
-        empties = [n for n in workflow.find() if workflow.class_of(n) in ("EmptySD3LatentImage", "EmptyLatentImage")]
+        empties = workflow.find("EmptySD3LatentImage", "EmptyLatentImage")
         if vae is None or not empties:
             raise InputError(
                 f"{workflow.source} cannot start from an image (it needs a VAEDecode and an empty latent to replace); "
@@ -236,7 +233,7 @@ class ComfyImage(_OnPool):
 
 
 _VIDEO_FILES = (".mp4", ".webm", ".mov", ".mkv")
-_VIDEO_OUTPUTS = {"VHS_VideoCombine", "SaveVideo", "SaveWEBM"}
+_VIDEO_OUTPUTS = ("VHS_VideoCombine", "SaveVideo", "SaveWEBM")
 _END_TITLE = re.compile(r"\b(end|last)\b", re.I)
 
 
@@ -248,7 +245,7 @@ def end_image_loaders(workflow: Workflow) -> list[str]:
 def drop_frame_outputs(workflow: Workflow) -> None:
     """A graph that saves a video needs no PNG of every frame (the seed's LTX graph has one):
     hundreds of downloads per clip for nothing."""
-    if any(workflow.class_of(n) in _VIDEO_OUTPUTS for n in workflow.ids()):
+    if workflow.find(*_VIDEO_OUTPUTS):
         for node_id in workflow.find("SaveImage", "PreviewImage"):
             del workflow.nodes[node_id]
 

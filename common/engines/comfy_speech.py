@@ -41,11 +41,7 @@ def find_tts_node(workflow: Workflow) -> str:
 
 def speaker_order(lines: Sequence[tuple[str, str]]) -> list[str]:
     """Speaker tags in order of first appearance: slot 1 is whoever speaks first."""
-    order: list[str] = []
-    for tag, _ in lines:
-        if tag not in order:
-            order.append(tag)
-    return order
+    return list(dict.fromkeys(tag for tag, _ in lines))
 
 
 def speech_text(lines: Sequence[tuple[str, str]], slots: Mapping[str, int]) -> str:

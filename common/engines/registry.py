@@ -5,6 +5,7 @@ backend the run resolved to, so no script holds an if/elif over backends.
 """
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
 from typing import Any, Callable
 
@@ -69,13 +70,6 @@ def _comfy_sound(settings: Settings, pipeline_dir: Path) -> Any:
                       settings.COMFYUI_JOB_TIMEOUT)
 
 
-@register("image", "offline")
-def _offline_image(settings: Settings, pipeline_dir: Path) -> Any:
-    from common.offline.engine import OfflineImage
-
-    return OfflineImage()
-
-
 @register("image", "comfyui")
 def _comfy_image(settings: Settings, pipeline_dir: Path) -> Any:
     from common.engines.comfy import ComfyImage
@@ -91,13 +85,6 @@ def _comfy_image(settings: Settings, pipeline_dir: Path) -> Any:
                       oom_scale=settings.COMFYUI_OOM_SCALE)
 
 
-@register("animation", "offline")
-def _offline_animation(settings: Settings, pipeline_dir: Path) -> Any:
-    from common.offline.engine import OfflineAnimation
-
-    return OfflineAnimation()
-
-
 @register("animation", "comfyui")
 def _comfy_animation(settings: Settings, pipeline_dir: Path) -> Any:
     from common.video.animation import model_rule
@@ -110,11 +97,11 @@ def _comfy_animation(settings: Settings, pipeline_dir: Path) -> Any:
                           timeout=settings.COMFYUI_JOB_TIMEOUT, oom_scale=settings.COMFYUI_OOM_SCALE)
 
 
-@register("text", "offline")
-def _offline_text(settings: Settings, pipeline_dir: Path) -> Any:
-    from common.engines.text import OfflineText
-
-    return OfflineText()
+# Offline engines that take no settings; imported only when chosen, like every engine here.
+for _kind, _module, _name in (("image", "common.offline.engine", "OfflineImage"),
+                              ("animation", "common.offline.engine", "OfflineAnimation"),
+                              ("text", "common.engines.text", "OfflineText")):
+    register(_kind, "offline")(lambda settings, pipeline_dir, m=_module, n=_name: getattr(import_module(m), n)())
 
 
 class LazyClient:

@@ -71,7 +71,6 @@ def write_scene_lines(story: Story, engine: Any, store: CheckpointStore, *, chec
         fp = fingerprint(ident, request.identity())
         entry = store.lookup(scene_id, fp)
         if entry is not None:
-            store.note_cached()
             progress.done(scene_id, cached=True)
         else:
             progress.begin(scene_id)

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 from urllib.parse import quote
 
 from common.state.atomic import atomic_write_text
-from common.state.checkpoints import Entry
+from common.state.checkpoints import Entry, read_entries, state_file
 
 REVIEW_FILE = "review.html"
 SECTIONS = (("character", "Characters", "2.character"), ("location", "Locations", "2.location"), ("scene", "Scenes", "3.scene"))
@@ -66,13 +66,11 @@ addEventListener("load", function () {
 
 def load_entries(pipeline_dir: Path, script: str) -> list[Entry]:
     """The finished picture entries of one script's checkpoint file (passes and unreadable files skipped)."""
-    path = pipeline_dir / "output" / "tracking" / f"{script}.state.json"
     try:
-        items = json.loads(path.read_text(encoding="utf-8"))["items"]
-        entries = [Entry.from_json(key, value) for key, value in items.items()]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        entries = [Entry.from_json(key, value) for key, value in read_entries(state_file(pipeline_dir, script)).items()]
+    except (ValueError, KeyError, TypeError):
         return []
-    pictures = [e for e in entries if e.status == "done" and "#" not in e.key and e.files and e.data.get("kind")]
+    pictures = [e for e in entries if e.status == "done" and e.files and e.data.get("kind")]
     return sorted(pictures, key=lambda e: (e.data.get("order", 0), e.data.get("variation", 1), e.key))
 
 

@@ -115,7 +115,6 @@ def _parse(argv: Sequence[str] | None, pipeline_dir: Path) -> argparse.Namespace
 
 def run_pipeline(pipeline_dir: Path, *, scripts: list[str], needs_comfyui: Needs, needs_lmstudio: Needs,
                  script_args: Mapping[str, Sequence[str]], argv: list[str] | None = None) -> int:
-    """Run (part of) a pipeline; returns the exit code for `sys.exit`."""
     pipeline_dir = Path(pipeline_dir).resolve()
     try:
         args = _parse(argv, pipeline_dir)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from common.run.progress import format_duration
 from common.state.atomic import atomic_write_text
-from common.state.checkpoints import read_items, state_file
+from common.state.checkpoints import read_entries, state_file
 
 if TYPE_CHECKING:
     from common.run.steps import Step
@@ -32,15 +32,6 @@ FAILED_LINES = 5  # failed items --status lists per script (the report lists the
 def state_path(step: Step) -> Path:
     """A script's checkpoints live in its own pipeline, also when another pipeline runs it."""
     return state_file(step.pipeline_dir, step.path.stem)
-
-
-def read_entries(path: Path) -> dict[str, dict[str, Any]]:
-    """The items of a state file (no `#` keys); empty when missing or unreadable (status never fails)."""
-    try:
-        items = read_items(path)
-    except (OSError, ValueError, UnicodeDecodeError):
-        return {}
-    return {k: v for k, v in items.items() if "#" not in k and isinstance(v, dict)}
 
 
 @dataclass

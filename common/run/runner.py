@@ -95,18 +95,12 @@ class ScriptContext:
              work: Callable[[T], tuple[Iterable[Path], dict[str, Any]]], preview: bool = False,
              store: CheckpointStore | None = None, workers: int = 1,
              chain: Callable[[T], str] | None = None) -> dict[str, Entry]:
-        """Run `work` for every item not already checkpointed, checkpointing each as it finishes.
-
-        `work(item)` returns (files it wrote, data to remember). Returns the entry of every
-        item, cached or new, by key, so the caller can assemble results in order. With
-        `workers` > 1 that many items run at once (e.g. to keep a ComfyUI queue full); each is
-        still checkpointed the moment it finishes, so an interruption loses only those in flight.
-        Items with the same `chain(item)` depend on each other: they run in their listed order in
-        one worker, and after one fails the rest of its chain waits for the next run.
-
-        An item whose work raises a JobError (a job the server failed, an answer that never
-        validated) is recorded as failed and the other items go on; the call then raises one
-        ItemsFailedError naming them. A JobError that would hit every item stops at once.
+        """`work(item)` -> (files written, data to remember) for each item not checkpointed yet; returns
+        every entry, cached or new, by key. Each is checkpointed the moment it finishes, also with
+        `workers` > 1 (to keep a ComfyUI queue full), so an interruption loses only those in flight.
+        Items with the same `chain(item)` build on each other: one worker runs them in order, and after
+        one fails the rest wait for the next run. A JobError fails its item only (one ItemsFailedError
+        at the end) unless it would hit every item: then it stops at once.
         """
         store = store or self.checkpoints()
         progress = Progress(len(items), label)
@@ -117,7 +111,6 @@ class ScriptContext:
             item_key, item_fp = key(item), fingerprint(item)
             cached = store.lookup(item_key, item_fp)
             if cached is not None:
-                store.note_cached()
                 entries[item_key] = cached
                 progress.done(item_key, cached=True)
             else:

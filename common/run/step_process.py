@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from common.config.paths import REPO_ROOT
-from common.engines.choice import EngineChoice, child_environment
+from common.engines.choice import EngineChoice
 from common.state.checkpoints import now_text
 
 if TYPE_CHECKING:
@@ -152,7 +152,8 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 def child_env(choice: EngineChoice) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(child_environment(choice))
+    # The run's engine choice, so each child skips its own auto-detection (common.engines.choice).
+    env.update(PIPELINE_ENGINE=choice.media, PIPELINE_TEXT_ENGINE=choice.text)
     env["PYTHONUNBUFFERED"] = "1"  # progress must reach the terminal and log.txt as it happens
     env["PYTHONIOENCODING"] = "utf-8"
     paths = [str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]

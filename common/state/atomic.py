@@ -63,10 +63,8 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None, mode:
 
 
 def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> Path:
-    """Write `data` to `target` atomically and durably."""
     with atomic_path(target) as tmp:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
+        tmp.write_bytes(data)
     return Path(target)
 
 
@@ -76,6 +74,5 @@ def atomic_write_text(target: str | os.PathLike[str], text: str, encoding: str =
 
 
 def atomic_write_json(target: str | os.PathLike[str], value: Any, indent: int | None = 2) -> Path:
-    """Write `value` as UTF-8 JSON to `target` atomically."""
     text = json.dumps(value, indent=indent, ensure_ascii=False, sort_keys=False)
     return atomic_write_text(target, text + "\n")

@@ -32,12 +32,23 @@ def state_file(pipeline_dir: Path, script: str) -> Path:
     return Path(pipeline_dir) / "output" / "tracking" / f"{script}.state.json"
 
 
-def read_items(path: Path) -> dict[str, Any]:
-    """The items table of a state file as written; ValueError (or OSError) when there is none."""
+def _items_table(path: Path) -> dict[str, Any]:
+    """ValueError (or OSError) when the file holds no items table."""
     raw = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(raw, dict) or not isinstance(raw.get("items"), dict):
         raise ValueError("no items table")
     return raw["items"]
+
+
+def read_entries(path: Path) -> dict[str, dict[str, Any]]:
+    """A state file's items for anyone but its owner: nothing is written (a CheckpointStore moves a corrupt
+    file aside and deletes temp files), and a missing or unreadable file is empty, so a status or a check
+    never fails on it. Keys with `#` are a script's intermediate bookkeeping, not items, and are left out."""
+    try:
+        items = _items_table(path)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return {k: v for k, v in items.items() if "#" not in k and isinstance(v, dict)}
 
 
 def fingerprint(*parts: Any) -> str:
@@ -75,8 +86,6 @@ def file_digest(path: Path) -> str:
 
 @dataclass(frozen=True)
 class Entry:
-    """One finished item as recorded."""
-
     key: str
     fingerprint: str
     files: tuple[str, ...] = ()
@@ -120,7 +129,6 @@ class CheckpointStore:
         self.warn = warn
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
-        self.cached_count = 0
         if resumable and not force_start:
             self._entries = self._load()
 
@@ -133,7 +141,7 @@ class CheckpointStore:
         if not self.path.exists():
             return {}
         try:
-            return {key: Entry.from_json(key, value) for key, value in read_items(self.path).items()}
+            return {key: Entry.from_json(key, value) for key, value in _items_table(self.path).items()}
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             aside = self.path.with_name(f"{self.path.stem}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}.json")
             os.replace(self.path, aside)
@@ -197,10 +205,6 @@ class CheckpointStore:
                 del self._entries[key]
             if stale:
                 self._save_locked()
-
-    def note_cached(self) -> None:
-        with self._lock:
-            self.cached_count += 1
 
     def finish(self, *, cleanup: bool) -> None:
         """CLEANUP_TRACKING_FILES: a finished script's state file is removed."""

@@ -26,7 +26,6 @@ a no-op run stays in milliseconds.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -36,6 +35,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from common.config.paths import PIPELINES, REPO_ROOT
 from common.state.atomic import atomic_write_json
+from common.state.checkpoints import fingerprint
 
 STAMP_NAME = "orchestrator.state.json"
 STAMP_VERSION = 1
@@ -111,11 +111,6 @@ def snapshot_trees(roots: Iterable[Path]) -> dict[str, Listing]:
     return {str(root): snapshot(root) for root in roots}
 
 
-def _digest(value: Any) -> str:
-    blob = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
-
-
 def _file_stat(path: Path) -> list[int]:
     try:
         st = path.stat()
@@ -135,9 +130,11 @@ def context_parts(settings: Any, engine: tuple[str, str], environ: Mapping[str, 
     code = {str(p.relative_to(COMMON_DIR)): _file_stat(p) for p in sorted(COMMON_DIR.rglob("*"))
             if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
     return {
-        "settings": _digest([values, env, named]),
-        "engine": _digest(list(engine)),
-        "code": _digest([sys.executable, sys.version, code]),
+        # fingerprint(*parts) digests the list of parts: the same digests the stamp always held
+        # (settings values are never Paths, which fingerprint would hash by content).
+        "settings": fingerprint(values, env, named),
+        "engine": fingerprint(*engine),
+        "code": fingerprint(sys.executable, sys.version, code),
     }
 
 
