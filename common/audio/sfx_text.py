@@ -6,10 +6,12 @@ offline engine names only what the markup says and common.offline.sfx can make.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from common.audio import sfx_plan
 from common.audio.sfx_plan import EffectSlot, EffectTiming, SfxSegment
+from common.engines.choice import engines_from_env
+from common.engines.registry import get_engine
 from common.engines.text import LLMText, OfflineText
 from common.offline import sfx
 
@@ -51,3 +53,14 @@ class OfflineSoundText(OfflineText):
 
     def effect_timings(self, slots: Sequence[EffectSlot], *, max_seconds: float) -> list[EffectTiming]:
         return [sfx_plan.rule_timing(slot, max_seconds) for slot in slots]
+
+
+def sfx_engine(ctx: Any, kind: str) -> tuple[Any, Any]:
+    """5-7.py's opening: say which engines run, and return the `kind` engine ("text" asks the sound
+    questions) with the identity its checkpoints are fingerprinted with."""
+    ctx.say(engines_from_env(ctx.settings).reason)
+    engine = get_engine(kind, ctx.settings, ctx.pipeline_dir)
+    if kind != "text":
+        return engine, engine.identity()
+    engine = engine.become(LLMSoundText, OfflineSoundText)
+    return engine, [engine.identity(), engine.sfx_identity()]

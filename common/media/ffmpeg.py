@@ -360,7 +360,7 @@ def silence(seconds: float, sample_rate: int = 44100) -> np.ndarray:
     return np.zeros(max(0, int(round(seconds * sample_rate))), dtype=np.int16)
 
 
-def _fade_gains(length: int) -> np.ndarray:
+def fade_gains(length: int) -> np.ndarray:
     # Raised-cosine ramp rising from ~0 to ~1: smooth in slope too, so no click at either end.
     k = np.arange(length, dtype=np.float64)
     return 0.5 - 0.5 * np.cos(np.pi * (k + 0.5) / length)
@@ -428,7 +428,7 @@ def concat_wavs(
                 with wave.open(str(source), "rb") as handle:
                     nframes = handle.getnframes()
                     fade = min(int(round(fade_ms * sample_rate / 1000.0)), nframes // 2)
-                    ramp = _fade_gains(fade) if fade > 0 else np.zeros(0)
+                    ramp = fade_gains(fade) if fade > 0 else np.zeros(0)
                     written = 0
                     for start, block in _blocks(handle, nframes):
                         out.writeframes(_faded(block, start, nframes, ramp).astype("<i2", copy=False).tobytes())

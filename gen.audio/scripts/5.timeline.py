@@ -13,9 +13,7 @@ import json
 
 from common.audio import sfx_plan
 from common.state.checkpoints import fingerprint
-from common.engines.choice import engines_from_env
-from common.engines.registry import get_engine
-from common.audio.sfx_text import LLMSoundText, OfflineSoundText
+from common.audio.sfx_text import sfx_engine
 from common.run.errors import InputError
 from common.formats.story import read_story
 from common.formats.timeline import read_timeline, write_timeline
@@ -51,9 +49,7 @@ def main(ctx: ScriptContext) -> None:
     names = sfx_plan.person_names(story)
     ctx.say(f"{source.name}: {len(segments)} segments, {timeline.total():.1f} s; "
             f"{sum(1 for s in scenes if s)} matched to a scene ({how})")
-    ctx.say(engines_from_env(ctx.settings).reason)
-    engine = get_engine("text", ctx.settings, ctx.pipeline_dir).become(LLMSoundText, OfflineSoundText)
-    ident = [engine.identity(), engine.sfx_identity()]
+    engine, ident = sfx_engine(ctx, "text")
     groups = sfx_plan.batches(segments, ctx.settings.SFX_BATCH_SIZE)
 
     def key(group: list[sfx_plan.SfxSegment]) -> str:

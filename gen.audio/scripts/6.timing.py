@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from common.audio import sfx_plan
 from common.state.checkpoints import fingerprint
-from common.engines.choice import engines_from_env
-from common.engines.registry import get_engine
-from common.audio.sfx_text import LLMSoundText, OfflineSoundText
+from common.audio.sfx_text import sfx_engine
 from common.run.errors import InputError
 from common.formats.timeline import read_timeline, write_timeline
 from common.config.paths import require_file
@@ -33,9 +31,8 @@ def main(ctx: ScriptContext) -> None:
     ctx.say(f"{source.name}: {len(timing.entries)} segments, {len(slots)} sound effects, {timing.total():.1f} s")
     placed: dict[int, sfx_plan.EffectTiming] = {}
     if slots:
-        ctx.say(engines_from_env(ctx.settings).reason)
-        engine = get_engine("text", ctx.settings, ctx.pipeline_dir).become(LLMSoundText, OfflineSoundText)
-        ident = [engine.identity(), engine.sfx_identity(), max_seconds]
+        engine, ident = sfx_engine(ctx, "text")
+        ident = [*ident, max_seconds]
         groups = sfx_plan.batches(slots, ctx.settings.SFX_BATCH_SIZE)
 
         def key(group: list[sfx_plan.EffectSlot]) -> str:

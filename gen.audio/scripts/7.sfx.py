@@ -11,9 +11,8 @@ from __future__ import annotations
 import hashlib
 
 from common.audio import sfx_track
+from common.audio.sfx_text import sfx_engine
 from common.state.checkpoints import fingerprint
-from common.engines.choice import engines_from_env
-from common.engines.registry import get_engine
 from common.run.errors import InputError
 from common.formats.timeline import read_timeline
 from common.config.paths import require_file
@@ -39,9 +38,7 @@ def main(ctx: ScriptContext) -> None:
     sfx_track.check_length(plan, story, source.name)
     jobs = sfx_track.clip_jobs(plan)
     ctx.say(f"{source.name}: {len(jobs)} distinct effects for {story.seconds:.1f} s of story")
-    ctx.say(engines_from_env(ctx.settings).reason)
-    engine = get_engine("sound", ctx.settings, ctx.pipeline_dir)
-    ident = engine.identity()
+    engine, ident = sfx_engine(ctx, "sound")
     fixed_seed = int(ctx.settings.SFX_SEED)
     # A longer slot (a hand-edited plan) gets the longest clip the model makes, then silence.
     longest = float(ctx.settings.SFX_MAX_SECONDS)
