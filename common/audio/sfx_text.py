@@ -6,14 +6,18 @@ offline engine names only what the markup says and common.offline.sfx can make.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 from common.audio import sfx_plan
 from common.audio.sfx_plan import EffectSlot, EffectTiming, SfxSegment
+from common.config.paths import require_file
 from common.engines.choice import engines_from_env
 from common.engines.registry import get_engine
 from common.engines.text import LLMText, OfflineText
+from common.formats.timeline import Timeline, read_timeline
 from common.offline import sfx
+from common.run.errors import InputError
 
 
 @dataclass
@@ -64,3 +68,12 @@ def sfx_engine(ctx: Any, kind: str) -> tuple[Any, Any]:
         return engine, engine.identity()
     engine = engine.become(LLMSoundText, OfflineSoundText)
     return engine, [engine.identity(), engine.sfx_identity()]
+
+
+def sfx_input(ctx: Any, name: str, what: str, maker: str, hint: str, unit: str = "segments") -> tuple[Path, Timeline]:
+    """input/`name`, which `maker` writes, read; missing, empty or without a line, it is `maker`'s to redo."""
+    source = require_file(ctx.input_dir / name, what, f"run {maker} first: {hint}")
+    timeline = read_timeline(source)
+    if not timeline.entries:
+        raise InputError(f"{source} has no {unit}; run {maker} again to rewrite it.")
+    return source, timeline

@@ -13,11 +13,11 @@ import json
 
 from common.audio import sfx_plan
 from common.state.checkpoints import fingerprint
-from common.audio.sfx_text import sfx_engine
+from common.audio.sfx_text import sfx_engine, sfx_input
 from common.run.errors import InputError
 from common.formats.story import read_story
-from common.formats.timeline import read_timeline, write_timeline
-from common.config.paths import require_file, story_path
+from common.formats.timeline import write_timeline
+from common.config.paths import story_path
 from common.run.runner import Script, ScriptContext
 from common.audio.speech import TIMINGS_FILE
 
@@ -35,11 +35,8 @@ def _timings(ctx: ScriptContext) -> dict | None:
 
 
 def main(ctx: ScriptContext) -> None:
-    source = require_file(ctx.input_dir / "2.timeline.txt", "the transcript timeline",
-                          "run 3.transcribe.py first: it writes one '<seconds>: <text>' line per segment.")
-    timeline = read_timeline(source)
-    if not timeline.entries:
-        raise InputError(f"{source} has no segments; run 3.transcribe.py again to rewrite it.")
+    source, timeline = sfx_input(ctx, "2.timeline.txt", "the transcript timeline", "3.transcribe.py",
+                                 "it writes one '<seconds>: <text>' line per segment.")
     try:
         story = read_story(story_path(ctx.pipeline_dir))
     except InputError:

@@ -11,10 +11,8 @@ from __future__ import annotations
 import hashlib
 
 from common.audio import sfx_track
-from common.audio.sfx_text import sfx_engine
+from common.audio.sfx_text import sfx_engine, sfx_input
 from common.state.checkpoints import fingerprint
-from common.run.errors import InputError
-from common.formats.timeline import read_timeline
 from common.config.paths import require_file
 from common.run.runner import Script, ScriptContext
 
@@ -28,11 +26,8 @@ def seed_for(description: str, fixed: int) -> int:
 
 
 def main(ctx: ScriptContext) -> None:
-    source = require_file(ctx.input_dir / "4.sfx.txt", "the sound-effect plan",
-                          "run 6.timing.py first: it writes each effect's length and place.")
-    plan = read_timeline(source)
-    if not plan.entries:
-        raise InputError(f"{source} has no lines; run 6.timing.py again to rewrite it.")
+    source, plan = sfx_input(ctx, "4.sfx.txt", "the sound-effect plan", "6.timing.py",
+                             "it writes each effect's length and place.", unit="lines")
     story_wav = require_file(ctx.output_dir / "story.wav", "the narration", "run 2.story.py first.")
     story = sfx_track.wav_info(story_wav)
     sfx_track.check_length(plan, story, source.name)
