@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from common.state.atomic import atomic_path
+from common.state.checkpoints import state_file
 from common.run.errors import ConfigError, InputError, PipelineError
 from common.run.report import read_entries
 from common.media.ffmpeg import FFmpegError, Loudness, audio_duration, ff_path, ffmpeg_log, log_tail, measure_loudness
@@ -159,8 +160,7 @@ def upstream_preview(pipeline_dir: Path, scripts: tuple[str, ...] = ("2.story", 
     Read from those scripts' checkpoint files without loading them as stores, so a corrupt
     file of another step is left for that step to deal with; unreadable counts as not preview.
     """
-    tracking = pipeline_dir / "output" / "tracking"
-    return any(e.get("preview") for name in scripts for e in read_entries(tracking / f"{name}.state.json").values())
+    return any(e.get("preview") for name in scripts for e in read_entries(state_file(pipeline_dir, name)).values())
 
 
 # --------------------------------------------------------------------------- measuring
