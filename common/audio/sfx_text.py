@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from common.audio import sfx_plan
 from common.audio.sfx_plan import EffectSlot, EffectTiming, SfxSegment
@@ -26,23 +26,20 @@ class LLMSoundText(LLMText):
         """What besides identity() decides the sound answers."""
         return {"sfx_prompts": sfx_plan.PROMPT_VERSION}
 
+    def _ask(self, name: str, question: tuple[str, str, dict[str, Any]], read: Callable[[Any], Any]) -> Any:
+        """The answer `read`; a `read` that fails is told to the model, which answers again."""
+        prompt, system, schema = question
+        return read(self.client.complete_json(prompt, schema, system=system, name=name, validate=read))
+
     def sound_effects(self, segments: Sequence[SfxSegment], *, names: Sequence[str] = ()) -> list[str]:
         """One short sound description or "Silence" per transcript segment, in order."""
-        prompt, system, schema = sfx_plan.sound_question(segments)
-        answer = self.client.complete_json(
-            prompt, schema, system=system, name="sound_effects",
-            validate=lambda value: sfx_plan.read_sound_answer(value, segments, names),
-        )
-        return sfx_plan.read_sound_answer(answer, segments, names)
+        return self._ask("sound_effects", sfx_plan.sound_question(segments),
+                         lambda value: sfx_plan.read_sound_answer(value, segments, names))
 
     def effect_timings(self, slots: Sequence[EffectSlot], *, max_seconds: float) -> list[EffectTiming]:
         """Each effect's start and length inside its segment, in order."""
-        prompt, system, schema = sfx_plan.timing_question(slots, max_seconds)
-        answer = self.client.complete_json(
-            prompt, schema, system=system, name="effect_timings",
-            validate=lambda value: sfx_plan.read_timing_answer(value, slots, max_seconds),
-        )
-        return sfx_plan.read_timing_answer(answer, slots, max_seconds)
+        return self._ask("effect_timings", sfx_plan.timing_question(slots, max_seconds),
+                         lambda value: sfx_plan.read_timing_answer(value, slots, max_seconds))
 
 
 @dataclass
