@@ -359,7 +359,6 @@ def write_wav(path: PathLike, samples: np.ndarray, sample_rate: int) -> Path:
 
 
 def silence(seconds: float, sample_rate: int = 44100) -> np.ndarray:
-    """Mono int16 silence of `seconds`, rounded to the nearest sample."""
     return np.zeros(max(0, int(round(seconds * sample_rate))), dtype=np.int16)
 
 
