@@ -31,8 +31,8 @@ from typing import Any, Callable
 
 from common.state.atomic import atomic_path
 from common.run.errors import ConfigError, InputError, PipelineError
-from common.state.checkpoints import read_entries
-from common.media.ffmpeg import FFmpegError, Loudness, audio_duration, ff_path, ffmpeg_log, measure_loudness
+from common.state.checkpoints import read_entries, state_file
+from common.media.ffmpeg import FFmpegError, Loudness, audio_duration, ff_path, ffmpeg_log, log_tail, measure_loudness
 
 MIX_VERSION = 1  # bump when the graph changes what comes out, so checkpoints redo the mix
 SPEECH_REFERENCE_LUFS = -20.0  # the level the ducking key is brought to before the threshold applies
@@ -159,39 +159,19 @@ def upstream_preview(pipeline_dir: Path, scripts: tuple[str, ...] = ("2.story", 
     Read from those scripts' checkpoint files without loading them as stores, so a corrupt
     file of another step is left for that step to deal with; unreadable counts as not preview.
     """
-    tracking = pipeline_dir / "output" / "tracking"
-    return any(e.get("preview") for name in scripts for e in read_entries(tracking / f"{name}.state.json").values())
+    return any(e.get("preview") for name in scripts for e in read_entries(state_file(pipeline_dir, name)).values())
 
 
 # --------------------------------------------------------------------------- measuring
 
-_INTEGRATED = re.compile(r"Summary:.*?Integrated loudness:\s*I:\s*(?P<v>-?inf|-?\d+(?:\.\d+)?)\s*LUFS", re.S)
 _LOUDNORM_JSON = re.compile(r"\{[^{}]*\"input_i\"[^{}]*\}", re.S)
-
-
-def integrated_lufs(path: Path) -> float:
-    """Integrated loudness of a file's first audio stream (-70 for silence), without the true peak.
-
-    Skipping the true peak skips ebur128's 4x oversampling: this reads story.wav about three
-    times faster than `measure_loudness` would.
-    """
-    log = ffmpeg_log(["-i", ff_path(path), "-map", "0:a:0", "-af", "ebur128=framelog=quiet", "-f", "null", "-"],
-                     what=f"measuring the loudness of {path.name}")
-    found = _INTEGRATED.search(log)
-    if not found:
-        raise FFmpegError(
-            f"ffmpeg failed while measuring the loudness of {path.name}: its ebur128 summary was missing.",
-            what="measuring loudness", stderr_tail="\n".join(log.splitlines()[-40:]),
-        )
-    value = found.group("v")
-    return -math.inf if value == "-inf" else float(value)
 
 
 def _loudnorm_stats(log: str, what: str) -> dict[str, Any]:
     blocks = _LOUDNORM_JSON.findall(log)
     if not blocks:
         raise FFmpegError(f"ffmpeg failed while {what}: loudnorm printed no measurements.",
-                          what=what, stderr_tail="\n".join(log.splitlines()[-40:]))
+                          what=what, stderr_tail=log_tail(log))
     raw = json.loads(blocks[-1])
     stats: dict[str, Any] = {}
     for key, value in raw.items():
@@ -341,13 +321,13 @@ def mix_story(
     """
     story_seconds = audio_duration(story)
     samples = int(round(story_seconds * settings.sample_rate))
-    speech_lufs = integrated_lufs(story)
+    speech_lufs = measure_loudness(story, true_peak=False).integrated_lufs
     if speech_lufs <= -70.0:
         raise InputError(f"{story} is silent or shorter than half a second (it measures {speech_lufs:g} LUFS); "
                          "run 2.story.py again.")
     music_lufs = None
     if music is not None:
-        music_lufs = integrated_lufs(music)
+        music_lufs = measure_loudness(music, true_peak=False).integrated_lufs
         if music_lufs <= -70.0:
             raise InputError(f"the music file {music} is silent; pick another MUSIC_FILE or set it empty.")
     if sfx is not None:

@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from common.state.checkpoints import CheckpointStore
+from common.state.checkpoints import CheckpointStore, state_file
 from common.run.errors import InputError, JobError
 from common.formats.srt import read_srt
 from common.audio.subtitles import Word, line_words
-from common.audio.transcribe import STORY_STATE, TRANSCRIPT_FILE, read_transcript
+from common.audio.transcribe import TRANSCRIPT_FILE, read_transcript
 
 OK, SKIPPED, REPEATED, GARBLED = "ok", "skipped", "repeated", "garbled"
 VERDICTS = (OK, SKIPPED, REPEATED, GARBLED)
@@ -220,7 +220,7 @@ def summary(report: Report) -> str:
 
 
 def story_store(pipeline_dir: Path) -> CheckpointStore:
-    return CheckpointStore(pipeline_dir / "output" / "tracking" / STORY_STATE, base_dir=pipeline_dir,
+    return CheckpointStore(state_file(pipeline_dir, "2.story"), base_dir=pipeline_dir,
                            warn=lambda text: print(text, file=sys.stderr, flush=True))
 
 

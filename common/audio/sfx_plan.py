@@ -380,12 +380,12 @@ def read_timing_answer(value: Any, slots: Sequence[EffectSlot], max_seconds: flo
     return out
 
 
-def _words_re(*words: str) -> re.Pattern[str]:
+def words_re(*words: str) -> re.Pattern[str]:
     return re.compile(r"\b(?:" + "|".join(words) + r")\b", re.I)
 
 
 # A sound that goes on (weather, water, fire, crowds, machines, any "ambience") fills its segment.
-_AMBIENCE = _words_re(
+_AMBIENCE = words_re(
     r"ambien\w*", r"atmospher\w*", "background", "room tone", "hum", "humming", "drone", "droning", "continuous",
     "constant", "steady", r"rain\w*", "drizzle", "downpour", r"wind\w*", "breeze", "gale", r"gusts?", r"gusting",
     "waves", "surf", "sea", "ocean", "shore", "tide", "river", "stream", "brook", "waterfall", "fire", "fireplace",
@@ -395,15 +395,19 @@ _AMBIENCE = _words_re(
 )
 # Typical lengths of one-off sounds; a description naming several takes the longest.
 _EVENTS: tuple[tuple[re.Pattern[str], float], ...] = (
-    (_words_re(r"knock\w*"), 1.5), (_words_re(r"click\w*", r"snap\w*", r"taps?", "tapping"), 0.7),
-    (_words_re(r"clink\w*", r"jingl\w*", r"clatter\w*"), 1.3), (_words_re(r"thuds?", r"slam\w*", r"bang\w*", r"cough\w*"), 1.0),
-    (_words_re(r"gunshots?", r"shots?", r"gasps?", r"whoosh\w*", r"swoosh\w*"), 1.0),
-    (_words_re(r"crash\w*", r"clang\w*", r"groan\w*", r"whistl\w*", r"scream\w*", r"bark\w*"), 2.0),
-    (_words_re("footstep", "footfall"), 1.0), (_words_re("footsteps", "footfalls", "steps", "walking", "running", "pacing"), 3.0),
-    (_words_re(r"doors?"), 2.0), (_words_re(r"creak\w*", r"scrap\w*", r"splash\w*", r"sighs?", r"pages?", "paper"), 1.5),
-    (_words_re(r"rustl\w*", r"breath\w*", r"chirp\w*"), 2.0), (_words_re(r"laugh\w*", r"voices?", r"vocali[sz]\w*", r"moan\w*"), 2.5),
-    (_words_re(r"chimes?"), 3.0), (_words_re(r"bells?", r"hooves", r"horses?"), 4.0), (_words_re(r"pour\w*", r"rumbl\w*"), 3.0),
-    (_words_re(r"thunder\w*", r"carriages?", r"wheels", r"trains?"), 5.0),
+    (words_re(r"knock\w*"), 1.5), (words_re(r"click\w*", r"snap\w*", r"taps?", "tapping"), 0.7),
+    (words_re(r"clink\w*", r"jingl\w*", r"clatter\w*"), 1.3),
+    (words_re(r"thuds?", r"slam\w*", r"bang\w*", r"cough\w*"), 1.0),
+    (words_re(r"gunshots?", r"shots?", r"gasps?", r"whoosh\w*", r"swoosh\w*"), 1.0),
+    (words_re(r"crash\w*", r"clang\w*", r"groan\w*", r"whistl\w*", r"scream\w*", r"bark\w*"), 2.0),
+    (words_re("footstep", "footfall"), 1.0),
+    (words_re("footsteps", "footfalls", "steps", "walking", "running", "pacing"), 3.0),
+    (words_re(r"doors?"), 2.0), (words_re(r"creak\w*", r"scrap\w*", r"splash\w*", r"sighs?", r"pages?", "paper"), 1.5),
+    (words_re(r"rustl\w*", r"breath\w*", r"chirp\w*"), 2.0),
+    (words_re(r"laugh\w*", r"voices?", r"vocali[sz]\w*", r"moan\w*"), 2.5),
+    (words_re(r"chimes?"), 3.0), (words_re(r"bells?", r"hooves", r"horses?"), 4.0),
+    (words_re(r"pour\w*", r"rumbl\w*"), 3.0),
+    (words_re(r"thunder\w*", r"carriages?", r"wheels", r"trains?"), 5.0),
 )
 DEFAULT_EVENT_SECONDS = 2.5
 

@@ -6,12 +6,18 @@ offline engine names only what the markup says and common.offline.sfx can make.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from common.audio import sfx_plan
 from common.audio.sfx_plan import EffectSlot, EffectTiming, SfxSegment
+from common.config.paths import require_file
+from common.engines.choice import engines_from_env
+from common.engines.registry import get_engine
 from common.engines.text import LLMText, OfflineText
+from common.formats.timeline import Timeline, read_timeline
 from common.offline import sfx
+from common.run.errors import InputError
 
 
 @dataclass
@@ -20,23 +26,20 @@ class LLMSoundText(LLMText):
         """What besides identity() decides the sound answers."""
         return {"sfx_prompts": sfx_plan.PROMPT_VERSION}
 
+    def _ask(self, name: str, question: tuple[str, str, dict[str, Any]], read: Callable[[Any], Any]) -> Any:
+        """The answer `read`; a `read` that fails is told to the model, which answers again."""
+        prompt, system, schema = question
+        return read(self.client.complete_json(prompt, schema, system=system, name=name, validate=read))
+
     def sound_effects(self, segments: Sequence[SfxSegment], *, names: Sequence[str] = ()) -> list[str]:
         """One short sound description or "Silence" per transcript segment, in order."""
-        prompt, system, schema = sfx_plan.sound_question(segments)
-        answer = self.client.complete_json(
-            prompt, schema, system=system, name="sound_effects",
-            validate=lambda value: sfx_plan.read_sound_answer(value, segments, names),
-        )
-        return sfx_plan.read_sound_answer(answer, segments, names)
+        return self._ask("sound_effects", sfx_plan.sound_question(segments),
+                         lambda value: sfx_plan.read_sound_answer(value, segments, names))
 
     def effect_timings(self, slots: Sequence[EffectSlot], *, max_seconds: float) -> list[EffectTiming]:
         """Each effect's start and length inside its segment, in order."""
-        prompt, system, schema = sfx_plan.timing_question(slots, max_seconds)
-        answer = self.client.complete_json(
-            prompt, schema, system=system, name="effect_timings",
-            validate=lambda value: sfx_plan.read_timing_answer(value, slots, max_seconds),
-        )
-        return sfx_plan.read_timing_answer(answer, slots, max_seconds)
+        return self._ask("effect_timings", sfx_plan.timing_question(slots, max_seconds),
+                         lambda value: sfx_plan.read_timing_answer(value, slots, max_seconds))
 
 
 @dataclass
@@ -51,3 +54,23 @@ class OfflineSoundText(OfflineText):
 
     def effect_timings(self, slots: Sequence[EffectSlot], *, max_seconds: float) -> list[EffectTiming]:
         return [sfx_plan.rule_timing(slot, max_seconds) for slot in slots]
+
+
+def sfx_engine(ctx: Any, kind: str) -> tuple[Any, Any]:
+    """5-7.py's opening: say which engines run, and return the `kind` engine ("text" asks the sound
+    questions) with the identity its checkpoints are fingerprinted with."""
+    ctx.say(engines_from_env(ctx.settings).reason)
+    engine = get_engine(kind, ctx.settings, ctx.pipeline_dir)
+    if kind != "text":
+        return engine, engine.identity()
+    engine = engine.become(LLMSoundText, OfflineSoundText)
+    return engine, [engine.identity(), engine.sfx_identity()]
+
+
+def sfx_input(ctx: Any, name: str, what: str, maker: str, hint: str, unit: str = "segments") -> tuple[Path, Timeline]:
+    """input/`name`, which `maker` writes, read; missing, empty or without a line, it is `maker`'s to redo."""
+    source = require_file(ctx.input_dir / name, what, f"run {maker} first: {hint}")
+    timeline = read_timeline(source)
+    if not timeline.entries:
+        raise InputError(f"{source} has no {unit}; run {maker} again to rewrite it.")
+    return source, timeline

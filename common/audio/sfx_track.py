@@ -26,7 +26,7 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from common.media import ffmpeg as media
-from common.media.ffmpeg import _fade_gains as _ramp  # the raised-cosine ramp the joins of story.wav use
+from common.media.ffmpeg import fade_gains as _ramp  # the raised-cosine ramp the joins of story.wav use
 from common.state.atomic import atomic_path
 from common.run.errors import InputError
 from common.formats.timeline import Timeline, TimelineEntry, written_seconds
@@ -158,10 +158,7 @@ def build_sfx_track(plan: Timeline, clips: Mapping[str, Path], story: WavInfo, o
     effects, effect_frames = 0, 0
     out_wav.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_wav) as tmp, tempfile.TemporaryDirectory(prefix=".sfx.", dir=out_wav.parent) as scratch:
-        with wave.open(str(tmp), "wb") as out:
-            out.setnchannels(1)
-            out.setsampwidth(2)
-            out.setframerate(rate)
+        with media.wav_writer(tmp, rate) as out:
             position = 0
 
             def silence_until(frame: int) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from common.state.atomic import atomic_write_json
-from common.state.checkpoints import Entry, fingerprint, read_entries
+from common.state.checkpoints import Entry, fingerprint, read_entries, state_file
 from common.engines.base import SpeechLine
 from common.run.errors import InputError
 from common.formats.speakers import read_voice_map
@@ -68,7 +68,7 @@ def retake_attempts(pipeline_dir: Path) -> dict[str, int]:
     A deterministic TTS gives the same take for the same seed, so a retake must change the
     seed; reading the count from 4.quality's checkpoint keeps 2.story.py's own fingerprints
     unchanged (the retake already dropped the chunk's entry)."""
-    retakes = read_entries(pipeline_dir / "output" / "tracking" / "4.quality.state.json").get("retakes", {})
+    retakes = read_entries(state_file(pipeline_dir, "4.quality")).get("retakes", {})
     try:
         return {str(key): int(value.get("attempts", 0)) for key, value in retakes["data"]["chunks"].items()}
     except (ValueError, KeyError, TypeError, AttributeError):

@@ -24,12 +24,11 @@ from typing import Any, Mapping, Protocol
 
 from common.state.atomic import atomic_write_json
 from common.run.errors import ConfigError, InputError
-from common.state.checkpoints import read_entries
+from common.state.checkpoints import read_entries, state_file
 from common.audio.subtitles import CueRules, Word, one_paragraph, whisper_words, words_from_timings
 
 TIMINGS, WHISPER, AUTO = "timings", "whisper", "auto"
 TRANSCRIPT_FILE = "transcript.json"
-STORY_STATE = "2.story.state.json"
 WHISPER_RATE = 16000
 INSTALL_HINT = "pip install -e .[whisper]"
 
@@ -113,7 +112,7 @@ def read_timings(path: Path) -> dict[str, Any]:
 
 def story_preview(pipeline_dir: Path) -> bool | None:
     """Whether 2.story.py made story.wav with the offline engine (None: its checkpoint is gone)."""
-    entry = read_entries(pipeline_dir / "output" / "tracking" / STORY_STATE).get("story.wav")
+    entry = read_entries(state_file(pipeline_dir, "2.story")).get("story.wav")
     return bool(entry.get("preview", False)) if entry is not None else None
 
 

@@ -42,10 +42,6 @@ class Chapters(TextFile):
     source: str = field(default="chapters", compare=False)
 
 
-def _percent_text(percent: float) -> str:
-    return f"{percent:g}"
-
-
 def _reparse(raw: str) -> Chapter:
     lines = raw.split("\n")
     title = _TITLE_RE.match(lines[0])
@@ -59,7 +55,7 @@ def _format_chapter(chapter: Chapter) -> str:
     kept = reuse_raw(chapter.raw, _reparse, chapter)
     if kept is not None:
         return kept
-    title = f"{_percent_text(chapter.percent)}%: {chapter.title}"
+    title = f"{chapter.percent:g}%: {chapter.title}"
     return title if chapter.summary is None else f"{title}\nSHORT_SUMMARY : {chapter.summary}"
 
 
@@ -83,7 +79,7 @@ def parse_chapters(text: str, *, source: str) -> Chapters:
         if chapters and percent <= chapters[-1].percent:
             raise line_error(
                 source, pending_no,
-                f"{title.group(1)}% does not come after the previous chapter's {_percent_text(chapters[-1].percent)}%; "
+                f"{title.group(1)}% does not come after the previous chapter's {chapters[-1].percent:g}%; "
                 "list chapters in order, each ending later than the one before.",
             )
         # Blank lines after a title without a summary belong to the layout, not the chapter.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from common.formats._text import (
     TAG_PATTERN, Parsed, TextFile, check_one_line, check_tag, check_time, line_error, parse_lines, reader, render,
@@ -73,6 +73,22 @@ def _split(line: str, source: str, line_no: int, expected: str) -> tuple[float, 
     return float(match.group(1)), match.group(3)
 
 
+def _line_format(kind: type, parse_line: Callable[[str, str, int], Any], spell: Callable[[Any], str]):
+    """parse(text, *, source) and format(timeline) of a one-entry-per-line file: an entry whose raw
+    line still says the same is written back as read, any other is `spell`ed anew."""
+    def parse(text: str, *, source: str) -> Any:
+        entries, layout = parse_lines(text, source, parse_line)
+        return kind(entries, source=source, layout=layout)
+
+    def line(entry: Any) -> str:
+        kept = reuse_raw(entry.raw, lambda raw: parse_line(raw, "line", 1), entry)
+        return kept if kept is not None else spell(entry)
+
+    def format_(timeline: Any) -> str:
+        return render([line(e) for e in timeline.entries], timeline.layout)
+    return parse, format_
+
+
 # ---------------------------------------------------------------- plain timelines
 
 @dataclass(frozen=True)
@@ -109,15 +125,7 @@ class Timeline(_Durations, TextFile):
     source: str = field(default="timeline", compare=False)
 
 
-def _reparse_entry(raw: str) -> TimelineEntry:
-    seconds, text = _split(raw, "line", 1, "")
-    return TimelineEntry(seconds, text)
-
-
-def _format_entry(entry: TimelineEntry) -> str:
-    kept = reuse_raw(entry.raw, _reparse_entry, entry)
-    if kept is not None:
-        return kept
+def _spell_entry(entry: TimelineEntry) -> str:
     spelling = _spelling(entry.raw)
     return f"{format_seconds(entry.seconds, spelling.places)}{spelling.separator}{entry.text}"
 
@@ -127,16 +135,7 @@ def _entry(line: str, source: str, line_no: int) -> TimelineEntry:
     return TimelineEntry(seconds, body, line_no=line_no, raw=line)
 
 
-def parse_timeline(text: str, *, source: str) -> Timeline:
-    """2.timeline.txt, 3.timing.txt, 4.sfx.txt; blank lines are ignored."""
-    entries, layout = parse_lines(text, source, _entry)
-    return Timeline(entries, source=source, layout=layout)
-
-
-def format_timeline(timeline: Timeline) -> str:
-    return render([_format_entry(e) for e in timeline.entries], timeline.layout)
-
-
+parse_timeline, format_timeline = _line_format(Timeline, _entry, _spell_entry)
 read_timeline = reader(parse_timeline)
 write_timeline = writer(format_timeline)
 
@@ -206,10 +205,7 @@ def _script_entry(line: str, source: str, line_no: int) -> ScriptEntry:
     return ScriptEntry(seconds, scene_id, description, speaker, text, line_no=line_no, raw=line)
 
 
-def _format_script_entry(entry: ScriptEntry) -> str:
-    kept = reuse_raw(entry.raw, lambda raw: _script_entry(raw, "line", 1), entry)
-    if kept is not None:
-        return kept
+def _spell_script_entry(entry: ScriptEntry) -> str:
     spelling = _spelling(entry.raw, " : " if entry.is_pause else ": ")
     head = f"{format_seconds(entry.seconds, spelling.places)}{spelling.separator}"
     if entry.is_pause:
@@ -217,14 +213,6 @@ def _format_script_entry(entry: ScriptEntry) -> str:
     return f"{head}{entry.scene_id} = {entry.description}, {entry.speaker} = {entry.text}"
 
 
-def parse_timeline_script(text: str, *, source: str) -> ScriptTimeline:
-    entries, layout = parse_lines(text, source, _script_entry)
-    return ScriptTimeline(entries, source=source, layout=layout)
-
-
-def format_timeline_script(timeline: ScriptTimeline) -> str:
-    return render([_format_script_entry(e) for e in timeline.entries], timeline.layout)
-
-
+parse_timeline_script, format_timeline_script = _line_format(ScriptTimeline, _script_entry, _spell_script_entry)
 read_timeline_script = reader(parse_timeline_script)
 write_timeline_script = writer(format_timeline_script)

@@ -106,6 +106,10 @@ def _last_words(stderr: str) -> str:
     return chosen[-1] if chosen else "no error message"
 
 
+def log_tail(log: str) -> str:
+    return "\n".join(log.splitlines()[-_STDERR_TAIL_LINES:])
+
+
 def _run(args: Sequence[str], what: str, loglevel: str, timeout: float | None) -> str:
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-y", "-loglevel", loglevel, *map(str, args)]
     try:
@@ -121,10 +125,9 @@ def _run(args: Sequence[str], what: str, loglevel: str, timeout: float | None) -
         raise ConfigError(f"ffmpeg could not be started ({exc.strerror}): run pip install -r requirements.txt") from exc
     stderr = proc.stderr.decode("utf-8", "replace")
     if proc.returncode != 0:
-        tail = "\n".join(stderr.splitlines()[-_STDERR_TAIL_LINES:])
         raise FFmpegError(
             f"ffmpeg failed while {what}: {_last_words(stderr)}",
-            what=what, stderr_tail=tail, returncode=proc.returncode,
+            what=what, stderr_tail=log_tail(stderr), returncode=proc.returncode,
         )
     return stderr
 
@@ -356,11 +359,10 @@ def write_wav(path: PathLike, samples: np.ndarray, sample_rate: int) -> Path:
 
 
 def silence(seconds: float, sample_rate: int = 44100) -> np.ndarray:
-    """Mono int16 silence of `seconds`, rounded to the nearest sample."""
     return np.zeros(max(0, int(round(seconds * sample_rate))), dtype=np.int16)
 
 
-def _fade_gains(length: int) -> np.ndarray:
+def fade_gains(length: int) -> np.ndarray:
     # Raised-cosine ramp rising from ~0 to ~1: smooth in slope too, so no click at either end.
     k = np.arange(length, dtype=np.float64)
     return 0.5 - 0.5 * np.cos(np.pi * (k + 0.5) / length)
@@ -428,7 +430,7 @@ def concat_wavs(
                 with wave.open(str(source), "rb") as handle:
                     nframes = handle.getnframes()
                     fade = min(int(round(fade_ms * sample_rate / 1000.0)), nframes // 2)
-                    ramp = _fade_gains(fade) if fade > 0 else np.zeros(0)
+                    ramp = fade_gains(fade) if fade > 0 else np.zeros(0)
                     written = 0
                     for start, block in _blocks(handle, nframes):
                         out.writeframes(_faded(block, start, nframes, ramp).astype("<i2", copy=False).tobytes())
@@ -453,27 +455,26 @@ _INTEGRATED = re.compile(r"Integrated loudness:\s*I:\s*(?P<v>-?inf|-?\d+(?:\.\d+
 _TRUE_PEAK = re.compile(r"True peak:\s*Peak:\s*(?P<v>-?inf|-?\d+(?:\.\d+)?)\s*dBFS", re.S)
 
 
-def _number(text: str) -> float:
-    return -math.inf if text == "-inf" else math.inf if text == "inf" else float(text)
-
-
-def measure_loudness(path: PathLike) -> Loudness:
+def measure_loudness(path: PathLike, *, true_peak: bool = True) -> Loudness:
     """Integrated loudness (LUFS) and true peak (dBTP) of the first audio stream, per EBU R128.
 
     ffmpeg's ebur128 filter prints these in its closing summary; silence reads as -70 LUFS
-    (the gate's floor) and -inf dBTP.
+    (the gate's floor) and -inf dBTP. Without `true_peak` (NaN then) ebur128 skips its 4x
+    oversampling, which reads story.wav about three times faster.
     """
     path = _existing(path)
     log = ffmpeg_log(
-        ["-i", ff_path(path), "-map", "0:a:0", "-af", "ebur128=peak=true:framelog=quiet", "-f", "null", "-"],
+        ["-i", ff_path(path), "-map", "0:a:0", "-af", f"ebur128={'peak=true:' if true_peak else ''}framelog=quiet",
+         "-f", "null", "-"],
         what=f"measuring the loudness of {path.name}",
     )
     summary = _SUMMARY.search(log)
     body = summary.group("body") if summary else ""
     integrated, peak = _INTEGRATED.search(body), _TRUE_PEAK.search(body)
-    if not integrated or not peak:
+    if not integrated or (true_peak and not peak):
         raise FFmpegError(
             f"ffmpeg failed while measuring the loudness of {path.name}: its ebur128 summary was missing.",
-            what="measuring loudness", stderr_tail="\n".join(log.splitlines()[-_STDERR_TAIL_LINES:]),
+            what="measuring loudness", stderr_tail=log_tail(log),
         )
-    return Loudness(_number(integrated.group("v")), _number(peak.group("v")))
+    # float() reads "-inf" and "inf" itself.
+    return Loudness(float(integrated.group("v")), float(peak.group("v")) if true_peak else math.nan)

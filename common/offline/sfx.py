@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from common.audio.sfx_plan import words_re as _words
 from common.offline import sfx_dsp as dsp
 
 VERSION = 1  # bump when any sound changes, so checkpointed clips are made again
@@ -286,10 +287,6 @@ def _crickets(n: int, sr: int, rng: Rng, text: str) -> np.ndarray:
             for k in range(pulses):
                 dsp.place(out, pulse, at + int(k * 0.025 * sr), loudness)
     return out + 0.02 * dsp.noise(n, sr, rng, 1.0, lo=100.0, hi=4000.0)
-
-
-def _words(*words: str) -> re.Pattern[str]:
-    return re.compile(r"\b(?:" + "|".join(words) + r")\b", re.I)
 
 
 # Events first, then ambiences: the order `describe` names them in and `match_sounds` returns.

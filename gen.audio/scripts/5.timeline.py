@@ -13,13 +13,11 @@ import json
 
 from common.audio import sfx_plan
 from common.state.checkpoints import fingerprint
-from common.engines.choice import engines_from_env
-from common.engines.registry import get_engine
-from common.audio.sfx_text import LLMSoundText, OfflineSoundText
+from common.audio.sfx_text import sfx_engine, sfx_input
 from common.run.errors import InputError
 from common.formats.story import read_story
-from common.formats.timeline import read_timeline, write_timeline
-from common.config.paths import require_file, story_path
+from common.formats.timeline import write_timeline
+from common.config.paths import story_path
 from common.run.runner import Script, ScriptContext
 from common.audio.speech import TIMINGS_FILE
 
@@ -37,11 +35,8 @@ def _timings(ctx: ScriptContext) -> dict | None:
 
 
 def main(ctx: ScriptContext) -> None:
-    source = require_file(ctx.input_dir / "2.timeline.txt", "the transcript timeline",
-                          "run 3.transcribe.py first: it writes one '<seconds>: <text>' line per segment.")
-    timeline = read_timeline(source)
-    if not timeline.entries:
-        raise InputError(f"{source} has no segments; run 3.transcribe.py again to rewrite it.")
+    source, timeline = sfx_input(ctx, "2.timeline.txt", "the transcript timeline", "3.transcribe.py",
+                                 "it writes one '<seconds>: <text>' line per segment.")
     try:
         story = read_story(story_path(ctx.pipeline_dir))
     except InputError:
@@ -51,9 +46,7 @@ def main(ctx: ScriptContext) -> None:
     names = sfx_plan.person_names(story)
     ctx.say(f"{source.name}: {len(segments)} segments, {timeline.total():.1f} s; "
             f"{sum(1 for s in scenes if s)} matched to a scene ({how})")
-    ctx.say(engines_from_env(ctx.settings).reason)
-    engine = get_engine("text", ctx.settings, ctx.pipeline_dir).become(LLMSoundText, OfflineSoundText)
-    ident = [engine.identity(), engine.sfx_identity()]
+    engine, ident = sfx_engine(ctx, "text")
     groups = sfx_plan.batches(segments, ctx.settings.SFX_BATCH_SIZE)
 
     def key(group: list[sfx_plan.SfxSegment]) -> str:

@@ -10,12 +10,8 @@ from __future__ import annotations
 
 from common.audio import sfx_plan
 from common.state.checkpoints import fingerprint
-from common.engines.choice import engines_from_env
-from common.engines.registry import get_engine
-from common.audio.sfx_text import LLMSoundText, OfflineSoundText
-from common.run.errors import InputError
-from common.formats.timeline import read_timeline, write_timeline
-from common.config.paths import require_file
+from common.audio.sfx_text import sfx_engine, sfx_input
+from common.formats.timeline import write_timeline
 from common.run.runner import Script, ScriptContext
 
 script = Script(__file__, "time every sound effect of 3.timing.txt inside its segment -> 4.sfx.txt")
@@ -23,19 +19,15 @@ script.add_argument("--batch-size", type=int, setting="SFX_BATCH_SIZE", help="ef
 
 
 def main(ctx: ScriptContext) -> None:
-    source = require_file(ctx.input_dir / "3.timing.txt", "the sound-effect list",
-                          "run 5.timeline.py first: it writes one sound or Silence per segment.")
-    timing = read_timeline(source)
-    if not timing.entries:
-        raise InputError(f"{source} has no segments; run 5.timeline.py again to rewrite it.")
+    source, timing = sfx_input(ctx, "3.timing.txt", "the sound-effect list", "5.timeline.py",
+                               "it writes one sound or Silence per segment.")
     slots = sfx_plan.effect_slots(timing)
     max_seconds = float(ctx.settings.SFX_MAX_SECONDS)
     ctx.say(f"{source.name}: {len(timing.entries)} segments, {len(slots)} sound effects, {timing.total():.1f} s")
     placed: dict[int, sfx_plan.EffectTiming] = {}
     if slots:
-        ctx.say(engines_from_env(ctx.settings).reason)
-        engine = get_engine("text", ctx.settings, ctx.pipeline_dir).become(LLMSoundText, OfflineSoundText)
-        ident = [engine.identity(), engine.sfx_identity(), max_seconds]
+        engine, ident = sfx_engine(ctx, "text")
+        ident = [*ident, max_seconds]
         groups = sfx_plan.batches(slots, ctx.settings.SFX_BATCH_SIZE)
 
         def key(group: list[sfx_plan.EffectSlot]) -> str:

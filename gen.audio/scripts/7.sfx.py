@@ -11,11 +11,8 @@ from __future__ import annotations
 import hashlib
 
 from common.audio import sfx_track
+from common.audio.sfx_text import sfx_engine, sfx_input
 from common.state.checkpoints import fingerprint
-from common.engines.choice import engines_from_env
-from common.engines.registry import get_engine
-from common.run.errors import InputError
-from common.formats.timeline import read_timeline
 from common.config.paths import require_file
 from common.run.runner import Script, ScriptContext
 
@@ -29,19 +26,14 @@ def seed_for(description: str, fixed: int) -> int:
 
 
 def main(ctx: ScriptContext) -> None:
-    source = require_file(ctx.input_dir / "4.sfx.txt", "the sound-effect plan",
-                          "run 6.timing.py first: it writes each effect's length and place.")
-    plan = read_timeline(source)
-    if not plan.entries:
-        raise InputError(f"{source} has no lines; run 6.timing.py again to rewrite it.")
+    source, plan = sfx_input(ctx, "4.sfx.txt", "the sound-effect plan", "6.timing.py",
+                             "it writes each effect's length and place.", unit="lines")
     story_wav = require_file(ctx.output_dir / "story.wav", "the narration", "run 2.story.py first.")
     story = sfx_track.wav_info(story_wav)
     sfx_track.check_length(plan, story, source.name)
     jobs = sfx_track.clip_jobs(plan)
     ctx.say(f"{source.name}: {len(jobs)} distinct effects for {story.seconds:.1f} s of story")
-    ctx.say(engines_from_env(ctx.settings).reason)
-    engine = get_engine("sound", ctx.settings, ctx.pipeline_dir)
-    ident = engine.identity()
+    engine, ident = sfx_engine(ctx, "sound")
     fixed_seed = int(ctx.settings.SFX_SEED)
     # A longer slot (a hand-edited plan) gets the longest clip the model makes, then silence.
     longest = float(ctx.settings.SFX_MAX_SECONDS)
