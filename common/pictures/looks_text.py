@@ -5,12 +5,17 @@ engine's wording is the story's own markup (common.pictures.story_visuals).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Sequence
 
 from common.engines.text import LLMText, OfflineText
 from common.pictures import questions as vq
-from common.pictures import story_visuals
-from common.pictures.story_visuals import CharacterBrief, LocationBrief, SceneRequest
+from common.pictures.story_visuals import (
+    HEX_COLOUR, CharacterBrief, LocationBrief, SceneRequest, clean_value, format_attributes, offline_scene_line,
+)
+
+OFFLINE_VERSION = 2
 
 
 @dataclass
@@ -64,24 +69,68 @@ class LLMLooksText(LLMText):
         return vq.scene_text(answer, request.scene_id)
 
 
+def _series(values: Sequence[str]) -> str:
+    values = [v.lower() for v in values]
+    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " and " + values[-1]
+
+
+def _clauses(description: str) -> list[str]:
+    text = HEX_COLOUR.sub("", description)
+    text = re.sub(r"\b(colou?rs?)\b\s*$", "", text.strip(), flags=re.I)
+    return [c for c in (" ".join(p.split()) for p in text.split(",")) if c and not re.fullmatch(r"colou?rs?", c, re.I)]
+
+
 @dataclass
 class OfflineLooksText(OfflineText):
     """The markup's own facts; prose as long as the facts allow (padding to `words` would mean inventing)."""
 
     def visuals_identity(self) -> dict[str, object]:
-        return {"visual_wording": story_visuals.OFFLINE_VERSION}
+        return {"visual_wording": OFFLINE_VERSION}
 
     def character_attributes(self, brief: CharacterBrief) -> str:
-        return story_visuals.offline_character_attributes(brief)
+        """`Identity: (Name: Watson, Role: doctor, Gender: male), Expressions: [...], Poses: [...], Actions: [...]`."""
+        called = {"name": brief.name, "role": brief.role} if brief.name else {"called": brief.display_name}
+        return format_attributes({
+            "identity": {**called, "gender": brief.gender_word}, "expressions": list(brief.most("expression")),
+            "poses": list(brief.most("pose")), "actions": list(brief.most("action")),
+        })
 
     def character_prose(self, brief: CharacterBrief, attributes: str, *, words: tuple[int, int]) -> str:
-        return story_visuals.offline_character_prose(brief)
+        who = brief.display_name
+        noun = {"m": "man", "f": "woman"}.get(brief.gender or "", "character")
+        subject = {"m": "He", "f": "She"}.get(brief.gender or "", "They")
+        verb = "is" if subject != "They" else "are"
+        sentences = [f"{who} is a {noun} in this story."]
+        poses, actions, looks = brief.most("pose"), brief.most("action"), brief.most("expression")
+        if poses:
+            sentences.append(f"In the scenes {subject.lower()} {verb} mostly {_series(poses)}.")
+        if actions:
+            sentences.append(f"{subject} can be seen {_series(actions)}.")
+        if looks:
+            sentences.append(f"{subject} {'looks' if verb == 'is' else 'look'} {_series(looks)}.")
+        if not brief.appearances:
+            sentences.append(f"{subject} {verb} heard in {len(brief.lines)} line(s) of the story.")
+        return " ".join(sentences)
 
     def location_attributes(self, brief: LocationBrief) -> str:
-        return story_visuals.offline_location_attributes(brief)
+        """`Place: (Description: ...), Details: [...], Colors: [#...], Seen: [...]` from the first description."""
+        clauses = _clauses(brief.description or "")
+        place = {"description": clauses[0]} if clauses and clean_value(clauses[0]) else {"id": brief.location_id}
+        return format_attributes({"place": place, "details": clauses[1:], "colors": list(brief.colours),
+                                  "seen": list(brief.settings)})
 
     def location_prose(self, brief: LocationBrief, attributes: str, *, words: tuple[int, int]) -> str:
-        return story_visuals.offline_location_prose(brief)
+        """A place never described says what is known of it."""
+        if brief.description:
+            text = " ".join(brief.description.split())
+            text = text[:1].upper() + text[1:]
+            return text if text.endswith((".", "!", "?")) else text + "."
+        sentences = [f"A place of the story ({brief.location_id})."]
+        if brief.settings:
+            sentences.append(f"Seen at: {_series(brief.settings)}.")
+        if brief.characters:
+            sentences.append(f"Characters seen here: {', '.join(t.replace('_', ' ') for t in brief.characters)}.")
+        return " ".join(sentences)
 
     def scene_line(self, request: SceneRequest, *, check: bool = True) -> str:
-        return story_visuals.offline_scene_line(request)
+        return offline_scene_line(request)
