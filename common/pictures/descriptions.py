@@ -202,8 +202,3 @@ def read_summary(pipeline_dir: Path) -> str:
             return " ".join(path.read_text(encoding="utf-8", errors="replace").split())
     return ""
 
-
-__all__ = [
-    "Described", "Describer", "FILES", "SceneLine", "describe_characters", "describe_locations", "read_summary",
-    "save_scene_lines", "story_scene_lines", "write_scene_lines",
-]
