@@ -1,13 +1,15 @@
 """gen.image 1.story.py's questions: how each character and location looks, and scene lines.
 
-The questions and the checks of their answers are common.pictures.questions'; the offline
-engine's wording is the story's own markup (common.pictures.story_visuals).
+The questions and the checks of their answers are common.pictures.questions'. The offline
+engine only rearranges what the markup says: a character nobody described gets a description
+built from their tag and the expressions, poses and actions their scenes give them; a location
+gets its first description.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from common.engines.text import LLMText, OfflineText
 from common.pictures import questions as vq
@@ -24,14 +26,15 @@ class LLMLooksText(LLMText):
         """What besides identity() decides the description answers."""
         return {"visual_prompts": vq.PROMPT_VERSION}
 
+    def _attributes(self, name: str, question: Callable, read: Callable, brief: Any) -> str:
+        prompt, system, schema = question(brief)
+        answer = self.client.complete_json(prompt, schema, system=system, name=name, temperature=0.8,
+                                           validate=lambda value: read(value, brief))
+        return read(answer, brief)
+
     def character_attributes(self, brief: CharacterBrief) -> str:
         """One 2.character.txt entry: `Face: (...), Clothing: (...), Accessories: [...]` style attributes."""
-        prompt, system, schema = vq.character_question(brief)
-        answer = self.client.complete_json(
-            prompt, schema, system=system, name="character", temperature=0.8,
-            validate=lambda value: vq.read_character_answer(value, brief),
-        )
-        return vq.read_character_answer(answer, brief)
+        return self._attributes("character", vq.character_question, vq.read_character_answer, brief)
 
     def character_prose(self, brief: CharacterBrief, attributes: str, *, words: tuple[int, int]) -> str:
         prompt, system = vq.prose_question(f"the character {brief.display_name.rstrip(',')}", attributes, words)
@@ -40,12 +43,7 @@ class LLMLooksText(LLMText):
 
     def location_attributes(self, brief: LocationBrief) -> str:
         """One 2.location.txt entry: `Place: (...), Ground: (...), Objects: [...]`, colours as hex where known."""
-        prompt, system, schema = vq.location_question(brief)
-        answer = self.client.complete_json(
-            prompt, schema, system=system, name="location", temperature=0.8,
-            validate=lambda value: vq.read_location_answer(value, brief),
-        )
-        return vq.read_location_answer(answer, brief)
+        return self._attributes("location", vq.location_question, vq.read_location_answer, brief)
 
     def location_prose(self, brief: LocationBrief, attributes: str, *, words: tuple[int, int]) -> str:
         """One 3.location.txt paragraph from the attributes, keeping the story's hex colours."""

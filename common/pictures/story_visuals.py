@@ -4,9 +4,8 @@ gen.image's 1.story.py describes every character and location once, and writes o
 line per utterance. The story's scene lines, when it has them, are the truth: who is in a
 picture and where it is come from them, and a text engine only adds the looks. This module
 turns the markup into briefs (what is known about a character, a location, an utterance
-that needs a scene) and holds the offline engine's wording, which only rearranges what the
-markup says: a character nobody described gets a description built from their tag and the
-expressions, poses and actions their scenes give them; a location gets its first description.
+that needs a scene); the offline engine's wording (common.pictures.looks_text) only rearranges
+what the briefs say.
 """
 from __future__ import annotations
 
