@@ -55,7 +55,6 @@ def choose_move(seed_text: str) -> str:
 
 
 def frame_count(seconds: float, fps: float) -> int:
-    """Frames in a clip: round(seconds * fps), at least one."""
     if not seconds > 0 or not fps > 0:
         raise InputError(f"A clip needs a positive length and frame rate, got {seconds} s at {fps} fps.")
     return max(1, round(seconds * fps))
