@@ -139,7 +139,6 @@ def _to_rgb(colour: ColourLike) -> RGB:
 
 
 def _mix(a: RGB, b: RGB, amount: float) -> RGB:
-    """`amount` of b mixed into a."""
     return tuple(round(x + (y - x) * amount) for x, y in zip(a, b))  # type: ignore[return-value]
 
 

@@ -55,7 +55,6 @@ def choose_move(seed_text: str) -> str:
 
 
 def frame_count(seconds: float, fps: float) -> int:
-    """Frames in a clip: round(seconds * fps), at least one."""
     if not seconds > 0 or not fps > 0:
         raise InputError(f"A clip needs a positive length and frame rate, got {seconds} s at {fps} fps.")
     return max(1, round(seconds * fps))
@@ -193,23 +192,20 @@ def _resample(plane: np.ndarray, box: tuple[float, float, float, float], width: 
     x0, y0, x1, y1 = box
     iy, fy = _bilinear_taps(y0, y1 - y0, height, plane.shape[0] - 1)
     ix, fx = _bilinear_taps(x0, x1 - x0, width, plane.shape[1] - 1)
-    rows = np.take(plane, iy, axis=0)
-    below = np.take(plane, iy + 1, axis=0)
-    below -= rows
-    below *= fy[:, None]
-    rows <<= 6
-    rows += below
-    rows += 32
-    rows >>= 6
-    cols = np.take(rows, ix, axis=1)
-    right = np.take(rows, ix + 1, axis=1)
-    right -= cols
-    right *= fx
-    cols <<= 6
-    cols += right
-    cols += 32
-    cols >>= 6
-    return cols.astype(np.uint8).tobytes()
+    return _lerp(_lerp(plane, iy, fy[:, None], 0), ix, fx, 1).astype(np.uint8).tobytes()
+
+
+def _lerp(plane: np.ndarray, index: np.ndarray, weight: np.ndarray, axis: int) -> np.ndarray:
+    """Samples `index` and `index + 1` along `axis` mixed by `weight` in 1/64ths, rounded (in place, int16)."""
+    low = np.take(plane, index, axis=axis)
+    high = np.take(plane, index + 1, axis=axis)
+    high -= low
+    high *= weight
+    low <<= 6
+    low += high
+    low += 32
+    low >>= 6
+    return low
 
 
 def _zoom_renderer(image: ImageSource, width: int, height: int, fit: str, zoom: float, move: str,

@@ -25,7 +25,7 @@ from common.formats.descriptions import Description, Descriptions, read_descript
 from common.formats.story import Scene, SceneList, Story, format_scene_line, parse_scene_line, write_scenes
 from common.run.progress import Progress
 from common.pictures.looks_text import LLMLooksText, OfflineLooksText
-from common.pictures.story_visuals import CharacterBrief, LocationBrief, bare_location, planned_scene_ids, scene_request
+from common.pictures.story_visuals import bare_location, planned_scene_ids, scene_request
 
 VERSION = 1
 FILES = {
@@ -104,8 +104,6 @@ def save_scene_lines(path: Path, lines: Sequence[SceneLine]) -> Path:
 
 @dataclass(frozen=True)
 class Described:
-    """The text of one entry and whose it is."""
-
     key: str
     text: str
     kept: bool  # the user's entry, left as it was
@@ -164,6 +162,15 @@ class Describer:
         self._write(path, kind, existing, out, blank_lines=(kind, part) == ("character", "attributes"))
         return out
 
+    def describe(self, kind: str, briefs: Sequence[Any], key_of: Callable[[Any], str], words: tuple[int, int]) -> None:
+        """The attributes, then the prose written from them."""
+        attributes = self.run(kind, "attributes", briefs, key_of, getattr(self.engine, f"{kind}_attributes"),
+                              lambda b: b.identity())
+        by_key = {d.key: d.text for d in attributes}
+        prose = getattr(self.engine, f"{kind}_prose")
+        self.run(kind, "prose", briefs, key_of, lambda b: prose(b, by_key[key_of(b)], words=words),
+                 lambda b: [b.identity(), by_key[key_of(b)], list(words)])
+
     def _write(self, path: Path, kind: str, existing: Descriptions | None, items: Sequence[Described],
                *, blank_lines: bool) -> None:
         """The seed's layout: 2.character.txt has a blank line between entries, the others none."""
@@ -171,26 +178,6 @@ class Describer:
         entries = tuple(old[i.key] if i.kept and i.key in old else Description(i.key, i.text) for i in items)
         extras = tuple((k, "") for k in range(1, len(entries))) if blank_lines else ()
         write_descriptions(path, Descriptions(kind, entries, layout=Layout(extras=extras)))
-
-
-def describe_characters(describer: Describer, briefs: Sequence[CharacterBrief], words: tuple[int, int]) -> None:
-    engine = describer.engine
-    attributes = describer.run("character", "attributes", briefs, lambda b: b.tag, engine.character_attributes,
-                               lambda b: b.identity())
-    by_tag = {d.key: d.text for d in attributes}
-    describer.run("character", "prose", briefs, lambda b: b.tag,
-                  lambda b: engine.character_prose(b, by_tag[b.tag], words=words),
-                  lambda b: [b.identity(), by_tag[b.tag], list(words)])
-
-
-def describe_locations(describer: Describer, briefs: Sequence[LocationBrief], words: tuple[int, int]) -> None:
-    engine = describer.engine
-    attributes = describer.run("location", "attributes", briefs, lambda b: b.location_id,
-                               engine.location_attributes, lambda b: b.identity())
-    by_id = {d.key: d.text for d in attributes}
-    describer.run("location", "prose", briefs, lambda b: b.location_id,
-                  lambda b: engine.location_prose(b, by_id[b.location_id], words=words),
-                  lambda b: [b.identity(), by_id[b.location_id], list(words)])
 
 
 def read_summary(pipeline_dir: Path) -> str:
@@ -201,8 +188,3 @@ def read_summary(pipeline_dir: Path) -> str:
             return " ".join(path.read_text(encoding="utf-8", errors="replace").split())
     return ""
 
-
-__all__ = [
-    "Described", "Describer", "FILES", "SceneLine", "describe_characters", "describe_locations", "read_summary",
-    "save_scene_lines", "story_scene_lines", "write_scene_lines",
-]

@@ -19,7 +19,7 @@ from typing import Any, Callable, Collection, Mapping
 from common.state.checkpoints import Entry
 from common.run.errors import ConfigError, InputError
 from common.formats import read_descriptions, read_scenes, read_story
-from common.formats.story import Scene
+from common.formats.story import Scene, SceneList
 from common.pictures import prompts
 from common.pictures.image_files import request_size
 from common.pictures.stitch import Reference, check_stitch_settings, group_references, placements
@@ -264,10 +264,7 @@ def scene_items(settings: Any, pipeline_dir: Path, seeds: SeedBook) -> list[Imag
     summary = settings.USE_SUMMARY_TEXT
     characters, _ = read_description_map(input_dir, "character", summary, required=False)
     locations, _ = read_description_map(input_dir, "location", summary, required=False)
-    inline: dict[str, str] = {}  # each place's first description in the scene lines
-    for scene in scenes:
-        if scene.location_id and scene.location_description:
-            inline.setdefault(scene.location_id, scene.location_description)
+    inline = SceneList(scenes).locations()  # each place's first description in the scene lines
     factor = float(settings.CHARACTER_RESIZE_FACTOR)
     used = {**_common(settings), "source": source.name if source else None, "ACTIVE_CHARACTER_MODE": character_mode,
             "ACTIVE_LOCATION_MODE": location_mode}

@@ -145,7 +145,6 @@ def _figure(pipeline_dir: Path, entry: Entry) -> str:
 
 
 def render_review(pipeline_dir: Path) -> str:
-    """The review page's HTML for the pictures recorded so far."""
     pipeline_dir = Path(pipeline_dir)
     sections = []
     counts = []
@@ -173,7 +172,6 @@ def render_review(pipeline_dir: Path) -> str:
 
 
 def write_review(pipeline_dir: Path) -> Path:
-    """Write output/review.html atomically and return its path."""
     out = Path(pipeline_dir) / "output" / REVIEW_FILE
     atomic_write_text(out, render_review(pipeline_dir))
     return out

@@ -91,11 +91,14 @@ def render_clip(picture: Path, out: Path, *, frames: int, fps: Fraction, width: 
                   zoom=zoom, fit=fit)
     else:
         still_video(picture, out, seconds, width, height, fps=float(fps), fit=fit)
-    made = media.probe(out).video
-    if made is None or (made.frames is not None and made.frames != frames):
-        raise PipelineError(f"{out.name} came out with {made.frames if made else 0} frames instead of {frames}; "
-                            "delete it and run again.")
+    check_frames(out, frames, "came out with", "delete it and run again.")
     return out
+
+
+def check_frames(path: Path, frames: int, verb: str, fix: str) -> None:
+    made = media.probe(path).video
+    if made is None or (made.frames is not None and made.frames != frames):
+        raise PipelineError(f"{path.name} {verb} {made.frames if made else 0} frames instead of {frames}; {fix}")
 
 
 def _extradata(path: Path) -> bytes:

@@ -37,7 +37,6 @@ _SHARED_KEYS = ("LATENT_MODE", "LATENT_DENOISING_STRENGTH", "USE_LORA", "LORA_MO
 
 
 def image_script(script_file: str, kind: str, description: str) -> Script:
-    """The Script of one picture step, with its --retake flag."""
     script = Script(script_file, description, settings_keys=SETTINGS_KEYS[kind] + _SHARED_KEYS)
     script.add_argument("--retake", action="store_true",
                         help=f"make again only the pictures whose ids are listed in ../{RETAKE_FILE} (one a line)")

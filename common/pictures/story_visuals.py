@@ -4,9 +4,8 @@ gen.image's 1.story.py describes every character and location once, and writes o
 line per utterance. The story's scene lines, when it has them, are the truth: who is in a
 picture and where it is come from them, and a text engine only adds the looks. This module
 turns the markup into briefs (what is known about a character, a location, an utterance
-that needs a scene) and holds the offline engine's wording, which only rearranges what the
-markup says: a character nobody described gets a description built from their tag and the
-expressions, poses and actions their scenes give them; a location gets its first description.
+that needs a scene); the offline engine's wording (common.pictures.looks_text) only rearranges
+what the briefs say.
 """
 from __future__ import annotations
 
@@ -19,7 +18,6 @@ from common.run.errors import InputError
 from common.formats.story import Scene, SceneCharacter, Story, Utterance, gender_of, parse_scene_line
 from common.formats.sections import chapter_sections
 
-OFFLINE_VERSION = 2
 HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}\b")
 _GENDER_WORDS = frozenset({"male", "female", "man", "woman", "boy", "girl"})
 _MOST = 3  # how many expressions / poses / actions a description keeps
@@ -311,67 +309,6 @@ def format_attributes(value: Mapping[str, Any]) -> str:
         elif item is not None and clean_value(str(item)):
             parts.append(f"{_title(key)}: {clean_value(str(item))}")
     return ", ".join(parts)
-
-
-def offline_character_attributes(brief: CharacterBrief) -> str:
-    """`Identity: (Name: Watson, Role: doctor, Gender: male), Expressions: [...], Poses: [...], Actions: [...]`."""
-    called = {"name": brief.name, "role": brief.role} if brief.name else {"called": brief.display_name}
-    return format_attributes({
-        "identity": {**called, "gender": brief.gender_word}, "expressions": list(brief.most("expression")),
-        "poses": list(brief.most("pose")), "actions": list(brief.most("action")),
-    })
-
-
-def _series(values: Sequence[str]) -> str:
-    values = [v.lower() for v in values]
-    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " and " + values[-1]
-
-
-def offline_character_prose(brief: CharacterBrief) -> str:
-    """A few sentences from the tag and the scenes; as long as the facts allow, never padded."""
-    who = brief.display_name
-    noun = {"m": "man", "f": "woman"}.get(brief.gender or "", "character")
-    subject = {"m": "He", "f": "She"}.get(brief.gender or "", "They")
-    verb = "is" if subject != "They" else "are"
-    sentences = [f"{who} is a {noun} in this story."]
-    poses, actions, looks = brief.most("pose"), brief.most("action"), brief.most("expression")
-    if poses:
-        sentences.append(f"In the scenes {subject.lower()} {verb} mostly {_series(poses)}.")
-    if actions:
-        sentences.append(f"{subject} can be seen {_series(actions)}.")
-    if looks:
-        sentences.append(f"{subject} {'looks' if verb == 'is' else 'look'} {_series(looks)}.")
-    if not brief.appearances:
-        sentences.append(f"{subject} {verb} heard in {len(brief.lines)} line(s) of the story.")
-    return " ".join(sentences)
-
-
-def _clauses(description: str) -> list[str]:
-    text = HEX_COLOUR.sub("", description)
-    text = re.sub(r"\b(colou?rs?)\b\s*$", "", text.strip(), flags=re.I)
-    return [c for c in (" ".join(p.split()) for p in text.split(",")) if c and not re.fullmatch(r"colou?rs?", c, re.I)]
-
-
-def offline_location_attributes(brief: LocationBrief) -> str:
-    """`Place: (Description: ...), Details: [...], Colors: [#...], Seen: [...]` from the first description."""
-    clauses = _clauses(brief.description or "")
-    place = {"description": clauses[0]} if clauses and clean_value(clauses[0]) else {"id": brief.location_id}
-    return format_attributes({"place": place, "details": clauses[1:], "colors": list(brief.colours),
-                              "seen": list(brief.settings)})
-
-
-def offline_location_prose(brief: LocationBrief) -> str:
-    """The story's own description as a sentence; a place never described says what is known of it."""
-    if brief.description:
-        text = " ".join(brief.description.split())
-        text = text[:1].upper() + text[1:]
-        return text if text.endswith((".", "!", "?")) else text + "."
-    sentences = [f"A place of the story ({brief.location_id})."]
-    if brief.settings:
-        sentences.append(f"Seen at: {_series(brief.settings)}.")
-    if brief.characters:
-        sentences.append(f"Characters seen here: {', '.join(t.replace('_', ' ') for t in brief.characters)}.")
-    return " ".join(sentences)
 
 
 def offline_scene_line(request: SceneRequest) -> str:

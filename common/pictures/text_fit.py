@@ -151,7 +151,6 @@ def _layout(paragraphs: Sequence[str], size: int, bold: bool, width: int, spacin
 
 
 def _truncate(fitted: FittedText, width: int, height: int) -> FittedText:
-    """Keep the lines that fit in `height`, ending the last with an ellipsis."""
     font = fitted.font
     ascent, descent = font.getmetrics()
     keep: list[str] = []

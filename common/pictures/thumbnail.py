@@ -36,9 +36,9 @@ from common.media.fonts import font_source
 from common.pictures.image_files import cover, request_size, save_png
 from common.pictures.passes import parse_loras
 from common.pictures.text_fit import TitleFit, fit_title
+from common.video.encode import SHORTS_SIZE
 
 THUMBNAIL_SIZE = (1280, 720)
-SHORTS_SIZE = (1080, 1920)
 MAX_THUMBNAIL_BYTES = 2_000_000  # "2 MB" read as the smaller, decimal megabytes
 POSITIONS = ("top", "middle", "bottom")
 LAYOUTS = ("overlay", "expand", "fit")

@@ -13,10 +13,7 @@ from __future__ import annotations
 from common.engines.choice import engines_from_env
 from common.engines.registry import get_engine
 from common.formats.story import read_story
-from common.pictures.descriptions import (
-    Describer, describe_characters, describe_locations, read_summary, save_scene_lines, story_scene_lines,
-    write_scene_lines,
-)
+from common.pictures.descriptions import Describer, read_summary, save_scene_lines, story_scene_lines, write_scene_lines
 from common.config.paths import story_path
 from common.run.runner import Script, ScriptContext
 from common.pictures.story_visuals import character_briefs, location_briefs, planned_scene_ids
@@ -51,8 +48,10 @@ def main(ctx: ScriptContext) -> None:
     ctx.say(f"wrote {scene_file.name}: {len(lines)} scenes, {len(characters)} characters, {len(locations)} locations")
     describer = Describer(ctx, engine, keep_user_entries=not (ctx.args.force or ctx.args.force_start))
     s = ctx.settings
-    describe_characters(describer, characters, (s.CHARACTER_PROSE_MIN_WORDS, s.CHARACTER_PROSE_MAX_WORDS))
-    describe_locations(describer, locations, (s.LOCATION_PROSE_MIN_WORDS, s.LOCATION_PROSE_MAX_WORDS))
+    describer.describe("character", characters, lambda b: b.tag,
+                       (s.CHARACTER_PROSE_MIN_WORDS, s.CHARACTER_PROSE_MAX_WORDS))
+    describer.describe("location", locations, lambda b: b.location_id,
+                       (s.LOCATION_PROSE_MIN_WORDS, s.LOCATION_PROSE_MAX_WORDS))
     store.retain_only([*describer.keys, *([] if story.scenes() else planned_scene_ids(story))])
     ctx.say("wrote 2.character.txt, 3.character.txt, 2.location.txt, 3.location.txt")
 

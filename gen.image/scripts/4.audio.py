@@ -1,12 +1,10 @@
 """gen.image step 4: which scene shows while each line is heard -> input/2.timeline.script.txt.
 
-Each utterance's time on gen.audio's narration (output/story.timings.json, else the
-transcript input/2.timeline.txt matched to the lines by their words) goes to its scene line
-(the story's own, else 1.story.py's input/3.scene.txt); a line without a scene keeps the
-previous picture. The durations add up to gen.audio's final.wav (story.wav before
-8.combine.py has run): the silence before the first line goes to the first entry, each pause
-to the line before it, the tail to the last. Written as the seed's
-`<seconds>: <scene_id> = <scene>, <speaker_tag> = <text>`; the logic is in common/pictures/scene_timeline.py.
+Each utterance's time on gen.audio's narration (output/story.timings.json, else the transcript
+input/2.timeline.txt) goes to its scene line (the story's own, else 1.story.py's input/3.scene.txt);
+a line without a scene keeps the previous picture. Written as the seed's
+`<seconds>: <scene_id> = <scene>, <speaker_tag> = <text>`, adding up to gen.audio's final.wav
+(story.wav before 8.combine.py has run); the logic is in common/pictures/scene_timeline.py.
 """
 from __future__ import annotations
 

@@ -13,12 +13,14 @@ from pathlib import Path
 from common.media import ffmpeg as media
 from common.state.checkpoints import fingerprint
 from common.audio.mix import upstream_preview
-from common.run.errors import InputError, PipelineError
+from common.run.errors import InputError
 from common.formats.timeline import read_timeline_script
 from common.config.paths import require_file
 from common.run.runner import Script, ScriptContext
 from common.pictures.scene_timeline import narration_file
-from common.pictures.slideshow import VERSION, Slide, frame_rate, join_clips, plan_slides, render_clip, total_frames
+from common.pictures.slideshow import (
+    VERSION, Slide, check_frames, frame_rate, join_clips, plan_slides, render_clip, total_frames,
+)
 
 script = Script(__file__, "one clip per scene picture, joined into output/merged.mp4 as long as the narration",
                 settings_keys=("VIDEO_FPS", "SLIDESHOW_WIDTH", "SLIDESHOW_HEIGHT", "SLIDESHOW_FIT", "SCENE_PUSH",
@@ -69,10 +71,7 @@ def main(ctx: ScriptContext) -> None:
 
     def join(_: str) -> tuple[list[Path], dict]:
         how = join_clips(clips, merged, fps=fps, width=s.SLIDESHOW_WIDTH, height=s.SLIDESHOW_HEIGHT)
-        made = media.probe(merged).video
-        if made is None or (made.frames is not None and made.frames != frames):
-            raise PipelineError(f"{merged.name} has {made.frames if made else 0} frames instead of {frames}; "
-                                "delete output/video and run 5.video.py again.")
+        check_frames(merged, frames, "has", "delete output/video and run 5.video.py again.")
         return [merged], {"frames": frames, "seconds": round(float(frames / fps), 6), "how": how}
 
     done = ctx.each(["merged.mp4"], label="merge", key=lambda k: k, preview=preview, work=join,
