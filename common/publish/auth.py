@@ -304,10 +304,3 @@ def youtube_service(credentials: Any, http: Any = None) -> Any:
 
     authorized = AuthorizedHttp(credentials, http=http if http is not None else default_http())
     return build("youtube", "v3", http=authorized, static_discovery=True, cache_discovery=False)
-
-
-__all__ = [
-    "youtube_service",
-    "SCOPES", "CredentialPaths", "require_client_libraries", "CredentialStatus", "credential_paths", "check_credentials",
-    "authorize", "authorize_command", "save_token", "default_http",
-]

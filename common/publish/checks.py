@@ -162,6 +162,3 @@ def check_video(path: Path, *, what: str, reference_audio: Path | None = None,
         raise InputError(f"{what} {path} is black for {black:.1f} of {duration:.1f} s; check the images and render it again.")
     return VideoCheck(str(path), path.stat().st_size, round(duration, 3), width, height,
                       video.codec, audio.codec, round(silent, 3), round(black, 3))
-
-
-__all__ = ["VideoCheck", "check_video", "made_as_preview", "refuse_preview", "tracking_dir_for", "measure_dead_air"]

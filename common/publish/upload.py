@@ -287,9 +287,3 @@ def upload_resumable(
 
 def _mb(count: int) -> str:
     return f"{count / (1024 * 1024):.1f} MB"
-
-
-__all__ = [
-    "CHUNK_UNIT", "RetryPolicy", "Session", "chunk_bytes", "classify", "translate", "with_retries",
-    "upload_resumable", "next_quota_reset", "http_error_details",
-]

@@ -448,7 +448,3 @@ def dry_run(inputs: PublishInputs, store: CheckpointStore, *, reason: str, autho
         say(note)
     say(f"dry run ({reason}): {len(requests)} request(s) written to {path}, nothing sent")
     return path
-
-
-__all__ = ["inputs_from_args", "PublishInputs", "Item", "Plan", "PublishResult", "Publisher", "open_state", "make_plan",
-           "build_metadata", "build_request", "find_shorts", "publish", "dry_run", "VIDEO_ID"]

@@ -224,9 +224,3 @@ def camera_move_in(text: str) -> str | None:
         if match:
             found.append((match.start(), move))
     return min(found)[1] if found else None
-
-
-__all__ = [
-    "CAMERA_PHRASES", "ClipPlan", "FrameRule", "MODELS", "MODEL_FRAME_STEPS", "Segment",
-    "camera_move_in", "fill_slots", "model_rule", "plan_clip", "slot_frames",
-]

@@ -320,10 +320,3 @@ def encode_short(
                   f"afade=t=out:st={max(0.0, length - fade_out):.6f}:d={fade_out:.4f}[a]")
         return _write_mp4(dst, [*inputs, "-i", ff_path(audio), "-filter_complex", chain, "-map", "[v]", "-map", "[a]",
                                 *video_args], audio_bitrate=audio_bitrate, length=length, size=size, fps=min(fps, FPS))
-
-
-__all__ = [
-    "RECIPE", "FPS", "GOP_SECONDS", "SHORTS_SIZE", "FINAL_SIZES", "blurred_fill", "encode_short", "encode_still",
-    "fit_picture", "has_faststart", "kept_frames", "remux_video", "save_frame", "top_level_boxes", "verify_video",
-    "vertical_cover",
-]

@@ -155,7 +155,3 @@ def remove_stale_shorts(shorts_dir: Path, keep: Sequence[str]) -> list[Path]:
     for path in stale:
         path.unlink()
     return stale
-
-
-__all__ = ["FinalVideo", "MAX_SHORT_SECONDS", "Short", "check_settings", "clock", "file_identity", "parse_size",
-           "plan_final", "plan_shorts", "remove_stale_shorts"]

@@ -246,9 +246,3 @@ def describe(board: Storyboard) -> Iterable[str]:
         yield f"{len(runs)} run(s) of shots in one location ({joined} cuts that first-last-frame can hide)"
     if board.unshown:
         yield f"{len(board.unshown)} scene(s) of the story have no time on the timeline and get no clip: {', '.join(board.unshown[:6])}"
-
-
-__all__ = [
-    "STORYBOARD_FILE", "Shot", "Storyboard", "build_storyboard", "describe", "location_descriptions",
-    "read_storyboard", "scene_image_path", "storyboard_path", "timeline_script_path", "write_storyboard",
-]
