@@ -410,7 +410,6 @@ class Publisher:
 
 def publish(inputs: PublishInputs, service: Any, store: CheckpointStore, *, policy: RetryPolicy,
             force: bool = False, resume: bool = True, say: Callable[[str], None] = print) -> PublishResult:
-    """Check everything, then upload the video, its thumbnail, captions and Shorts; reruns continue."""
     plan = make_plan(inputs, enforce_preview=True, warn=say)
     for note in plan.notes:
         say(note)

@@ -185,7 +185,6 @@ def remove_leftovers(folder: Path) -> int:
 
 
 def run_item(item: Item, engine: Any, look: Look, folders: Folders) -> tuple[list[Path], dict[str, Any]]:
-    """Do one item; returns (files written, data) for the checkpoint."""
     from common.offline import kenburns
 
     job = item.job

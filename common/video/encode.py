@@ -100,7 +100,7 @@ def save_frame(picture: Image.Image, path: Path) -> Path:
 
 
 def top_level_boxes(path: Path, limit: int = 64) -> list[str]:
-    """The MP4's top-level box types in file order (ftyp, moov, mdat, ...), read from the headers only."""
+    """Read from the box headers only (ftyp, moov, mdat, ...)."""
     boxes: list[str] = []
     size_total = path.stat().st_size
     with open(path, "rb") as handle:
@@ -128,11 +128,7 @@ def has_faststart(path: Path) -> bool:
 
 
 def verify_video(path: Path, *, size: tuple[int, int], duration: float, what: str, fps: float = FPS) -> MediaInfo:
-    """Check an encoded MP4 and return its description; raise one clear sentence if it is wrong.
-
-    Length must match `duration` to one frame (1/fps): the sound is cut exactly, and the
-    picture's last frame may run on past it by less than a frame.
-    """
+    """Length must match `duration` to one frame: the sound is cut exactly, the last frame may run on past it."""
     info = probe(path)
     video, audio = info.video, info.audio
     problems = []
@@ -204,11 +200,7 @@ def _video_stream(video: Path) -> tuple[MediaInfo, float]:
 
 def encode_still(picture: Path | Image.Image, audio: Path, dst: Path, *, size: tuple[int, int] = (1280, 720),
                  audio_bitrate: str = DEFAULT_AUDIO_BITRATE) -> MediaInfo:
-    """final.mp4: `picture` for as long as `audio` lasts, at 24 fps, sound and picture both from 0.
-
-    One GOP of the still is encoded and stream-copied in a loop (see the module's doc): the
-    time goes into the AAC encode, not into re-encoding an unchanging picture.
-    """
+    """final.mp4: `picture` for as long as `audio` lasts, one looped GOP (see the module's doc)."""
     audio = Path(audio)
     length = audio_duration(audio)
     if length <= 0:
@@ -233,13 +225,8 @@ def encode_still(picture: Path | Image.Image, audio: Path, dst: Path, *, size: t
 
 def remux_video(video: Path, audio: Path, dst: Path, *, size: tuple[int, int] = (1280, 720),
                 audio_bitrate: str = DEFAULT_AUDIO_BITRATE) -> tuple[MediaInfo, str]:
-    """final.mp4 from another pipeline's video: its picture, final.wav's sound, cut to the sound's length.
-
-    The picture is copied untouched when it already is H.264 yuv420p at an allowed size
-    (1280x720 or 1920x1080) and lasts long enough; otherwise it is re-encoded to `size`
-    (fitted, black bars if the shape differs), its last frame held if it is too short.
-    Returns the description and "copied" or "re-encoded".
-    """
+    """final.mp4 from another pipeline's video: its picture (copied when YouTube-ready, else fitted with
+    bars, its last frame held if short), final.wav's sound."""
     length = audio_duration(audio)
     info, fps = _video_stream(video)
     stream = info.video
@@ -284,11 +271,9 @@ def encode_short(
     font: CaptionFont, fade_in: float, fade_out: float, from_video: bool = False,
     size: tuple[int, int] = SHORTS_SIZE, audio_bitrate: str = DEFAULT_AUDIO_BITRATE,
 ) -> MediaInfo:
-    """One Short: `start`..`end` of `audio` over a vertical picture, captions burned in.
+    """`source` is a picture, or with `from_video` a video cut at the same times, cropped (never stretched).
 
-    `source` is a picture (the cover; fitted to `size` if it is not already) or, with
-    `from_video`, a video cut at the same times and centre-cropped to 9:16 (scaled to cover
-    the frame, never stretched). `captions` are timed from the Short's start.
+    `captions` are timed from the Short's start.
     """
     length = end - start
     if length <= 0:

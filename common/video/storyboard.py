@@ -194,7 +194,6 @@ def timeline_script_path(pipeline_dir: Path) -> Path:
 
 
 def scene_image_path(pipeline_dir: Path, scene_id: str) -> Path:
-    """Where gen.image's 3.scene.py puts a scene's picture."""
     return Path(pipeline_dir).parent / "gen.image" / "output" / "scene" / f"{scene_id}.png"
 
 
