@@ -121,12 +121,6 @@ def top_level_boxes(path: Path, limit: int = 64) -> list[str]:
     return boxes
 
 
-def has_faststart(path: Path) -> bool:
-    """True when `moov` (the index) comes before `mdat` (the data): playback starts before the download ends."""
-    boxes = top_level_boxes(Path(path))
-    return "moov" in boxes and "mdat" in boxes and boxes.index("moov") < boxes.index("mdat")
-
-
 def verify_video(path: Path, *, size: tuple[int, int], duration: float, what: str, fps: float = FPS) -> MediaInfo:
     """Length must match `duration` to one frame: the sound is cut exactly, the last frame may run on past it."""
     info = probe(path)
@@ -148,7 +142,9 @@ def verify_video(path: Path, *, size: tuple[int, int], duration: float, what: st
     tolerance = 1.0 / fps + 0.002  # + float rounding of the container times
     if abs(info.duration - duration) > tolerance:
         problems.append(f"it lasts {info.duration:.3f} s instead of {duration:.3f} s")
-    if not has_faststart(path):
+    boxes = top_level_boxes(Path(path))
+    # `moov` (the index) before `mdat` (the data): playback starts before the download ends.
+    if not ("moov" in boxes and "mdat" in boxes and boxes.index("moov") < boxes.index("mdat")):
         problems.append("its index (moov) is not at the start (no faststart)")
     if problems:
         raise PipelineError(f"the encoded {what} is wrong: {'; '.join(problems)}. This is a bug or a broken ffmpeg; "
