@@ -161,11 +161,7 @@ def _age_warning(info: dict[str, Any], now: datetime) -> str | None:
 
 def check_credentials(settings: Any, pipeline_dir: Path, *, http: Any = None,
                       now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> CredentialStatus:
-    """Can this machine upload right now without a person? Refreshes and re-saves the token to find out.
-
-    `http` is the httplib2-style transport used for the refresh (tests pass the library's
-    HttpMockSequence); the default is a real httplib2.Http.
-    """
+    """Can this machine upload right now without a person? Refreshes and re-saves the token to find out."""
     paths = credential_paths(settings, pipeline_dir)
     fix = authorize_command(pipeline_dir)
 
@@ -293,21 +289,10 @@ def authorize(settings: Any, pipeline_dir: Path, *, port: int = 0, open_browser:
 
 
 def youtube_service(credentials: Any, http: Any = None) -> Any:
-    """The YouTube Data API client from the discovery document shipped in the wheel (no discovery fetch).
-
-    Its transport adds the access token and refreshes it on expiry or a 401. Tests pass the library's
-    HttpMockSequence as `http`: the requests, the token refresh on a 401 and the upload protocol then
-    run exactly as they do against Google.
-    """
+    """From the discovery document shipped in the wheel (no discovery fetch); the transport refreshes the
+    token on expiry or a 401, so tests with HttpMockSequence as `http` run the real protocol."""
     from google_auth_httplib2 import AuthorizedHttp
     from googleapiclient.discovery import build
 
     authorized = AuthorizedHttp(credentials, http=http if http is not None else default_http())
     return build("youtube", "v3", http=authorized, static_discovery=True, cache_discovery=False)
-
-
-__all__ = [
-    "youtube_service",
-    "SCOPES", "CredentialPaths", "require_client_libraries", "CredentialStatus", "credential_paths", "check_credentials",
-    "authorize", "authorize_command", "save_token", "default_http",
-]

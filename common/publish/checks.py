@@ -61,7 +61,6 @@ def made_as_preview(video: Path, warn: Any = print) -> bool:
 
 
 def refuse_preview(video: Path, allow: bool, warn: Any = print) -> bool:
-    """Raise for a preview unless allowed; returns whether the video is a preview."""
     preview = made_as_preview(video, warn=warn)
     if preview and not allow:
         raise InputError(
@@ -122,11 +121,7 @@ def measure_dead_air(path: Path, duration: float) -> tuple[float, float]:
 
 def check_video(path: Path, *, what: str, reference_audio: Path | None = None,
                 vertical: bool = False, max_duration: float | None = None) -> VideoCheck:
-    """The pre-upload check: raise InputError with the reason, or return what was measured.
-
-    `reference_audio` (final.wav) fixes the length the video must have (+-1 s); a Short is
-    `vertical` and at most `max_duration` seconds.
-    """
+    """`reference_audio` (final.wav) fixes the length the video must have (+-1 s)."""
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         raise InputError(f"{what} {path} is missing or empty; run the step that renders it (11.video.py) first.")
@@ -162,6 +157,3 @@ def check_video(path: Path, *, what: str, reference_audio: Path | None = None,
         raise InputError(f"{what} {path} is black for {black:.1f} of {duration:.1f} s; check the images and render it again.")
     return VideoCheck(str(path), path.stat().st_size, round(duration, 3), width, height,
                       video.codec, audio.codec, round(silent, 3), round(black, 3))
-
-
-__all__ = ["VideoCheck", "check_video", "made_as_preview", "refuse_preview", "tracking_dir_for", "measure_dead_air"]

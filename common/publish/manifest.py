@@ -71,6 +71,3 @@ def write_manifest(path: Path, *, reason: str, video: dict[str, Any], requests: 
     }
     json.dumps(manifest)  # fail here, not halfway through the write, on anything unserialisable
     return atomic_write_json(path, manifest)
-
-
-__all__ = ["NoNetwork", "offline_service", "describe_request", "write_manifest"]

@@ -82,7 +82,6 @@ def title_problem(title: str) -> str | None:
 
 
 def read_title(path: Path) -> str | None:
-    """The title file's text (stripped), or None when the file is missing or blank."""
     if not path.is_file():
         return None
     text = path.read_text(encoding="utf-8-sig").strip()
@@ -314,12 +313,8 @@ def plan_chapters(starts: Sequence[float], titles: Sequence[str], duration: floa
 
 
 def chapter_marks(story: Story, chapters: Chapters, timeline: AudioTimeline) -> tuple[list[ChapterMark], str]:
-    """The description's chapters and how their times were found ('lines' or 'percent').
-
-    With one timing per story line, a chapter starts where its first line starts; when the
-    timings do not match the story (edited since the audio was made) or are missing, at its
-    percentage of the audio's length.
-    """
+    """By line starts ('lines'); by percentage of the audio ('percent') when the timings are missing or do
+    not match the story (edited since the audio was made)."""
     titles = [c.title for c in chapters.chapters]
     if timeline.line_starts and len(timeline.line_starts) == len(story.utterances):
         lines = chapter_start_lines(story, chapters)

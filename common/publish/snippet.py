@@ -172,9 +172,3 @@ class VideoMetadata:
         if self.publish_at:
             status["publishAt"] = self.publish_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         return {"snippet": snippet, "status": status}
-
-
-__all__ = [
-    "VideoMetadata", "validate_title", "validate_description", "validate_tags", "read_title", "read_description",
-    "read_tags", "chapters_note", "parse_publish_at", "short_title", "short_description", "video_url",
-]

@@ -241,12 +241,7 @@ def upload_resumable(
     policy: RetryPolicy,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Send a resumable `request` (videos.insert with MediaFileUpload(resumable=True)) to the end.
-
-    `saved` is the session of an earlier, interrupted process; `checkpoint` is called with
-    the session whenever Google grants one and after every chunk it confirms. Returns the
-    API's response (the video resource).
-    """
+    """`saved`: an interrupted process's session; `checkpoint` gets the session when granted and per chunk."""
     def on_session(uri: str) -> None:
         checkpoint(Session(uri, 0, size))
 
@@ -287,9 +282,3 @@ def upload_resumable(
 
 def _mb(count: int) -> str:
     return f"{count / (1024 * 1024):.1f} MB"
-
-
-__all__ = [
-    "CHUNK_UNIT", "RetryPolicy", "Session", "chunk_bytes", "classify", "translate", "with_retries",
-    "upload_resumable", "next_quota_reset", "http_error_details",
-]

@@ -410,7 +410,6 @@ class Publisher:
 
 def publish(inputs: PublishInputs, service: Any, store: CheckpointStore, *, policy: RetryPolicy,
             force: bool = False, resume: bool = True, say: Callable[[str], None] = print) -> PublishResult:
-    """Check everything, then upload the video, its thumbnail, captions and Shorts; reruns continue."""
     plan = make_plan(inputs, enforce_preview=True, warn=say)
     for note in plan.notes:
         say(note)
@@ -448,7 +447,3 @@ def dry_run(inputs: PublishInputs, store: CheckpointStore, *, reason: str, autho
         say(note)
     say(f"dry run ({reason}): {len(requests)} request(s) written to {path}, nothing sent")
     return path
-
-
-__all__ = ["inputs_from_args", "PublishInputs", "Item", "Plan", "PublishResult", "Publisher", "open_state", "make_plan",
-           "build_metadata", "build_request", "find_shorts", "publish", "dry_run", "VIDEO_ID"]

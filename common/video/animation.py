@@ -70,7 +70,6 @@ class FrameRule:
 
 
 def model_rule(model: str, max_seconds: dict[str, float] | None) -> FrameRule:
-    """The frame rule of VIDEO_WORKFLOW `model` with its MODEL_MAX_SECONDS entry."""
     if model not in MODEL_FRAME_STEPS:
         raise ConfigError(f"VIDEO_WORKFLOW is {model!r}; use one of {', '.join(MODELS)}.")
     limits = max_seconds or {}
@@ -119,8 +118,6 @@ class Segment:
 
 @dataclass(frozen=True)
 class ClipPlan:
-    """The jobs for one clip of exactly `frames` frames."""
-
     frames: int
     segments: tuple[Segment, ...]
 
@@ -213,20 +210,10 @@ _CAMERA_WORDS: tuple[tuple[str, re.Pattern[str]], ...] = (
 
 
 def camera_move_in(text: str) -> str | None:
-    """The Ken Burns move a motion prompt asks the camera for ("pushes in" -> zoom_in), if any.
-
-    The offline engine cannot animate people, but it can honour the camera line, so a preview
-    moves the way the real animation was told to.
-    """
+    """("pushes in" -> zoom_in): the offline engine cannot animate people but can honour the camera line."""
     found: list[tuple[int, str]] = []
     for move, pattern in _CAMERA_WORDS:
         match = pattern.search(text)
         if match:
             found.append((match.start(), move))
     return min(found)[1] if found else None
-
-
-__all__ = [
-    "CAMERA_PHRASES", "ClipPlan", "FrameRule", "MODELS", "MODEL_FRAME_STEPS", "Segment",
-    "camera_move_in", "fill_slots", "model_rule", "plan_clip", "slot_frames",
-]

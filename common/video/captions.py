@@ -90,6 +90,3 @@ def ass_filter(ass_file: Path, font: CaptionFont) -> str:
     if font.directory is not None:
         options += f":fontsdir={filter_value(font.directory)}"
     return options
-
-
-__all__ = ["CaptionFont", "ass_filter", "caption_font", "format_ass"]

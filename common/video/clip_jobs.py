@@ -185,7 +185,6 @@ def remove_leftovers(folder: Path) -> int:
 
 
 def run_item(item: Item, engine: Any, look: Look, folders: Folders) -> tuple[list[Path], dict[str, Any]]:
-    """Do one item; returns (files written, data) for the checkpoint."""
     from common.offline import kenburns
 
     job = item.job
@@ -212,7 +211,3 @@ def run_item(item: Item, engine: Any, look: Look, folders: Folders) -> tuple[lis
     if not item.last:
         files.append(clips.last_frame(out, folders.last_frame(job, k)))
     return files, {"frames": segment.frames}
-
-
-__all__ = ["ClipJob", "Folders", "Item", "Look", "build_jobs", "fingerprints", "is_direct", "items_for",
-           "remove_leftovers", "run_item"]

@@ -140,6 +140,3 @@ def decoded_frame_count(video: Path) -> int:
 
     with av.open(os.fspath(video)) as container:
         return sum(1 for _ in container.decode(container.streams.video[0]))
-
-
-__all__ = ["assemble", "decoded_frame_count", "encode", "frames_of", "join_segments", "last_frame", "pick"]

@@ -100,7 +100,7 @@ def save_frame(picture: Image.Image, path: Path) -> Path:
 
 
 def top_level_boxes(path: Path, limit: int = 64) -> list[str]:
-    """The MP4's top-level box types in file order (ftyp, moov, mdat, ...), read from the headers only."""
+    """Read from the box headers only (ftyp, moov, mdat, ...)."""
     boxes: list[str] = []
     size_total = path.stat().st_size
     with open(path, "rb") as handle:
@@ -121,18 +121,8 @@ def top_level_boxes(path: Path, limit: int = 64) -> list[str]:
     return boxes
 
 
-def has_faststart(path: Path) -> bool:
-    """True when `moov` (the index) comes before `mdat` (the data): playback starts before the download ends."""
-    boxes = top_level_boxes(Path(path))
-    return "moov" in boxes and "mdat" in boxes and boxes.index("moov") < boxes.index("mdat")
-
-
 def verify_video(path: Path, *, size: tuple[int, int], duration: float, what: str, fps: float = FPS) -> MediaInfo:
-    """Check an encoded MP4 and return its description; raise one clear sentence if it is wrong.
-
-    Length must match `duration` to one frame (1/fps): the sound is cut exactly, and the
-    picture's last frame may run on past it by less than a frame.
-    """
+    """Length must match `duration` to one frame: the sound is cut exactly, the last frame may run on past it."""
     info = probe(path)
     video, audio = info.video, info.audio
     problems = []
@@ -152,7 +142,9 @@ def verify_video(path: Path, *, size: tuple[int, int], duration: float, what: st
     tolerance = 1.0 / fps + 0.002  # + float rounding of the container times
     if abs(info.duration - duration) > tolerance:
         problems.append(f"it lasts {info.duration:.3f} s instead of {duration:.3f} s")
-    if not has_faststart(path):
+    boxes = top_level_boxes(Path(path))
+    # `moov` (the index) before `mdat` (the data): playback starts before the download ends.
+    if not ("moov" in boxes and "mdat" in boxes and boxes.index("moov") < boxes.index("mdat")):
         problems.append("its index (moov) is not at the start (no faststart)")
     if problems:
         raise PipelineError(f"the encoded {what} is wrong: {'; '.join(problems)}. This is a bug or a broken ffmpeg; "
@@ -204,11 +196,7 @@ def _video_stream(video: Path) -> tuple[MediaInfo, float]:
 
 def encode_still(picture: Path | Image.Image, audio: Path, dst: Path, *, size: tuple[int, int] = (1280, 720),
                  audio_bitrate: str = DEFAULT_AUDIO_BITRATE) -> MediaInfo:
-    """final.mp4: `picture` for as long as `audio` lasts, at 24 fps, sound and picture both from 0.
-
-    One GOP of the still is encoded and stream-copied in a loop (see the module's doc): the
-    time goes into the AAC encode, not into re-encoding an unchanging picture.
-    """
+    """final.mp4: `picture` for as long as `audio` lasts, one looped GOP (see the module's doc)."""
     audio = Path(audio)
     length = audio_duration(audio)
     if length <= 0:
@@ -233,13 +221,8 @@ def encode_still(picture: Path | Image.Image, audio: Path, dst: Path, *, size: t
 
 def remux_video(video: Path, audio: Path, dst: Path, *, size: tuple[int, int] = (1280, 720),
                 audio_bitrate: str = DEFAULT_AUDIO_BITRATE) -> tuple[MediaInfo, str]:
-    """final.mp4 from another pipeline's video: its picture, final.wav's sound, cut to the sound's length.
-
-    The picture is copied untouched when it already is H.264 yuv420p at an allowed size
-    (1280x720 or 1920x1080) and lasts long enough; otherwise it is re-encoded to `size`
-    (fitted, black bars if the shape differs), its last frame held if it is too short.
-    Returns the description and "copied" or "re-encoded".
-    """
+    """final.mp4 from another pipeline's video: its picture (copied when YouTube-ready, else fitted with
+    bars, its last frame held if short), final.wav's sound."""
     length = audio_duration(audio)
     info, fps = _video_stream(video)
     stream = info.video
@@ -284,11 +267,9 @@ def encode_short(
     font: CaptionFont, fade_in: float, fade_out: float, from_video: bool = False,
     size: tuple[int, int] = SHORTS_SIZE, audio_bitrate: str = DEFAULT_AUDIO_BITRATE,
 ) -> MediaInfo:
-    """One Short: `start`..`end` of `audio` over a vertical picture, captions burned in.
+    """`source` is a picture, or with `from_video` a video cut at the same times, cropped (never stretched).
 
-    `source` is a picture (the cover; fitted to `size` if it is not already) or, with
-    `from_video`, a video cut at the same times and centre-cropped to 9:16 (scaled to cover
-    the frame, never stretched). `captions` are timed from the Short's start.
+    `captions` are timed from the Short's start.
     """
     length = end - start
     if length <= 0:
@@ -320,10 +301,3 @@ def encode_short(
                   f"afade=t=out:st={max(0.0, length - fade_out):.6f}:d={fade_out:.4f}[a]")
         return _write_mp4(dst, [*inputs, "-i", ff_path(audio), "-filter_complex", chain, "-map", "[v]", "-map", "[a]",
                                 *video_args], audio_bitrate=audio_bitrate, length=length, size=size, fps=min(fps, FPS))
-
-
-__all__ = [
-    "RECIPE", "FPS", "GOP_SECONDS", "SHORTS_SIZE", "FINAL_SIZES", "blurred_fill", "encode_short", "encode_still",
-    "fit_picture", "has_faststart", "kept_frames", "remux_video", "save_frame", "top_level_boxes", "verify_video",
-    "vertical_cover",
-]

@@ -1,11 +1,4 @@
-"""What gen.audio step 11 makes, and from what: final.mp4 and each Short, with their fingerprints.
-
-final.mp4 is the still thumbnail for as long as final.wav lasts, or with --video-file (gen.image's
-or gen.video's final_sd.mp4) that video's picture with final.wav's sound. A Short is a passage of
-final.wav (common/video/shorts.py) over its cover output/shorts/cover.vN.png, else the thumbnail
-fitted to 9:16, else the same stretch of --video-file; the captions are burned in.
-The encodes themselves are in common/video/encode.py.
-"""
+"""What gen.audio step 11 (see its docstring) makes, and from what, with their fingerprints; encode.py encodes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,12 +38,7 @@ def check_settings(s: Any) -> None:
 
 
 def file_identity(path: Path, *, hash_below: int = 64 << 20) -> Any:
-    """What a checkpoint fingerprint should know of an input file.
-
-    Small files (pictures, subtitles) by content; big media (final.wav of a long story, a
-    video from another pipeline) by name, size and modification time, so a rerun that
-    changes nothing does not read gigabytes to find that out.
-    """
+    """Small files by content; big media by name, size and mtime, so an idle rerun reads no gigabytes."""
     path = Path(path)
     stat = path.stat()
     if stat.st_size < hash_below:
@@ -155,7 +143,3 @@ def remove_stale_shorts(shorts_dir: Path, keep: Sequence[str]) -> list[Path]:
     for path in stale:
         path.unlink()
     return stale
-
-
-__all__ = ["FinalVideo", "MAX_SHORT_SECONDS", "Short", "check_settings", "clock", "file_identity", "parse_size",
-           "plan_final", "plan_shorts", "remove_stale_shorts"]

@@ -226,10 +226,3 @@ def clip_prompt(shot: Shot, motion: str, *, art_style: str, enable_motion: bool 
     if enable_location and shot.location:
         parts.append(shot.location)
     return " ".join(p if p.endswith((".", "!", "?")) else p + "." for p in parts)
-
-
-__all__ = [
-    "Figure", "MOTION_SYSTEM", "MotionBrief", "PROMPT_VERSION", "camera_for", "check_motion", "clean_motion",
-    "clip_prompt", "figure_of", "figure_sentence", "figures", "motion_line", "motion_question", "offline_motion",
-    "scene_prose", "speaker_name",
-]

@@ -302,10 +302,3 @@ def read_story_timing(input_dir: Path, output_dir: Path) -> StoryTiming:
     else:
         notes.append(f"no {chapters_path.name} (1.character.py writes it): Shorts start at spread-out lines")
     return StoryTiming(tuple(lines), tuple(cues), chapters, tuple(notes))
-
-
-__all__ = [
-    "StoryTiming", "read_story_timing",
-    "FADE_IN", "SENTENCE_TAIL", "Line", "Passage", "captions_in", "chapter_starts", "choose_passages",
-    "ends_sentence", "lines_from_cues", "lines_from_timings", "plan_passage", "sentence_ends", "word_ends",
-]

@@ -194,7 +194,6 @@ def timeline_script_path(pipeline_dir: Path) -> Path:
 
 
 def scene_image_path(pipeline_dir: Path, scene_id: str) -> Path:
-    """Where gen.image's 3.scene.py puts a scene's picture."""
     return Path(pipeline_dir).parent / "gen.image" / "output" / "scene" / f"{scene_id}.png"
 
 
@@ -246,9 +245,3 @@ def describe(board: Storyboard) -> Iterable[str]:
         yield f"{len(runs)} run(s) of shots in one location ({joined} cuts that first-last-frame can hide)"
     if board.unshown:
         yield f"{len(board.unshown)} scene(s) of the story have no time on the timeline and get no clip: {', '.join(board.unshown[:6])}"
-
-
-__all__ = [
-    "STORYBOARD_FILE", "Shot", "Storyboard", "build_storyboard", "describe", "location_descriptions",
-    "read_storyboard", "scene_image_path", "storyboard_path", "timeline_script_path", "write_storyboard",
-]
