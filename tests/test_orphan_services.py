@@ -46,8 +46,8 @@ def cleanup_comfy(comfy: Path) -> None:
         S.kill_pid(start["main"])
 
 
-def run_generate(pipe: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(pipe / "generate.py")], env=dict(env, TEST_EVENTS=str(pipe / "events.jsonl")),
+def run_generate(pipe: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(pipe / "generate.py"), *args], env=dict(env, TEST_EVENTS=str(pipe / "events.jsonl")),
                           capture_output=True, text=True, encoding="utf-8", timeout=90, stdin=subprocess.DEVNULL)
 
 
@@ -93,6 +93,10 @@ def test_a_comfyui_left_by_a_killed_run_is_taken_over_and_stopped_at_the_end(tmp
         (record,) = json.loads(records_path(pipe).read_text())["servers"]
         assert record["kind"] == "comfyui" and record["pid"] == start["main"]
         S.make_pipeline(tmp_path, [MEDIA], {MEDIA: True})  # the same pipeline, its script no longer sleeping
+        dry = run_generate(pipe, env, "--dry-run")
+        assert f"would take over the ComfyUI an earlier run started at {env['COMFYUI_BASE_URL']}" in dry.stdout
+        assert "at the end: would stop ComfyUI" in dry.stdout
+        assert not S.pid_gone(start["main"]) and records_path(pipe).is_file()  # a dry run changes nothing
         result = run_generate(pipe, env)
         output = result.stdout + result.stderr
         assert result.returncode == 0, output
@@ -124,6 +128,25 @@ def test_a_comfyui_left_by_a_killed_run_is_restarted_on_a_service_failure(tmp_pa
         for start in starts:
             assert S.pid_gone(start["main"]) and S.pid_gone(start["server"])
         assert not records_path(pipe).exists()
+    finally:
+        cleanup_comfy(comfy)
+
+
+def test_a_comfyui_left_by_a_killed_run_is_stopped_when_the_next_run_does_not_use_it(
+    tmp_path: Path, fake_comfyui: None,
+) -> None:
+    comfy = S.make_comfyui_dir(tmp_path)
+    env = S.service_env(tmp_path, comfy_dir=comfy, lms=False, engine="comfyui")
+    try:
+        pipe = kill_during_step(tmp_path, [MEDIA], {MEDIA: True}, {}, env)
+        (start,) = S.comfy_starts(comfy)
+        S.make_pipeline(tmp_path, [MEDIA], {MEDIA: True})
+        result = run_generate(pipe, dict(env, PIPELINE_ENGINE="offline"))  # previews tonight: no ComfyUI needed
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        assert not S.runs(pipe)[-1]["comfy_up"], "the orphan still held the GPU while the script ran"
+        assert S.pid_gone(start["main"]) and S.pid_gone(start["server"])
+        assert len(S.comfy_starts(comfy)) == 1 and not records_path(pipe).exists()
     finally:
         cleanup_comfy(comfy)
 
