@@ -1,7 +1,7 @@
 """Which servers this pipeline's runs started and have not stopped yet: `output/tracking/services.json`.
 
-Why: a run that dies without a chance to stop its servers (kill -9, a power-cut of the SSH
-session's terminal, an out-of-memory kill) leaves ComfyUI or the LLM server running, holding the
+Why: a run that dies without a chance to stop its servers (kill -9, an out-of-memory
+kill, a SIGHUP handler that never ran) leaves ComfyUI or the LLM server running, holding the
 GPU. Without a record the next run would take such a server for the user's: only ever freed,
 never stopped, never restarted. A record names the process by pid AND create time (a pid alone
 is reused by the system) and the run that started it, so the next run can tell its own orphan
