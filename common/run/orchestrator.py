@@ -6,8 +6,8 @@ bookkeeping. Before each script the services it needs are started (and the ones 
 need are stopped or freed, because ComfyUI and the LLM share one GPU). The child's output is
 streamed line by line to the terminal and appended, whole lines only, to `log.txt` between
 START/END markers, so the log of a night tells what happened even after a power cut.
-A failure stops the run with the child's exit code; Ctrl+C and SIGTERM are passed on to the
-child, which checkpoints and exits; in every case the servers we started are stopped.
+A failure stops the run with the child's exit code; Ctrl+C and SIGTERM (and SIGHUP, as SIGTERM)
+are passed on to the child, which checkpoints and exits; in every case the servers we started are stopped.
 
 Two things keep a night going without doing anything twice: the run stamp (common/state/stamp.py)
 skips the scripts a finished run proves to be no-ops, so re-running a finished pipeline costs
@@ -30,7 +30,8 @@ from common.config.settings import load_settings
 from common.engines.choice import EngineChoice, choose_engines
 from common.run.errors import PipelineError, ServiceError
 from common.run.report import RunRecord, StepResult, notify, status_lines, write_report
-from common.run.step_process import SIGNAL_EXIT, RunLog, Signals, Stopped, child_env, run_step, to_terminal
+from common.run.step_process import (SIGNAL_EXIT, SIGNAL_NAMES, RunLog, Signals, Stopped, child_env, run_step,
+                                     to_terminal)
 from common.run.steps import Needs, Step, build_steps, check_exist, llm_model_for, print_list, select_steps
 from common.state.checkpoints import now_text
 from common.state.stamp import SkipPlan, context_parts, plan_skips, record_run
@@ -327,7 +328,7 @@ def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Engin
             finished = True
     except Stopped as stop:
         code = SIGNAL_EXIT.get(stop.signum, 130)
-        what = "Ctrl+C" if stop.signum == signal.SIGINT else "SIGTERM"
+        what = SIGNAL_NAMES.get(stop.signum, "SIGTERM")
         during = f" during {current.name}" if current else ""
         summary = f"interrupted ({what}){during}; run generate.py again to continue: finished work is kept"
     except PipelineError as exc:

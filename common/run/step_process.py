@@ -1,7 +1,9 @@
 """One script of a run as a child process: its output to the terminal and log.txt, signals passed on.
 
 Each script runs in its own process group, so a crash or an out-of-memory kill costs one script,
-and Ctrl+C / SIGTERM reach it and whatever it started; it checkpoints and exits.
+and Ctrl+C / SIGTERM reach it and whatever it started; it checkpoints and exits. A SIGHUP (the
+terminal or SSH session closed) stops the run like SIGTERM, and the script gets a SIGTERM: its
+own process group is outside the terminal's session, and SIGTERM is the signal it checkpoints on.
 """
 from __future__ import annotations
 
@@ -24,19 +26,34 @@ if TYPE_CHECKING:
     from common.run.steps import Step
 
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+HANGUP: int | None = getattr(signal, "SIGHUP", None)
+if HANGUP is not None:
+    SIGNAL_EXIT[HANGUP] = 128 + HANGUP
+SIGNAL_NAMES = {signal.SIGINT: "Ctrl+C", signal.SIGTERM: "SIGTERM"}
+if HANGUP is not None:
+    SIGNAL_NAMES[HANGUP] = "SIGHUP: the terminal or SSH session closed"
 KILL = getattr(signal, "SIGKILL", signal.SIGTERM)
 _NEW_GROUP: dict[str, Any] = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt"
                               else {"start_new_session": True})  # signals reach the script and what it started
 
 
 def to_terminal(text: str, err: bool = False) -> None:
-    stream = sys.stderr if err else sys.stdout
+    """A line to the terminal; a terminal that is gone (closed SSH session, dead pipe) is let go.
+
+    The run must go on (or stop cleanly on the SIGHUP that comes with it) and log.txt still gets
+    every line, so a failed write swaps the stream for the null device instead of raising.
+    """
+    name = "stderr" if err else "stdout"
+    stream = getattr(sys, name)
     try:
-        stream.write(text + "\n")
-    except UnicodeEncodeError:
-        encoding = getattr(stream, "encoding", None) or "ascii"
-        stream.write(text.encode(encoding, errors="replace").decode(encoding) + "\n")
-    stream.flush()
+        try:
+            stream.write(text + "\n")
+        except UnicodeEncodeError:
+            encoding = getattr(stream, "encoding", None) or "ascii"
+            stream.write(text.encode(encoding, errors="replace").decode(encoding) + "\n")
+        stream.flush()
+    except (OSError, ValueError):
+        setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
 
 
 class RunLog:
@@ -91,7 +108,7 @@ class Stopped(BaseException):
 
 
 class Signals:
-    """Records Ctrl+C / SIGTERM; the main loop passes them on to the child."""
+    """Records Ctrl+C / SIGTERM / SIGHUP; the main loop passes them on to the child."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -100,7 +117,8 @@ class Signals:
         self._previous: dict[int, Any] = {}
 
     def handler(self, signum: int, frame: Any) -> None:
-        self.count += 1
+        if signum != HANGUP:  # a hang-up may come twice (the kernel, the shell): never "quit now"
+            self.count += 1
         if self.signum is None:
             self.signum = signum
         if self.raise_now:
@@ -124,7 +142,7 @@ class Signals:
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, *([HANGUP] if HANGUP is not None else [])):
             self._previous[sig] = signal.signal(sig, self.handler)
 
     def restore(self) -> None:
@@ -195,7 +213,7 @@ def run_step(step: Step, env: Mapping[str, str], log: RunLog, signals: Signals, 
         if signals.signum is None:
             continue
         if forwarded_at is None:
-            _signal_group(proc, signals.signum)
+            _signal_group(proc, signal.SIGTERM if signals.signum == HANGUP else signals.signum)
             forwarded_at = time.monotonic()
         elif not killed and (signals.count > 1 or time.monotonic() - forwarded_at > grace):
             _signal_group(proc, KILL)

@@ -3,7 +3,10 @@
 
 Why this exists: both servers compete for one GPU's memory, so the orchestrator keeps at most
 the ones the next script needs (SPEC 6); the rules of adopting and freeing are in
-common.services.server.
+common.services.server. The servers a run starts are recorded in output/tracking/services.json
+(common.services.records): a server an earlier run left behind is this run's to use and stop,
+and one this run has no use for (another engine, another port now) is stopped before the first
+script runs.
 """
 from __future__ import annotations
 
@@ -14,16 +17,19 @@ from typing import Any
 
 from common.services.comfyui.service import ComfyUIService
 from common.services.llm_server import LLMService
+from common.services.records import ServerRecords, records_path
 from common.services.say import Say, say_on_stderr
 
 
 class ServiceManager:
     """Owns both services for one orchestrator run and keeps only the needed ones on the GPU."""
 
-    def __init__(self, comfyui: ComfyUIService | None, llm: LLMService | None, *, say: Say | None = None) -> None:
+    def __init__(self, comfyui: ComfyUIService | None, llm: LLMService | None, *, say: Say | None = None,
+                 leftovers: list[ComfyUIService | LLMService] | None = None) -> None:
         self.comfyui = comfyui
         self.llm = llm
         self.say = say or say_on_stderr
+        self.leftovers = list(leftovers or [])  # earlier runs' servers this run does not use: to be stopped
 
     @classmethod
     def from_settings(
@@ -32,28 +38,49 @@ class ServiceManager:
     ) -> "ServiceManager":
         """Services per the settings; a service whose engine is offline is left out (None)."""
         say = say or say_on_stderr
+        records = ServerRecords(records_path(pipeline_dir))
+
+        def comfyui_at(url: str) -> ComfyUIService:
+            extra = shlex.split(settings.COMFYUI_EXTRA_ARGS or "", posix=os.name != "nt")
+            return ComfyUIService(
+                url, Path(settings.COMFYUI_DIR), settings.COMFYUI_PYTHON,
+                Path(pipeline_dir) / "output" / "comfyui.log", extra,
+                start_timeout=float(settings.SERVICE_START_TIMEOUT), stop_grace=float(settings.SERVICE_STOP_GRACE),
+                say=say, records=records,
+            )
+
+        def llm_at(url: str, model: str | None) -> LLMService:
+            return LLMService(url, settings.LM_STUDIO_CMD, model, start_timeout=float(settings.SERVICE_START_TIMEOUT),
+                              say=say, records=records)
+
         comfyui = None
         if use_comfyui:
-            extra = shlex.split(settings.COMFYUI_EXTRA_ARGS or "", posix=os.name != "nt")
             from common.services.comfyui.pool import server_urls
 
             # With several servers listed, the first is the one this machine may start; the
             # others (other GPUs, other machines) are the user's to run.
-            comfyui = ComfyUIService(
-                server_urls(settings.COMFYUI_BASE_URL)[0], Path(settings.COMFYUI_DIR), settings.COMFYUI_PYTHON,
-                Path(pipeline_dir) / "output" / "comfyui.log", extra,
-                start_timeout=float(settings.SERVICE_START_TIMEOUT), stop_grace=float(settings.SERVICE_STOP_GRACE),
-                say=say,
-            )
-        llm = None
-        if use_llm:
-            llm = LLMService(settings.LM_STUDIO_BASE_URL, settings.LM_STUDIO_CMD, settings.LM_STUDIO_MODEL,
-                             start_timeout=float(settings.SERVICE_START_TIMEOUT), say=say)
-        return cls(comfyui, llm, say=say)
+            comfyui = comfyui_at(server_urls(settings.COMFYUI_BASE_URL)[0])
+        llm = llm_at(settings.LM_STUDIO_BASE_URL, settings.LM_STUDIO_MODEL) if use_llm else None
+        used = {(s.kind, s.base_url) for s in (comfyui, llm) if s is not None}
+        leftovers: list[ComfyUIService | LLMService] = [
+            comfyui_at(r.base_url) if r.kind == "comfyui" else llm_at(r.base_url, None)
+            for r in records.load() if r.kind in ("comfyui", "llm") and (r.kind, r.base_url) not in used
+        ]
+        return cls(comfyui, llm, say=say, leftovers=leftovers)
+
+    def _stop_leftovers(self) -> None:
+        """Stop the servers earlier runs left that this run will not use (they hold GPU memory)."""
+        leftovers, self.leftovers = self.leftovers, []
+        for service in leftovers:
+            try:
+                service.release()
+            except Exception as exc:  # the run does not need it: a failure here is told, never fatal
+                self.say(f"services: could not stop the {service.name} an earlier run left at {service.base_url}: {exc}")
 
     def prepare_for(self, needs_comfyui: bool, needs_llm: bool, llm_model: str | None = None) -> None:
         """Release what the next script does not need first (GPU memory), then start what it does
         (`llm_model`: the model that script asks for, when not the LLM service's own)."""
+        self._stop_leftovers()
         for service, needed in ((self.comfyui, needs_comfyui), (self.llm, needs_llm)):
             if service is not None and not needed:
                 service.release()
@@ -64,6 +91,7 @@ class ServiceManager:
 
     def shutdown(self) -> None:
         """Stop what we started and free what we adopted; safe to call more than once."""
+        self._stop_leftovers()
         services: list[ComfyUIService | LLMService] = [s for s in (self.comfyui, self.llm) if s is not None]
         for service in services:
             try:

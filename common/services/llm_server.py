@@ -1,7 +1,9 @@
 """Start, adopt, load, free and stop the LLM server (the rules in common.services.server).
 
 Any OpenAI-compatible server is adopted as it is; only LM Studio's can be started, loaded and
-freed from here, through its `lms` CLI.
+freed from here, through its `lms` CLI. The process listening on the port once `lms server start`
+has done is recorded (common.services.records) only to recognise the server on a later run: it
+is stopped with `lms server stop`, never killed, since with LM Studio that process is the app.
 """
 from __future__ import annotations
 
@@ -10,10 +12,12 @@ import re
 import subprocess
 import tempfile
 import time
+from typing import Any
 
 from common.run.errors import ServiceError
 from common.services.net import is_loopback_url, port_of
-from common.services.processes import resolve_command, wait_until
+from common.services.processes import listening_pid, resolve_command, wait_until
+from common.services.records import ServerRecord, ServerRecords, process_identity
 from common.services.say import Say
 from common.services.server import ManagedServer
 
@@ -24,6 +28,7 @@ class LLMService(ManagedServer):
     """Any OpenAI-compatible server at `base_url`; LM Studio's `lms` CLI starts/loads/frees it."""
 
     name = "LLM server"
+    kind = "llm"
     health_path = "/models"
 
     def __init__(
@@ -34,8 +39,9 @@ class LLMService(ManagedServer):
         *,
         start_timeout: float = 300.0,
         say: Say | None = None,
+        records: ServerRecords | None = None,
     ) -> None:
-        super().__init__(base_url, start_timeout=start_timeout, say=say)
+        super().__init__(base_url, start_timeout=start_timeout, say=say, records=records)
         self.lms_cmd = lms_cmd
         self.model = (model or "").strip()
         self._started = False
@@ -132,6 +138,7 @@ class LLMService(ManagedServer):
     def ensure_running(self, model: str | None = None) -> None:
         """Make the server answer with the model loaded (`model`, else the service's own): keep,
         adopt, or `lms server start`."""
+        self._claim_orphan()
         if self._started or self.answers():
             if not self._started and not self._adopted:
                 self._adopted = True
@@ -152,9 +159,26 @@ class LLMService(ManagedServer):
         self._is_lm_studio = True
         self._lms_checked("server", "start", "--port", str(port), timeout=self.start_timeout)
         took = wait_until(self.answers, timeout=self.start_timeout, what=f"the {self.name} at {self.base_url}")
+        listener = listening_pid(port)
+        identity = process_identity(listener) if listener is not None else None
+        if self.records is not None and identity is not None:
+            self.records.add(self.kind, self.base_url, *identity)
         self.say(f"services: {self.name} ready at {self.base_url} in {took:.1f}s")
         self._dirty = True
         self._load_model(model)
+
+    def _take_over(self, record: ServerRecord, proc: Any) -> None:
+        assert self.records is not None
+        if self.answers() and listening_pid(port_of(self.base_url)) == record.pid:
+            self._started = True
+            self._is_lm_studio = True
+            self._dirty = True
+            self.say(f"services: the {self.name} at {self.base_url} (pid {record.pid}) was started by an earlier "
+                     "run of this pipeline that ended without stopping it; it is ours again: used, then stopped "
+                     "like one this run starts")
+            return
+        # That process lives on but no longer serves here (LM Studio's app, its server stopped since): not ours.
+        self.records.remove(self.kind, self.base_url)
 
     def _load_model(self, wanted: str | None = None) -> None:
         model = self._model_to_load(wanted)
@@ -203,6 +227,8 @@ class LLMService(ManagedServer):
         self._started = False
         self._lms_reported("server", "stop", done=f"services: stopped the {self.name} (`lms server stop`)")
         self._is_lm_studio = None
+        if self.records is not None:
+            self.records.remove(self.kind, self.base_url)
 
 
 def _last_line(text: str) -> str:

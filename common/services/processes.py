@@ -197,3 +197,68 @@ def resolve_command(command: str) -> list[str] | None:
     found = shutil.which(argv[0])
     return [found, *argv[1:]] if found else None
 
+
+
+class EarlierProcess:
+    """A server process an earlier run started (not our child), shaped like the subprocess.Popen
+    that stop_process_tree and wait_until expect, so it is stopped and watched like one we start.
+
+    Its exit code cannot be known (only a parent reaps it): it reads -1 once it has ended.
+    """
+
+    def __init__(self, proc: psutil.Process) -> None:
+        self._proc = proc
+        self.pid = proc.pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not _alive([self._proc]):
+            self.returncode = -1
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
+            time.sleep(0.05)
+        return self.returncode  # type: ignore[return-value]
+
+    def send_signal(self, sig: int) -> None:
+        try:
+            self._proc.send_signal(sig)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+
+    def kill(self) -> None:
+        self.send_signal(getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
+def listening_pid(port: int) -> int | None:
+    """The pid of the process listening on a local TCP port, None when none or it cannot be told.
+
+    Some systems (macOS) let only root list every connection: then each process of ours is asked.
+    """
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:
+        for proc in psutil.process_iter():
+            try:
+                if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                       for c in proc.net_connections(kind="tcp")):
+                    return proc.pid
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return None
+    for conn in connections:
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+            return conn.pid
+    return None
+
+
+def tree_pids(proc: psutil.Process) -> set[int]:
+    """A process and everything it started (a server may listen from a child of the process we ran)."""
+    try:
+        return {proc.pid, *(p.pid for p in proc.children(recursive=True))}
+    except psutil.NoSuchProcess:
+        return set()

@@ -1,7 +1,9 @@
 """Start, adopt, free and stop ComfyUI (the rules in common.services.server).
 
 A ComfyUI we start runs in its own process group/session, bound to 127.0.0.1, logs to
-output/comfyui.log, and is stopped as a whole tree.
+output/comfyui.log, and is stopped as a whole tree. Its pid and create time are recorded as soon
+as it runs (common.services.records), so a run killed before it could stop it leaves the next
+run able to take it over as its own.
 """
 from __future__ import annotations
 
@@ -9,13 +11,15 @@ import shlex
 import subprocess
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import requests
 
 from common.run.errors import ServiceError
 from common.services.net import is_loopback_url, port_of
-from common.services.processes import new_group_kwargs, stop_process_tree, wait_until
+from common.services.processes import (EarlierProcess, listening_pid, new_group_kwargs, stop_process_tree,
+                                       tree_pids, wait_until)
+from common.services.records import ServerRecord, ServerRecords, process_identity
 from common.services.say import Say
 from common.services.server import ManagedServer
 
@@ -24,6 +28,7 @@ class ComfyUIService(ManagedServer):
     """ComfyUI at `base_url`: adopted if it answers, else started from `comfyui_dir/main.py`."""
 
     name = "ComfyUI"
+    kind = "comfyui"
     health_path = "/system_stats"
 
     def __init__(
@@ -37,14 +42,15 @@ class ComfyUIService(ManagedServer):
         start_timeout: float = 300.0,
         stop_grace: float = 15.0,
         say: Say | None = None,
+        records: ServerRecords | None = None,
     ) -> None:
-        super().__init__(base_url, start_timeout=start_timeout, say=say)
+        super().__init__(base_url, start_timeout=start_timeout, say=say, records=records)
         self.comfyui_dir = Path(comfyui_dir)
         self.python_exe = python_exe
         self.log_path = Path(log_path)
         self.extra_args = tuple(extra_args)
         self.stop_grace = stop_grace
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen | EarlierProcess | None = None
 
     @property
     def started_by_us(self) -> bool:
@@ -78,6 +84,7 @@ class ComfyUIService(ManagedServer):
 
     def ensure_running(self) -> None:
         """Make ComfyUI answer: keep ours, adopt a running one, or start it and wait for it."""
+        self._claim_orphan()
         if self.started_by_us:
             self._dirty = True
             if not self.answers():
@@ -88,6 +95,7 @@ class ComfyUIService(ManagedServer):
             self.say(f"services: {self.name} (pid {self._proc.pid}) had exited with code "
                      f"{self._proc.returncode}; starting it again")
             self._proc = None
+            self._forget()
         if self.answers():
             if not self._adopted:
                 self.say(f"services: adopted the {self.name} already running at {self.base_url} "
@@ -116,6 +124,9 @@ class ComfyUIService(ManagedServer):
                     f"could not run {command[0]} to start ComfyUI ({exc.strerror}); set COMFYUI_PYTHON "
                     "to the Python of your ComfyUI install."
                 ) from None
+        identity = process_identity(self._proc.pid)
+        if self.records is not None and identity is not None:
+            self.records.add(self.kind, self.base_url, *identity)
         self.say(f"services: starting {self.name} (pid {self._proc.pid}) at {self.base_url}; log: {self.log_path}")
         try:
             took = wait_until(self.answers, timeout=self.start_timeout, what=self.name,
@@ -125,6 +136,23 @@ class ComfyUIService(ManagedServer):
             raise
         self._dirty = True
         self.say(f"services: {self.name} ready in {took:.1f}s (pid {self._proc.pid})")
+
+    def _take_over(self, record: ServerRecord, proc: Any) -> None:
+        earlier = EarlierProcess(proc)
+        self._proc = earlier
+        listener = listening_pid(port_of(self.base_url))
+        where = f"{self.name} (pid {earlier.pid}) was started by an earlier run of this pipeline that ended without stopping it"
+        if self.answers() and (listener is None or listener in tree_pids(proc)):
+            self._adopted = False
+            self._dirty = True
+            self.say(f"services: {where}; it is ours again: used, then stopped like one this run starts")
+            return
+        self.say(f"services: {where} and it does not answer at {self.base_url}; stopping it")
+        self.stop()
+
+    def _forget(self) -> None:
+        if self.records is not None:
+            self.records.remove(self.kind, self.base_url)
 
     def free(self) -> None:
         """Ask a server to unload its models and free memory; a failure is logged, not fatal."""
@@ -148,8 +176,10 @@ class ComfyUIService(ManagedServer):
         proc, self._proc = self._proc, None
         if proc.poll() is not None:
             self.say(f"services: {self.name} (pid {proc.pid}) had already exited with code {proc.returncode}")
-            stop_process_tree(proc, grace=self.stop_grace)
+            stop_process_tree(proc, grace=self.stop_grace)  # type: ignore[arg-type]
+            self._forget()
             return
         started = time.monotonic()
-        code = stop_process_tree(proc, grace=self.stop_grace)
+        code = stop_process_tree(proc, grace=self.stop_grace)  # type: ignore[arg-type]
+        self._forget()
         self.say(f"services: stopped {self.name} (pid {proc.pid}, exit {code}) in {time.monotonic() - started:.1f}s")
