@@ -134,8 +134,9 @@ def save_token(credentials: Any, path: Path, *, authorized_at: str | None = None
             authorized_at = None
     if authorized_at:
         info["authorized_at"] = authorized_at
-    with atomic_path(path) as tmp:
-        os.chmod(tmp, 0o600)  # before a single secret byte is written
+    # mkstemp creates the temp file 0600 and atomic_path keeps it so: never readable by others, not even
+    # for a moment before a secret byte is written; the rename then puts it in place whole.
+    with atomic_path(path, mode=0o600) as tmp:
         with open(tmp, "w", encoding="utf-8") as handle:
             json.dump(info, handle, indent=1)
     os.chmod(path, 0o600)
@@ -159,9 +160,13 @@ def _age_warning(info: dict[str, Any], now: datetime) -> str | None:
     return None
 
 
-def check_credentials(settings: Any, pipeline_dir: Path, *, http: Any = None,
+def check_credentials(settings: Any, pipeline_dir: Path, *, http: Any = None, save: bool = True,
                       now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> CredentialStatus:
-    """Can this machine upload right now without a person? Refreshes and re-saves the token to find out."""
+    """Can this machine upload right now without a person? Refreshes the token to find out.
+
+    `save=False` (the preflight, `generate.py --check`) leaves token.json untouched: rewriting it
+    would change a file the run stamp fingerprints, so the next run would no longer be up to date.
+    """
     paths = credential_paths(settings, pipeline_dir)
     fix = authorize_command(pipeline_dir)
 
@@ -214,7 +219,8 @@ def check_credentials(settings: Any, pipeline_dir: Path, *, http: Any = None,
     if missing := _scopes_missing(credentials):
         return status("missing_scopes", f"Google granted the token without {', '.join(missing)}: run {fix} and tick "
                                         "every permission asked.")
-    save_token(credentials, paths.token)
+    if save:
+        save_token(credentials, paths.token)
     return CredentialStatus("ok", f"YouTube authorisation OK ({paths.token.name})", paths, credentials,
                             warning=_age_warning(info, now()))
 
