@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from common.state.checkpoints import CheckpointStore
+from common.formats.srt import read_srt
 from common.run.errors import InputError
 from common.media.ffmpeg import audio_duration, ff_path, ffmpeg_log, probe
 
@@ -24,6 +25,7 @@ BLACK_PIXEL_THRESHOLD = 0.10  # blackdetect pix_th: fraction of full luma that s
 MIN_SPAN = 0.5  # seconds: shorter dips do not count as silent/black
 MAX_DEAD_FRACTION = 0.9  # more of the video than this silent (or black) = broken
 SHORTS_MAX_SECONDS = 180.0
+THUMBNAIL_MAX_BYTES = 2 * 1024 * 1024
 VIDEO_CODEC = "h264"
 AUDIO_CODEC = "aac"
 
@@ -157,3 +159,28 @@ def check_video(path: Path, *, what: str, reference_audio: Path | None = None,
         raise InputError(f"{what} {path} is black for {black:.1f} of {duration:.1f} s; check the images and render it again.")
     return VideoCheck(str(path), path.stat().st_size, round(duration, 3), width, height,
                       video.codec, audio.codec, round(silent, 3), round(black, 3))
+
+
+def check_thumbnail(path: Path) -> str:
+    """The thumbnail's mimetype, once it is known to be a PNG or JPEG that YouTube takes."""
+    if not path.is_file() or path.stat().st_size == 0:
+        raise InputError(f"the thumbnail {path} is missing or empty; run 10.thumbnail.py, or pass --thumbnail-file.")
+    size = path.stat().st_size
+    if size > THUMBNAIL_MAX_BYTES:
+        raise InputError(f"the thumbnail {path} is {size / 1e6:.1f} MB, YouTube takes at most 2 MB; "
+                         "save it smaller (JPEG).")
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    raise InputError(f"the thumbnail {path} is neither PNG nor JPEG; YouTube takes only those, render it again (10.thumbnail.py).")
+
+
+def check_captions(path: Path) -> None:
+    """Captions YouTube would take: an SRT holding at least one subtitle."""
+    if not path.is_file() or path.stat().st_size == 0:
+        raise InputError(f"the captions {path} are missing or empty; run 3.transcribe.py, or pass --captions-file.")
+    if not read_srt(path).cues:
+        raise InputError(f"the captions {path} hold no subtitle; run 3.transcribe.py again.")
