@@ -63,3 +63,52 @@ def test_a_token_given_as_home_relative_path_is_fingerprinted_by_the_run_stamp(t
     token.write_text(token.read_text() + " ")
     after = context_parts(settings, ("offline", ""), environ={})["settings"]
     assert before != after
+
+
+# ----------------------------------------------------------------------------- point 9: the preview mark
+
+import pytest  # noqa: E402
+
+from common.publish.checks import made_as_preview, refuse_preview  # noqa: E402
+from common.run.errors import InputError  # noqa: E402
+from common.state.checkpoints import CheckpointStore  # noqa: E402
+
+
+def _made(pipeline: Path, *, preview: bool, cleanup: bool) -> Path:
+    """A final.mp4 as steps 9 and 11 leave it, their checkpoints cleaned up or not."""
+    (pipeline / "scripts").mkdir(parents=True)
+    video = pipeline / "output" / "final.mp4"
+    video.parent.mkdir(parents=True)
+    video.write_bytes(b"not checked here")
+    for script in ("9.media", "11.video"):
+        store = CheckpointStore(pipeline / "output" / "tracking" / f"{script}.state.json", base_dir=pipeline)
+        store.record("item", "fp", preview=preview and script == "11.video")
+        store.finish(cleanup=cleanup)
+    return video
+
+
+@pytest.mark.parametrize("cleanup", [False, True])
+def test_a_preview_is_refused_even_after_its_checkpoints_were_cleaned_up(tmp_path, cleanup):
+    video = _made(tmp_path / "gen.audio", preview=True, cleanup=cleanup)
+    assert made_as_preview(video)
+    with pytest.raises(InputError, match="--allow-preview"):
+        refuse_preview(video, allow=False)
+    assert refuse_preview(video, allow=True) is True
+
+
+@pytest.mark.parametrize("cleanup", [False, True])
+def test_a_real_video_passes_after_its_checkpoints_were_cleaned_up(tmp_path, cleanup):
+    video = _made(tmp_path / "gen.audio", preview=False, cleanup=cleanup)
+    assert refuse_preview(video, allow=False) is False
+
+
+def test_with_no_evidence_either_way_a_real_upload_refuses(tmp_path):
+    pipeline = tmp_path / "gen.audio"
+    video = _made(pipeline, preview=True, cleanup=False)
+    for state in (pipeline / "output" / "tracking").iterdir():
+        state.unlink()  # what CLEANUP_TRACKING_FILES did before it kept a mark
+    (pipeline / "output" / "tracking" / "12.youtube.state.json").write_text('{"version": 1, "items": {}}')
+    with pytest.raises(InputError, match="cannot tell"):
+        refuse_preview(video, allow=False)
+    assert made_as_preview(video)  # the dry run says so too
+    assert refuse_preview(video, allow=True)
