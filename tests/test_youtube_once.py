@@ -1,14 +1,12 @@
 """Never publish twice: a process killed at any instant of step 12 leaves state a rerun can trust."""
 from __future__ import annotations
 
-import pytest
-
+from common.publish.auth import youtube_service
 from common.publish.youtube import open_state, publish
 from tests.support.youtube import (
     CHUNK, UPLOAD_URI, Transport, chunk_responses, credentials, held, ok, session, video_done,
 )
 from tests.test_youtube_upload import after_video, media, pipeline_with, policy, state  # noqa: F401  (fixture)
-from common.publish.auth import youtube_service
 
 
 def run(inputs, responses, *, resume: bool = True, kill_after_answer: str | None = None):

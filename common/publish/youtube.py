@@ -259,7 +259,9 @@ def _caption_id(store: CheckpointStore, item: Item, video_id: str) -> str | None
 
 
 class Publisher:
-    """Sends a plan's items in order, each checkpointed; see the module docstring for the rules."""
+    """Sends a plan's items in order, each checkpointed; see the module docstring for the rules.
+    `resume` is accepted but changes nothing: publishing state is kept and honoured whatever
+    --disable-resumable / ENABLE_RESUMABLE_MODE say (without it a rerun could publish twice)."""
 
     def __init__(self, inputs: PublishInputs, service: Any, store: CheckpointStore, *, policy: RetryPolicy,
                  force: bool = False, resume: bool = True, say: Callable[[str], None] = print) -> None:
