@@ -44,6 +44,24 @@ def credential_paths(settings: Any, pipeline_dir: Path) -> CredentialPaths:
     return CredentialPaths(resolve(settings.YOUTUBE_CLIENT_SECRETS), resolve(settings.YOUTUBE_TOKEN))
 
 
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def api_url(settings: Any) -> str | None:
+    """YOUTUBE_API_URL without its trailing slash, or None for Google's own servers. Only https, or plain
+    http to this machine: the token and every upload go there, so nothing may cross a network in clear."""
+    from urllib.parse import urlsplit
+
+    value = str(getattr(settings, "YOUTUBE_API_URL", "") or "").strip()
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK)):
+        raise ConfigError(f"YOUTUBE_API_URL is {value!r}; use an https:// URL, an http:// URL on this machine "
+                          "(127.0.0.1 or localhost), or leave it empty for YouTube itself.")
+    return value.rstrip("/")
+
+
 def authorize_command(pipeline_dir: Path) -> str:
     return f"cd {Path(pipeline_dir).name}/scripts && python 12.youtube.py --authorize"
 
@@ -98,7 +116,12 @@ def require_client_libraries() -> None:
 def default_http() -> Any:
     import httplib2
 
-    return httplib2.Http(timeout=HTTP_TIMEOUT)
+    http = httplib2.Http(timeout=HTTP_TIMEOUT)
+    # YouTube answers every unfinished chunk with 308 Resume Incomplete (no Location); httplib2 takes
+    # 308 for a redirect and fails on it, so an upload of more than one chunk never got past the first.
+    # googleapiclient's own build_http() does the same.
+    http.redirect_codes = http.redirect_codes - {308}
+    return http
 
 
 def _token_info(path: Path) -> dict[str, Any]:
@@ -134,8 +157,9 @@ def save_token(credentials: Any, path: Path, *, authorized_at: str | None = None
             authorized_at = None
     if authorized_at:
         info["authorized_at"] = authorized_at
-    with atomic_path(path) as tmp:
-        os.chmod(tmp, 0o600)  # before a single secret byte is written
+    # mkstemp creates the temp file 0600 and atomic_path keeps it so: never readable by others, not even
+    # for a moment before a secret byte is written; the rename then puts it in place whole.
+    with atomic_path(path, mode=0o600) as tmp:
         with open(tmp, "w", encoding="utf-8") as handle:
             json.dump(info, handle, indent=1)
     os.chmod(path, 0o600)
@@ -159,9 +183,13 @@ def _age_warning(info: dict[str, Any], now: datetime) -> str | None:
     return None
 
 
-def check_credentials(settings: Any, pipeline_dir: Path, *, http: Any = None,
+def check_credentials(settings: Any, pipeline_dir: Path, *, http: Any = None, save: bool = True,
                       now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> CredentialStatus:
-    """Can this machine upload right now without a person? Refreshes and re-saves the token to find out."""
+    """Can this machine upload right now without a person? Refreshes the token to find out.
+
+    `save=False` (the preflight, `generate.py --check`) leaves token.json untouched: rewriting it
+    would change a file the run stamp fingerprints, so the next run would no longer be up to date.
+    """
     paths = credential_paths(settings, pipeline_dir)
     fix = authorize_command(pipeline_dir)
 
@@ -188,6 +216,8 @@ def check_credentials(settings: Any, pipeline_dir: Path, *, http: Any = None,
         info = _token_info(paths.token)
         # A token file without "scopes" (other tools write such) asks for ours; the refresh then tells.
         credentials = Credentials.from_authorized_user_info(info, scopes=None if info.get("scopes") else list(SCOPES))
+        if (root := api_url(settings)) is not None:  # a stand-in for Google: its own token endpoint too
+            credentials = credentials.with_token_uri(f"{root}/token")
     except ValueError:
         return status("bad_file", f"{paths.token} is not a token file this program wrote: delete it and run {fix}.")
     if missing := _scopes_missing(credentials):
@@ -214,7 +244,8 @@ def check_credentials(settings: Any, pipeline_dir: Path, *, http: Any = None,
     if missing := _scopes_missing(credentials):
         return status("missing_scopes", f"Google granted the token without {', '.join(missing)}: run {fix} and tick "
                                         "every permission asked.")
-    save_token(credentials, paths.token)
+    if save:
+        save_token(credentials, paths.token)
     return CredentialStatus("ok", f"YouTube authorisation OK ({paths.token.name})", paths, credentials,
                             warning=_age_warning(info, now()))
 
@@ -288,11 +319,19 @@ def authorize(settings: Any, pipeline_dir: Path, *, port: int = 0, open_browser:
     return paths.token
 
 
-def youtube_service(credentials: Any, http: Any = None) -> Any:
+def youtube_service(credentials: Any, http: Any = None, api_url: str | None = None) -> Any:
     """From the discovery document shipped in the wheel (no discovery fetch); the transport refreshes the
-    token on expiry or a 401, so tests with HttpMockSequence as `http` run the real protocol."""
+    token on expiry or a 401, so tests with HttpMockSequence as `http` run the real protocol.
+    `api_url` (YOUTUBE_API_URL) replaces Google's root URL for every request, uploads included."""
     from google_auth_httplib2 import AuthorizedHttp
-    from googleapiclient.discovery import build
+    from googleapiclient.discovery import build, build_from_document
 
     authorized = AuthorizedHttp(credentials, http=http if http is not None else default_http())
-    return build("youtube", "v3", http=authorized, static_discovery=True, cache_discovery=False)
+    if api_url is None:
+        return build("youtube", "v3", http=authorized, static_discovery=True, cache_discovery=False)
+    from googleapiclient.discovery_cache import get_static_doc
+
+    document = json.loads(get_static_doc("youtube", "v3"))
+    root = api_url.rstrip("/") + "/"
+    document.update(rootUrl=root, mtlsRootUrl=root, baseUrl=root + document.get("servicePath", ""))
+    return build_from_document(document, http=authorized)

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from common.state.checkpoints import CheckpointStore
+from common.state.checkpoints import CLEANED_SUFFIX, CheckpointStore, read_cleaned_mark
+from common.formats.srt import read_srt
 from common.run.errors import InputError
 from common.media.ffmpeg import audio_duration, ff_path, ffmpeg_log, probe
 
@@ -24,6 +25,7 @@ BLACK_PIXEL_THRESHOLD = 0.10  # blackdetect pix_th: fraction of full luma that s
 MIN_SPAN = 0.5  # seconds: shorter dips do not count as silent/black
 MAX_DEAD_FRACTION = 0.9  # more of the video than this silent (or black) = broken
 SHORTS_MAX_SECONDS = 180.0
+THUMBNAIL_MAX_BYTES = 2 * 1024 * 1024
 VIDEO_CODEC = "h264"
 AUDIO_CODEC = "aac"
 
@@ -46,29 +48,58 @@ def tracking_dir_for(video: Path) -> Path | None:
     return None
 
 
-def made_as_preview(video: Path, warn: Any = print) -> bool:
-    """True when any checkpoint of the pipeline that made `video` is an offline-engine preview."""
+def preview_evidence(video: Path, warn: Any = print) -> bool | None:
+    """True: the pipeline that made `video` made something as an offline-engine preview; False: it made
+    everything for real; None: it cannot tell (its checkpoints are gone). A video outside any pipeline
+    folder counts as real: it is the user's own file.
+
+    A script's state file says it, or, once CLEANUP_TRACKING_FILES removed that file, the
+    `<script>.cleaned.json` mark CheckpointStore.finish leaves in its place."""
     tracking = tracking_dir_for(video)
     if tracking is None:
         return False
+    seen = set()
     for state in sorted(tracking.glob("*.state.json")):
         if state.name == OWN_STATE:
             continue
+        seen.add(state.name.removesuffix(".state.json"))
         store = CheckpointStore(state, base_dir=tracking.parent.parent, warn=warn)
         if store.any_preview():
             return True
-    return False
+    for mark in sorted(tracking.glob(f"*{CLEANED_SUFFIX}")):
+        if mark.name.removesuffix(CLEANED_SUFFIX) in seen:
+            continue  # the script ran again since: its state file is the newer word
+        seen.add(mark.name)
+        if read_cleaned_mark(mark).get("preview", True):  # an unreadable mark proves nothing
+            return True
+    if seen:
+        return False
+    # Nothing left to tell: in a pipeline folder (it has scripts/) the checkpoints were removed, so no
+    # one can say; anywhere else the tracking folder is only step 12's own and the file the user's.
+    return None if (tracking.parent.parent / "scripts").is_dir() else False
+
+
+def made_as_preview(video: Path, warn: Any = print) -> bool:
+    """True when any checkpoint of the pipeline that made `video` is an offline-engine preview, or
+    when nothing is left to tell."""
+    return preview_evidence(video, warn=warn) is not False
 
 
 def refuse_preview(video: Path, allow: bool, warn: Any = print) -> bool:
-    preview = made_as_preview(video, warn=warn)
-    if preview and not allow:
+    evidence = preview_evidence(video, warn=warn)
+    if evidence is None and not allow:
+        raise InputError(
+            f"cannot tell whether {video} is the real video or an offline-engine preview: the checkpoints in "
+            f"{tracking_dir_for(video)} that would say so are gone; run the pipeline again to remake them, or "
+            "pass --allow-preview if you know this is the video to publish."
+        )
+    if evidence and not allow:
         raise InputError(
             f"{video} was made by the offline engine (a preview: storyboard cards and eSpeak voices, see "
             f"{tracking_dir_for(video)}); run the pipeline with ComfyUI and an LLM server for the real video, "
             "or pass --allow-preview to upload the preview anyway."
         )
-    return preview
+    return evidence is not False
 
 
 @dataclass(frozen=True)
@@ -157,3 +188,28 @@ def check_video(path: Path, *, what: str, reference_audio: Path | None = None,
         raise InputError(f"{what} {path} is black for {black:.1f} of {duration:.1f} s; check the images and render it again.")
     return VideoCheck(str(path), path.stat().st_size, round(duration, 3), width, height,
                       video.codec, audio.codec, round(silent, 3), round(black, 3))
+
+
+def check_thumbnail(path: Path) -> str:
+    """The thumbnail's mimetype, once it is known to be a PNG or JPEG that YouTube takes."""
+    if not path.is_file() or path.stat().st_size == 0:
+        raise InputError(f"the thumbnail {path} is missing or empty; run 10.thumbnail.py, or pass --thumbnail-file.")
+    size = path.stat().st_size
+    if size > THUMBNAIL_MAX_BYTES:
+        raise InputError(f"the thumbnail {path} is {size / 1e6:.1f} MB, YouTube takes at most 2 MB; "
+                         "save it smaller (JPEG).")
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    raise InputError(f"the thumbnail {path} is neither PNG nor JPEG; YouTube takes only those, render it again (10.thumbnail.py).")
+
+
+def check_captions(path: Path) -> None:
+    """Captions YouTube would take: an SRT holding at least one subtitle."""
+    if not path.is_file() or path.stat().st_size == 0:
+        raise InputError(f"the captions {path} are missing or empty; run 3.transcribe.py, or pass --captions-file.")
+    if not read_srt(path).cues:
+        raise InputError(f"the captions {path} hold no subtitle; run 3.transcribe.py again.")

@@ -231,6 +231,16 @@ def _ask_server(request: Any, size: int) -> tuple[str, Any]:
     raise HttpError(resp, content, uri=request.resumable_uri)
 
 
+def ask_session(request: Any, uri: str, size: int) -> tuple[str, Any]:
+    """Where a saved session stands, asked for the `size` it was opened with, whatever `request` now sends:
+    ("done", the video) | ("resume", bytes held) | ("expired", None). `request` is left without a session."""
+    request.resumable_uri = uri
+    try:
+        return _ask_server(request, size)
+    finally:
+        request.resumable_uri, request.resumable_progress = None, 0
+
+
 def upload_resumable(
     request: Any,
     *,

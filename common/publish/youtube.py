@@ -18,20 +18,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 from common.state.checkpoints import CheckpointStore, Entry, file_digest, fingerprint
-from common.run.errors import InputError, JobError
-from common.formats.srt import read_srt
+from common.run.errors import ConfigError, InputError, JobError, QuotaError
 from common.media.ffmpeg import probe
-from common.publish.checks import SHORTS_MAX_SECONDS, VideoCheck, check_video, made_as_preview, refuse_preview
+from common.publish.checks import (
+    SHORTS_MAX_SECONDS, VideoCheck, check_captions, check_thumbnail, check_video, made_as_preview,
+    refuse_preview,
+)
 from common.publish.manifest import describe_request, offline_service, write_manifest
 from common.publish.snippet import (
     VideoMetadata, chapters_note, parse_publish_at, read_description, read_tags, read_title, short_description,
     short_title, validate_description, validate_title, video_url,
 )
-from common.publish.upload import RetryPolicy, Session, chunk_bytes, upload_resumable, with_retries
+from common.publish.upload import RetryPolicy, Session, ask_session, chunk_bytes, upload_resumable, with_retries
 
 STATE_NAME = "12.youtube"
 VIDEO_ID = "{VIDEO_ID}"  # stands for the main video's id until it exists
-THUMBNAIL_MAX_BYTES = 2 * 1024 * 1024
 _SHORT_RE = re.compile(r"shorts\.v(\d+)\.mp4\Z")
 
 
@@ -128,30 +129,6 @@ def open_state(inputs: PublishInputs, warn: Callable[[str], None] = print) -> Ch
 # ----------------------------------------------------------------------------- the plan
 
 
-def _check_thumbnail(path: Path) -> str:
-    """The thumbnail's mimetype, once it is known to be a PNG or JPEG that YouTube takes."""
-    if not path.is_file() or path.stat().st_size == 0:
-        raise InputError(f"the thumbnail {path} is missing or empty; run 10.thumbnail.py, or pass --thumbnail-file.")
-    size = path.stat().st_size
-    if size > THUMBNAIL_MAX_BYTES:
-        raise InputError(f"the thumbnail {path} is {size / 1e6:.1f} MB, YouTube takes at most 2 MB; "
-                         "save it smaller (JPEG).")
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    raise InputError(f"the thumbnail {path} is neither PNG nor JPEG; YouTube takes only those, render it again (10.thumbnail.py).")
-
-
-def _check_captions(path: Path) -> None:
-    if not path.is_file() or path.stat().st_size == 0:
-        raise InputError(f"the captions {path} are missing or empty; run 3.transcribe.py, or pass --captions-file.")
-    if not read_srt(path).cues:
-        raise InputError(f"the captions {path} hold no subtitle; run 3.transcribe.py again.")
-
-
 def find_shorts(shorts_dir: Path) -> list[tuple[int, Path]]:
     """shorts.v1.mp4, shorts.v2.mp4 ... in version order (v10 after v9)."""
     found = []
@@ -191,8 +168,8 @@ def make_plan(inputs: PublishInputs, *, enforce_preview: bool, warn: Callable[[s
         else made_as_preview(inputs.video, warn=warn)
     duration = probe(inputs.video).duration
     meta, notes = build_metadata(inputs, duration)
-    thumb_type = _check_thumbnail(inputs.thumbnail)
-    _check_captions(inputs.captions)
+    thumb_type = check_thumbnail(inputs.thumbnail)
+    check_captions(inputs.captions)
     items = [
         Item("video", "video", inputs.video, "video/mp4", meta.body()),
         Item("thumbnail", "thumbnail", inputs.thumbnail, thumb_type),
@@ -282,7 +259,9 @@ def _caption_id(store: CheckpointStore, item: Item, video_id: str) -> str | None
 
 
 class Publisher:
-    """Sends a plan's items in order, each checkpointed; see the module docstring for the rules."""
+    """Sends a plan's items in order, each checkpointed; see the module docstring for the rules.
+    `resume` is accepted but changes nothing: publishing state is kept and honoured whatever
+    --disable-resumable / ENABLE_RESUMABLE_MODE say (without it a rerun could publish twice)."""
 
     def __init__(self, inputs: PublishInputs, service: Any, store: CheckpointStore, *, policy: RetryPolicy,
                  force: bool = False, resume: bool = True, say: Callable[[str], None] = print) -> None:
@@ -320,30 +299,59 @@ class Publisher:
                      f"{video_url(self._replaced[item.key])} stays on YouTube (delete it in YouTube Studio if unwanted).")
         fp = _fingerprint(item, video_id)
         size = item.media.stat().st_size
-        saved = self._saved_session(item, fp, size)
+        digest = file_digest(item.media)
         request, _ = build_request(self.service, item, video_id=video_id, chunk_size=self.inputs.chunk_size)
+        saved, changed = self._saved_session(item, fp, size)
+        if saved is not None and changed:
+            finished = self._finished_before(request, item, label, saved)
+            if finished:
+                return finished
+            saved = None
 
         def checkpoint(session: Session) -> None:
-            if self.resume:
-                self.store.record(item.key, fp, status="uploading", data={
-                    "session_uri": session.uri, "progress": session.progress, "size": session.size,
-                    "file": item.media.name})
+            # Kept whatever --disable-resumable says: without it a rerun could not know a video exists.
+            self.store.record(item.key, fp, status="uploading", data={
+                "session_uri": session.uri, "progress": session.progress, "size": session.size,
+                "file": item.media.name, "sha256": digest})
 
         self.say(f"uploading {label} ({item.media.name}, {size / (1024 * 1024):.1f} MB)")
         response = upload_resumable(request, what=f"uploading {label}", size=size, saved=saved,
                                     checkpoint=checkpoint, policy=self.policy, say=self.say)
-        new_id = str(response.get("id", ""))
+        new_id = self._record_upload(item, fp, response, label, size=size, digest=digest)
+        self.say(f"uploaded {label}: {video_url(new_id)} ({(item.body or {}).get('status', {}).get('privacyStatus')})")
+        self.result.sent.append(item.key)
+        return new_id
+
+    def _record_upload(self, item: Item, fp: str, response: dict[str, Any], label: str, *, size: int,
+                       digest: str | None) -> str:
+        new_id = str((response or {}).get("id", ""))
         if not new_id:
             raise JobError(f"YouTube answered the upload of {label} without a video id; check YouTube Studio "
                              "before running again, the upload may have gone through.")
         data = {"video_id": new_id, "url": video_url(new_id), "file": item.media.name,
-                "sha256": file_digest(item.media), "size": size,
+                "sha256": digest, "size": size,
                 "privacy": (item.body or {}).get("status", {}).get("privacyStatus")}
         if item.key in self._replaced:
             data["replaced"] = self._replaced[item.key]
         self.store.record(item.key, fp, data=data)
-        self.say(f"uploaded {label}: {video_url(new_id)} ({data['privacy']})")
-        self.result.sent.append(item.key)
+        return new_id
+
+    def _finished_before(self, request: Any, item: Item, label: str, saved: Session) -> str | None:
+        """The file or its metadata changed since an interrupted upload: YouTube may have finished that
+        upload before the process died (its answer never checkpointed), so it is asked before a new one."""
+        entry = self.store.entries()[item.key]
+        state, body = with_retries(lambda: ask_session(request, saved.uri, saved.size),
+                                   f"asking YouTube about the interrupted upload of {label}", self.policy, self.say)
+        if state != "done":
+            self.say(f"{item.media.name} or its metadata changed since the interrupted upload, which YouTube "
+                     "never finished; starting a new upload")
+            return None
+        new_id = self._record_upload(item, entry.fingerprint, body, label, size=saved.size,
+                                     digest=entry.data.get("sha256"))
+        self.say(f"the interrupted upload of {label} had finished on YouTube: {video_url(new_id)}; "
+                 f"{item.media.name} or its metadata changed since, so it is not uploaded again "
+                 "(--force-start uploads the new file as a new video).")
+        self.result.skipped.append(item.key)
         return new_id
 
     def _note_unchanged(self, item: Item, done: Entry, label: str) -> None:
@@ -355,26 +363,40 @@ class Publisher:
         else:
             self.say(f"{label} is already on YouTube: {url} (--force-start uploads it again)")
 
-    def _saved_session(self, item: Item, fp: str, size: int) -> Session | None:
+    def _saved_session(self, item: Item, fp: str, size: int) -> tuple[Session | None, bool]:
+        """The interrupted upload's session, and whether the file or metadata changed since. It is always
+        asked about, even with --force-start (the interrupted upload may be the forced one)."""
         entry = self.store.entries().get(item.key)
-        if entry is None or entry.status != "uploading" or not self.resume or self.force:
-            return None
+        if entry is None or entry.status != "uploading" or not entry.data.get("session_uri"):
+            return None, False
         data = entry.data
-        if entry.fingerprint != fp or data.get("size") != size or not data.get("session_uri"):
-            self.say(f"{item.media.name} or its metadata changed since the interrupted upload; starting a new upload")
-            return None
-        return Session(str(data["session_uri"]), int(data.get("progress", 0)), size)
+        saved = Session(str(data["session_uri"]), int(data.get("progress", 0)), int(data.get("size") or 0))
+        return saved, entry.fingerprint != fp or saved.size != size
 
     def _simple(self, item: Item, video_id: str) -> None:
+        """Thumbnail or captions, marked "adding" before the request: a process killed after YouTube's
+        answer but before the checkpoint leaves that mark, and the rerun lists the caption tracks first
+        instead of adding a second one (a thumbnail set again replaces itself, it never adds)."""
         fp = _fingerprint(item, video_id)  # holds the video id: a video uploaded anew gets these anew
         if self.store.lookup(item.key, fp) is not None:
             self.result.skipped.append(item.key)
             return
+        previous = self.store.entries().get(item.key)
+        interrupted = previous is not None and previous.status == "adding" and previous.data.get("video_id") == video_id
         caption_id = _caption_id(self.store, item, video_id)
-        request, _ = build_request(self.service, item, video_id=video_id, chunk_size=self.inputs.chunk_size,
-                                   caption_id=caption_id)
         what = f"setting the thumbnail of {video_url(video_id)}" if item.kind == "thumbnail" else \
             f"{'replacing' if caption_id else 'adding'} the captions of {video_url(video_id)}"
+        if item.kind == "captions" and caption_id is None and interrupted:
+            found = with_retries(lambda: self._our_caption(video_id, item), f"listing the captions of "
+                                 f"{video_url(video_id)}", self.policy, self.say)
+            if found and previous.fingerprint == fp:
+                self.say(f"the interrupted run had added the captions of {video_url(video_id)} already")
+                self.store.record(item.key, fp, data={"video_id": video_id, "caption_id": found})
+                self.result.skipped.append(item.key)
+                return
+            caption_id = found  # our track with older captions: replaced, not added beside
+        request, _ = build_request(self.service, item, video_id=video_id, chunk_size=self.inputs.chunk_size,
+                                   caption_id=caption_id)
         tries = 0
 
         def send() -> Any:
@@ -388,14 +410,23 @@ class Publisher:
                     return {"id": found}
             return request.execute(num_retries=0)
 
-        response = with_retries(send, what, self.policy, self.say)
+        self.store.record(item.key, fp, status="adding",
+                          data={"video_id": video_id, **({"caption_id": caption_id} if caption_id else {})})
+        try:
+            response = with_retries(send, what, self.policy, self.say)
+        except (QuotaError, JobError, ConfigError):  # refused outright: nothing was added, the mark goes
+            if previous is None:
+                self.store.forget(item.key)
+            else:
+                self.store.record(item.key, previous.fingerprint, files=previous.files, data=previous.data,
+                                  status=previous.status)
+            raise
         data: dict[str, Any] = {"video_id": video_id}
         if item.kind == "captions":
             data["caption_id"] = str((response or {}).get("id", caption_id or ""))
         self.store.record(item.key, fp, data=data)
         self.say(f"done: {what}")
         self.result.sent.append(item.key)
-
 
     def _our_caption(self, video_id: str, item: Item) -> str | None:
         """The id of a caption track on the video in our language and name (we add one), if any."""

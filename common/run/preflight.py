@@ -282,7 +282,7 @@ def _check_youtube(report: PreflightReport, steps: Sequence[Step], settings: Any
     for step in steps:
         if step.basename != "12.youtube.py":
             continue
-        status = check_credentials(settings, step.pipeline_dir)
+        status = check_credentials(settings, step.pipeline_dir, save=False)  # a check rewrites nothing
         if status.ok:
             report.add("YouTube", True, "authorised: the run will upload")
         elif status.state == "not_configured":

@@ -23,6 +23,18 @@ STATE_VERSION = 1
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # local time of finished_at: compares as text, in run order
 
 
+CLEANED_SUFFIX = ".cleaned.json"  # what CLEANUP_TRACKING_FILES leaves of a state file
+
+
+def read_cleaned_mark(path: Path) -> dict[str, Any]:
+    """A cleanup mark's content; {} when unreadable (callers then assume the worst)."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
 def now_text() -> str:
     return time.strftime(TIME_FORMAT)
 
@@ -207,8 +219,13 @@ class CheckpointStore:
                 self._save_locked()
 
     def finish(self, *, cleanup: bool) -> None:
-        """CLEANUP_TRACKING_FILES: a finished script's state file is removed."""
+        """CLEANUP_TRACKING_FILES: a finished script's state file is removed. A mark of a few bytes stays
+        in its place: 12.youtube.py must still know whether anything was made as a preview."""
         if cleanup and self.path.exists():
+            script = self.path.name.removesuffix(".state.json")
+            atomic_write_json(self.path.with_name(script + CLEANED_SUFFIX), {
+                "version": STATE_VERSION, "script": script, "items": len(self.entries()),
+                "preview": self.any_preview(), "finished_at": now_text()})
             self.path.unlink()
 
     def _relative(self, path: Path | str) -> str:

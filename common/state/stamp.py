@@ -125,8 +125,10 @@ def context_parts(settings: Any, engine: tuple[str, str], environ: Mapping[str, 
     values = dict(getattr(settings, "values", {}) or {})
     env = {k: v for k, v in environ.items() if k in EXTRA_ENV or k.startswith(EXTRA_ENV_PREFIXES)}
     # Files a setting names outside the project (e.g. YOUTUBE_TOKEN=/home/me/token.json).
-    named = {k: _file_stat(Path(v)) for k, v in values.items()
-             if isinstance(v, str) and v and os.path.isabs(v) and os.path.isfile(v)}
+    # A value given as ~/... is read expanded (common/publish/auth.py), so it is fingerprinted expanded.
+    named = {k: _file_stat(Path(os.path.expanduser(v))) for k, v in values.items()
+             if isinstance(v, str) and v and os.path.isabs(os.path.expanduser(v))
+             and os.path.isfile(os.path.expanduser(v))}
     code = {str(p.relative_to(COMMON_DIR)): _file_stat(p) for p in sorted(COMMON_DIR.rglob("*"))
             if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
     return {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from common.run.runner import Script, ScriptContext
 from common.publish.auth import (
-    authorize, authorize_command, check_credentials, require_client_libraries, save_token, youtube_service,
+    api_url, authorize, authorize_command, check_credentials, require_client_libraries, save_token, youtube_service,
 )
 from common.publish.youtube import dry_run, inputs_from_args, open_state, publish
 from common.publish.upload import RetryPolicy
@@ -65,7 +65,7 @@ def main(ctx: ScriptContext) -> None:
     policy = RetryPolicy(max_retries=ctx.settings.YOUTUBE_MAX_RETRIES)
     resume = ctx.settings.ENABLE_RESUMABLE_MODE and not args.disable_resumable
     try:
-        result = publish(inputs, youtube_service(credentials), store, policy=policy,
+        result = publish(inputs, youtube_service(credentials, api_url=api_url(ctx.settings)), store, policy=policy,
                          force=args.force_start, resume=resume, say=ctx.say)
     finally:
         if credentials.token != token_before:  # refreshed during a long upload: keep the fresh one

@@ -142,3 +142,76 @@ def chunk_responses(size: int, video_id: str = "VID00000001", start: int = 0) ->
         answers.append(held(position - 1))
     answers.append(video_done(video_id))
     return answers
+
+
+# ----------------------------------------------------------------------------- the fake YouTube server
+
+
+class FakeYouTube:
+    """A running tests/fakes/fake_youtube.py; a context manager, so it is always stopped."""
+
+    def __init__(self, proc: "subprocess.Popen[str]", url: str, record: Path) -> None:
+        self.proc, self.url, self.record = proc, url, record
+
+    def events(self, event: str | None = None) -> list[dict[str, Any]]:
+        if not self.record.exists():
+            return []
+        lines = self.record.read_text(encoding="utf-8").splitlines()
+        found = [json.loads(line) for line in lines if line.endswith("}")]  # a line being written is skipped
+        return [e for e in found if event is None or e["event"] == event]
+
+    def control(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        import requests
+
+        answer = requests.request("POST" if body is not None else "GET", f"{self.url}/_fake/{path}", json=body, timeout=10)
+        answer.raise_for_status()
+        return answer.json()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+    def __enter__(self) -> "FakeYouTube":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def start_fake_youtube(tmp_path: Path, record: Path | None = None, timeout: float = 30.0) -> FakeYouTube:
+    """Start the fake and return once it printed its address (or raise, having stopped it)."""
+    import sys
+    import time
+
+    record = record or tmp_path / "youtube_events.jsonl"
+    script = Path(__file__).resolve().parents[1] / "fakes" / "fake_youtube.py"
+    proc = subprocess.Popen([sys.executable, str(script), "--port", "0", "--record", str(record)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + timeout
+    try:
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if line.startswith("listening on "):
+                return FakeYouTube(proc, line.split()[-1], record)
+            if not line and proc.poll() is not None:
+                break
+        raise RuntimeError(f"fake YouTube did not start (exit {proc.poll()})")
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        raise
+
+
+def write_token_for(path: Path, url: str) -> Path:
+    """A token.json whose access token has expired, so the first thing a run does is refresh it at `url`."""
+    info = json.loads(credentials(expired=True).to_json())
+    info["token_uri"] = f"{url}/token"
+    path.write_text(json.dumps(info), encoding="utf-8")
+    return path
