@@ -23,7 +23,7 @@ from common.engines.choice import choose_engines, engines_from_env
 from common.engines.registry import get_engine
 from common.run.errors import JobError, ServiceError
 from common.run.runner import ScriptContext
-from common.state.checkpoints import CheckpointStore, fingerprint, state_file
+from common.state.checkpoints import CheckpointStore, state_file
 from tests.fakes import start_fake_comfyui
 from tests.fakes.llm_helpers import start_fake_llm
 from tests.support.image_inputs import SMALL, image_pipeline
