@@ -8,15 +8,25 @@ decided independently: a laptop with Ollama but no ComfyUI still gets real text.
 The orchestrator, which may start servers, counts "startable" as available; it then exports
 PIPELINE_ENGINE=<media> and PIPELINE_TEXT_ENGINE=<text> to its children. A script run alone
 resolves `auto` by reachability only, since it never starts services itself.
+
+`auto` means "previews when this machine has no servers", not "previews when the server happens
+to be down tonight": a ComfyUI that is installed (COMFYUI_DIR holds main.py), named
+(COMFYUI_BASE_URL set by the user) or already used by this pipeline's checkpoints, and an LLM
+server that is named (LM_STUDIO_BASE_URL) or installed (LM_STUDIO_CMD), stop the run with exit
+5 and one sentence instead (issue 13): a night of previews over real work is a night wasted.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, Sequence
 
-from common.run.errors import ConfigError
+from common.run.errors import ConfigError, ServiceError
+from common.state.checkpoints import read_entries
+
+if TYPE_CHECKING:
+    from common.run.steps import Step
 
 Media = Literal["comfyui", "offline"]
 Text = Literal["llm", "offline"]
@@ -27,6 +37,77 @@ class EngineChoice:
     media: Media
     text: Text
     reason: str
+    # Set when `auto` found a server expected but down: asking for that kind's engine stops with it.
+    media_stop: str = ""
+    text_stop: str = ""
+
+
+# Files only a media engine makes: a real (non-preview) checkpoint naming one is ComfyUI's work.
+_MEDIA_FILES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".png", ".jpg", ".jpeg", ".webp", ".mp4", ".webm",
+                ".mov", ".mkv")
+
+
+def real_media_made(pipeline_dirs: Iterable[Path]) -> str | None:
+    """The first checkpoint that holds real (non-preview) media, as "<state file> <item>", or None.
+    Offline outputs are always marked preview, so any other media item came from ComfyUI."""
+    for pipeline_dir in dict.fromkeys(Path(d) for d in pipeline_dirs):
+        for path in sorted((pipeline_dir / "output" / "tracking").glob("*.state.json")):
+            for key, entry in read_entries(path).items():
+                files = entry.get("files") or ()
+                if entry.get("status", "done") == "done" and not entry.get("preview") and any(
+                        str(f).lower().endswith(_MEDIA_FILES) for f in files):
+                    return f"{path.parent.parent.parent.name}/output/tracking/{path.name} {key}"
+    return None
+
+
+def _given(settings: Any, name: str) -> bool:
+    """Whether the user set `name` (flag, environment or settings file) rather than leaving the default."""
+    source_of = getattr(settings, "source_of", None)
+    return source_of is not None and source_of(name) != "default"
+
+
+def _pipeline_dirs(settings: Any, steps: Sequence["Step"] | None) -> list[Path]:
+    dirs = [Path(s.pipeline_dir) for s in steps or ()]
+    own = getattr(settings, "pipeline_dir", None)
+    return dirs + ([Path(own)] if own is not None else [])
+
+
+def _comfyui_stop(settings: Any, dirs: Sequence[Path], why: str, may_start: bool) -> str:
+    """The sentence that stops `auto` instead of making previews, or "" when offline is right."""
+    from common.services.comfyui.pool import server_urls
+
+    url = server_urls(settings.COMFYUI_BASE_URL)[0]
+    main_py = Path(settings.COMFYUI_DIR) / "main.py"
+    if main_py.is_file():
+        because = f"ComfyUI is installed in {main_py.parent}"
+    elif _given(settings, "COMFYUI_BASE_URL"):
+        because = f"COMFYUI_BASE_URL is set to {settings.COMFYUI_BASE_URL}"
+    else:
+        used = real_media_made(dirs)
+        if used is None:
+            return ""
+        because = f"this pipeline's checkpoints hold ComfyUI work ({used})"
+    start = ("run generate.py, which starts it" if main_py.is_file() and not may_start
+             else f"start the ComfyUI server at {url}")
+    return (f"PIPELINE_ENGINE=auto found no ComfyUI ({why}) but {because}, so this run stops rather than "
+            f"make previews: {start} and run again, or set PIPELINE_ENGINE=offline to make previews on purpose "
+            "(real outputs are kept).")
+
+
+def _llm_stop(settings: Any, why: str, may_start: bool) -> str:
+    from common.services.processes import resolve_command
+
+    if _given(settings, "LM_STUDIO_BASE_URL"):
+        because = f"LM_STUDIO_BASE_URL is set to {settings.LM_STUDIO_BASE_URL}"
+    elif resolve_command(settings.LM_STUDIO_CMD) is not None:
+        because = f"`{settings.LM_STUDIO_CMD}` is installed"
+    else:
+        return ""
+    start = "run generate.py, which starts it" if not may_start and not _given(settings, "LM_STUDIO_BASE_URL") \
+        else f"start the LLM server at {settings.LM_STUDIO_BASE_URL}"
+    return (f"PIPELINE_ENGINE=auto found no LLM server ({why}) but {because}, so this run stops rather than "
+            f"write offline text: {start} and run again, or set PIPELINE_TEXT_ENGINE=offline to write it offline "
+            "on purpose (real answers are kept).")
 
 
 def _comfyui_status(settings: Any, may_start: bool) -> tuple[bool, str]:
@@ -71,13 +152,19 @@ _LABELS = {("offline", "offline"): ("offline", " — outputs are previews"),
            ("comfyui", "llm"): ("ComfyUI + LLM", "")}
 
 
-def _compose(media: Media, text: Text, media_why: str, text_why: str, cause: str = "") -> EngineChoice:
+def _compose(media: Media, text: Text, media_why: str, text_why: str, cause: str = "", *,
+             media_stop: str = "", text_stop: str = "") -> EngineChoice:
     label, previews = _LABELS[(media, text)]
-    return EngineChoice(media, text, f"engine: {label} ({cause or f'{media_why}; {text_why}'}){previews}")
+    return EngineChoice(media, text, f"engine: {label} ({cause or f'{media_why}; {text_why}'}){previews}",
+                        media_stop, text_stop)
 
 
-def choose_engines(settings: Any, *, may_start: bool = True) -> EngineChoice:
-    """Resolve PIPELINE_ENGINE (auto|comfyui|offline) into a media and a text engine."""
+def choose_engines(settings: Any, *, may_start: bool = True, steps: Sequence["Step"] | None = None) -> EngineChoice:
+    """Resolve PIPELINE_ENGINE (auto|comfyui|offline) into a media and a text engine.
+
+    `steps`: the scripts this run will run (default: all). `auto` raises ServiceError when a server
+    those steps need is expected (see the module's docstring) but neither answers nor can be started.
+    """
     mode = str(settings.PIPELINE_ENGINE).lower()
     text_mode = str(getattr(settings, "PIPELINE_TEXT_ENGINE", "auto")).lower()
     if mode == "offline" and text_mode == "llm":  # offline pictures and sound, real text
@@ -93,6 +180,14 @@ def choose_engines(settings: Any, *, may_start: bool = True) -> EngineChoice:
         raise ConfigError(f"PIPELINE_ENGINE is {mode!r}; use auto, comfyui or offline.")
     media_ok, media_why = _comfyui_status(settings, may_start)
     text_ok, text_why = _llm_status(settings, may_start)
+    if not media_ok and (steps is None or any(s.needs_comfyui for s in steps)):
+        stop = _comfyui_stop(settings, _pipeline_dirs(settings, steps), media_why, may_start)
+        if stop:
+            raise ServiceError(stop)
+    if not text_ok and (steps is None or any(s.needs_llm for s in steps)):
+        stop = _llm_stop(settings, text_why, may_start)
+        if stop:
+            raise ServiceError(stop)
     return _compose("comfyui" if media_ok else "offline", "llm" if text_ok else "offline", media_why, text_why)
 
 
@@ -126,14 +221,21 @@ def engines_from_env(settings: Any, environ: Mapping[str, str] | None = None) ->
         text: Text = "llm" if text_mode == "llm" else "offline"
         return _compose(media, text, "", "",
                         f"PIPELINE_ENGINE={media_mode}, PIPELINE_TEXT_ENGINE={text_mode}")
+    # Under `auto`, a server expected but down stops the script when it asks for that engine
+    # (common.engines.registry.get_engine), so a script that needs only the other one still runs.
+    media_stop = text_stop = ""
     if media_mode == "auto":
         media_ok, media_why = _comfyui_status(settings, may_start=False)
         media = "comfyui" if media_ok else "offline"
+        if not media_ok:
+            media_stop = _comfyui_stop(settings, _pipeline_dirs(settings, None), media_why, False)
     else:
         media, media_why = ("comfyui" if media_mode == "comfyui" else "offline"), f"PIPELINE_ENGINE={media_mode}"
     if text_mode == "auto":
         text_ok, text_why = _llm_status(settings, may_start=False)
         text = "llm" if text_ok else "offline"
+        if not text_ok:
+            text_stop = _llm_stop(settings, text_why, False)
     else:
         text, text_why = ("llm" if text_mode == "llm" else "offline"), f"PIPELINE_TEXT_ENGINE={text_mode}"
-    return _compose(media, text, media_why, text_why)
+    return _compose(media, text, media_why, text_why, media_stop=media_stop, text_stop=text_stop)

@@ -22,6 +22,7 @@ from common.video.animation import FrameRule
 from common.services.comfyui.workflow import Workflow
 from common.engines.base import ClipRequest, ImageRequest, SpeechLine, SpokenChunk
 from common.run.errors import InputError, JobError
+from common.run.notes import REDUCED, note
 
 
 def _template_identity(path: Path) -> dict[str, object]:
@@ -45,10 +46,14 @@ def lowered_size(width: int, height: int, scale: float) -> tuple[int, int]:
 
 
 def lower_for_memory(workflow: Workflow, width: int, height: int, scale: float) -> tuple[int, int]:
-    """Patch a graph to need less GPU memory (smaller size, tiled VAE decoding); returns the new size."""
+    """Patch a graph to need less GPU memory (smaller size, tiled VAE decoding); returns the new size.
+    A smaller size means less detail even once scaled back, so the item's checkpoint is marked
+    `reduced` (common.run.notes) for --status, the report and REDO_REDUCED."""
     size = lowered_size(width, height, scale)
     workflow.set_size(*size)
     workflow.use_tiled_decode()
+    if size != (width, height):
+        note(**{REDUCED: True})
     return size
 
 

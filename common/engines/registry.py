@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from common.engines.choice import EngineChoice, engines_from_env
-from common.run.errors import ConfigError, InputError
+from common.run.errors import ConfigError, InputError, ServiceError
 from common.config.settings import Settings
 
 Builder = Callable[[Settings, Path], Any]
@@ -136,6 +136,9 @@ def get_engine(kind: str, settings: Settings, pipeline_dir: Path, choice: Engine
     """The engine for `kind` ('speech', 'sound', 'image', 'animation', 'text') in this run; a text
     engine answers a domain's questions after `.become(LLMx, Offlinex)` (common.engines.text)."""
     choice = choice or engines_from_env(settings)
+    stop = choice.text_stop if kind == "text" else choice.media_stop
+    if stop:  # `auto` with the expected server down: no previews in place of real work (issue 13)
+        raise ServiceError(stop)
     backend = choice.text if kind == "text" else choice.media
     try:
         builder = _BUILDERS[(kind, backend)]

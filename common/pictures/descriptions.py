@@ -58,7 +58,8 @@ def _parsed(line: str) -> Scene | None:
 def write_scene_lines(story: Story, engine: Any, store: CheckpointStore, *, check: bool,
                       say: Callable[[str], None]) -> list[SceneLine]:
     """One engine-written scene line per utterance, checkpointed one by one (each depends on the
-    locations the earlier ones introduced, so they run in order)."""
+    locations the earlier ones introduced, so they run in order). Only a line that parses is
+    checkpointed, also with `check=False`: the engine asks again (bounded) until one does, or fails."""
     engine = engine.become(LLMLooksText, OfflineLooksText)
     ident = [VERSION, engine.identity(), engine.visuals_identity(), check]
     ids = planned_scene_ids(story)
@@ -70,6 +71,11 @@ def write_scene_lines(story: Story, engine: Any, store: CheckpointStore, *, chec
         request = scene_request(story, index, scene_id, known, previous_location)
         fp = fingerprint(ident, request.identity())
         entry = store.lookup(scene_id, fp)
+        if entry is not None and _parsed(str(entry.data.get("line", ""))) is None:
+            entry = None  # a bypassed answer that does not parse was never really done: ask again
+        if entry is None and engine.preview:  # a real LLM line is never replaced by an offline one
+            real = store.real_entry(scene_id)
+            entry = real if real is not None and _parsed(str(real.data.get("line", ""))) is not None else None
         if entry is not None:
             progress.done(scene_id, cached=True)
         else:

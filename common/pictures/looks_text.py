@@ -54,13 +54,17 @@ class LLMLooksText(LLMText):
 
     def scene_line(self, request: SceneRequest, *, check: bool = True) -> str:
         """`(scene_X.Y) {{loc_k...}}, {...}; ((tag)){...};` for one utterance; `check=False`
-        (--bypass-validation) keeps the line as written, without the format check."""
+        (--bypass-validation) skips the checks of its names (known locations, the story's characters)
+        but never the format: an answer that does not parse ("Sure! Here is...") is asked again,
+        since a line 3.scene.py cannot read would fail every night (issue 13)."""
         def validate(text: str) -> None:
             line = vq.scene_text(text, request.scene_id)
             if check:
                 vq.check_scene_line(line, request)
             elif line == f"({request.scene_id})":
                 raise ValueError("the answer holds no scene line")
+            else:
+                vq.parse_scene_answer(line)
 
         prompt, system = vq.scene_question(request)
         answer = self.client.complete_text(prompt, system=system, validate=validate)

@@ -235,12 +235,17 @@ def scene_text(answer: str, scene_id: str) -> str:
     return f"({scene_id}) {_SCENE_HEAD.sub('', line, count=1) if _SCENE_HEAD.match(line) else line}".rstrip()
 
 
-def check_scene_line(line: str, request: SceneRequest) -> Scene:
-    """Parse with the story format's parser and check the names it uses; ValueError says what is wrong."""
+def parse_scene_answer(line: str) -> Scene:
+    """Parse with the story format's parser; ValueError says what is wrong (for the model to fix)."""
     try:
-        scene = parse_scene_line(line, source="the answer", line_no=1)
+        return parse_scene_line(line, source="the answer", line_no=1)
     except InputError as exc:
         raise ValueError(str(exc).removeprefix("the answer line 1: ")) from None
+
+
+def check_scene_line(line: str, request: SceneRequest) -> Scene:
+    """Parse with the story format's parser and check the names it uses; ValueError says what is wrong."""
+    scene = parse_scene_answer(line)
     known = dict(request.locations)
     if scene.location_id is None:
         raise ValueError("the line must start with a location, {{loc_k}}")

@@ -134,7 +134,7 @@ def run_pipeline(pipeline_dir: Path, *, scripts: list[str], needs_comfyui: Needs
             return 0
         check_exist(selected, pipeline_dir)
         settings = load_settings(pipeline_dir)
-        choice = choose_engines(settings)
+        choice = choose_engines(settings, steps=selected)
     except PipelineError as exc:
         to_terminal(f"error: {exc}", err=True)
         return exc.exit_code

@@ -46,6 +46,7 @@ class Counts:
     left: int | None = None
     details: dict[str, list[str]] = field(default_factory=dict)
     failed_items: list[tuple[str, str]] = field(default_factory=list)  # (item key, the script's sentence)
+    reduced_items: list[str] = field(default_factory=list)  # made at reduced size after running out of memory
 
     @property
     def cached(self) -> int:
@@ -94,6 +95,12 @@ def redo_commands(pipeline_dir: Path, step: Step) -> list[str]:
             f"or, with the servers it needs running: cd {shlex.quote(str(step.path.parent))} && {direct}"]
 
 
+def redo_reduced_command(pipeline_dir: Path, step: Step) -> str:
+    """How to redo, at full size, the items made smaller after running out of memory: each script
+    redoes exactly its `reduced` items, and what was made from them follows (their files changed)."""
+    return f"cd {shlex.quote(str(pipeline_dir))} && REDO_REDUCED=1 python generate.py --from {step.position}"
+
+
 def count_step(step: Step, since: str | None = None) -> Counts:
     """The checkpoint counts of one step; `since` (checkpoints.TIME_FORMAT) marks entries made by this run."""
     entries = read_entries(state_path(step))
@@ -108,6 +115,8 @@ def count_step(step: Step, since: str | None = None) -> Counts:
             continue
         counts.done += 1
         counts.preview += bool(entry.get("preview"))
+        if isinstance(entry.get("data"), dict) and entry["data"].get("reduced"):
+            counts.reduced_items.append(key)
         if since is not None and str(entry.get("finished_at", "")) >= since:
             counts.made += 1
         _collect_details(counts.details, entry.get("data"))
@@ -142,6 +151,22 @@ def status_lines(pipeline_dir: Path, steps: Sequence[Step]) -> list[str]:
             out.append(f"  failed: {step.name}: {len(failed) - FAILED_LINES} more (see output/report.md)")
         if failed:
             out.append(f"  redo them: {redo_commands(Path(pipeline_dir), step)[0]}")
+    out += _reduced_lines(pipeline_dir, steps, "  ")
+    return out
+
+
+def _reduced_lines(pipeline_dir: Path, steps: Sequence[Step], indent: str = "") -> list[str]:
+    """The items made at reduced size (out of memory), per script, and the one command that redoes them."""
+    out: list[str] = []
+    first: Step | None = None
+    for step in steps:
+        reduced = count_step(step).reduced_items if state_path(step).is_file() else []
+        if reduced:
+            first = first or step
+            out.append(f"{indent}reduced: {step.name}: {len(reduced)} item(s) made at reduced size after running out "
+                       f"of GPU memory: {', '.join(reduced[:8])}{' ...' if len(reduced) > 8 else ''}")
+    if first is not None:
+        out.append(f"{indent}redo them at full size: {redo_reduced_command(Path(pipeline_dir), first)}")
     return out
 
 
@@ -247,6 +272,9 @@ def build_report(record: RunRecord) -> list[tuple[str, list[str]]]:
     sections.append(("Steps", rows or ["no script ran"]))
     if failures:
         sections.append(("Failed items", failures))
+    reduced = _reduced_lines(Path(record.pipeline_dir), [r.step for r in record.results if r.code is not None])
+    if reduced:
+        sections.append(("Made at reduced size", reduced))
     if record.preflight:
         sections.append(("Preflight", [line.strip() for line in record.preflight]))
     if details:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
-from common.run import cancel
+from common.run import cancel, notes
 from common.state.checkpoints import CheckpointStore, Entry, state_file
 from common.run.errors import Interrupted, ItemsFailedError, JobError, PipelineError
 from common.config.paths import pipeline_dir_of
@@ -100,27 +100,44 @@ class ScriptContext:
         `workers` > 1 (to keep a ComfyUI queue full), so an interruption loses only those in flight.
         Items with the same `chain(item)` build on each other: one worker runs them in order, and after
         one fails the rest wait for the next run. A JobError fails its item only (one ItemsFailedError
-        at the end) unless it would hit every item: then it stops at once.
+        at the end) unless it would hit every item: then it stops at once. With `preview`, an item that
+        has a real (non-preview) output keeps it: a night of GPU work is never swapped for previews.
         """
         store = store or self.checkpoints()
         progress = Progress(len(items), label)
         entries: dict[str, Entry] = {}
         failures: dict[str, JobError] = {}
         todo: list[tuple[T, str, str]] = []
+        kept_real: list[str] = []
+        redo_reduced = bool(self.settings.get("REDO_REDUCED", False))
         for item in items:
             item_key, item_fp = key(item), fingerprint(item)
             cached = store.lookup(item_key, item_fp)
+            if cached is not None and redo_reduced and cached.data.get(notes.REDUCED):
+                cached = None  # made smaller after running out of memory: now at full size
+            if cached is None and preview:
+                # A preview never replaces a real output (issue 13): the real one stays, and a real
+                # run redoes it if its inputs changed. --force-start loads no entries, so it can.
+                cached = store.real_entry(item_key)
+                if cached is not None:
+                    kept_real.append(item_key)
             if cached is not None:
                 entries[item_key] = cached
                 progress.done(item_key, cached=True)
             else:
                 todo.append((item, item_key, item_fp))
+        if kept_real:
+            self.say(f"[{label}] kept {len(kept_real)} real output(s) ({', '.join(kept_real[:5])}"
+                     f"{', ...' if len(kept_real) > 5 else ''}) instead of replacing them with previews; "
+                     "run this script alone with --force-start to replace them.")
 
         def run_one(job: tuple[T, str, str]) -> tuple[str, Entry]:
             item, item_key, item_fp = job
             started = time.monotonic()
             try:
-                files, data = work(item)
+                with notes.collecting() as noted:  # e.g. {"reduced": True}: made smaller after running out of memory
+                    files, data = work(item)
+                data = {**data, **noted} if noted else data
             except JobError as exc:
                 if exc.affects_every_item:
                     raise

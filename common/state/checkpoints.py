@@ -192,6 +192,15 @@ class CheckpointStore:
     def any_preview(self) -> bool:
         return any(e.preview for e in self.entries().values())
 
+    def real_entry(self, key: str) -> Entry | None:
+        """The finished real (non-preview) entry for `key` whose files are all still there, whatever
+        its fingerprint: a preview must never replace it (only --force-start, which loads nothing)."""
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None or entry.status != "done" or entry.preview or not self._valid_files(entry):
+            return None
+        return entry
+
     # ----- updates -----
     def record(self, key: str, fp: str, *, files: Iterable[Path | str] = (), data: dict[str, Any] | None = None,
                preview: bool = False, took: float | None = None, status: str = "done") -> Entry:

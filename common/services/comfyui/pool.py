@@ -14,7 +14,8 @@ about graphs and the scripts about items. The rules, all bounded and all logged:
 - A job with no progress for COMFYUI_STALL_TIMEOUT seconds is interrupted and tried again, at
   most COMFYUI_JOB_RETRIES times; a server that will not stop it is stuck and set aside for good.
 - An out-of-memory failure frees the server's memory (`/free`) and retries once with the
-  lower settings (`lowered=True` to the job's builder: smaller size, tiled decode).
+  lower settings (`lowered=True` to the job's builder: smaller size, tiled decode). A builder
+  that lowers the size notes it (common.run.notes), so the item's checkpoint says `reduced`.
 """
 from __future__ import annotations
 
@@ -223,7 +224,8 @@ class ComfyPool:
                 if lowered or not rec.oom_retry:
                     raise
                 self.say(f"ComfyUI at {url} ran out of memory on {what}; freeing its memory and trying once more "
-                         "with the lower settings (COMFYUI_OOM_SCALE, tiled decoding).")
+                         "with the lower settings (COMFYUI_OOM_SCALE, tiled decoding); a smaller picture is marked "
+                         "reduced in its checkpoint, for REDO_REDUCED=1 to redo at full size.")
                 self._free_quietly(client)
                 lowered = True
             except JobStalledError:
