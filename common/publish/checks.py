@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from common.state.checkpoints import CheckpointStore
+from common.state.checkpoints import read_entries
 from common.run.errors import InputError
 from common.media.ffmpeg import audio_duration, ff_path, ffmpeg_log, probe
 
@@ -54,8 +54,8 @@ def made_as_preview(video: Path, warn: Any = print) -> bool:
     for state in sorted(tracking.glob("*.state.json")):
         if state.name == OWN_STATE:
             continue
-        store = CheckpointStore(state, base_dir=tracking.parent.parent, warn=warn)
-        if store.any_preview():
+        # Other scripts' files are read, never written: one of them may be running (read_entries deletes nothing).
+        if any(entry.get("preview") for entry in read_entries(state, bookkeeping=True).values()):
             return True
     return False
 
