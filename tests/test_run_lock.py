@@ -35,7 +35,7 @@ script = Script(__file__, "report the run lock")
 
 
 def main(ctx):
-    record = json.loads((ctx.pipeline_dir / "output" / "tracking" / "run.lock").read_text())
+    record = json.loads((ctx.pipeline_dir / "output" / "run.lock").read_text())
     with open(os.environ["TEST_EVENTS"], "a") as fh:
         fh.write(json.dumps({"kind": "lock", "script": os.path.basename(__file__), "me": os.getpid(),
                              "holder": record["pid"], "joined": [m["pid"] for m in record["joined"]]}) + "\n")

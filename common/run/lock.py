@@ -1,17 +1,18 @@
-"""One run of a pipeline at a time: `output/tracking/run.lock`.
+"""One run of a pipeline at a time: `output/run.lock`.
 
 Why: every script keeps its checkpoints in memory and rewrites its whole state file after each
 item, so two runs of one pipeline at once (a cron job and a person, two terminals) would each
 write back their own view and lose the other's items. The orchestrator holds the lock for its
 whole run and a numbered script run on its own holds it for its run; a script the orchestrator
-runs does not take it again: it joins its run's lock (RUN_LOCK_ENV names the holder), so a lock
-whose orchestrator was killed stays held while that script still writes. The second run stops
+runs (or that a script runs, as `4.quality.py --retake` runs 2.story.py) does not take it again:
+it joins its run's lock (RUN_LOCK_ENV names the holder), so a lock whose orchestrator was killed
+stays held while that script still writes. The second run stops
 at once with one sentence naming the holder.
 
 The lock names its holders by pid and process create time, so a lock left by a dead process
 (a power cut, kill -9, an SSH drop) is taken over, and a new process that got the same pid is
 not mistaken for its holder. Taking, joining and releasing happen under a short OS lock on the
-tracking folder (`run.lock.guard` on Windows; released by the OS if we die), so two runs
+output folder (`run.lock.guard` on Windows; released by the OS if we die), so two runs
 starting at the same instant cannot both take over a stale lock. Readers (`generate.py --status`, the publish checks) never
 take it: they read state through common.state.checkpoints.read_entries, which writes nothing.
 """
@@ -40,7 +41,7 @@ class RunLockedError(PreflightError):
 
 
 def lock_path(pipeline_dir: Path) -> Path:
-    return Path(pipeline_dir) / "output" / "tracking" / LOCK_NAME
+    return Path(pipeline_dir) / "output" / LOCK_NAME
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def _guarded(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     if os.name == "nt":  # a directory cannot be opened there: a small file beside the lock is the guard
         fd = os.open(path.with_name(GUARD_NAME), os.O_RDWR | os.O_CREAT, 0o644)
-    else:  # the tracking folder itself, so no extra file is left behind
+    else:  # the output folder itself, so no extra file is left behind
         fd = os.open(path.parent, os.O_RDONLY)
     try:
         if os.name == "nt":
@@ -206,12 +207,22 @@ def acquire(pipeline_dir: Path, what: str, environ: dict[str, str] | None = None
 
 @contextlib.contextmanager
 def hold(pipeline_dir: Path, what: str, say: Any = None) -> Iterator[RunLock]:
-    """Hold the run lock for a block; a takeover of a stale lock is said (on stderr by default)."""
+    """Hold the run lock for a block; a takeover of a stale lock is said (on stderr by default).
+
+    While it is held, RUN_LOCK_ENV names the run's holder, so the scripts this process starts join it.
+    """
     lock = acquire(pipeline_dir, what)
     note = lock.takeover_note()
     if note:
         (say or (lambda text: print(text, file=sys.stderr, flush=True)))(note)
+    before = os.environ.get(RUN_LOCK_ENV)
+    if not lock.joined and not lock.nested:
+        os.environ[RUN_LOCK_ENV] = lock.token
     try:
         yield lock
     finally:
+        if before is None:
+            os.environ.pop(RUN_LOCK_ENV, None)
+        else:
+            os.environ[RUN_LOCK_ENV] = before
         lock.release()
