@@ -192,7 +192,7 @@ def acquire(pipeline_dir: Path, what: str, environ: dict[str, str] | None = None
         if record is None:
             atomic_write_json(path, Record(me).to_json(), indent=1)
             return RunLock(path, me)
-        if record.holder.same_process(me):
+        if any(m.same_process(me) for m in (record.holder, *record.joined)):
             return RunLock(path, me, nested=True)  # taken earlier in this process (a script run in-process)
         living = record.living()
         if living and environ.get(RUN_LOCK_ENV) == record.holder.token:
