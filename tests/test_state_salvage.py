@@ -36,7 +36,7 @@ def test_a_torn_state_keeps_every_entry_that_parses_and_whose_files_are_in_place
     store = CheckpointStore(path, base_dir=tmp_path, warn=warnings.append)
     assert sorted(store.entries()) == ["c1", "c2", "c4"]
     assert store.is_done("c4", "fp-c4") and not store.is_done("c3", "fp-c3")
-    assert len(warnings) == 1 and "kept 3 finished item(s)" in warnings[0] and "lost 2" in warnings[0]
+    assert len(warnings) == 1 and "kept 3 item(s)" in warnings[0] and "lost 2" in warnings[0]
     assert len(list(path.parent.glob("2.story.state.corrupt-*.json"))) == 1  # the damaged file is kept aside
     # The salvaged state is written back at once: a status or a later run reads it whole.
     assert sorted(json.loads(path.read_text(encoding="utf-8"))["items"]) == ["c1", "c2", "c4"]

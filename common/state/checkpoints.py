@@ -236,7 +236,7 @@ class CheckpointStore:
         os.replace(self.path, aside)
         self.warn(
             f"warning: checkpoint file {self.path.name} was unreadable ({why}); moved it to {aside.name}, kept "
-            f"{len(kept)} finished item(s) that still parse and whose files are in place, lost {lost}: "
+            f"{len(kept)} item(s) that still parse and whose files are in place, lost {lost}: "
             "those are made again."
         )
         self._entries = kept
