@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from common.state.checkpoints import CheckpointStore, state_file
+from common.state.checkpoints import CheckpointStore, read_entries, state_file
 from common.run.errors import InputError, JobError
 from common.formats.srt import read_srt
 from common.audio.subtitles import Word, line_words
@@ -240,7 +240,8 @@ def forget_chunks(pipeline_dir: Path, chunks: Iterable[str]) -> list[str]:
 
 def chunk_fingerprints(pipeline_dir: Path) -> dict[str, str]:
     """2.story.py's fingerprint per chunk: a retake budget belongs to one version of a chunk's lines."""
-    return {key: entry.fingerprint for key, entry in story_store(pipeline_dir).entries().items() if key != "story.wav"}
+    entries = read_entries(state_file(pipeline_dir, "2.story"))  # reads only: 2.story.py's file is not ours
+    return {key: str(entry.get("fingerprint", "")) for key, entry in entries.items() if key != "story.wav"}
 
 
 def chunk_size_of(lines: Sequence[Mapping[str, Any]]) -> int:

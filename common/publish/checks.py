@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from common.state.checkpoints import CLEANED_SUFFIX, CheckpointStore, read_cleaned_mark
+from common.state.checkpoints import CLEANED_SUFFIX, read_cleaned_mark, read_entries
 from common.formats.srt import read_srt
 from common.run.errors import InputError
 from common.media.ffmpeg import audio_duration, ff_path, ffmpeg_log, probe
@@ -63,8 +63,8 @@ def preview_evidence(video: Path, warn: Any = print) -> bool | None:
         if state.name == OWN_STATE:
             continue
         seen.add(state.name.removesuffix(".state.json"))
-        store = CheckpointStore(state, base_dir=tracking.parent.parent, warn=warn)
-        if store.any_preview():
+        # Other scripts' files are read, never written: one of them may be running (read_entries deletes nothing).
+        if any(entry.get("preview") for entry in read_entries(state, bookkeeping=True).values()):
             return True
     for mark in sorted(tracking.glob(f"*{CLEANED_SUFFIX}")):
         if mark.name.removesuffix(CLEANED_SUFFIX) in seen:

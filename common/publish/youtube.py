@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from common.state.checkpoints import CheckpointStore, Entry, file_digest, fingerprint
+from common.state.checkpoints import CheckpointStore, Entry, UnreadableStateError, file_digest, fingerprint
 from common.run.errors import ConfigError, InputError, JobError, QuotaError
 from common.media.ffmpeg import probe
 from common.publish.checks import (
@@ -122,8 +122,18 @@ def inputs_from_args(args: Any, settings: Any, pipeline_dir: Path) -> PublishInp
 
 
 def open_state(inputs: PublishInputs, warn: Callable[[str], None] = print) -> CheckpointStore:
-    """Step 12's own checkpoints, always kept: losing them could mean uploading a video twice."""
-    return CheckpointStore(inputs.state_path, base_dir=inputs.pipeline_dir, resumable=True, warn=warn)
+    """Step 12's own checkpoints, always kept: losing them could mean uploading a video twice, so an
+    unreadable file is never salvaged or started afresh: it stops the step (exit 4) and is left as it is."""
+    try:
+        return CheckpointStore(inputs.state_path, base_dir=inputs.pipeline_dir, resumable=True, warn=warn,
+                               salvage=False)
+    except UnreadableStateError as exc:
+        raise ConfigError(
+            f"{exc.path} records what was already uploaded and could not be read ({exc.why}), so nothing was "
+            "sent: check in YouTube Studio (Content) which of this story's video, thumbnail, captions and Shorts "
+            "are already on the channel, then repair that file or move it away, and run again "
+            "(moved away, everything is uploaded anew: delete what is already there first)."
+        ) from exc
 
 
 # ----------------------------------------------------------------------------- the plan

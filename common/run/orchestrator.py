@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from common.config.settings import load_settings
 from common.engines.choice import EngineChoice, choose_engines
 from common.run.errors import PipelineError, ServiceError
+from common.run.lock import RUN_LOCK_ENV, RunLock, acquire as acquire_run_lock
 from common.run.report import RunRecord, StepResult, notify, status_lines, write_report
 from common.run.step_process import (SIGNAL_EXIT, SIGNAL_NAMES, RunLog, Signals, Stopped, child_env, run_step,
                                      to_terminal)
@@ -142,17 +143,34 @@ def run_pipeline(pipeline_dir: Path, *, scripts: list[str], needs_comfyui: Needs
         to_terminal("interrupted before anything started.", err=True)
         return SIGNAL_EXIT[signal.SIGINT]
 
-    if args.check and not args.dry_run:
-        return _check(pipeline_dir, selected, settings, choice)
-    context = context_parts(settings, (choice.media, choice.text))
-    if settings.ENABLE_RESUMABLE_MODE:
-        plan = plan_skips(pipeline_dir, selected, context, force=args.force_start)
-    else:  # without checkpoints every script redoes its work: nothing is a no-op
-        plan = SkipPlan([], None, "ENABLE_RESUMABLE_MODE is off: every selected script runs")
-    if args.dry_run:
+    if args.dry_run:  # reads only: no lock, like --status and --list
         to_terminal(choice.reason)
+        plan = _skip_plan(pipeline_dir, selected, settings, context_parts(settings, (choice.media, choice.text)),
+                          args.force_start)
         return _dry_run(selected, _manager(settings, pipeline_dir, choice, to_terminal), plan)
-    return _run(pipeline_dir, selected, settings, choice, plan, context)
+    try:  # one run of a pipeline at a time: --check too, since it starts and frees servers
+        lock = acquire_run_lock(pipeline_dir, "generate.py")
+    except PipelineError as exc:
+        to_terminal(f"error: {exc}", err=True)
+        return exc.exit_code
+    try:
+        if args.check:
+            if lock.took_over is not None:
+                to_terminal(lock.takeover_note())
+            return _check(pipeline_dir, selected, settings, choice)
+        context = context_parts(settings, (choice.media, choice.text))
+        plan = _skip_plan(pipeline_dir, selected, settings, context, args.force_start)
+        return _run(pipeline_dir, selected, settings, choice, plan, context, lock)
+    finally:
+        lock.release()
+
+
+def _skip_plan(pipeline_dir: Path, selected: Sequence[Step], settings: Any, context: Mapping[str, str],
+               force: bool) -> SkipPlan:
+    if settings.ENABLE_RESUMABLE_MODE:
+        return plan_skips(pipeline_dir, selected, context, force=force)
+    # without checkpoints every script redoes its work: nothing is a no-op
+    return SkipPlan([], None, "ENABLE_RESUMABLE_MODE is off: every selected script runs")
 
 
 def _plan_lines(plan: SkipPlan, steps: Sequence[Step]) -> list[str]:
@@ -267,7 +285,7 @@ def _run_with_restarts(step: Step, env: Mapping[str, str], log: RunLog, signals:
 
 
 def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: EngineChoice, plan: SkipPlan,
-         context: Mapping[str, str]) -> int:
+         context: Mapping[str, str], lock: RunLock) -> int:
     log = RunLog(pipeline_dir / "log.txt")
     signals = Signals()
     signals.install()
@@ -276,6 +294,7 @@ def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Engin
     grace = float(settings.SERVICE_STOP_GRACE)
     restarts = max(0, int(settings.SERVICE_RESTARTS))
     env = child_env(choice)
+    env[RUN_LOCK_ENV] = lock.token  # our scripts join this run's lock instead of taking it again
     started = time.monotonic()
     started_at = now_text()
     results: dict[int, StepResult] = {}
@@ -285,6 +304,8 @@ def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Engin
     summary = ""
     finished = False
     try:
+        if lock.took_over is not None:
+            log.line(lock.takeover_note())
         log.line(choice.reason)
         for line in _plan_lines(plan, steps):
             log.line(line)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from common.run import cancel, notes
+from common.run import lock as run_lock
 from common.state.checkpoints import CheckpointStore, Entry, state_file
 from common.run.errors import Interrupted, ItemsFailedError, JobError, PipelineError
 from common.config.paths import pipeline_dir_of
@@ -264,8 +265,9 @@ class Script:
     def _run_once(self, main: Callable[[ScriptContext], None], argv: Sequence[str] | None) -> None:
         cancel.clear()  # a script run in-process after an interrupted one starts afresh
         ctx = self.context(argv)
-        main(ctx)
-        ctx.finish()
+        with run_lock.hold(ctx.pipeline_dir, self.file.name):  # joined, not retaken, under generate.py
+            main(ctx)
+            ctx.finish()
 
 
 def run_guarded(body: Callable[[], None]) -> int:

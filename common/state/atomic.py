@@ -20,16 +20,20 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-_UMASK: list[int] = []
+def _read_umask() -> int:
+    # os.umask can only be read by setting it: done once, at import (in the main thread as modules are
+    # imported), never later from a worker thread while other threads may be creating files.
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+_UMASK = _read_umask()
 
 
 def _default_mode() -> int:
-    """0o666 less the process umask, as open() would create the file (read once, then cached)."""
-    if not _UMASK:
-        current = os.umask(0o022)
-        os.umask(current)
-        _UMASK.append(current)
-    return 0o666 & ~_UMASK[0]
+    """0o666 less the process umask, as open() would create the file."""
+    return 0o666 & ~_UMASK
 
 
 @contextlib.contextmanager

@@ -4,19 +4,23 @@ An item (a TTS chunk, an LLM answer, an image, a clip, an upload) is done when i
 fingerprint matches the inputs and settings that would produce it now, and every file the
 entry names still exists and is non-empty. So an interruption costs at most the item in
 flight, and an edited story line redoes that line's work only. The file is rewritten
-atomically after every item, and a corrupt one is moved aside with a warning, never a crash.
+atomically after every item. A file that cannot be read whole (a disk fault, a hand edit) is
+salvaged, never a crash: it is moved aside, and every entry that still parses and whose files
+are still in place is kept; a warning says how many were kept and how many lost.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from common.run.errors import ConfigError
 from common.state.atomic import atomic_write_json
 
 STATE_VERSION = 1
@@ -52,15 +56,77 @@ def _items_table(path: Path) -> dict[str, Any]:
     return raw["items"]
 
 
-def read_entries(path: Path) -> dict[str, dict[str, Any]]:
-    """A state file's items for anyone but its owner: nothing is written (a CheckpointStore moves a corrupt
-    file aside and deletes temp files), and a missing or unreadable file is empty, so a status or a check
-    never fails on it. Keys with `#` are a script's intermediate bookkeeping, not items, and are left out."""
+_ENTRY_START = re.compile(r'[\s,]*"')
+_COLON = re.compile(r"\s*:\s*")
+
+
+def salvage_items(text: str) -> tuple[dict[str, Any], int]:
+    """The entries of a damaged state file's items table that still parse, and how many did not.
+
+    A torn or hand-edited file usually breaks in one place: each entry is decoded on its own,
+    and after a broken one the scan goes on at the next line indented like the entries.
+    """
+    decoder = json.JSONDecoder()
+    start = re.search(r'"items"\s*:\s*\{', text)
+    if start is None:
+        return {}, 0
+    found: dict[str, Any] = {}
+    lost = 0
+    pos = start.end()
+    indent: str | None = None
+    while True:
+        head = _ENTRY_START.match(text, pos)
+        if head is None:
+            break
+        key_at = head.end() - 1
+        if indent is None:
+            line_start = text.rfind("\n", 0, key_at) + 1
+            indent = text[line_start:key_at] if not text[line_start:key_at].strip() else ""
+        try:
+            key, after_key = decoder.raw_decode(text, key_at)
+            colon = _COLON.match(text, after_key)
+            if not isinstance(key, str) or colon is None:
+                raise ValueError("no key")
+            value, pos = decoder.raw_decode(text, colon.end())
+            found[key] = value
+            continue
+        except ValueError:
+            lost += 1
+        if not indent:  # one long line: nothing to find the next entry by
+            break
+        again = re.compile("\n" + re.escape(indent) + '"').search(text, key_at + 1)
+        if again is None:
+            break
+        pos = again.start()
+    return found, lost
+
+
+def _readable_items(path: Path) -> tuple[dict[str, Any], int, str]:
+    """(items, entries lost, why) of a state file: `why` is empty when the file was read whole."""
     try:
-        items = _items_table(path)
-    except (OSError, ValueError, UnicodeDecodeError):
+        return _items_table(path), 0, ""
+    except (ValueError, UnicodeDecodeError) as exc:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        try:
+            raw = json.loads(text)
+        except ValueError:
+            items, lost = salvage_items(text)
+        else:
+            table = raw.get("items") if isinstance(raw, dict) else None
+            items, lost = (dict(table), 0) if isinstance(table, dict) else ({}, 0)
+        return items, lost, str(exc) or type(exc).__name__
+
+
+def read_entries(path: Path, *, bookkeeping: bool = False) -> dict[str, dict[str, Any]]:
+    """A state file's items for anyone but its owner: nothing is written (a CheckpointStore moves a corrupt
+    file aside and deletes temp files), and a missing file is empty, an unreadable one holds the entries that
+    still parse, so a status or a check never fails on it. Keys with `#` are a script's intermediate
+    bookkeeping, not items, and are left out unless `bookkeeping` asks for them."""
+    try:
+        items, _lost, _why = _readable_items(path)
+    except OSError:
         return {}
-    return {k: v for k, v in items.items() if "#" not in k and isinstance(v, dict)}
+    return {k: v for k, v in items.items() if (bookkeeping or "#" not in k) and isinstance(v, dict)}
 
 
 def fingerprint(*parts: Any) -> str:
@@ -94,6 +160,15 @@ def file_digest(path: Path) -> str:
                 digest.update(block)
         cached = _digest_cache[key] = digest.hexdigest()
     return cached
+
+
+class UnreadableStateError(ConfigError):
+    """A state file that must not be salvaged could not be read whole; it is left untouched."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(f"{path} could not be read ({why}); it is left as it is.")
+        self.path = path
+        self.why = why
 
 
 @dataclass(frozen=True)
@@ -134,10 +209,13 @@ class CheckpointStore:
     """
 
     def __init__(self, path: Path, *, base_dir: Path, resumable: bool = True, force_start: bool = False,
-                 warn: Callable[[str], None] = print) -> None:
+                 warn: Callable[[str], None] = print, salvage: bool = True) -> None:
+        """`salvage=False`: an unreadable file raises UnreadableStateError and is left as it is, for a
+        state that must never be partly forgotten (step 12's: it records what was published)."""
         self.path = Path(path)
         self.base_dir = Path(base_dir)
         self.resumable = resumable
+        self.salvage = salvage
         self.warn = warn
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
@@ -152,16 +230,32 @@ class CheckpointStore:
             stale.unlink(missing_ok=True)
         if not self.path.exists():
             return {}
-        try:
-            return {key: Entry.from_json(key, value) for key, value in _items_table(self.path).items()}
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            aside = self.path.with_name(f"{self.path.stem}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}.json")
-            os.replace(self.path, aside)
-            self.warn(
-                f"warning: checkpoint file {self.path.name} was unreadable ({exc}); moved it to "
-                f"{aside.name} and starting this script's items afresh."
-            )
-            return {}
+        items, lost, why = _readable_items(self.path)
+        entries: dict[str, Entry] = {}
+        for key, value in items.items():
+            try:
+                entries[key] = Entry.from_json(key, value)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                lost += 1
+                why = why or f"entry {key!r}: {type(exc).__name__} {exc}"
+        if not why:
+            return entries
+        if not self.salvage:
+            raise UnreadableStateError(self.path, why)
+        kept = {key: entry for key, entry in entries.items() if self._valid_files(entry)}
+        lost += len(entries) - len(kept)
+        aside = self.path.with_name(f"{self.path.stem}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}.json")
+        os.replace(self.path, aside)
+        self.warn(
+            f"warning: checkpoint file {self.path.name} was unreadable ({why}); moved it to {aside.name}, kept "
+            f"{len(kept)} item(s) that still parse and whose files are in place, lost {lost}: "
+            "those are made again."
+        )
+        self._entries = kept
+        if kept and self.resumable:
+            with self._lock:
+                self._save_locked()  # the salvaged state is current again, readable by --status
+        return kept
 
     # ----- queries -----
     def _valid_files(self, entry: Entry) -> bool:
