@@ -7,7 +7,9 @@ measured here, several times, and the median is reported.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -40,25 +42,143 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-@benchmark("noop_rerun_gen_audio")
-def noop_rerun(work: Path) -> Result:
-    """A finished gen.audio pipeline run again: every step must see its checkpoints and stop."""
+def _gen_audio(work: Path, story: str | None = None) -> Path:
+    """A copy of gen.audio (scripts, workflows, voices) with the sample story, or `story`."""
     pipeline = work / "gen.audio"
     for part in ("scripts", "workflow", "voices"):
         shutil.copytree(REPO / "gen.audio" / part, pipeline / part, ignore=shutil.ignore_patterns("__pycache__"))
     (pipeline / "input").mkdir()
-    shutil.copy2(REPO / "gen.audio" / "input" / "1.story.txt", pipeline / "input")
+    if story is None:
+        shutil.copy2(REPO / "gen.audio" / "input" / "1.story.txt", pipeline / "input")
+    else:
+        (pipeline / "input" / "1.story.txt").write_text(story, encoding="utf-8")
     shutil.copy2(REPO / "gen.audio" / "generate.py", pipeline)
-    env = _env(PIPELINE_ENGINE="offline")
-    run = lambda: subprocess.run([sys.executable, "generate.py"], cwd=pipeline, env=env, check=True,
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    run()
+    return pipeline
+
+
+def _generate(pipeline: Path, *args: str) -> str:
+    """`python generate.py ARGS` offline; its output (the scripts' output between START/END markers)."""
+    return subprocess.run([sys.executable, "generate.py", *args], cwd=pipeline, env=_env(PIPELINE_ENGINE="offline"),
+                          check=True, stdin=subprocess.DEVNULL, capture_output=True, text=True).stdout
+
+
+@benchmark("noop_rerun_gen_audio")
+def noop_rerun(work: Path) -> Result:
+    """A finished gen.audio pipeline run again: every step must see its checkpoints and stop."""
+    pipeline = _gen_audio(work)
+    _generate(pipeline)
     times = []
     for _ in range(3):
         started = time.perf_counter()
-        run()
+        _generate(pipeline)
         times.append(time.perf_counter() - started)
     return statistics.median(times), "s", 2.0, "<="
+
+
+_ITEMS = re.compile(r"^\[(?P<label>[^\]]+)\] (?P<items>\d+) items: (?P<made>\d+) made", re.M)
+
+
+def _made(output: str) -> dict[str, int]:
+    """Items made per ctx.each label, from the `[label] N items: M made, ...` lines of a run."""
+    made: dict[str, int] = {}
+    for match in _ITEMS.finditer(output):
+        made[match["label"]] = made.get(match["label"], 0) + int(match["made"])
+    return made
+
+
+def _stats(folder: Path) -> dict[str, int]:
+    return {p.relative_to(folder).as_posix(): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+@benchmark("touched_rerun_gen_audio")
+def touched_rerun(work: Path) -> Result:
+    """A finished gen.audio run again after its story file was touched (same text, new mtime): the run
+    stamp no longer vouches for it, so all twelve scripts start and must each find, in their own
+    checkpoints, that nothing is to be made. Fails unless 12 scripts ran and none made or rewrote anything."""
+    pipeline = _gen_audio(work)
+    labels = set(_made(_generate(pipeline)))  # every kind of checkpointed item the pipeline has
+    outputs = pipeline / "output"
+    # Not outputs: the checkpoints, the morning report and 12.youtube.py's dry-run manifest (what it would send,
+    # written on every run until YouTube is set up).
+    before = {k: v for k, v in _stats(outputs).items()
+              if not k.startswith(("tracking/", "report.")) and k != "upload.manifest.json"}
+    times = []
+    for _ in range(3):
+        os.utime(pipeline / "input" / "1.story.txt")
+        started = time.perf_counter()
+        output = _generate(pipeline)
+        times.append(time.perf_counter() - started)
+        started_scripts, checked = output.count("===== START "), _made(output)
+        made = {label: n for label, n in checked.items() if n}
+        if started_scripts != 12 or set(checked) != labels or made:
+            raise RuntimeError(f"expected 12 scripts each finding everything done; {started_scripts} ran, checked "
+                               f"{len(checked)} of {len(labels)} kinds of item, made: {made}")
+    after = {k: v for k, v in _stats(outputs).items() if k in before}
+    if after != before:
+        raise RuntimeError(f"a touched rerun rewrote {sorted(k for k in before if after.get(k) != before[k])}")
+    return statistics.median(times), "s", 5.0, "<="
+
+
+def long_story(seconds: float) -> str:
+    """The sample story's lines (no scene lines), numbered and repeated until about `seconds` are spoken
+    (the offline voice says ~17 characters a second, pauses included)."""
+    from common.formats.story import read_story
+
+    sample = read_story(REPO / "gen.audio" / "input" / "1.story.txt").utterances
+    lines, chars, n = [], 0, 0
+    while chars < 17 * seconds:
+        utterance = sample[n % len(sample)]
+        lines.append(f"[{utterance.speaker}] {utterance.text} ({n // len(sample) + 1})")
+        chars, n = chars + len(lines[-1]), n + 1
+    return "\n".join(lines) + "\n"
+
+
+def _edit_and_rerun(pipeline: Path, edited: int) -> tuple[float, dict[str, int]]:
+    """Edit one word of story line `edited` (0-based), run steps 1-3 again: (seconds, items made per label).
+    Raises unless that line's speech chunk alone was spoken again (and story.wav joined again)."""
+    story_file, chunks = pipeline / "input" / "1.story.txt", pipeline / "output" / "story"
+    state_file = pipeline / "output" / "tracking" / "2.story.state.json"
+    lines = story_file.read_text(encoding="utf-8").splitlines()
+    lines[edited] = lines[edited].replace("(", "(edited ", 1)
+    before = _stats(chunks)
+    fingerprints = {k: v["fingerprint"] for k, v in json.loads(state_file.read_text())["items"].items()}
+    story_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    started = time.perf_counter()
+    output = _generate(pipeline, "--until", "3.transcribe")
+    took = time.perf_counter() - started
+    after = _stats(chunks)
+    changed = {k for k, v in json.loads(state_file.read_text())["items"].items() if fingerprints.get(k) != v["fingerprint"]}
+    rewritten = sorted(k for k in after if before.get(k) != after[k])
+    chunk = next(k for k in fingerprints if "_" in k and int(k.split("_")[0]) <= edited + 1 <= int(k.split("_")[1]))
+    made = _made(output)
+    if changed != {chunk, "story.wav"} or rewritten != [f"{chunk}.wav"] or made.get("story") != 1:
+        raise RuntimeError(f"line {edited + 1} edited: expected chunk {chunk} alone redone; checkpoints changed: "
+                           f"{sorted(changed)}, chunk files rewritten: {rewritten}, made: {made}")
+    return took, made
+
+
+@benchmark("edit_one_line_2h_story")
+def edit_one_line(work: Path) -> Result:
+    """Steps 1-3 of a two-hour story (offline), then one word of one line edited and the steps run
+    again: the median seconds of three such reruns (a line a quarter, half and three quarters in).
+    Fails unless each time exactly that line's speech chunk was spoken again and, of the rest, only
+    what is made from the story text or from story.wav (the join, the line timings, the transcript,
+    the subtitle files; the summary and chapters of that part) was redone."""
+    pipeline = _gen_audio(work, long_story(2 * 3600.0))
+    first = time.perf_counter()
+    _generate(pipeline, "--until", "3.transcribe")
+    first = time.perf_counter() - first
+    count = len((pipeline / "input" / "1.story.txt").read_text(encoding="utf-8").splitlines())
+    times, made = [], {}
+    for edited in (count // 4, count // 2, 3 * count // 4):
+        took, made = _edit_and_rerun(pipeline, edited)
+        times.append(took)
+    spoken = json.loads((pipeline / "output" / "story.timings.json").read_text())["duration"]
+    chunks = len(list((pipeline / "output" / "story").glob("*.wav")))
+    print(f"  {count} lines, {spoken / 3600:.2f} h spoken, {chunks} chunks; first run {first:.0f} s; each edit "
+          f"redid {', '.join(f'{label} {n}' for label, n in made.items() if n)}; reruns "
+          f"{', '.join(f'{t:.1f}' for t in times)} s", file=sys.stderr)
+    return statistics.median(times), "s", 10.0, "<="
 
 
 _LATE_SERVER = textwrap.dedent(

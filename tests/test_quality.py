@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from common.media import ffmpeg as media
-from common.run.errors import JobError
+from common.run.errors import ConfigError, JobError
 from common.audio.quality import (
     GARBLED, OK, REPEATED, SKIPPED, Report, assign_words, check_lines, chunk_size_of, failing_chunks,
     format_table, normalise, redo_command, similarity, verdict,
@@ -193,8 +193,24 @@ def test_offline_report_passes_and_rerun_is_cached(pipeline: Path) -> None:
     report = json.loads((pipeline / "output" / "quality.json").read_text())
     assert [l["verdict"] for l in report["lines"]] == [OK] * 11
     assert report["lines"][5]["chunk"] == "6_10" and report["threshold"] == 0.8
-    again = run_script(pipeline, "4.quality.py", "--strict", env=OFFLINE)
+    again = run_script(pipeline, "4.quality.py", env=OFFLINE)
     assert again.returncode == 0 and "0 made, 1 already done" in again.stdout
+
+
+def test_strict_fails_when_the_transcript_is_the_story_itself(pipeline: Path, tmp_path: Path) -> None:
+    """Without Whisper the "transcript" is the story text, so every line passes: --strict must not call that a check."""
+    assert run_script(pipeline, "3.transcribe.py", env=OFFLINE).returncode == 0
+    strict = run_script(pipeline, "4.quality.py", "--strict", env=OFFLINE)
+    assert strict.returncode == ConfigError.exit_code, strict.stdout + strict.stderr
+    message = strict.stderr.strip().splitlines()[-1]
+    assert "nothing was heard" in message and "pip install -e .[whisper]" in message and "--strict" in message
+    assert "Traceback" not in strict.stderr
+    assert json.loads((pipeline / "output" / "quality.json").read_text())["counts"]["ok"] == 11  # the report is kept
+    # With a transcript Whisper heard, --strict checks for real and passes.
+    env = whisper_env(pipeline, tmp_path)
+    assert run_script(pipeline, "3.transcribe.py", env=env).returncode == 0
+    heard = run_script(pipeline, "4.quality.py", "--strict", env=env)
+    assert heard.returncode == 0 and "11 of 11 lines ok" in heard.stdout, heard.stdout + heard.stderr
 
 
 def test_a_failing_line_is_reported_and_strict_fails(pipeline: Path) -> None:

@@ -274,6 +274,21 @@ def test_sigkill_mid_sfx_never_redoes_a_finished_clip(tmp_path: Path) -> None:
         assert track.getnframes() == round(2.5 * len(names) * 44100)
 
 
+def test_sfx_max_workers_is_a_limit_not_a_floor(tmp_path: Path) -> None:
+    """SFX_MAX_WORKERS=1 means one job on the server at a time, even when ComfyUI's queue depth is 2."""
+    pipeline = copy_pipeline(tmp_path)
+    names = [f"Effect sound {word}" for word in ("alpha", "bravo", "charlie", "delta")]
+    (pipeline / "input" / "4.sfx.txt").write_text("".join(f"1.000: Silence\n1.500: {n}\n" for n in names),
+                                                  encoding="utf-8")
+    write_story_wav(pipeline, 2.5 * len(names))
+    with start_fake_comfyui(tmp_path, job_seconds=0.2) as comfy:
+        _run(pipeline, "7.sfx.py", _comfy_env(comfy.url, "http://127.0.0.1:9/v1", SFX_MAX_WORKERS="1",
+                                              COMFYUI_QUEUE_DEPTH="2"))
+        events = comfy.record_events()
+    assert sorted(_job(e["prompt"])[0] for e in events if e["event"] == "prompt") == sorted(names)
+    assert _max_in_flight(events) == 1
+
+
 def test_missing_or_stale_inputs_are_one_sentence(tmp_path: Path) -> None:
     pipeline = copy_pipeline(tmp_path)
     result = run_script(pipeline, "5.timeline.py", env=OFFLINE)

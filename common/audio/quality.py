@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from common.state.checkpoints import CheckpointStore, read_entries, state_file
-from common.run.errors import InputError, JobError
+from common.run.errors import ConfigError, InputError, JobError
 from common.formats.srt import read_srt
 from common.audio.subtitles import Word, line_words
-from common.audio.transcribe import TRANSCRIPT_FILE, read_transcript
+from common.audio.transcribe import INSTALL_HINT, TIMINGS, TRANSCRIPT_FILE, read_transcript
 
 OK, SKIPPED, REPEATED, GARBLED = "ok", "skipped", "repeated", "garbled"
 VERDICTS = (OK, SKIPPED, REPEATED, GARBLED)
@@ -159,6 +159,20 @@ def load_words(path: Path) -> tuple[list[Word], str]:
         return srt_words(path), path.name
     transcript = read_transcript(path)
     return list(transcript.words), f"{path.name} ({transcript.engine})"
+
+
+def heard_nothing(report: "Report") -> bool:
+    """Whether the transcript is the story text timed by the TTS (no Whisper), so every line passes by construction."""
+    return f"({TIMINGS})" in report.source
+
+
+def strict_without_hearing() -> ConfigError:
+    """--strict promises a real check; a transcript that heard nothing cannot give one (a setup the user can change)."""
+    return ConfigError(
+        "--strict needs a transcript of what story.wav says, but nothing was heard: the transcript is the story text "
+        "timed by the TTS (Whisper is not installed, TRANSCRIBE_ENGINE=timings, or story.wav is an offline preview); "
+        f"install Whisper with `{INSTALL_HINT}` and run 3.transcribe.py again, or drop --strict."
+    )
 
 
 # ------------------------------------------------------------------ the report

@@ -3,7 +3,8 @@ was skipped, repeated or garbled (stdout and output/quality.json), and with --re
 repair: only the chunks holding failing lines are spoken again, then transcribed and checked
 again, up to QUALITY_MAX_RETAKES times per chunk (counted in this step's checkpoint, so a
 rerun does not spend the budget twice). A failing line is not an error unless --strict:
-the report is the product.
+the report is the product. --strict also fails (exit 4) when nothing was heard (the line
+timings stand in for Whisper), since every line then passes without being checked.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from common.run.errors import ConfigError, InputError, JobError
 from common.config.paths import require_file
 from common.audio.quality import (
     REPORT_FILE, Report, check_lines, chunk_fingerprints, chunk_size_of, forget_chunks, format_table,
-    load_words, read_report, redo_command, run_step, summary, transcript_source,
+    heard_nothing, load_words, read_report, redo_command, run_step, strict_without_hearing, summary,
+    transcript_source,
 )
 from common.run.runner import Script, ScriptContext
 from common.audio.speech import TIMINGS_FILE
@@ -116,7 +118,7 @@ def main(ctx: ScriptContext) -> None:
     if ctx.args.retake:
         report = retake(ctx, report)
     ctx.checkpoints().retain_only(["report", "retakes"])
-    if "(timings)" in report.source:
+    if heard_nothing(report):
         ctx.say("note: the transcript is the story text timed by the TTS (no Whisper), so every line passes; "
                 "install Whisper (pip install -e .[whisper]) for a real check.")
     ctx.say(f"report: {ctx.output_dir / REPORT_FILE}")
@@ -129,6 +131,8 @@ def main(ctx: ScriptContext) -> None:
         if ctx.args.strict:
             raise JobError(f"{len(report.failed)} line(s) failed the quality check (see {REPORT_FILE}); "
                            f"run `{redo_command(leftover)}` or reword them, then check again.")
+    if ctx.args.strict and heard_nothing(report):
+        raise strict_without_hearing()
 
 
 if __name__ == "__main__":

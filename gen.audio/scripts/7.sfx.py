@@ -1,8 +1,8 @@
 """gen.audio step 7: make every sound effect of 4.sfx.txt and lay them out as output/sfx.wav.
 
 One job per distinct (description, seconds) entry through the run's sound engine (Stable
-Audio on ComfyUI, or the offline synthesiser), SFX_MAX_WORKERS jobs queued at once so the
-server goes from one job straight to the next. Each clip is checkpointed (description,
+Audio on ComfyUI, or the offline synthesiser), SFX_MAX_WORKERS jobs queued at once (never more)
+so the server goes from one job straight to the next. Each clip is checkpointed (description,
 seconds, seed, engine) in output/sfx/, so a crash or a rerun redoes only unfinished clips;
 sfx.wav, mono at story.wav's rate and exactly its length in samples, is its own checkpoint.
 """
@@ -51,7 +51,7 @@ def main(ctx: ScriptContext) -> None:
         fingerprint=lambda j: fingerprint(ident, j.description, min(j.seconds, longest),
                                           seed_for(j.description, fixed_seed)),
         work=make, preview=engine.preview,
-        workers=max(1, int(ctx.settings.SFX_MAX_WORKERS), engine.parallel_jobs),
+        workers=max(1, int(ctx.settings.SFX_MAX_WORKERS)),  # the user's limit, even below the engine's queue depth
     )
     store.retain_only([j.key for j in jobs] + ["sfx.wav"])
     clips = {j.key: ctx.pipeline_dir / entries[j.key].files[0] for j in jobs}
