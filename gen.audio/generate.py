@@ -1,6 +1,7 @@
 """gen.audio orchestrator: runs the numbered scripts in order, starting and stopping services.
 
-The pipeline is data: edit SCRIPTS to change what runs. `python generate.py --help` lists
+The pipeline is data: edit SCRIPTS to change what runs (which server each script needs is said
+once, in common/run/steps.py). `python generate.py --help` lists
 the options (--list, --from, --until, --only, --dry-run).
 """
 import sys
@@ -23,24 +24,10 @@ SCRIPTS = [
     "12.youtube.py",    # upload (a dry-run manifest until authorised)
 ]
 
-NEEDS_COMFYUI = {
-    "2.story.py": True,
-    "7.sfx.py": True,
-    "10.thumbnail.py": True,
-}
-
-NEEDS_LMSTUDIO = {
-    "1.character.py": True,
-    "5.timeline.py": True,
-    "6.timing.py": True,
-    "9.media.py": True,
-}
-
 SCRIPT_ARGS = {
     "1.character.py": ["--auto-confirm", "y"],
     "7.sfx.py": ["--auto-confirm", "y"],
 }
 
 if __name__ == "__main__":
-    sys.exit(run_pipeline(Path(__file__).resolve().parent, scripts=SCRIPTS, needs_comfyui=NEEDS_COMFYUI,
-                          needs_lmstudio=NEEDS_LMSTUDIO, script_args=SCRIPT_ARGS))
+    sys.exit(run_pipeline(Path(__file__).resolve().parent, scripts=SCRIPTS, script_args=SCRIPT_ARGS))

@@ -13,17 +13,12 @@ from common.run.orchestrator import run_pipeline
 AUDIO = "../../gen.audio/scripts/"
 VIDEO_FILE = "../../gen.image/output/final_sd.mp4"  # from gen.audio/scripts, where those scripts run
 
+# Which server each script needs is said once, in common/run/steps.py (SERVICES).
 SCRIPTS = [
-    AUDIO + "1.character.py",
-    AUDIO + "2.story.py",
-    AUDIO + "3.transcribe.py",
-    AUDIO + "4.quality.py",
+    *(AUDIO + s for s in ("1.character.py", "2.story.py", "3.transcribe.py", "4.quality.py")),
     "1.story.py",
     "4.audio.py",
-    AUDIO + "5.timeline.py",
-    AUDIO + "6.timing.py",
-    AUDIO + "7.sfx.py",
-    AUDIO + "8.combine.py",
+    *(AUDIO + s for s in ("5.timeline.py", "6.timing.py", "7.sfx.py", "8.combine.py")),
     "2.character.py",
     "2.location.py",
     "3.scene.py",
@@ -34,24 +29,6 @@ SCRIPTS = [
     AUDIO + "11.video.py",
     AUDIO + "12.youtube.py",
 ]
-
-# Scripts not named here need neither service.
-NEEDS_COMFYUI = {
-    AUDIO + "2.story.py": True,
-    AUDIO + "7.sfx.py": True,
-    "2.character.py": True,
-    "2.location.py": True,
-    "3.scene.py": True,
-    AUDIO + "10.thumbnail.py": True,
-}
-
-NEEDS_LMSTUDIO = {
-    AUDIO + "1.character.py": True,
-    "1.story.py": True,
-    AUDIO + "5.timeline.py": True,
-    AUDIO + "6.timing.py": True,
-    AUDIO + "9.media.py": True,
-}
 
 # The seed passed 5.timeline.py "../input/2.timeline.script.txt"; ours reads gen.audio's own
 # 2.timeline.txt and story.timings.json, so it takes no file. The Shorts are found where
@@ -66,5 +43,4 @@ SCRIPT_ARGS = {
 }
 
 if __name__ == "__main__":
-    sys.exit(run_pipeline(Path(__file__).resolve().parent, scripts=SCRIPTS, needs_comfyui=NEEDS_COMFYUI,
-                          needs_lmstudio=NEEDS_LMSTUDIO, script_args=SCRIPT_ARGS))
+    sys.exit(run_pipeline(Path(__file__).resolve().parent, scripts=SCRIPTS, script_args=SCRIPT_ARGS))

@@ -14,17 +14,12 @@ AUDIO = "../../gen.audio/scripts/"
 IMAGE = "../../gen.image/scripts/"
 VIDEO_FILE = "../../gen.video/output/final_sd.mp4"  # from gen.audio/scripts, where those scripts run
 
+# Which server each script needs is said once, in common/run/steps.py (SERVICES).
 SCRIPTS = [
-    AUDIO + "1.character.py",
-    AUDIO + "2.story.py",
-    AUDIO + "3.transcribe.py",
-    AUDIO + "4.quality.py",
+    *(AUDIO + s for s in ("1.character.py", "2.story.py", "3.transcribe.py", "4.quality.py")),
     IMAGE + "1.story.py",
     IMAGE + "4.audio.py",
-    AUDIO + "5.timeline.py",
-    AUDIO + "6.timing.py",
-    AUDIO + "7.sfx.py",
-    AUDIO + "8.combine.py",
+    *(AUDIO + s for s in ("5.timeline.py", "6.timing.py", "7.sfx.py", "8.combine.py")),
     IMAGE + "2.character.py",
     IMAGE + "2.location.py",
     IMAGE + "3.scene.py",
@@ -38,26 +33,6 @@ SCRIPTS = [
     AUDIO + "12.youtube.py",
 ]
 
-# Scripts not named here need neither service.
-NEEDS_COMFYUI = {
-    AUDIO + "2.story.py": True,
-    AUDIO + "7.sfx.py": True,
-    IMAGE + "2.character.py": True,
-    IMAGE + "2.location.py": True,
-    IMAGE + "3.scene.py": True,
-    "3.animate.py": True,
-    AUDIO + "10.thumbnail.py": True,
-}
-
-NEEDS_LMSTUDIO = {
-    AUDIO + "1.character.py": True,
-    IMAGE + "1.story.py": True,
-    AUDIO + "5.timeline.py": True,
-    AUDIO + "6.timing.py": True,
-    "2.motion.py": True,
-    AUDIO + "9.media.py": True,
-}
-
 SCRIPT_ARGS = {
     AUDIO + "1.character.py": ["--auto-confirm", "y"],
     IMAGE + "1.story.py": ["--bypass-validation"],
@@ -68,5 +43,4 @@ SCRIPT_ARGS = {
 }
 
 if __name__ == "__main__":
-    sys.exit(run_pipeline(Path(__file__).resolve().parent, scripts=SCRIPTS, needs_comfyui=NEEDS_COMFYUI,
-                          needs_lmstudio=NEEDS_LMSTUDIO, script_args=SCRIPT_ARGS))
+    sys.exit(run_pipeline(Path(__file__).resolve().parent, scripts=SCRIPTS, script_args=SCRIPT_ARGS))

@@ -115,8 +115,9 @@ def _parse(argv: Sequence[str] | None, pipeline_dir: Path) -> argparse.Namespace
     return parser.parse_args(argv)
 
 
-def run_pipeline(pipeline_dir: Path, *, scripts: list[str], needs_comfyui: Needs, needs_lmstudio: Needs,
-                 script_args: Mapping[str, Sequence[str]], argv: list[str] | None = None) -> int:
+def run_pipeline(pipeline_dir: Path, *, scripts: list[str], script_args: Mapping[str, Sequence[str]],
+                 needs_comfyui: Needs | None = None, needs_lmstudio: Needs | None = None,
+                 argv: list[str] | None = None) -> int:
     pipeline_dir = Path(pipeline_dir).resolve()
     try:
         args = _parse(argv, pipeline_dir)

@@ -1,7 +1,9 @@
 """A pipeline's scripts as steps: what each needs, and which of them a run selects.
 
-`generate.py` lists its scripts as data (SCRIPTS, NEEDS_COMFYUI, NEEDS_LMSTUDIO, SCRIPT_ARGS);
-this turns those tables into steps and resolves --from/--until/--only and --list.
+`generate.py` lists its scripts as data (SCRIPTS, SCRIPT_ARGS); which server a script needs is
+the script's own fact, the same in every pipeline that runs it, so it is said once, here (SERVICES),
+unless a generate.py gives its own tables (NEEDS_COMFYUI, NEEDS_LMSTUDIO, as the seed's did).
+This turns those tables into steps and resolves --from/--until/--only and --list.
 """
 from __future__ import annotations
 
@@ -51,16 +53,31 @@ def _lookup(table: Needs | Mapping[str, Any], name: str, default: Any = False) -
     return name in table or base in table
 
 
+# The server each script needs, by its pipeline folder; a script not named here needs neither.
+SERVICES = {
+    "gen.audio": {"1.character.py": "llm", "2.story.py": "comfyui", "5.timeline.py": "llm", "6.timing.py": "llm",
+                  "7.sfx.py": "comfyui", "9.media.py": "llm", "10.thumbnail.py": "comfyui"},
+    "gen.image": {"1.story.py": "llm", "2.character.py": "comfyui", "2.location.py": "comfyui", "3.scene.py": "comfyui"},
+    "gen.video": {"2.motion.py": "llm", "3.animate.py": "comfyui"},
+}
+
+
+def _needs(table: Needs | None, name: str, path: Path, service: str) -> bool:
+    if table is not None:
+        return bool(_lookup(table, name))
+    return SERVICES.get(path.parent.parent.name, {}).get(path.name) == service
+
+
 def build_steps(
-    pipeline_dir: Path, scripts: Sequence[str], needs_comfyui: Needs, needs_lmstudio: Needs,
+    pipeline_dir: Path, scripts: Sequence[str], needs_comfyui: Needs | None, needs_lmstudio: Needs | None,
     script_args: Mapping[str, Sequence[str]],
 ) -> list[Step]:
     scripts_dir = pipeline_dir / "scripts"
     steps = []
     for position, name in enumerate(scripts, 1):
         path = Path(os.path.normpath(scripts_dir / name))
-        steps.append(Step(position, name, path, bool(_lookup(needs_comfyui, name)),
-                          bool(_lookup(needs_lmstudio, name)), tuple(_lookup(script_args, name, ()) or ())))
+        steps.append(Step(position, name, path, _needs(needs_comfyui, name, path, "comfyui"),
+                          _needs(needs_lmstudio, name, path, "llm"), tuple(_lookup(script_args, name, ()) or ())))
     return steps
 
 
