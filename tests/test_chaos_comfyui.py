@@ -70,7 +70,8 @@ def _scratch(rel: str) -> bool:
 
 def _env(root: Path, comfy_url: str) -> dict[str, str]:
     """ComfyUI media from the fake, offline text (no LLM answers, none can be started)."""
-    return env_for(PIPELINE_ENGINE="auto", COMFYUI_BASE_URL=comfy_url, COMFYUI_DIR=str(root / "no-comfyui"),
+    return env_for(PIPELINE_ENGINE="auto", PIPELINE_TEXT_ENGINE="offline", COMFYUI_BASE_URL=comfy_url,
+                   COMFYUI_DIR=str(root / "no-comfyui"),
                    LM_STUDIO_BASE_URL=f"http://127.0.0.1:{free_port()}/v1", LM_STUDIO_CMD=str(root / "no-lms"),
                    **SETTINGS)
 

@@ -102,6 +102,17 @@ def test_auto_stops_when_a_named_comfyui_is_down_instead_of_making_previews(tmp_
     assert choose_engines(_settings(tmp_path, COMFYUI_BASE_URL=url, PIPELINE_ENGINE="offline")).media == "offline"
 
 
+def test_text_asked_offline_by_name_is_offline_text_not_a_stop(tmp_path: Path) -> None:
+    """The stop's own advice (PIPELINE_TEXT_ENGINE=offline) must work for the orchestrator too."""
+    url = f"http://127.0.0.1:{S.free_port()}/v1"
+    with pytest.raises(ServiceError, match="PIPELINE_TEXT_ENGINE=offline"):
+        choose_engines(_settings(tmp_path, LM_STUDIO_BASE_URL=url))
+    choice = choose_engines(_settings(tmp_path, LM_STUDIO_BASE_URL=url, PIPELINE_TEXT_ENGINE="offline"))
+    assert choice.text == "offline" and "PIPELINE_TEXT_ENGINE=offline" in choice.reason
+    comfy = choose_engines(_settings(tmp_path, PIPELINE_ENGINE="comfyui", PIPELINE_TEXT_ENGINE="offline"))
+    assert (comfy.media, comfy.text) == ("comfyui", "offline")
+
+
 def test_auto_stops_when_comfyui_is_installed_but_remote_or_not_started(tmp_path: Path) -> None:
     comfy = S.make_comfyui_dir(tmp_path, crash="x")
     # Installed here, but the user points at another machine that is down: not ours to start.

@@ -172,6 +172,9 @@ def choose_engines(settings: Any, *, may_start: bool = True, steps: Sequence["St
                         f"PIPELINE_ENGINE=offline, PIPELINE_TEXT_ENGINE=llm: LLM at {settings.LM_STUDIO_BASE_URL}")
     if mode == "offline":
         return _compose("offline", "offline", "", "", "PIPELINE_ENGINE=offline")
+    if mode == "comfyui" and text_mode == "offline":
+        return _compose("comfyui", "offline", "", "",
+                        f"PIPELINE_ENGINE=comfyui: ComfyUI at {settings.COMFYUI_BASE_URL}; PIPELINE_TEXT_ENGINE=offline")
     if mode == "comfyui":
         return _compose("comfyui", "llm", "", "",
                         f"PIPELINE_ENGINE=comfyui: ComfyUI at {settings.COMFYUI_BASE_URL}, "
@@ -179,12 +182,15 @@ def choose_engines(settings: Any, *, may_start: bool = True, steps: Sequence["St
     if mode != "auto":
         raise ConfigError(f"PIPELINE_ENGINE is {mode!r}; use auto, comfyui or offline.")
     media_ok, media_why = _comfyui_status(settings, may_start)
-    text_ok, text_why = _llm_status(settings, may_start)
+    if text_mode in ("llm", "offline"):  # text asked for by name: no detection, and no stop below
+        text_ok, text_why = text_mode == "llm", f"PIPELINE_TEXT_ENGINE={text_mode}"
+    else:
+        text_ok, text_why = _llm_status(settings, may_start)
     if not media_ok and (steps is None or any(s.needs_comfyui for s in steps)):
         stop = _comfyui_stop(settings, _pipeline_dirs(settings, steps), media_why, may_start)
         if stop:
             raise ServiceError(stop)
-    if not text_ok and (steps is None or any(s.needs_llm for s in steps)):
+    if not text_ok and text_mode == "auto" and (steps is None or any(s.needs_llm for s in steps)):
         stop = _llm_stop(settings, text_why, may_start)
         if stop:
             raise ServiceError(stop)
