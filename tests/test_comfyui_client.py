@@ -9,6 +9,7 @@ from typing import Iterator
 
 import av
 import pytest
+import requests
 from PIL import Image
 
 import common.services.comfyui.client as client_module
@@ -21,11 +22,13 @@ from common.services.comfyui.errors import (
     MissingModelError,
     MissingNodeError,
     OutOfMemoryJobError,
+    WorkflowRejectedError,
 )
 from common.services.comfyui.messages import Progress
 from common.services.comfyui.workflow import Workflow
 from common.run.errors import JobError, ServiceError
 from tests.fakes import FakeServer, start_fake_comfyui
+from tests.support.project import REPO
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -121,6 +124,28 @@ def test_upload_same_name_different_content_is_renamed(fake: FakeServer, tmp_pat
     assert client.upload_image(path, name="other.png") == "other.png"
     uploads = [e for e in fake.record_events("upload") if e["name"].startswith("face")]
     assert [e["name"] for e in uploads][-1] == "face (1).png"
+
+
+def test_a_missing_input_file_is_named_from_the_node_and_a_subfolder_upload_loads(fake: FakeServer,
+                                                                                  tmp_path: Path) -> None:
+    """The real server's custom_validation_failed carries only input_name (no received_value), so the
+    sentence takes the file from the node's own inputs; an upload into a subfolder loads as `sub/name`."""
+    client = ComfyClient(fake.url)
+    wf = Workflow.load(REPO / "gen.video/workflow/animate.json")
+    wf.set_input_image("never-uploaded.png", required_for="image-to-video")
+    answer = requests.post(f"{fake.url}/prompt", json={"prompt": wf.to_prompt()}, timeout=10).json()
+    reasons = [r for node in answer["node_errors"].values() for r in node["errors"]]
+    assert [r["extra_info"] for r in reasons if r["type"] == "custom_validation_failed"] == [{"input_name": "image"}]
+    with pytest.raises(WorkflowRejectedError, match="needs the file never-uploaded.png, which is not in"):
+        client.queue(wf.to_prompt())
+    still = tmp_path / "start.png"
+    Image.new("RGB", (16, 16), (4, 5, 6)).save(still)
+    name = client.upload_image(still, subfolder="scenes")
+    assert name == "scenes/start.png"
+    wf.set_input_image(name)
+    wf.set_size(64, 64)
+    wf.set_length(5)
+    assert [f.suffix for f in client.run(wf.to_prompt(), tmp_path / "out", timeout=30)].count(".mp4") == 1
 
 
 def test_unknown_node_class_names_the_class_and_the_missing_pack(fake: FakeServer, fixtures_dir: Path) -> None:

@@ -345,3 +345,15 @@ def test_forced_engines_and_the_orchestrators_exported_choice(tmp_path: Path) ->
     seen = engines_from_env(settings, environ={})
     assert (seen.media, seen.text) == ("offline", "llm")
     assert "media outputs are previews" in seen.reason
+
+
+def test_command_settings_lose_their_quotes_on_windows_too() -> None:
+    """COMFYUI_EXTRA_ARGS / LM_STUDIO_CMD / NOTIFY_CMD: Windows splitting keeps backslashes and, with
+    shlex's non-POSIX mode, used to keep the quotes too, so a quoted path arrived with them."""
+    from common.services.processes import split_command
+
+    text = '--lowvram --output-directory "C:\\My Renders\\out" --preview-method auto'
+    assert split_command(text, windows=True) == ["--lowvram", "--output-directory", "C:\\My Renders\\out",
+                                                 "--preview-method", "auto"]
+    assert split_command("--cpu --extra-model-paths-config '/home/me/my paths.yaml'", windows=False) == [
+        "--cpu", "--extra-model-paths-config", "/home/me/my paths.yaml"]

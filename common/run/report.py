@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import math
-import os
 import shlex
 import subprocess
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from common.run.progress import format_duration
+from common.services.processes import split_command
 from common.state.atomic import atomic_write_text
 from common.state.checkpoints import read_entries, state_file
 
@@ -323,7 +323,7 @@ def write_report(record: RunRecord) -> Path:
 def notify(command: str, report: Path, say: Callable[[str], None], timeout: float = 60.0) -> None:
     """Run NOTIFY_CMD with the report's path as last argument; a failure is said, never raised."""
     try:
-        argv = shlex.split(command, posix=os.name != "nt") + [str(report)]
+        argv = split_command(command) + [str(report)]
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               timeout=timeout)
     except (OSError, ValueError, subprocess.TimeoutExpired) as exc:

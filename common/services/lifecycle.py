@@ -10,14 +10,13 @@ script runs.
 """
 from __future__ import annotations
 
-import os
-import shlex
 from pathlib import Path
 from typing import Any
 
 from common.services.comfyui.service import ComfyUIService
 from common.services.llm_server import LLMService
 from common.services.records import ServerRecords, records_path
+from common.services.processes import split_command
 from common.services.say import Say, say_on_stderr
 
 
@@ -41,7 +40,7 @@ class ServiceManager:
         records = ServerRecords(records_path(pipeline_dir))
 
         def comfyui_at(url: str) -> ComfyUIService:
-            extra = shlex.split(settings.COMFYUI_EXTRA_ARGS or "", posix=os.name != "nt")
+            extra = split_command(settings.COMFYUI_EXTRA_ARGS or "")
             return ComfyUIService(
                 url, Path(settings.COMFYUI_DIR), settings.COMFYUI_PYTHON,
                 Path(pipeline_dir) / "output" / "comfyui.log", extra,

@@ -186,10 +186,19 @@ def stop_process_tree(proc: subprocess.Popen, *, grace: float, first_signal: int
         return None
 
 
+def split_command(text: str, *, windows: bool = os.name == "nt") -> list[str]:
+    """A command-line setting as arguments. On Windows shlex must not be POSIX (backslashes are path
+    separators there), but then it keeps the quotes around a token: they are taken off here, so a
+    quoted path with spaces arrives as the path."""
+    if not windows:
+        return shlex.split(text)
+    return [t[1:-1] if len(t) >= 2 and t[0] == t[-1] and t[0] in "\"'" else t for t in shlex.split(text, posix=False)]
+
+
 def resolve_command(command: str) -> list[str] | None:
     """Split a command setting and find its program on PATH (or as a path); None if missing."""
     try:
-        argv = shlex.split(command, posix=os.name != "nt")
+        argv = split_command(command)
     except ValueError:
         return None
     if not argv:

@@ -695,10 +695,12 @@ def _validate_node(state: State, prompt: dict[str, Any], node_id: str, validated
                                      input_name=name, received_value=value))
             continue
         if isinstance(kind, InputFiles):
-            if not (state.input_dir / str(value)).is_file() or "/" in str(value) or ".." in str(value):
+            # `sub/name.png` (an upload into a subfolder) loads; nothing outside the input folder does.
+            if not (state.input_dir / str(value)).is_file() or ".." in str(value) or str(value).startswith("/"):
                 label = "image" if kind.kind == "image" else "audio"
+                # As the real server: only input_name, no received_value (COMFYUI_API.md).
                 errors.append(_error("custom_validation_failed", "Custom validation failed for node",
-                                     f"{name} - Invalid {label} file: {value}", input_name=name, received_value=value))
+                                     f"{name} - Invalid {label} file: {value}", input_name=name))
             continue
         if isinstance(kind, (Files, list)):
             options = _resolve(state, kind)

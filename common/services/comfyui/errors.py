@@ -147,6 +147,8 @@ def describe_rejection(error: dict[str, Any] | None, node_errors: dict[str, Any]
             f"Node {node_id} ({cls}) has {input_name} = {value!r}, which this ComfyUI does not offer: choose one it lists, "
             f"or update ComfyUI and the node pack{more}.", **common)
     if kind == "custom_validation_failed" and cls in ("LoadImage", "LoadAudio"):
+        # The real server names only the input here (no received_value): the file is in the node's inputs.
+        value = value if value is not None else prompt.get(node_id, {}).get("inputs", {}).get(input_name)
         return WorkflowRejectedError(
             f"Node {node_id} ({cls}) needs the file {value}, which is not in ComfyUI's input folder: "
             f"upload it first (the pipeline uploads its own inputs, so check that the upload worked){more}.", **common)
