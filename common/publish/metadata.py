@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from common.state.atomic import atomic_write_text
+from common.state.checkpoints import CheckpointStore
 from common.run.errors import InputError
 from common.formats.chapters import Chapters
 from common.formats.story import Story
@@ -429,3 +430,28 @@ def write_if_changed(path: Path, text: str) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)
     return True
+
+
+def hand_edited(store: CheckpointStore, path: Path, *, came_with_project: bool) -> bool:
+    """Whether `path` is a person's version to keep: edited since we wrote it, or (for inputs) never ours."""
+    record = store.entries().get(path.name)
+    if record is None and not came_with_project:
+        return False
+    ours = [d for d in (record.data.get("sha256"), record.data.get("replacing")) if d] if record else []
+    return all(edited_since_written(path, d) for d in ours) if ours else edited_since_written(path, None)
+
+
+def write_owned(store: CheckpointStore, path: Path, text: str, *, preview: bool) -> bool:
+    """Write a file a person may later edit, recording what we wrote; True if it changed.
+
+    What is about to be written is recorded first: a kill between the write and the record must
+    not leave our own file looking hand-made (and so kept for ever) on the next run."""
+    digest, record = text_digest(text), store.entries().get(path.name)
+    recorded = record is not None and record.fingerprint == "written" and record.data.get("sha256") == digest
+    if not recorded:
+        store.record(path.name, "writing", preview=preview,
+                     data={"sha256": digest, "replacing": record.data.get("sha256") if record else None})
+    changed = write_if_changed(path, text)
+    if changed or not recorded:
+        store.record(path.name, "written", files=[path], data={"sha256": digest}, preview=preview)
+    return changed

@@ -20,9 +20,9 @@ from common.formats.story_text import LLMStoryText, OfflineStoryText, clean_titl
 from common.formats.chapters import read_chapters
 from common.formats.story import read_story
 from common.publish.metadata import (
-    MAX_TAGS_CHARS, MIN_CHAPTER_SECONDS, MIN_CHAPTERS, chapter_marks, compose_description,
-    edited_since_written, fit_tags, format_tags, format_timestamp, load_timeline, read_title,
-    tags_length, text_digest, title_problem, write_if_changed,
+    MAX_TAGS_CHARS, MIN_CHAPTER_SECONDS, MIN_CHAPTERS, chapter_marks, compose_description, fit_tags,
+    format_tags, format_timestamp, hand_edited, load_timeline, read_title, tags_length, title_problem,
+    write_if_changed, write_owned,
 )
 from common.config.paths import require_file, story_path
 from common.run.runner import Script, ScriptContext
@@ -30,33 +30,13 @@ from common.run.runner import Script, ScriptContext
 script = Script(__file__, "write the video title, description with chapters, tags and the thumbnail prompt")
 
 
-def _hand_edited(ctx: ScriptContext, store: CheckpointStore, path: Path, *, came_with_project: bool) -> bool:
-    """Whether `path` is a person's version to keep: edited since we wrote it, or (for inputs) never ours."""
-    if ctx.args.force:
-        return False
-    record = store.entries().get(path.name)
-    if record is None and not came_with_project:
-        return False
-    ours = [d for d in (record.data.get("sha256"), record.data.get("replacing")) if d] if record else []
-    return all(edited_since_written(path, d) for d in ours) if ours else edited_since_written(path, None)
-
-
 def _publish(ctx: ScriptContext, store: CheckpointStore, path: Path, text: str, *, preview: bool,
              came_with_project: bool = False) -> None:
     shown = path.relative_to(ctx.pipeline_dir).as_posix()
-    if _hand_edited(ctx, store, path, came_with_project=came_with_project):
+    if not ctx.args.force and hand_edited(store, path, came_with_project=came_with_project):
         ctx.say(f"kept {shown}: it was written by hand (--force replaces it)")
         return
-    digest, record = text_digest(text), store.entries().get(path.name)
-    recorded = record is not None and record.fingerprint == "written" and record.data.get("sha256") == digest
-    if not recorded:
-        # Say what is about to be written first: a kill between the write and the record must not
-        # leave our own file looking hand-made (and so kept for ever) on the next run.
-        store.record(path.name, "writing", preview=preview,
-                     data={"sha256": digest, "replacing": record.data.get("sha256") if record else None})
-    changed = write_if_changed(path, text)
-    if changed or not recorded:
-        store.record(path.name, "written", files=[path], data={"sha256": digest}, preview=preview)
+    changed = write_owned(store, path, text, preview=preview)
     ctx.say(f"{'wrote' if changed else 'unchanged:'} {shown}")
 
 
@@ -95,7 +75,7 @@ def main(ctx: ScriptContext) -> None:
     hook = ask("hook", title, lambda: dict(zip(("hook", "bullets"), engine.description_hook(story, title, summary))))
     tags = fit_tags([*ask("tags", title, lambda: {"tags": engine.tags(story, title, summary)})["tags"], title])
     thumbnail_path = ctx.input_dir / "10.thumbnail.txt"
-    if _hand_edited(ctx, store, thumbnail_path, came_with_project=True):
+    if not ctx.args.force and hand_edited(store, thumbnail_path, came_with_project=True):
         ctx.say("kept input/10.thumbnail.txt: it came with the project or was edited by hand (--force replaces it)")
     else:
         prompt = ask("thumbnail_prompt", title, lambda: {"text": engine.thumbnail_prompt(story, title, summary)})["text"]
