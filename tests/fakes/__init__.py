@@ -72,19 +72,24 @@ class FakeServer:
         if self._stopped:
             return
         self._stopped = True
-        if self.proc.poll() is None:
-            try:
-                self.proc.send_signal(signal.SIGINT if os.name != "nt" else signal.SIGTERM)
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc, signal.SIGINT if os.name != "nt" else signal.SIGTERM)
 
     def __enter__(self) -> "FakeServer":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop a fake server's process: `sig` first, then a kill, always within a few seconds."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
 
 
 def _flags(name: str, values: Iterable[str]) -> list[str]:

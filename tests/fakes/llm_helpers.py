@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.fakes import stop_process
+
 FAKES = Path(__file__).resolve().parent
 FAKE_LLM = FAKES / "fake_llm.py"
 FAKE_LMS = FAKES / "fake_lms.py"
@@ -59,13 +61,7 @@ class FakeLLM:
         if self._stopped:
             return
         self._stopped = True
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 

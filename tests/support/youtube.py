@@ -16,6 +16,7 @@ from googleapiclient.http import HttpMockSequence
 from PIL import Image
 
 from common.media.ffmpeg import ffmpeg_exe
+from tests.fakes import stop_process
 
 UPLOAD_URI = "https://www.googleapis.com/upload/youtube/v3/videos?uploadType=resumable&upload_id=SESSION1"
 TOKEN_URI = "https://oauth2.googleapis.com/token"
@@ -168,13 +169,7 @@ class FakeYouTube:
         return answer.json()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
 
     def __enter__(self) -> "FakeYouTube":
         return self
