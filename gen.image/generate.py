@@ -13,7 +13,7 @@ from common.run.orchestrator import run_pipeline
 AUDIO = "../../gen.audio/scripts/"
 VIDEO_FILE = "../../gen.image/output/final_sd.mp4"  # from gen.audio/scripts, where those scripts run
 
-# Which server each script needs is said once, in common/run/steps.py (SERVICES).
+# Which server each script needs is said once, in common/run/steps.py.
 SCRIPTS = [
     *(AUDIO + s for s in ("1.character.py", "2.story.py", "3.transcribe.py", "4.quality.py")),
     "1.story.py",

@@ -14,7 +14,7 @@ AUDIO = "../../gen.audio/scripts/"
 IMAGE = "../../gen.image/scripts/"
 VIDEO_FILE = "../../gen.video/output/final_sd.mp4"  # from gen.audio/scripts, where those scripts run
 
-# Which server each script needs is said once, in common/run/steps.py (SERVICES).
+# Which server each script needs is said once, in common/run/steps.py.
 SCRIPTS = [
     *(AUDIO + s for s in ("1.character.py", "2.story.py", "3.transcribe.py", "4.quality.py")),
     IMAGE + "1.story.py",

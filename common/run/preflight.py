@@ -23,11 +23,12 @@ import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from common.config.paths import PIPELINES, story_path
 from common.formats.story import read_story
 from common.run.errors import ConfigError, InputError, PipelineError, PreflightError
+from common.run.steps import COMFYUI_WORKFLOWS
 
 if TYPE_CHECKING:
     from common.run.steps import Step
@@ -39,18 +40,6 @@ MB_PER_HOUR = {
     "2.story.py": 650, "7.sfx.py": 650, "8.combine.py": 650, "4.audio.py": 650, "3.transcribe.py": 10,
     "10.thumbnail.py": 50, "11.video.py": 1000, "5.video.py": 1000, "6.combine.py": 1000,
     "2.character.py": 200, "2.location.py": 200, "3.scene.py": 200, "3.animate.py": 4000, "4.video.py": 1500,
-}
-# (pipeline folder, script) -> the workflow files under <pipeline>/workflow it queues;
-# a callable gets the settings (files chosen by a setting). Unknown ComfyUI scripts: all of them.
-WORKFLOWS: dict[tuple[str, str], Callable[[Any], list[str]]] = {
-    ("gen.audio", "2.story.py"): lambda s: [s.STORY_WORKFLOW],
-    ("gen.audio", "7.sfx.py"): lambda s: ["sfx.json"],
-    ("gen.audio", "10.thumbnail.py"): lambda s: ["thumbnail.json"],
-    ("gen.image", "2.character.py"): lambda s: ["character_location.json"],
-    ("gen.image", "2.location.py"): lambda s: ["character_location.json"],
-    ("gen.image", "3.scene.py"): lambda s: ["scene.json"],
-    ("gen.video", "3.animate.py"): lambda s: [{"ltx": "animate.json", "wan": "animate_wan.json"}.get(
-        str(s.VIDEO_WORKFLOW), "animate.json")],
 }
 
 
@@ -187,7 +176,7 @@ def workflow_files(steps: Sequence[Step], settings: Any) -> list[Path]:
         if not step.needs_comfyui:
             continue
         pipeline_dir = step.pipeline_dir
-        pick = WORKFLOWS.get((pipeline_dir.name, step.basename))
+        pick = COMFYUI_WORKFLOWS.get((pipeline_dir.name, step.basename))
         if pick is None:
             files.extend(sorted((pipeline_dir / "workflow").glob("*.json")))
             continue

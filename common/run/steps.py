@@ -1,8 +1,9 @@
 """A pipeline's scripts as steps: what each needs, and which of them a run selects.
 
-`generate.py` lists its scripts as data (SCRIPTS, SCRIPT_ARGS); which server a script needs is
-the script's own fact, the same in every pipeline that runs it, so it is said once, here (SERVICES),
-unless a generate.py gives its own tables (NEEDS_COMFYUI, NEEDS_LMSTUDIO, as the seed's did).
+`generate.py` lists its scripts as data (SCRIPTS, SCRIPT_ARGS); which server a script needs is the
+script's own fact, the same in every pipeline that runs it, so it is said once, here
+(COMFYUI_WORKFLOWS, LLM_SCRIPTS), unless a generate.py gives its own tables (NEEDS_COMFYUI,
+NEEDS_LMSTUDIO, as the seed's did).
 This turns those tables into steps and resolves --from/--until/--only and --list.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 from common.run.errors import ConfigError
 from common.run.step_process import to_terminal
@@ -53,19 +54,28 @@ def _lookup(table: Needs | Mapping[str, Any], name: str, default: Any = False) -
     return name in table or base in table
 
 
-# The server each script needs, by its pipeline folder; a script not named here needs neither.
-SERVICES = {
-    "gen.audio": {"1.character.py": "llm", "2.story.py": "comfyui", "5.timeline.py": "llm", "6.timing.py": "llm",
-                  "7.sfx.py": "comfyui", "9.media.py": "llm", "10.thumbnail.py": "comfyui"},
-    "gen.image": {"1.story.py": "llm", "2.character.py": "comfyui", "2.location.py": "comfyui", "3.scene.py": "comfyui"},
-    "gen.video": {"2.motion.py": "llm", "3.animate.py": "comfyui"},
+# (pipeline folder, script) -> the workflow files under <pipeline>/workflow a ComfyUI script queues (the
+# preflight checks their nodes and models); a callable gets the settings (files chosen by a setting).
+# Being named here is what makes a script need ComfyUI.
+COMFYUI_WORKFLOWS: dict[tuple[str, str], Callable[[Any], list[str]]] = {
+    ("gen.audio", "2.story.py"): lambda s: [s.STORY_WORKFLOW],
+    ("gen.audio", "7.sfx.py"): lambda s: ["sfx.json"],
+    ("gen.audio", "10.thumbnail.py"): lambda s: ["thumbnail.json"],
+    ("gen.image", "2.character.py"): lambda s: ["character_location.json"],
+    ("gen.image", "2.location.py"): lambda s: ["character_location.json"],
+    ("gen.image", "3.scene.py"): lambda s: ["scene.json"],
+    ("gen.video", "3.animate.py"): lambda s: [{"ltx": "animate.json", "wan": "animate_wan.json"}.get(
+        str(s.VIDEO_WORKFLOW), "animate.json")],
 }
+# (pipeline folder, script) of the scripts that ask the LLM server.
+LLM_SCRIPTS = {("gen.audio", "1.character.py"), ("gen.audio", "5.timeline.py"), ("gen.audio", "6.timing.py"),
+               ("gen.audio", "9.media.py"), ("gen.image", "1.story.py"), ("gen.video", "2.motion.py")}
 
 
 def _needs(table: Needs | None, name: str, path: Path, service: str) -> bool:
     if table is not None:
         return bool(_lookup(table, name))
-    return SERVICES.get(path.parent.parent.name, {}).get(path.name) == service
+    return (path.parent.parent.name, path.name) in (COMFYUI_WORKFLOWS if service == "comfyui" else LLM_SCRIPTS)
 
 
 def build_steps(
