@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO.parent / "shared" / "fixtures" / "seed-system"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from tests.support.seed import FIXTURES  # noqa: E402  (needs the repo root on sys.path)
 
 _LEAKY = (
     "PIPELINE_ENGINE", "PIPELINE_TEXT_ENGINE", "COMFYUI_BASE_URL", "COMFYUI_DIR", "LM_STUDIO_BASE_URL",
@@ -25,6 +26,4 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def fixtures_dir() -> Path:
-    if not FIXTURES.is_dir():
-        pytest.skip("shared/fixtures not present beside the repo")
     return FIXTURES

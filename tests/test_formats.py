@@ -11,9 +11,7 @@ import pytest
 import common.formats as F
 from common.run.errors import InputError
 
-_REPO_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "seed-system"
-FIXTURES = _REPO_FIXTURES if _REPO_FIXTURES.is_dir() else Path("/work/shared/fixtures/seed-system")
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="seed-system fixtures not present")
+from tests.support.seed import FIXTURES
 
 # Fixture file -> (parse, format, read). Every text file of the fixtures is listed here or in PLAIN.
 FORMATS: dict[str, tuple[Callable[..., Any], Callable[[Any], str], Callable[[Path], Any]]] = {
