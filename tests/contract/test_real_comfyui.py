@@ -1,0 +1,245 @@
+"""The contract lane: our ComfyUI client and three pipeline steps against a real ComfyUI.
+
+The fakes in tests/fakes answer as COMFYUI_API.md says the real server does; this lane checks
+that claim where it matters, against the real thing, with model-free stand-in workflows (kept in
+tests/contract/workflows) so it runs on a CPU box without a single model file. What each test
+proves is the part of the protocol our code relies on: queueing, waiting over the WebSocket,
+/history, /view downloads, uploads, the error answers, /interrupt and /free.
+
+Run it (README, "Checking against a real ComfyUI"):
+    COMFYUI_CONTRACT_URL=http://127.0.0.1:8188 python -m pytest tests/contract -n 0
+or  COMFYUI_CONTRACT_DIR=~/ComfyUI COMFYUI_PYTHON=~/ComfyUI/venv/bin/python python -m pytest tests/contract -n 0
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.contract.real_server import HOW, RealServer, configured, real_comfyui
+
+if not configured():
+    pytest.skip(HOW, allow_module_level=True)
+
+from common.media import ffmpeg as media  # noqa: E402  (after the skip: nothing to import for a skipped lane)
+from common.video import clips  # noqa: E402
+from common.video.animation import slot_frames  # noqa: E402
+from common.video.storyboard import read_storyboard  # noqa: E402
+from common.services.comfyui.client import ComfyClient  # noqa: E402
+from common.services.comfyui.errors import (  # noqa: E402
+    JobInterruptedError, MissingModelError, MissingNodeError, WorkflowRejectedError,
+)
+from common.services.comfyui.workflow import Workflow  # noqa: E402
+from tests.support.image_inputs import SMALL, image_pipeline  # noqa: E402
+from tests.support.project import copy_pipeline, env_for, run_script  # noqa: E402
+from tests.support.video_inputs import make_inputs  # noqa: E402
+
+WORKFLOWS = Path(__file__).resolve().parent / "workflows"
+pytestmark = pytest.mark.timeout(600)  # a CPU server on a slow machine; every wait inside is bounded too
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
+    with real_comfyui(tmp_path_factory.mktemp("real-comfyui")) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: RealServer) -> Iterator[ComfyClient]:
+    with ComfyClient(server.url) as c:
+        yield c
+
+
+def _unique() -> int:
+    """A colour no earlier run used, so ComfyUI's cache never answers instead of running the job."""
+    return uuid.uuid4().int % 0xFFFFFF
+
+
+def picture_prompt(width: int, height: int, prefix: str = "contract") -> dict[str, Any]:
+    return {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": width, "height": height, "batch_size": 1, "color": _unique()}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": prefix}},
+    }
+
+
+def test_system_stats_name_the_version(client: ComfyClient) -> None:
+    system = client.system_stats()["system"]
+    major, minor, *_ = (int(part) for part in system["comfyui_version"].split(".")[:2])
+    assert (major, minor) >= (0, 8)
+    info = client.object_info("SaveImage")
+    assert info["SaveImage"]["output_node"] is True
+    assert client.object_info("NoSuchNodeAnywhere") == {}
+
+
+def test_a_picture_job_is_queued_watched_and_downloaded(client: ComfyClient, tmp_path: Path) -> None:
+    seen = []
+    files = client.run(picture_prompt(96, 64), tmp_path, timeout=120, on_progress=seen.append)
+    assert [f.suffix for f in files] == [".png"]
+    with Image.open(files[0]) as img:
+        assert img.size == (96, 64)
+    assert seen, "the WebSocket said nothing about the running job"
+    assert client.queue_state().keys() >= {"queue_running", "queue_pending"}
+
+
+def test_the_same_job_again_is_taken_from_the_first_run(client: ComfyClient, tmp_path: Path) -> None:
+    prompt = picture_prompt(48, 32)
+    first = client.run(prompt, tmp_path / "a", timeout=120)
+    again = client.run(prompt, tmp_path / "b", timeout=120)  # same graph, same id: adopted, not re-run
+    assert [f.read_bytes() for f in again] == [f.read_bytes() for f in first]
+
+
+def test_an_upload_into_a_subfolder_is_loaded_by_name(client: ComfyClient, tmp_path: Path) -> None:
+    source = tmp_path / "start.png"
+    colour = (_unique() >> 16, 40, 200)
+    Image.new("RGB", (40, 24), colour).save(source)
+    name = client.upload_image(source, subfolder="contract")
+    assert name.startswith("contract/")
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": name}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "contract-load"}},
+    }
+    (saved,) = client.run(prompt, tmp_path / "out", timeout=120)
+    pixels = np.asarray(Image.open(saved).convert("RGB"), dtype=np.int16)
+    assert pixels.shape == (24, 40, 3)
+    assert np.abs(pixels - np.array(colour)).max() <= 1
+
+
+def test_audio_and_video_outputs_download(client: ComfyClient, tmp_path: Path) -> None:
+    audio = {
+        "1": {"class_type": "EmptyAudio", "inputs": {"duration": 0.5 + _unique() % 100 / 1000, "sample_rate": 22050, "channels": 1}},
+        "2": {"class_type": "SaveAudio", "inputs": {"audio": ["1", 0], "filename_prefix": "contract-audio"}},
+    }
+    (sound,) = client.run(audio, tmp_path / "audio", timeout=120)
+    assert abs(media.probe(sound).duration - 0.5) < 0.2
+    video = Workflow.load(WORKFLOWS / "animate_wan.json")
+    video.set_size(64, 48)
+    video.set_length(9)
+    video.set_input_image(client.upload_image(_start_picture(tmp_path)))
+    (clip,) = client.run(video.to_prompt(), tmp_path / "video", timeout=300)
+    probe = media.probe(clip)
+    assert probe.video.codec == "h264" and (probe.video.width, probe.video.height) == (64, 48)
+
+
+def _start_picture(tmp_path: Path) -> Path:
+    path = tmp_path / f"start-{_unique()}.png"
+    Image.new("RGB", (80, 60), (_unique() % 256, 120, 30)).save(path)
+    return path
+
+
+def test_rejections_name_what_to_fix(client: ComfyClient) -> None:
+    unknown = {"1": {"class_type": "NoSuchNodeAnywhere", "inputs": {}},
+               "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}
+    with pytest.raises(MissingNodeError, match="NoSuchNodeAnywhere"):
+        client.queue(unknown)
+    model = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "contract-missing.safetensors"}},
+             "2": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["1", 2]}},
+             "3": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+             "4": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "x"}}}
+    with pytest.raises(MissingModelError, match="contract-missing.safetensors"):
+        client.queue(model)
+    no_input = {"1": {"class_type": "SaveImage", "inputs": {"filename_prefix": "x"}}}
+    with pytest.raises(WorkflowRejectedError, match="images"):
+        client.queue(no_input)
+    missing_file = {"1": {"class_type": "LoadImage", "inputs": {"image": "contract-no-such-file.png"}},
+                    "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}
+    with pytest.raises(WorkflowRejectedError, match="contract-no-such-file.png"):
+        client.queue(missing_file)
+
+
+def _slow_prompt() -> dict[str, Any]:
+    """Many silent nodes in a row on a big picture: each takes a moment on a CPU, and an interrupt
+    lands at the next node boundary, as it does on a real job."""
+    prompt: dict[str, Any] = {"0": {"class_type": "EmptyImage",
+                                    "inputs": {"width": 2048, "height": 2048, "batch_size": 2, "color": _unique()}}}
+    for n in range(1, 41):
+        prompt[str(n)] = {"class_type": "ImageBlur", "inputs": {"image": [str(n - 1), 0], "blur_radius": 9, "sigma": 3.0}}
+    prompt["99"] = {"class_type": "SaveImage", "inputs": {"images": ["40", 0], "filename_prefix": "contract-slow"}}
+    return prompt
+
+
+def _running(client: ComfyClient, prompt_id: str) -> bool:
+    return any(item[1] == prompt_id for item in client.queue_state()["queue_running"])
+
+
+def test_interrupt_stops_a_running_job_between_nodes(client: ComfyClient) -> None:
+    prompt_id = client.queue(_slow_prompt())
+    give_up = time.monotonic() + 120
+    while not _running(client, prompt_id):
+        assert time.monotonic() < give_up, "the job never started running"
+        assert client.history(prompt_id) is None, "the job finished before it could be interrupted"
+        time.sleep(0.05)
+    client.interrupt(prompt_id)
+    with pytest.raises(JobInterruptedError):
+        client.wait(prompt_id, timeout=300)
+    entry = client.history(prompt_id)
+    assert entry is not None and entry["status"]["status_str"] == "error"
+    assert not _running(client, prompt_id)
+
+
+def test_free_is_accepted_while_a_job_runs(client: ComfyClient, tmp_path: Path) -> None:
+    done: list[list[Path]] = []
+    worker = threading.Thread(target=lambda: done.append(client.run(picture_prompt(64, 64), tmp_path, timeout=120)))
+    worker.start()
+    with ComfyClient(client.base_url) as other:
+        other.free()
+    worker.join(timeout=180)
+    assert done and done[0][0].suffix == ".png"
+
+
+# ---------------------------------------------------------------- pipeline steps, as a user runs them
+def _comfy_env(server: RealServer, **settings: str) -> dict[str, str]:
+    return env_for(PIPELINE_ENGINE="comfyui", COMFYUI_BASE_URL=server.url, LM_STUDIO_CMD="no-such-lms-command",
+                   COMFYUI_QUEUE_DEPTH="1", **settings)
+
+
+def _use_stand_ins(pipeline: Path, *names: str) -> None:
+    for name, stand_in in (n.split("=") for n in names):
+        (pipeline / "workflow" / name).write_text((WORKFLOWS / stand_in).read_text(encoding="utf-8"), encoding="utf-8")
+
+
+def test_gen_image_characters_and_scenes(server: RealServer, tmp_path: Path) -> None:
+    pipeline = image_pipeline(tmp_path)
+    _use_stand_ins(pipeline, "character_location.json=picture.json", "scene.json=picture.json")
+    env = _comfy_env(server, **SMALL, COMFYUI_TIMEOUT_IMAGE="300")
+    for script in ("2.character.py", "2.location.py", "3.scene.py"):
+        result = run_script(pipeline, script, env=env, timeout=600)
+        assert result.returncode == 0, script + "\n" + result.stdout[-2000:] + result.stderr[-3000:]
+    out = pipeline / "output"
+    characters = sorted((out / "characters").glob("*.png"))
+    scenes = sorted((out / "scene").glob("*.png"))
+    assert len(characters) == 2 and len(scenes) == 3
+    with Image.open(characters[0]) as img:
+        assert img.size == (int(SMALL["CHARACTER_WIDTH"]), int(SMALL["CHARACTER_HEIGHT"]))
+    with Image.open(scenes[0]) as img:
+        assert img.size == (int(SMALL["IMAGE_WIDTH"]), int(SMALL["IMAGE_HEIGHT"]))
+    state = json.loads((out / "tracking" / "3.scene.state.json").read_text(encoding="utf-8"))
+    assert len(state["items"]) == 3
+    again = run_script(pipeline, "3.scene.py", env=env, timeout=300)  # finished work is kept
+    assert again.returncode == 0 and [p.stat().st_mtime_ns for p in scenes] == \
+        [p.stat().st_mtime_ns for p in sorted((out / "scene").glob("*.png"))]
+
+
+def test_gen_video_animates_scenes(server: RealServer, tmp_path: Path) -> None:
+    make_inputs(tmp_path)
+    pipeline = copy_pipeline(tmp_path, "gen.video")
+    _use_stand_ins(pipeline, "animate_wan.json=animate_wan.json")
+    assert run_script(pipeline, "1.story.py", env=env_for(PIPELINE_ENGINE="offline")).returncode == 0
+    env = _comfy_env(server, VIDEO_WORKFLOW="wan", VIDEO_WIDTH="64", VIDEO_HEIGHT="48", FRAMES_PER_SECOND="8",
+                     MODEL_MAX_SECONDS='{"wan": 5}', ENABLE_MOTION="false",
+                     FIRST_LAST_FRAME="false")  # the stand-in has no end-picture branch
+    result = run_script(pipeline, "3.animate.py", env=env, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    board = read_storyboard(pipeline)
+    assert board.shots
+    for shot in board.shots:  # every slot filled exactly, the chained 12 s scene included
+        clip = pipeline / "output" / "animation" / f"{shot.clip}.mp4"
+        probe = media.probe(clip)
+        assert (probe.video.width, probe.video.height) == (64, 48)
+        assert clips.decoded_frame_count(clip) == slot_frames(shot.start, shot.end, 8)
