@@ -25,7 +25,7 @@ from common.services.comfyui.errors import (
     ComfyJobError, JobLostError, JobStalledError, JobTimeoutError, ServerAnswerError, ServerStuckError,
     checked_entry, describe_rejection, find_problems, first_line, succeeded,
 )
-from common.services.comfyui.messages import ProgressCallback, read_message, receive
+from common.services.comfyui.messages import ProgressCallback, greeted, read_message, receive
 from common.services.comfyui.outputs import output_items, safe_filename, unique_name
 from common.services.net import is_loopback_url
 from common.state.atomic import atomic_path
@@ -245,6 +245,7 @@ class ComfyClient:
         url = f"{scheme}://{parts.netloc}{parts.path}/ws?clientId={quote(self.client_id)}"
         try:
             sock = websocket.create_connection(url, timeout=min(5.0, self.request_timeout), suppress_origin=True)
+            sock = greeted(sock, min(5.0, self.request_timeout))
         except (websocket.WebSocketException, OSError):
             sock = None  # polling /history still works
         try:

@@ -3,6 +3,7 @@ life that keep the stall watchdog quiet."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -35,6 +36,28 @@ def receive(sock: websocket.WebSocket, wait: float) -> tuple[str | None, websock
         sock.close()
         return None, None
     return (raw if isinstance(raw, str) else None), sock
+
+
+def greeted(sock: websocket.WebSocket, wait: float) -> websocket.WebSocket | None:
+    """Read up to the `status` message ComfyUI sends a new socket, or give up after `wait` seconds.
+
+    ComfyUI files the socket under our client id only after the handshake has answered, and sends
+    that `status` right after filing it: a job queued before then has its messages sent to nobody
+    (a fast job on a real server then ends unseen, and the watchdog never sees it run). Returns
+    the socket, or None if it failed while we waited.
+    """
+    give_up = time.monotonic() + wait
+    while (left := give_up - time.monotonic()) > 0:
+        raw, sock = receive(sock, left)
+        if sock is None:
+            return None
+        if raw is not None:
+            try:
+                if json.loads(raw).get("type") == "status":
+                    return sock
+            except (ValueError, AttributeError):
+                continue
+    return sock
 
 
 def read_message(pid: str, raw: str, on_progress: ProgressCallback | None) -> str | None:
