@@ -1,6 +1,7 @@
 """The orchestrator with real processes: tiny numbered scripts, a fake ComfyUI install, a fake `lms`."""
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -150,14 +151,20 @@ def test_dry_run_says_what_would_start_stop_and_run_and_does_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
 ) -> None:
     comfy = S.make_comfyui_dir(tmp_path)
+    # ComfyUI's own venv, found without COMFYUI_PYTHON: the command line names it, and says why.
+    venv = S.make_python(comfy / "venv" / ("Scripts/python.exe" if os.name == "nt" else "bin/python"),
+                         tmp_path / "used.txt")
     pipe = S.make_pipeline(tmp_path, SCRIPTS)
     env = S.service_env(tmp_path, comfy_dir=comfy)
+    del env["COMFYUI_PYTHON"]
+    env["COMFYUI_EXTRA_ARGS"] = "--lowvram --preview-method auto"
     use_env(monkeypatch, env)
     code = run_pipeline(pipe, scripts=SCRIPTS, needs_comfyui=NEEDS_COMFYUI, needs_lmstudio=NEEDS_LLM,
                         script_args={"2.media.py": ["--x", "a b"]}, argv=["--dry-run"])
     out = capsys.readouterr().out
     assert code == 0
     assert out.count("engine: ComfyUI + LLM") == 1
+    assert f"ComfyUI will be started from {comfy} with {venv} (venv inside COMFYUI_DIR)" in out
     lines = [line.strip() for line in out.splitlines()]
     step1 = lines.index("[1] 1.text.py  (needs: LLM)")
     assert lines[step1 + 1].startswith("would start the LLM server: `lms server start --port")
@@ -165,8 +172,9 @@ def test_dry_run_says_what_would_start_stop_and_run_and_does_nothing(
     step2 = lines.index("[2] 2.media.py  (needs: ComfyUI)")
     assert lines[step2 + 1:step2 + 4] == [
         "would stop LLM server",
-        f"would start ComfyUI: {sys.executable} main.py --listen 127.0.0.1 --port "
-        f"{env['COMFYUI_BASE_URL'].rsplit(':', 1)[1]} (in {comfy})",
+        f"would start ComfyUI: {venv} main.py --listen 127.0.0.1 --port "
+        f"{env['COMFYUI_BASE_URL'].rsplit(':', 1)[1]} --lowvram --preview-method auto "
+        f"(in {comfy}; its Python: venv inside COMFYUI_DIR)",
         f"would run: python 2.media.py --x 'a b'  (in {pipe / 'scripts'})",
     ]
     step3 = lines.index("[3] 3.media.py  (needs: ComfyUI)")
@@ -175,7 +183,7 @@ def test_dry_run_says_what_would_start_stop_and_run_and_does_nothing(
     assert lines[step4 + 1] == "would stop ComfyUI"
     assert lines[-1] == "at the end: would stop ComfyUI"
     assert not S.comfy_starts(comfy) and not S.events(pipe) and not (pipe / "log.txt").exists()
-    assert not S.lms_calls(tmp_path / "lms-state")
+    assert not S.lms_calls(tmp_path / "lms-state") and not (tmp_path / "used.txt").exists()
 
 
 def test_dry_run_stops_where_a_required_service_could_not_start(
@@ -233,6 +241,35 @@ def test_services_start_only_when_needed_and_are_kept_across_consecutive_scripts
     finally:
         cleanup_comfy(comfy)
         S.stop_fake_lms_server(tmp_path / "lms-state")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="a shell script stands in for the venv's python")
+def test_the_run_starts_comfyui_with_its_own_venv_and_its_engine_line_says_so(
+    tmp_path: Path, fake_comfyui: None,
+) -> None:
+    """COMFYUI_DIR alone: the venv inside it runs ComfyUI, which (like a real one) loads for a while
+    before it listens; the script that needs it runs only once it answers."""
+    comfy = S.make_comfyui_dir(tmp_path)
+    used = tmp_path / "used.txt"
+    venv = S.make_python(comfy / "venv" / "bin" / "python", used)
+    env = S.service_env(tmp_path, comfy_dir=comfy, lms=False)
+    del env["COMFYUI_PYTHON"]
+    env["FAKE_COMFYUI_STARTUP_DELAY"] = "1"
+    pipe = S.make_pipeline(tmp_path, ["1.media.py"], {"1.media.py": True})
+    try:
+        result = run_generate(pipe, env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        (start,) = S.comfy_starts(comfy)
+        assert used.read_text().split() == ["main.py", *start["argv"]]
+        (seen,) = S.runs(pipe)
+        assert seen["comfy_up"] is True
+        log = (pipe / "log.txt").read_text(encoding="utf-8")
+        engine = next(line for line in log.splitlines() if line.startswith("engine: "))
+        assert f"ComfyUI will be started from {comfy} with {venv} (venv inside COMFYUI_DIR)" in engine
+        assert engine in result.stdout
+        assert f"services: starting ComfyUI (pid {start['main']})" in log
+    finally:
+        cleanup_comfy(comfy)
 
 
 def test_a_failing_script_stops_the_run_and_what_we_started(tmp_path: Path, fake_comfyui: None) -> None:

@@ -137,6 +137,40 @@ def test_comfyui_is_started_from_main_py_and_stopped_as_a_tree(tmp_path: Path, f
             S.kill_pid(start["main"])
 
 
+def test_a_comfyui_still_loading_is_waited_for_not_raced(tmp_path: Path, fake_comfyui: None,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real ComfyUI loads its nodes for seconds before it listens, its command line being just ours:
+    the process is up long before the server answers, and only the answer means ready."""
+    monkeypatch.setenv("FAKE_COMFYUI_STARTUP_DELAY", "2")
+    comfy = S.make_comfyui_dir(tmp_path)
+    port = S.free_port()
+    lines: list[str] = []
+    service = comfy_service(tmp_path, comfy, port, lines)
+    checks: list[bool] = []
+    asked = service.answers
+
+    def answers(timeout: float = 0.5) -> bool:
+        checks.append(asked(timeout))
+        return checks[-1]
+
+    service.answers = answers  # type: ignore[method-assign]
+    try:
+        service.ensure_running()
+        assert S.http_ok(f"http://127.0.0.1:{port}/system_stats")  # ready when it returned, not later
+        # Not answering before the start, then not yet while it loaded, then ready: polled until it was.
+        assert checks[0] is False and checks[-1] is True and checks.count(False) >= 2
+        (start,) = S.comfy_starts(comfy)
+        assert start["argv"] == ["--listen", "127.0.0.1", "--port", str(port)]
+        log_text = (tmp_path / "out" / "comfyui.log").read_text()
+        assert log_text.index("loading nodes for 2 s") < log_text.index("To see the GUI go to")
+        assert any(line.startswith("services: ComfyUI ready in") for line in lines)
+    finally:
+        service.stop()
+        for start in S.comfy_starts(comfy):
+            S.kill_pid(start["server"])
+            S.kill_pid(start["main"])
+
+
 def test_a_running_comfyui_is_adopted_freed_and_never_stopped(tmp_path: Path, fake_comfyui: None) -> None:
     port = S.free_port()
     record = tmp_path / "record.jsonl"
@@ -180,6 +214,18 @@ def test_a_comfyui_that_crashes_at_start_fails_fast_with_its_log(tmp_path: Path)
         service.ensure_running()
     assert "No module named 'torch'" in str(info.value)
     assert not service.started_by_us
+
+
+@pytest.mark.parametrize("flags, error", [
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["--cpu", "--lowvram"], "argument --lowvram: not allowed with argument --cpu"),
+    (["--preview-method", "sometimes"], "argument --preview-method: invalid choice"),
+])
+def test_the_fake_comfyui_rejects_flags_as_comfyuis_argparse_does(flags: list[str], error: str) -> None:
+    result = subprocess.run([sys.executable, str(S.FAKE_COMFYUI), "--port", "0", *flags], capture_output=True,
+                            text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: ") and error in result.stderr
 
 
 # --------------------------------------------------------------------------- LLM

@@ -7,16 +7,14 @@ rather than drift from it.
 from __future__ import annotations
 
 import copy
-import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-# Seed values that depend on where the project is, or which Python runs it.
+# Seed values that depend on where the project is.
 FACTORIES: dict[str, Callable[[Path], Any]] = {
     "COMFYUI_DIR": lambda root: str(root / "ComfyUI"),
-    "COMFYUI_PYTHON": lambda root: sys.executable,
 }
 _TYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}
 

@@ -110,6 +110,25 @@ def _llm_stop(settings: Any, why: str, may_start: bool) -> str:
             "on purpose (real answers are kept).")
 
 
+def _comfyui_start_text(settings: Any) -> str:
+    """How ComfyUI would be started here: from which folder, with which Python, and why that one."""
+    from common.services.comfyui.interpreter import comfyui_python
+
+    python, why = comfyui_python(settings)
+    return f"from {Path(settings.COMFYUI_DIR)} with {python} ({why})"
+
+
+def _startable_text(settings: Any) -> str:
+    """For PIPELINE_ENGINE=comfyui (no connection check): how a ComfyUI installed here would be started."""
+    from common.services.comfyui.pool import server_urls
+    from common.services.net import is_loopback_url
+
+    url = server_urls(settings.COMFYUI_BASE_URL)[0]
+    if not (is_loopback_url(url) and (Path(settings.COMFYUI_DIR) / "main.py").is_file()):
+        return ""
+    return f" (when not running: started {_comfyui_start_text(settings)})"
+
+
 def _comfyui_status(settings: Any, may_start: bool) -> tuple[bool, str]:
     # Imported here: an offline run never pays for requests/psutil at start-up.
     from common.services.net import CHECK_TIMEOUT, http_answers, is_loopback_url
@@ -124,7 +143,7 @@ def _comfyui_status(settings: Any, may_start: bool) -> tuple[bool, str]:
     main_py = Path(settings.COMFYUI_DIR) / "main.py"
     startable = is_loopback_url(url) and main_py.is_file()
     if may_start and startable:
-        return True, f"ComfyUI will be started from {main_py.parent}"
+        return True, f"ComfyUI will be started {_comfyui_start_text(settings)}"
     if startable:
         return False, f"ComfyUI not answering at {url} (run generate.py to start it)"
     return False, f"ComfyUI not found at {url} and no {main_py}"
@@ -172,13 +191,11 @@ def choose_engines(settings: Any, *, may_start: bool = True, steps: Sequence["St
                         f"PIPELINE_ENGINE=offline, PIPELINE_TEXT_ENGINE=llm: LLM at {settings.LM_STUDIO_BASE_URL}")
     if mode == "offline":
         return _compose("offline", "offline", "", "", "PIPELINE_ENGINE=offline")
-    if mode == "comfyui" and text_mode == "offline":
-        return _compose("comfyui", "offline", "", "",
-                        f"PIPELINE_ENGINE=comfyui: ComfyUI at {settings.COMFYUI_BASE_URL}; PIPELINE_TEXT_ENGINE=offline")
     if mode == "comfyui":
-        return _compose("comfyui", "llm", "", "",
-                        f"PIPELINE_ENGINE=comfyui: ComfyUI at {settings.COMFYUI_BASE_URL}, "
-                        f"LLM at {settings.LM_STUDIO_BASE_URL}")
+        comfyui = f"PIPELINE_ENGINE=comfyui: ComfyUI at {settings.COMFYUI_BASE_URL}{_startable_text(settings)}"
+        if text_mode == "offline":
+            return _compose("comfyui", "offline", "", "", f"{comfyui}; PIPELINE_TEXT_ENGINE=offline")
+        return _compose("comfyui", "llm", "", "", f"{comfyui}, LLM at {settings.LM_STUDIO_BASE_URL}")
     if mode != "auto":
         raise ConfigError(f"PIPELINE_ENGINE is {mode!r}; use auto, comfyui or offline.")
     media_ok, media_why = _comfyui_status(settings, may_start)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from common.services.comfyui.interpreter import comfyui_python
 from common.services.comfyui.service import ComfyUIService
 from common.services.llm_server import LLMService
 from common.services.records import ServerRecords, records_path
@@ -41,11 +42,12 @@ class ServiceManager:
 
         def comfyui_at(url: str) -> ComfyUIService:
             extra = split_command(settings.COMFYUI_EXTRA_ARGS or "")
+            python, why = comfyui_python(settings)
             return ComfyUIService(
-                url, Path(settings.COMFYUI_DIR), settings.COMFYUI_PYTHON,
+                url, Path(settings.COMFYUI_DIR), python,
                 Path(pipeline_dir) / "output" / "comfyui.log", extra,
                 start_timeout=float(settings.SERVICE_START_TIMEOUT), stop_grace=float(settings.SERVICE_STOP_GRACE),
-                say=say, records=records,
+                say=say, records=records, python_reason=why,
             )
 
         def llm_at(url: str, model: str | None) -> LLMService:

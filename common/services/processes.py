@@ -40,11 +40,13 @@ def wait_until(
     what: str,
     process: subprocess.Popen | None = None,
     log_path: Path | None = None,
+    exit_advice: str = "",
 ) -> float:
     """Poll `check` until it is true; return the seconds it took.
 
     A `process` that exits while we wait ends the wait at once (its log tail goes into the
-    error), because a crashed server will never answer however long we poll.
+    error), because a crashed server will never answer however long we poll. `exit_advice`
+    says what most likely fixes such an exit (the settings to look at), before that tail.
     """
     started = time.monotonic()
     deadline = started + timeout
@@ -54,7 +56,10 @@ def wait_until(
         if process is not None and process.poll() is not None:
             tail = log_tail(log_path)
             where = f" (log: {log_path})" if log_path else ""
-            advice = f"fix the cause shown in its last lines:\n{tail}" if tail else "run it by hand to see why."
+            if exit_advice:
+                advice = f"{exit_advice}; its last lines:\n{tail}" if tail else f"{exit_advice}; its log is empty."
+            else:
+                advice = f"fix the cause shown in its last lines:\n{tail}" if tail else "run it by hand to see why."
             raise ServiceError(f"{what} exited with code {process.returncode} before it was ready{where}; {advice}")
         now = time.monotonic()
         if now >= deadline:
@@ -195,6 +200,11 @@ def split_command(text: str, *, windows: bool = os.name == "nt") -> list[str]:
     return [t[1:-1] if len(t) >= 2 and t[0] == t[-1] and t[0] in "\"'" else t for t in shlex.split(text, posix=False)]
 
 
+def command_line(argv: Sequence[str], *, windows: bool = os.name == "nt") -> str:
+    """An argument list as the one line a user could paste into this system's shell (logs, --dry-run)."""
+    return subprocess.list2cmdline(list(argv)) if windows else shlex.join(argv)
+
+
 def resolve_command(command: str) -> list[str] | None:
     """Split a command setting and find its program on PATH (or as a path); None if missing."""
     try:
@@ -205,7 +215,6 @@ def resolve_command(command: str) -> list[str] | None:
         return None
     found = shutil.which(argv[0])
     return [found, *argv[1:]] if found else None
-
 
 
 class EarlierProcess:

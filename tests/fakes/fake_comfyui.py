@@ -1286,21 +1286,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--extra-model", nargs="*", default=[], metavar="FOLDER/FILE", help="model files to add")
     parser.add_argument("--output-dir", "--output-directory", dest="output_dir")
     parser.add_argument("--input-dir", "--input-directory", dest="input_dir")
-    parser.add_argument("--temp-dir", dest="temp_dir")
+    parser.add_argument("--temp-dir", "--temp-directory", dest="temp_dir")
     parser.add_argument("--ws", choices=["normal", "refuse", "drop"], default="normal",
                         help="refuse: /ws answers 404; drop: it closes right after the first status message")
     parser.add_argument("--evil-filenames", action="store_true",
                         help="list outputs as ../../name or an absolute path (the client must keep them inside)")
-    parser.add_argument("--startup-delay", type=float, default=0.0, help="seconds to wait before listening")
+    parser.add_argument("--startup-delay", type=float, default=float(os.environ.get("FAKE_COMFYUI_STARTUP_DELAY") or 0),
+                        help="seconds of loading before it listens, as a real server loads its nodes first "
+                             "(default: $FAKE_COMFYUI_STARTUP_DELAY, which leaves the command line as ComfyUI's)")
     parser.add_argument("--prompt-500", type=int, default=0, metavar="N",
                         help="the first N POST /prompt answer 500 without queueing anything")
     parser.add_argument("--drop-prompt", type=int, default=0, metavar="N",
                         help="the first N POST /prompt queue the job but close the connection without an answer")
-    # Real ComfyUI flags (--cpu, --lowvram, ...) may come through COMFYUI_EXTRA_ARGS: accept, ignore.
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        print(f"fake ComfyUI ignores: {' '.join(unknown)}", file=sys.stderr, flush=True)
-    return args
+    _real_flags(parser)
+    # ComfyUI parses its command line strictly (comfy/cli_args.py: parse_args): an unknown flag in
+    # COMFYUI_EXTRA_ARGS ends it at once with argparse's usage error and exit code 2. So does this fake.
+    return parser.parse_args(argv)
+
+
+def _real_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of the real ComfyUI 0.8.0 (comfy/cli_args.py) a user may put in COMFYUI_EXTRA_ARGS: taken
+    with the same shapes and ignored. A real flag a test needs that is not here: add it here."""
+    vram = parser.add_mutually_exclusive_group()  # ComfyUI takes one of these at most, as here
+    for flag in ("--gpu-only", "--highvram", "--normalvram", "--lowvram", "--novram", "--cpu"):
+        vram.add_argument(flag, action="store_true")
+    for flag in ("--disable-smart-memory", "--disable-auto-launch", "--auto-launch", "--dont-print-server",
+                 "--disable-metadata", "--disable-all-custom-nodes", "--cpu-vae", "--disable-xformers",
+                 "--windows-standalone-build", "--log-stdout", "--multi-user", "--deterministic"):
+        parser.add_argument(flag, action="store_true")
+    for flag, kind in (("--base-directory", str), ("--cuda-device", int), ("--default-device", int),
+                       ("--reserve-vram", float), ("--preview-size", int), ("--max-upload-size", float)):
+        parser.add_argument(flag, type=kind)
+    parser.add_argument("--extra-model-paths-config", nargs="+", action="append")
+    parser.add_argument("--preview-method", choices=["none", "auto", "latent2rgb", "taesd"])
+    parser.add_argument("--verbose", nargs="?", const="DEBUG",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
 
 
 def make_state(args: argparse.Namespace) -> State:
@@ -1323,6 +1343,7 @@ def make_state(args: argparse.Namespace) -> State:
 
 async def serve(args: argparse.Namespace) -> None:
     if args.startup_delay:
+        print(f"fake ComfyUI: loading nodes for {args.startup_delay:g} s before it listens", flush=True)
         await asyncio.sleep(args.startup_delay)
     state = make_state(args)
     runner = web.AppRunner(build_app(state), access_log=None)

@@ -7,7 +7,6 @@ run able to take it over as its own.
 """
 from __future__ import annotations
 
-import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -17,15 +16,16 @@ import requests
 
 from common.run.errors import ServiceError
 from common.services.net import is_loopback_url, port_of
-from common.services.processes import (EarlierProcess, listening_pid, new_group_kwargs, stop_process_tree,
-                                       tree_pids, wait_until)
+from common.services.processes import (EarlierProcess, command_line, listening_pid, new_group_kwargs,
+                                       stop_process_tree, tree_pids, wait_until)
 from common.services.records import ServerRecord, ServerRecords, process_identity
 from common.services.say import Say
 from common.services.server import ManagedServer
 
 
 class ComfyUIService(ManagedServer):
-    """ComfyUI at `base_url`: adopted if it answers, else started from `comfyui_dir/main.py`."""
+    """ComfyUI at `base_url`: adopted if it answers, else started from `comfyui_dir/main.py` with
+    `python_exe` (`python_reason`: why that Python, from common.services.comfyui.interpreter)."""
 
     name = "ComfyUI"
     kind = "comfyui"
@@ -43,10 +43,12 @@ class ComfyUIService(ManagedServer):
         stop_grace: float = 15.0,
         say: Say | None = None,
         records: ServerRecords | None = None,
+        python_reason: str = "",
     ) -> None:
         super().__init__(base_url, start_timeout=start_timeout, say=say, records=records)
         self.comfyui_dir = Path(comfyui_dir)
         self.python_exe = python_exe
+        self.python_reason = python_reason
         self.log_path = Path(log_path)
         self.extra_args = tuple(extra_args)
         self.stop_grace = stop_grace
@@ -64,11 +66,26 @@ class ComfyUIService(ManagedServer):
         return [self.python_exe, "main.py", "--listen", "127.0.0.1", "--port", str(port_of(self.base_url)),
                 *self.extra_args]
 
+    def _python_text(self) -> str:
+        return f"{self.python_exe} ({self.python_reason})" if self.python_reason else self.python_exe
+
+    def _exit_advice(self) -> str:
+        """What most often fixes a ComfyUI that exits before it is ready: its Python or its flags."""
+        return (f"it ran with {self._python_text()}: if that Python lacks ComfyUI's requirements (No module "
+                "named 'torch'), set COMFYUI_PYTHON to the Python of your ComfyUI install, and if ComfyUI "
+                "rejects a flag or finds no usable GPU, fix COMFYUI_EXTRA_ARGS (e.g. --cpu without a GPU, "
+                "--lowvram for a small one)")
+
+    def _wait_ready(self) -> float:
+        return wait_until(self.answers, timeout=self.start_timeout, what=self.name, process=self._proc,
+                          log_path=self.log_path, exit_advice=self._exit_advice())
+
     def _keep_plan(self) -> str:
         return f"keep {self.name} running (ours, pid {self.pid})"
 
     def _start_plan(self) -> str:
-        return f"start {self.name}: {shlex.join(self.command())} (in {self.comfyui_dir})"
+        why = f"; its Python: {self.python_reason}" if self.python_reason else ""
+        return f"start {self.name}: {command_line(self.command())} (in {self.comfyui_dir}{why})"
 
     def _check_startable(self) -> None:
         if not is_loopback_url(self.base_url):
@@ -88,8 +105,7 @@ class ComfyUIService(ManagedServer):
         if self.started_by_us:
             self._dirty = True
             if not self.answers():
-                wait_until(self.answers, timeout=self.start_timeout, what=self.name,
-                           process=self._proc, log_path=self.log_path)
+                self._wait_ready()
             return
         if self._proc is not None:  # ours, but it died since: say so and start again
             self.say(f"services: {self.name} (pid {self._proc.pid}) had exited with code "
@@ -112,7 +128,7 @@ class ComfyUIService(ManagedServer):
         command = self.command()
         with open(self.log_path, "ab") as log:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            log.write(f"----- {self.name} start @ {stamp}: {shlex.join(command)} -----\n".encode())
+            log.write(f"----- {self.name} start @ {stamp}: {command_line(command)} -----\n".encode())
             log.flush()
             try:
                 self._proc = subprocess.Popen(
@@ -121,16 +137,16 @@ class ComfyUIService(ManagedServer):
                 )
             except OSError as exc:
                 raise ServiceError(
-                    f"could not run {command[0]} to start ComfyUI ({exc.strerror}); set COMFYUI_PYTHON "
-                    "to the Python of your ComfyUI install."
+                    f"could not run {self._python_text()} to start ComfyUI ({exc.strerror}); set "
+                    "COMFYUI_PYTHON to the Python of your ComfyUI install."
                 ) from None
         identity = process_identity(self._proc.pid)
         if self.records is not None and identity is not None:
             self.records.add(self.kind, self.base_url, *identity)
-        self.say(f"services: starting {self.name} (pid {self._proc.pid}) at {self.base_url}; log: {self.log_path}")
+        self.say(f"services: starting {self.name} (pid {self._proc.pid}) at {self.base_url} with "
+                 f"{self._python_text()}; log: {self.log_path}")
         try:
-            took = wait_until(self.answers, timeout=self.start_timeout, what=self.name,
-                              process=self._proc, log_path=self.log_path)
+            took = self._wait_ready()
         except BaseException:
             self.stop()
             raise

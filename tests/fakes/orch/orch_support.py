@@ -129,6 +129,16 @@ def make_comfyui_dir(root: Path, record: Path | None = None, *, crash: str | Non
     return comfy
 
 
+def make_python(path: Path, used: Path) -> Path:
+    """An executable standing in for a venv's python (POSIX): appends its arguments to `used`, then
+    runs ours with them, so a test sees which interpreter ComfyUI was started with."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'#!/bin/sh\necho "$@" >> {shlex.quote(str(used))}\n'
+                    f'exec {shlex.quote(sys.executable)} "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
 def comfy_starts(comfy: Path) -> list[dict[str, Any]]:
     return read_jsonl(comfy / "starts.jsonl")
 
