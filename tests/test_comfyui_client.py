@@ -187,7 +187,7 @@ def test_find_problems_before_queueing(fake: FakeServer, fixtures_dir: Path) -> 
     assert client.find_problems(prompt) == []
     prompt["4"]["inputs"]["ckpt_name"] = "nope.safetensors"
     prompt["90"] = {"class_type": "MysteryNode", "inputs": {}}
-    problems = client.find_problems(prompt)
+    problems = [str(p) for p in client.find_problems(prompt)]
     assert len(problems) == 2
     assert any("nope.safetensors" in p and "ComfyUI/models/checkpoints" in p for p in problems)
     assert any("MysteryNode" in p for p in problems)

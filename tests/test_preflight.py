@@ -88,3 +88,35 @@ def test_offline_check_passes_and_bad_story_is_named(tmp_path: Path) -> None:
     assert result.returncode == InputError.exit_code  # the only problem is an input: its own exit code
     assert "no story found" in result.stdout + result.stderr
     assert not (pipeline / "output" / "tracking").exists()
+
+
+def test_missing_loader_class_and_its_model_file_are_listed_in_one_check(tmp_path: Path) -> None:
+    # CLIPLoader gone (as a node pack that is not installed) and the file it names gone too: one
+    # --check says both, so installing the pack leaves no surprise for the next check.
+    pipeline = copy_pipeline(tmp_path / "project")
+    with start_fake_comfyui(tmp_path, missing_node=["CLIPLoader"], missing_model=[MISSING_MODEL]) as fake:
+        result = run_generate(pipeline, "--check", "--only", "7", env=_comfy_env(fake.url), timeout=60)
+    screen = result.stdout + result.stderr
+    assert result.returncode == 1, screen
+    assert "no node type CLIPLoader (node 10)" in screen and "ComfyUI/custom_nodes" in screen
+    assert MISSING_MODEL in screen and "ComfyUI/models/text_encoders" in screen
+    assert "2 problem(s)" in screen
+    with start_fake_comfyui(tmp_path, missing_model=[MISSING_MODEL]) as fake:  # the pack is now installed
+        result = run_generate(pipeline, "--check", "--only", "7", env=_comfy_env(fake.url), timeout=60)
+    assert result.returncode == 1 and "1 problem(s)" in result.stdout and MISSING_MODEL in result.stdout
+
+
+def test_comfyui_too_old_for_speech_is_a_problem_of_the_speech_step_only(tmp_path: Path) -> None:
+    pipeline = copy_pipeline(tmp_path / "project")
+    with start_fake_comfyui(tmp_path, comfyui_version="0.8.0") as fake:
+        result = run_generate(pipeline, "--check", "--only", "2", env=_comfy_env(fake.url), timeout=60)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"ComfyUI 0.8.0 at {fake.url}: speech workflows need 0.8.1 or newer" in result.stdout
+        assert "update ComfyUI" in result.stdout and "1 problem(s)" in result.stdout
+        result = run_generate(pipeline, "--check", "--only", "7", env=_comfy_env(fake.url), timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr  # sound effects run on 0.8.0
+        assert "ComfyUI 0.8.0" in result.stdout and "speech" not in result.stdout
+    with start_fake_comfyui(tmp_path, comfyui_version="0.8.1") as fake:
+        result = run_generate(pipeline, "--check", "--only", "2", env=_comfy_env(fake.url), timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "ComfyUI 0.8.1: speech workflows need 0.8.1 or newer" in result.stdout

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from common.config.paths import PIPELINES, story_path
 from common.formats.story import read_story
 from common.run.errors import ConfigError, InputError, PipelineError, PreflightError
-from common.run.steps import COMFYUI_WORKFLOWS
+from common.run.steps import COMFYUI_MIN_VERSIONS, COMFYUI_WORKFLOWS
 
 if TYPE_CHECKING:
     from common.run.steps import Step
@@ -186,6 +186,7 @@ def workflow_files(steps: Sequence[Step], settings: Any) -> list[Path]:
 
 
 def _check_comfyui(report: PreflightReport, steps: Sequence[Step], settings: Any, manager: Any) -> None:
+    from common.services.comfyui.checks import find_problems
     from common.services.comfyui.client import ComfyClient
     from common.services.comfyui.workflow import Workflow
 
@@ -214,18 +215,41 @@ def _check_comfyui(report: PreflightReport, steps: Sequence[Step], settings: Any
         try:
             with ComfyClient(url, request_timeout=30.0) as client:
                 info = client.object_info()
+                version = (client.system_stats().get("system") or {}).get("comfyui_version")
         except PipelineError as exc:
             report.add_error(label, exc)
             continue
-        report.add(label, True, f"answering at {url}, {len(info)} node types")
+        report.add(label, True, f"answering at {url}, ComfyUI {version or '(version not given)'}, {len(info)} node types")
+        _check_version(report, label, url, version, workflows)
         for name, workflow in workflows:
             name = name if len(urls) == 1 else f"{name} on {url}"
-            problems = client.find_problems(workflow.nodes, info)
+            problems = find_problems(workflow.nodes, info)
             for problem in problems:
-                what, _, fix = problem.partition(": ")
-                report.add(name, False, what, fix)
+                report.add(name, False, problem.what, problem.fix)
             if not problems:
                 report.add(name, True, f"{len(workflow.nodes)} nodes, every node type and model file present")
+
+
+def _check_version(report: PreflightReport, label: str, url: str, version: Any,
+                   workflows: Sequence[tuple[str, Any]]) -> None:
+    """The ComfyUI version against the minimum the workflows' nodes need (steps.COMFYUI_MIN_VERSIONS)."""
+    from common.services.comfyui.checks import parse_version
+
+    needs: dict[tuple[str, str], list[str]] = {}  # (minimum, what) -> the workflows that need it
+    for name, workflow in workflows:
+        for cls in dict.fromkeys(node["class_type"] for node in workflow.nodes.values()):
+            if cls in COMFYUI_MIN_VERSIONS:
+                needs.setdefault(COMFYUI_MIN_VERSIONS[cls], []).append(name)
+    have = parse_version(version)
+    for (minimum, what), names in sorted(needs.items()):
+        need = f"{what} workflows need {minimum} or newer ({', '.join(dict.fromkeys(names))})"
+        if have is None:
+            report.add(f"{label} version", True, f"ComfyUI at {url} does not say its version, so it is not checked: {need}")
+        elif have < (parse_version(minimum) or have):
+            report.add(f"{label} version", False, f"ComfyUI {version} at {url}: {need}",
+                       "update ComfyUI (ComfyUI/README.md says how), restart it, and check again.")
+        else:
+            report.add(f"{label} version", True, f"ComfyUI {version}: {need}")
 
 
 def _check_llm(report: PreflightReport, steps: Sequence[Step], settings: Any, manager: Any) -> None:

@@ -3,7 +3,8 @@
 `generate.py` lists its scripts as data (SCRIPTS, SCRIPT_ARGS); which server a script needs is the
 script's own fact, the same in every pipeline that runs it, so it is said once, here
 (COMFYUI_WORKFLOWS, LLM_SCRIPTS), unless a generate.py gives its own tables (NEEDS_COMFYUI,
-NEEDS_LMSTUDIO, as the seed's did).
+NEEDS_LMSTUDIO, as the seed's did); the ComfyUI version a node type needs is said here too
+(COMFYUI_MIN_VERSIONS, which the preflight checks).
 This turns those tables into steps and resolves --from/--until/--only and --list.
 """
 from __future__ import annotations
@@ -66,6 +67,13 @@ COMFYUI_WORKFLOWS: dict[tuple[str, str], Callable[[Any], list[str]]] = {
     ("gen.image", "3.scene.py"): lambda s: ["scene.json"],
     ("gen.video", "3.animate.py"): lambda s: [{"ltx": "animate.json", "wan": "animate_wan.json"}.get(
         str(s.VIDEO_WORKFLOW), "animate.json")],
+}
+# Node classes that need a newer ComfyUI than the rest, with the minimum version and what they make: the
+# preflight compares /system_stats's comfyui_version with it for every workflow about to be queued. Keyed by
+# node class, not by script, because the need is the node's: a user's own speech workflow without it does
+# not need the newer ComfyUI, and any workflow that uses it does (ComfyUI/README.md says why for each).
+COMFYUI_MIN_VERSIONS: dict[str, tuple[str, str]] = {
+    "OmniVoiceMultiSpeakerTTS": ("0.8.1", "speech"),  # its speaker inputs are a "dynamic combo"
 }
 # (pipeline folder, script) of the scripts that ask the LLM server.
 LLM_SCRIPTS = {("gen.audio", "1.character.py"), ("gen.audio", "5.timeline.py"), ("gen.audio", "6.timing.py"),

@@ -116,6 +116,7 @@ def start_fake_comfyui(
     evil_filenames: bool = False,
     prompt_500: int = 0,
     drop_prompt: int = 0,
+    comfyui_version: str = "0.8.1",
 ) -> FakeServer:
     """Start fake_comfyui.py and return once GET /system_stats answers (or raise, having killed it)."""
     tmp_path = Path(tmp_path)
@@ -136,7 +137,7 @@ def start_fake_comfyui(
         *(["--fail-jobs", str(fail_jobs)] if fail_jobs is not None else []),
         *_flags("--missing-node", missing_node), *_flags("--missing-model", missing_model),
         *_flags("--extra-model", extra_model), *(["--evil-filenames"] if evil_filenames else []),
-        "--prompt-500", str(prompt_500), "--drop-prompt", str(drop_prompt),
+        "--prompt-500", str(prompt_500), "--drop-prompt", str(drop_prompt), "--comfyui-version", comfyui_version,
     ]
     with open(log, "wb") as handle:
         proc = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

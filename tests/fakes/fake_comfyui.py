@@ -71,8 +71,9 @@ class NodeDef:
     output_names: tuple[str, ...] = ()
     output_node: bool = False
     category: str = ""
-    display_name: str = ""
+    display_name: str | None = ""
     python_module: str = "nodes"
+    description: str = ""
 
 
 REGISTRY: dict[str, NodeDef] = {}
@@ -110,6 +111,8 @@ DEFAULT_MODELS: dict[str, list[str]] = {
     "loras": ["ghibli_style.safetensors", "detail_tweaker.safetensors"],
     "clip_vision": ["clip_vision_h.safetensors"],
     "upscale_models": [],
+    "audio_encoders": [],
+    "hypernetworks": [],
     "omnivoice": ["OmniVoice (auto download)", "OmniVoice-bf16 (auto download)"],
 }
 
@@ -149,9 +152,11 @@ def COMBO(options: Any, **opts: Any) -> tuple[Any, dict[str, Any]]:
 
 
 def node(name: str, required: dict, outputs: tuple[str, ...] = (), *, optional: dict | None = None,
-         output_node: bool = False, category: str = "", names: tuple[str, ...] = (), module: str = "nodes") -> None:
+         output_node: bool = False, category: str = "", names: tuple[str, ...] = (), module: str = "nodes",
+         display_name: str | None = "", description: str = "") -> None:
     REGISTRY[name] = NodeDef(
-        name, required, optional or {}, outputs, names or outputs, output_node, category, name, module,
+        name, required, optional or {}, outputs, names or outputs, output_node, category,
+        name if display_name == "" else display_name, module, description,
     )
 
 
@@ -174,6 +179,20 @@ node("LoraLoader", {"model": T("MODEL"), "clip": T("CLIP"), "lora_name": COMBO(F
 node("LoraLoaderModelOnly", {"model": T("MODEL"), "lora_name": COMBO(Files("loras")),
                              "strength_model": FLOAT(1.0, -100, 100)}, ("MODEL",), category="loaders")
 node("CLIPVisionLoader", {"clip_name": COMBO(Files("clip_vision"))}, ("CLIP_VISION",), category="loaders")
+# Loaders written against ComfyUI's newer node API: /object_info gives their combos as ["COMBO", {...}].
+node("UpscaleModelLoader", {"model_name": COMBO(Files("upscale_models"))}, ("UPSCALE_MODEL",), category="loaders",
+     module="comfy_extras.nodes_upscale_model", display_name="Load Upscale Model")
+node("TripleCLIPLoader", {f"clip_name{n}": COMBO(Files("text_encoders")) for n in (1, 2, 3)}, ("CLIP",),
+     category="advanced/loaders", module="comfy_extras.nodes_sd3", display_name=None,
+     description="[Recipes]\n\nsd3: clip-l, clip-g, t5")
+node("QuadrupleCLIPLoader", {f"clip_name{n}": COMBO(Files("text_encoders")) for n in (1, 2, 3, 4)}, ("CLIP",),
+     category="advanced/loaders", module="comfy_extras.nodes_hidream", display_name=None,
+     description="[Recipes]\n\nhidream: long clip-l, long clip-g, t5xxl, llama_8b_3.1_instruct")
+node("AudioEncoderLoader", {"audio_encoder_name": COMBO(Files("audio_encoders"))}, ("AUDIO_ENCODER",), category="loaders",
+     module="comfy_extras.nodes_audio_encoder", display_name=None)
+node("HypernetworkLoader", {"model": T("MODEL"), "hypernetwork_name": COMBO(Files("hypernetworks")),
+                            "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01})},
+     ("MODEL",), category="loaders", module="comfy_extras.nodes_hypernetwork", display_name=None)
 node("CLIPVisionEncode", {"clip_vision": T("CLIP_VISION"), "image": T("IMAGE"), "crop": COMBO(["center", "none"])},
      ("CLIP_VISION_OUTPUT",), category="conditioning")
 node("ModelSamplingSD3", {"model": T("MODEL"), "shift": FLOAT(3.0, 0, 100)}, ("MODEL",), category="advanced/model")
@@ -288,19 +307,35 @@ node("VHS_VideoCombine", {
     output_node=True, category="Video Helper Suite", module="custom_nodes.ComfyUI-VideoHelperSuite")
 
 
+# Classes the real 0.8.0 server defines with its newer node API (comfy_api v3): /object_info gives every
+# combo of theirs as ["COMBO", {"multiselect": false, "options": [...]}], every other input as
+# [type, {...}] even when empty, and three more keys (shared/fixtures/comfyui-0.8.0-object_info.json).
+V3_NODES = frozenset({
+    "AudioEncoderLoader", "CreateVideo", "EmptyAudio", "EmptyLTXVLatentVideo", "EmptyLatentAudio",
+    "EmptySD3LatentImage", "FluxGuidance", "FluxKontextImageScale", "HypernetworkLoader", "ImageStitch",
+    "KSamplerSelect", "LTXVAddGuide", "LTXVConditioning", "LTXVCropGuides", "LTXVImgToVideo", "LTXVPreprocess",
+    "LTXVScheduler", "LoadAudio", "PreviewAudio", "QuadrupleCLIPLoader", "ReferenceLatent", "SamplerCustom",
+    "SaveAudio", "SaveAudioMP3", "SaveAudioOpus", "SaveVideo", "TripleCLIPLoader", "UpscaleModelLoader",
+    "VAEDecodeAudio", "Wan22ImageToVideoLatent", "WanFirstLastFrameToVideo", "WanImageToVideo",
+})
+
+
 def object_info_entry(d: NodeDef, resolve: Any) -> dict[str, Any]:
     """The /object_info shape of one node; `resolve` turns Files/InputFiles into today's option list."""
+    v3 = d.name in V3_NODES
 
     def render(spec: tuple[Any, dict[str, Any]]) -> list[Any]:
         kind, opts = spec
         if isinstance(kind, (Files, InputFiles)):
             kind = resolve(kind)
-        return [kind, opts] if opts else [kind]
+        if v3 and isinstance(kind, list):
+            return ["COMBO", {**opts, "multiselect": False, "options": kind}]
+        return [kind, opts] if opts or v3 else [kind]
 
     inputs = {"required": {k: render(v) for k, v in d.required.items()}}
     if d.optional:
         inputs["optional"] = {k: render(v) for k, v in d.optional.items()}
-    return {
+    entry = {
         "input": inputs,
         "input_order": {k: list(v.keys()) for k, v in inputs.items()},
         "output": list(d.outputs),
@@ -308,13 +343,16 @@ def object_info_entry(d: NodeDef, resolve: Any) -> dict[str, Any]:
         "output_name": list(d.output_names),
         "name": d.name,
         "display_name": d.display_name,
-        "description": "",
+        "description": d.description,
         "python_module": d.python_module,
         "category": d.category,
         "output_node": d.output_node,
         "deprecated": False,
         "experimental": False,
     }
+    if v3:
+        entry.update({"output_tooltips": [None] * len(d.outputs), "output_matchtypes": None, "api_node": False})
+    return entry
 
 
 # =============================================================================== media
@@ -1087,8 +1125,10 @@ async def post_free(request: web.Request) -> web.Response:
 
 
 async def get_system_stats(request: web.Request) -> web.Response:
+    state: State = request.app["state"]
     return web.json_response({
-        "system": {"os": os.name, "ram_total": 16 * 2**30, "ram_free": 8 * 2**30, "comfyui_version": "0.8.0",
+        "system": {"os": os.name, "ram_total": 16 * 2**30, "ram_free": 8 * 2**30,
+                   "comfyui_version": state.args.comfyui_version,
                    "required_frontend_version": "1.34.9", "installed_templates_version": "0.7.0",
                    "required_templates_version": "0.7.0", "python_version": sys.version,
                    "pytorch_version": "2.9.1+cpu", "embedded_python": False, "argv": sys.argv},
@@ -1284,6 +1324,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--missing-node", nargs="*", default=[], metavar="CLASS", help="node classes to leave out")
     parser.add_argument("--missing-model", nargs="*", default=[], metavar="FILE", help="model files to leave out")
     parser.add_argument("--extra-model", nargs="*", default=[], metavar="FOLDER/FILE", help="model files to add")
+    # The oldest ComfyUI that runs every shipped workflow (the speech node needs 0.8.1, ComfyUI/README.md);
+    # the answers themselves are 0.8.0's, which differ in nothing a client reads.
+    parser.add_argument("--comfyui-version", default="0.8.1", help="what /system_stats says comfyui_version is")
     parser.add_argument("--output-dir", "--output-directory", dest="output_dir")
     parser.add_argument("--input-dir", "--input-directory", dest="input_dir")
     parser.add_argument("--temp-dir", "--temp-directory", dest="temp_dir")

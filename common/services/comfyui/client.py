@@ -21,9 +21,10 @@ import websocket
 
 from common.run import cancel
 from common.run.errors import InputError, ServiceError
+from common.services.comfyui.checks import Problem, find_problems
 from common.services.comfyui.errors import (
     ComfyJobError, JobLostError, JobStalledError, JobTimeoutError, ServerAnswerError, ServerStuckError,
-    checked_entry, describe_rejection, find_problems, first_line, succeeded,
+    checked_entry, describe_rejection, first_line, succeeded,
 )
 from common.services.comfyui.messages import ProgressCallback, greeted, read_message, receive
 from common.services.comfyui.outputs import output_items, safe_filename, unique_name
@@ -452,6 +453,6 @@ class ComfyClient:
             resp.close()
 
     # ------------------------------------------------------------------ checks before a long run
-    def find_problems(self, prompt: dict[str, Any], object_info: dict[str, Any] | None = None) -> list[str]:
-        """What this server lacks for `prompt` (see errors.find_problems), asked before anything is queued."""
+    def find_problems(self, prompt: dict[str, Any], object_info: dict[str, Any] | None = None) -> list[Problem]:
+        """What this server lacks for `prompt` (see checks.find_problems), asked before anything is queued."""
         return find_problems(prompt, self.object_info() if object_info is None else object_info)

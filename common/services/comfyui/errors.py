@@ -1,6 +1,6 @@
 """ComfyUI's refusals and failures as our errors: the error classes, and what the server says (a
-/prompt refusal, a node's execution error, a failed history entry, what /object_info lacks) read
-into one sentence that says what to fix."""
+/prompt refusal, a node's execution error, a failed history entry) read into one sentence that
+says what to fix. What /object_info lacks for a workflow, asked before queueing, is `checks`."""
 from __future__ import annotations
 
 import re
@@ -200,42 +200,3 @@ def checked_entry(pid: str, entry: dict[str, Any]) -> dict[str, Any]:
                 "someone pressed Cancel or called /interrupt; run again to redo it.",
                 prompt_id=pid, node_id=str(data.get("node_id")), node_type=str(data.get("node_type")))
     raise ComfyJobError(f"ComfyUI job {pid} failed without saying why; see ComfyUI's console output.", prompt_id=pid)
-
-
-def find_problems(prompt: dict[str, Any], info: dict[str, Any]) -> list[str]:
-    """Sentences for every node class and model file a server lacks (`info`: its /object_info).
-
-    Loader inputs in /object_info list the model files ComfyUI has right now, so an
-    overnight run can refuse at 11 p.m. instead of failing at 3 a.m.
-    """
-    problems: list[str] = []
-    for node_id, node in sorted(prompt.items(), key=lambda kv: str(kv[0])):
-        cls = node.get("class_type", "?")
-        if cls not in info:
-            problems.append(
-                f"ComfyUI has no node type {cls} (node {node_id}): install the custom node pack that provides it "
-                "into ComfyUI/custom_nodes (see ComfyUI/README.md) and restart ComfyUI.")
-            continue
-        spec = info[cls].get("input", {})
-        for section in ("required", "optional"):
-            for name, decl in (spec.get(section) or {}).items():
-                value = node.get("inputs", {}).get(name)
-                options = _combo_options(decl)
-                folder = model_folder(cls, name)
-                if folder and isinstance(value, str) and options is not None and value not in options:
-                    problems.append(
-                        f"ComfyUI does not have the model file {value} that node {node_id} ({cls}) needs for its "
-                        f"{name} input: put it in ComfyUI/models/{folder} (see ComfyUI/README.md).")
-    return problems
-
-
-def _combo_options(decl: Any) -> list[Any] | None:
-    """Options of a combo input in either /object_info shape: [[...], {...}] or ["COMBO", {"options": [...]}]."""
-    if not isinstance(decl, list) or not decl:
-        return None
-    if isinstance(decl[0], list):
-        return decl[0]
-    if decl[0] == "COMBO" and len(decl) > 1 and isinstance(decl[1], dict):
-        options = decl[1].get("options")
-        return list(options) if isinstance(options, (list, tuple)) else None
-    return None

@@ -47,6 +47,11 @@ OUTPUT_CLASSES = {
 }
 
 
+def is_output_class(class_type: str) -> bool:
+    """Whether a node class saves or shows results, by name: for a class no server was asked about."""
+    return class_type in OUTPUT_CLASSES or class_type.startswith(("Save", "Preview"))
+
+
 def _is_link(value: Any) -> bool:
     return (
         isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int))
@@ -178,11 +183,7 @@ class Workflow:
 
     def output_node_ids(self) -> list[str]:
         """Nodes whose results ComfyUI saves or shows: the ones /history lists outputs for."""
-        return [
-            node_id for node_id in self.ids()
-            if self.class_of(node_id) in OUTPUT_CLASSES
-            or self.class_of(node_id).startswith(("Save", "Preview"))
-        ]
+        return [node_id for node_id in self.ids() if is_output_class(self.class_of(node_id))]
 
     def new_id(self) -> str:
         numeric = [int(k) for k in self.nodes if k.isdigit()]
