@@ -896,25 +896,58 @@ async def _execute(state: State, job: Job) -> None:
     cached = [n for n in order if sigs[n] in state.cache]
     await add_message("execution_cached", {"nodes": cached, "prompt_id": pid})
     to_run = [n for n in order if n not in cached]
+    # What reaches ComfyUI's execute(): the nodes to run, and every output node even when cached
+    # (ExecutionList.add_node stops only at cached inputs); a cached output node is not run but
+    # still reported with `executed`, its cached ui, and then counted as finished.
+    staged = [n for n in order if n not in cached or n in job.outputs]
     heavy = _heavy_node(prompt, to_run)
     fail = state.args.fail_mode if (state.args.fail_mode != "none" and to_run and state.jobs_started < state.args.fail_jobs) else "none"
     state.jobs_started += 1
-    outputs_ui: dict[str, Any] = {n: state.cache[sigs[n]] for n in cached if n in job.outputs and state.cache[sigs[n]]}
+    outputs_ui: dict[str, Any] = {}
     executed: list[str] = list(cached)
     status, error = "success", None
     current: str | None = None
+    progress: dict[str, dict[str, Any]] = {}  # comfy_execution/progress.py's registry: only nodes touched
+
+    async def node_state(node_id: str, phase: str, value: float | None = None, maximum: float | None = None) -> None:
+        """ProgressRegistry start/update/finish: update one node, then send every node it knows
+        (never a pending one) to the job's client (to every socket when it has none)."""
+        entry = progress.setdefault(node_id, {"value": 0, "max": 1, "state": "pending"})
+        if phase == "running" and value is None:
+            entry.update(value=0.0, max=1.0)
+        elif phase == "running":
+            entry.update(value=value, max=maximum)
+        else:
+            entry["value"] = entry["max"]
+        entry["state"] = phase
+        await _send(state, "progress_state", {"prompt_id": pid, "nodes": {
+            n: {**e, "node_id": n, "prompt_id": pid, "display_node_id": n, "parent_node_id": None, "real_node_id": n}
+            for n, e in progress.items()}}, sid)
+
     try:
-        for node_id in to_run:
+        for node_id in staged:
             current = node_id
+            if node_id in cached:
+                ui = state.cache[sigs[node_id]]
+                if sid is not None:
+                    await _send(state, "executed", {"node": node_id, "display_node": node_id,
+                                                    "output": ui or None, "prompt_id": pid}, sid)
+                if ui:
+                    outputs_ui[node_id] = ui
+                await node_state(node_id, "finished")
+                continue
             if state.interrupt:
                 raise Interrupted(node_id)
-            state.last_node = node_id
-            await _send(state, "progress_state", {"prompt_id": pid, "nodes": {
-                n: {"value": 0, "max": 1, "state": "finished" if n in executed else ("running" if n == node_id else "pending"),
-                    "node_id": n, "prompt_id": pid, "display_node_id": n, "parent_node_id": None, "real_node_id": n}
-                for n in order}})
-            await _send(state, "executing", {"node": node_id, "display_node": node_id, "prompt_id": pid}, sid)
+            await node_state(node_id, "running")
+            if sid is not None:
+                state.last_node = node_id
+                await _send(state, "executing", {"node": node_id, "display_node": node_id, "prompt_id": pid}, sid)
             if node_id == heavy:
+                hold = Path(state.args.hold) if state.args.hold else None
+                while hold is not None and hold.exists():  # --hold: a test keeps the job inside this node
+                    if state.interrupt:
+                        raise Interrupted(node_id)
+                    await asyncio.sleep(0.02)
                 inputs = prompt[node_id]["inputs"]
                 steps = inputs.get("steps") if isinstance(inputs.get("steps"), int) else 10
                 ticks = max(1, min(int(steps), 20))
@@ -922,6 +955,7 @@ async def _execute(state: State, job: Job) -> None:
                     await asyncio.sleep(state.args.job_seconds / ticks)
                     if state.interrupt:
                         raise Interrupted(node_id)
+                    await node_state(node_id, "running", tick, ticks)  # the progress hook: state first, then progress
                     await _send(state, "progress", {"value": tick, "max": ticks, "prompt_id": pid, "node": node_id}, sid)
                 if fail == "hang":
                     while not state.interrupt:
@@ -944,9 +978,11 @@ async def _execute(state: State, job: Job) -> None:
                     raise
                 if state.args.evil_filenames:
                     ui = _evil_names(state, ui)
-                outputs_ui[node_id] = ui
-                if ui:
-                    await _send(state, "executed", {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": pid}, sid)
+                if ui:  # as ComfyUI: an output node with no ui is neither reported nor in the history
+                    outputs_ui[node_id] = ui
+                    if sid is not None:
+                        await _send(state, "executed", {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": pid}, sid)
+            await node_state(node_id, "finished")
             executed.append(node_id)
         await add_message("execution_success", {"prompt_id": pid})
     except NodeFailure as failure:
@@ -968,6 +1004,7 @@ async def _execute(state: State, job: Job) -> None:
         state.cache = {sigs[n]: outputs_ui.get(n) for n in order}
     else:
         state.cache = {sigs[n]: state.cache.get(sigs[n], outputs_ui.get(n)) for n in executed if n in sigs}
+    state.last_node = None  # before the history entry, as in execute_async
     await asyncio.sleep(0.02)  # as in ComfyUI, history lands just after execution_success/error
     state.history[pid] = {
         "prompt": job.as_list(),
@@ -980,7 +1017,6 @@ async def _execute(state: State, job: Job) -> None:
              for item in value if isinstance(item, dict)]
     _record(state, {"event": "job_done", "prompt_id": pid, "status": status, "cached": not to_run,
                     "outputs": files, "error": error and error["exception_message"]})
-    state.last_node = None
     if sid is not None:
         await _send(state, "executing", {"node": None, "prompt_id": pid}, sid)
 
@@ -1222,9 +1258,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     state.sockets[sid] = ws
     try:
         await ws.send_str(json.dumps({"type": "status", "data": {"status": _queue_info(state), "sid": sid}}))
-        if state.running and state.running.client_id == sid and state.last_node:
-            await ws.send_str(json.dumps({"type": "executing", "data": {"node": state.last_node,
-                                                                      "prompt_id": state.running.prompt_id}}))
+        # A reconnect of the running job's client is told the node running now, and only that:
+        # ComfyUI 0.8 sends `{"node": id}` with no prompt_id (server.py websocket_handler).
+        if state.running and state.running.client_id == sid and state.last_node is not None:
+            await ws.send_str(json.dumps({"type": "executing", "data": {"node": state.last_node}}))
         if state.args.ws == "drop":
             await ws.close()
             return ws
@@ -1291,6 +1328,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="refuse: /ws answers 404; drop: it closes right after the first status message")
     parser.add_argument("--evil-filenames", action="store_true",
                         help="list outputs as ../../name or an absolute path (the client must keep them inside)")
+    parser.add_argument("--hold", metavar="FILE",
+                        help="each job's sampler (or TTS) node waits while FILE exists, so a test can act mid-job")
     parser.add_argument("--startup-delay", type=float, default=0.0, help="seconds to wait before listening")
     parser.add_argument("--prompt-500", type=int, default=0, metavar="N",
                         help="the first N POST /prompt answer 500 without queueing anything")
