@@ -1,4 +1,4 @@
-"""The fake ComfyUI answers as the real 0.8.0 does where a client can trip (issue 14 f, g), and
+"""The fake ComfyUI answers as the real 0.8.0 does where a client can trip (issue 14 f, g, h), and
 our client copes with each answer.
 
 The raw answers are read with requests and websocket-client, as a stranger to our client would;
@@ -20,6 +20,7 @@ import websocket
 
 import common.services.comfyui.client as client_module
 from common.services.comfyui.client import ComfyClient
+from common.services.comfyui.errors import WorkflowRejectedError
 from common.services.comfyui.messages import Progress
 from common.services.comfyui.workflow import Workflow
 from tests.fakes import FakeServer, start_fake_comfyui
@@ -77,6 +78,14 @@ def executing(node: str) -> Callable[[Message], bool]:
 
 def post(fake: FakeServer, body: dict[str, Any]) -> requests.Response:
     return requests.post(f"{fake.url}/prompt", json=body, timeout=WAIT)
+
+
+def eventually(check: Callable[[], Any]) -> Any:
+    give_up = time.monotonic() + WAIT
+    while not (result := check()):
+        assert time.monotonic() < give_up, "the fake never got there"
+        time.sleep(0.05)
+    return result
 
 
 # ------------------------------------------------------------------ (f) a reconnect mid-job
@@ -247,3 +256,75 @@ def test_our_client_downloads_the_outputs_of_a_fully_cached_job(fake: FakeServer
     assert [said for _, said in heard.messages("executed")] == ["sign"]
     assert [f.read_bytes() for f in again] == [f.read_bytes() for f in first]
     assert [p for what, p, _ in heard.timeline if what == "progress"] == []  # nothing ran, nothing to report
+
+
+# ------------------------------------------------------------------ (h) prompt_id null, create_time, tracebacks
+
+def test_a_null_prompt_id_becomes_None_and_queue_items_carry_their_create_time(fake: FakeServer, hold: Path,
+                                                                                fixtures_dir: Path) -> None:
+    cid = uuid.uuid4().hex
+    before = int(time.time() * 1000)
+    hold.touch()
+    try:
+        answer = post(fake, {"prompt": image_prompt(fixtures_dir, "null id"), "prompt_id": None, "client_id": cid,
+                             "extra_data": {"api_key_comfy_org": "secret", "mine": 1}}).json()
+        assert answer["prompt_id"] == "None"
+        behind = post(fake, {"prompt": image_prompt(fixtures_dir, "behind null id")}).json()["prompt_id"]
+        queue = eventually(lambda: (q := requests.get(f"{fake.url}/queue", timeout=WAIT).json())["queue_running"] and q)
+    finally:
+        hold.unlink(missing_ok=True)
+    after = int(time.time() * 1000)
+    [running], [pending] = queue["queue_running"], queue["queue_pending"]
+    assert len(running) == len(pending) == 5 and (running[1], pending[1]) == ("None", behind)
+    assert running[3] == {"mine": 1, "client_id": cid, "create_time": running[3]["create_time"]}  # the key is not kept
+    assert isinstance(running[3]["create_time"], int) and before <= running[3]["create_time"] <= pending[3]["create_time"] <= after
+    assert pending[3] == {"create_time": pending[3]["create_time"]}
+    entry = eventually(lambda: requests.get(f"{fake.url}/history/None", timeout=WAIT).json().get("None"))
+    assert entry["prompt"][1] == "None" and entry["prompt"][3] == running[3]
+    eventually(lambda: requests.get(f"{fake.url}/history/{behind}", timeout=WAIT).json())
+
+
+def test_validation_exceptions_carry_a_traceback(fake: FakeServer) -> None:
+    """execution.py validate_inputs: a linked node whose own validation raises is blamed with
+    exception_during_inner_validation; an output node that raises, exception_during_validation."""
+    prompt = {
+        "2": {"class_type": "ImageScaleBy", "inputs": {"image": ["9", 0], "upscale_method": "nearest-exact", "scale_by": 1.0}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "inner"}},
+    }
+    resp = post(fake, {"prompt": prompt})
+    assert resp.status_code == 400
+    node = resp.json()["node_errors"]["2"]
+    assert (node["class_type"], node["dependent_outputs"]) == ("ImageScaleBy", ["3"])
+    [reason] = node["errors"]
+    assert (reason["type"], reason["message"], reason["details"]) == (
+        "exception_during_inner_validation", "Exception when validating inner node", "'9'")
+    extra = reason["extra_info"]
+    images_spec = requests.get(f"{fake.url}/object_info/SaveImage", timeout=WAIT).json()["SaveImage"]["input"]["required"]["images"]
+    assert extra == {"input_name": "images", "input_config": [images_spec[0], images_spec[1] if len(images_spec) > 1 else {}],
+                     "exception_message": "'9'", "exception_type": "KeyError", "traceback": extra["traceback"],
+                     "linked_node": ["2", 0]}
+    assert extra["traceback"] and all(isinstance(line, str) and line.startswith("  File ") for line in extra["traceback"])
+
+    prompt["3"]["inputs"]["images"] = ["9", 0]
+    [reason] = post(fake, {"prompt": prompt}).json()["node_errors"]["3"]["errors"]
+    assert reason["type"] == "exception_during_validation" and set(reason["extra_info"]) == {"exception_type", "traceback"}
+    assert reason["extra_info"]["traceback"][0].startswith("  File ")
+
+
+def test_our_client_never_sends_a_null_prompt_id_and_names_a_broken_link(fake: FakeServer, fixtures_dir: Path,
+                                                                         tmp_path: Path) -> None:
+    client = ComfyClient(fake.url)
+    queued = client.queue(image_prompt(fixtures_dir, "own id"), prompt_id=None)
+    client.wait(queued, timeout=WAIT)
+    client.run(image_prompt(fixtures_dir, "own id, run"), tmp_path, timeout=WAIT)
+    ours = [e["prompt_id"] for e in fake.record_events("prompt") if e["client_id"] == client.client_id]
+    assert len(ours) == 2 and queued in ours and all(str(uuid.UUID(p)) == p for p in ours)
+
+    broken = {
+        "2": {"class_type": "ImageScaleBy", "inputs": {"image": ["9", 0], "upscale_method": "nearest-exact", "scale_by": 1.0}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "inner"}},
+    }
+    with pytest.raises(WorkflowRejectedError) as err:
+        client.queue(broken)
+    assert str(err.value).startswith("Node 2 (ImageScaleBy) links to a node the workflow does not have ('9'): ")
+    assert "\n" not in str(err.value) and "File " not in str(err.value)

@@ -625,6 +625,8 @@ async def _status(state: State) -> None:
 
 # ------------------------------------------------------------------------------- validation
 
+SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
+
 def _resolve(state: State, kind: Any) -> list[str]:
     if isinstance(kind, Files):
         files = state.models.get(kind.folder, [])
@@ -635,6 +637,20 @@ def _resolve(state: State, kind: Any) -> list[str]:
             return []
         return sorted(p.name for p in state.input_dir.iterdir() if p.is_file() and p.suffix.lower() in ext)
     return list(kind)
+
+
+def _type_name(ex: BaseException) -> str:
+    """execution.full_type_name: the bare name for builtins, module.name otherwise."""
+    cls = type(ex)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _input_config(state: State, spec: tuple[Any, dict[str, Any]] | None) -> list[Any] | None:
+    """An input's declaration as ComfyUI puts it in `extra_info.input_config`: [type, options]."""
+    if spec is None:
+        return None
+    kind, opts = spec
+    return [_resolve(state, kind) if isinstance(kind, (Files, InputFiles, list)) else kind, dict(opts)]
 
 
 def _error(kind: str, message: str, details: str, **extra: Any) -> dict[str, Any]:
@@ -674,7 +690,8 @@ def _validate_node(state: State, prompt: dict[str, Any], node_id: str, validated
                 valid = False
                 validated[child] = (False, [_error(
                     "exception_during_inner_validation", "Exception when validating inner node", str(ex),
-                    input_name=name, exception_message=str(ex), exception_type=type(ex).__name__, linked_node=value,
+                    input_name=name, input_config=_input_config(state, spec), exception_message=str(ex),
+                    exception_type=_type_name(ex), traceback=traceback.format_tb(ex.__traceback__), linked_node=value,
                 )], child)
             continue
         if spec is None:
@@ -736,7 +753,7 @@ def validate_prompt(state: State, prompt: Any) -> tuple[bool, dict[str, Any] | N
             ok, reasons, _ = _validate_node(state, prompt, out, validated)
         except Exception as ex:
             ok, reasons = False, [_error("exception_during_validation", "Exception when validating node", str(ex),
-                                         exception_type=type(ex).__name__)]
+                                         exception_type=_type_name(ex), traceback=traceback.format_tb(ex.__traceback__))]
             validated[out] = (False, reasons, out)
         if ok:
             good.append(out)
@@ -1053,7 +1070,7 @@ async def post_prompt(request: web.Request) -> web.Response:
         return web.json_response({"error": _error("no_prompt", "No prompt provided", "No prompt provided"),
                                   "node_errors": {}}, status=400)
     prompt = body["prompt"]
-    prompt_id = str(body.get("prompt_id") or uuid.uuid4())
+    prompt_id = str(body.get("prompt_id", uuid.uuid4()))  # as ComfyUI: `"prompt_id": null` becomes "None"
     state.prompt_posts += 1
     if state.prompt_posts <= state.args.prompt_500:
         _record(state, {"event": "http_500", "prompt_id": prompt_id})
@@ -1062,9 +1079,12 @@ async def post_prompt(request: web.Request) -> web.Response:
     if not ok:
         _record(state, {"event": "rejected", "error": error, "node_errors": node_errors})
         return web.json_response({"error": error, "node_errors": node_errors}, status=400)
-    extra = dict(body.get("extra_data") or {})
+    extra = body.get("extra_data", {})  # not an object: a 500 below, as in ComfyUI
     if "client_id" in body:
         extra["client_id"] = body["client_id"]
+    for key in SENSITIVE_EXTRA_DATA_KEYS:  # kept out of /queue and /history (this fake has no use for them)
+        extra.pop(key, None)
+    extra["create_time"] = int(time.time() * 1000)
     job = Job(number, prompt_id, prompt, extra, outputs)
     state.pending.append(job)
     _record(state, {"event": "prompt", "prompt_id": prompt_id, "number": number, "client_id": extra.get("client_id"),
