@@ -117,8 +117,13 @@ def start_fake_comfyui(
     prompt_500: int = 0,
     drop_prompt: int = 0,
     comfyui_version: str = "0.8.1",
+    hold: Path | None = None,
 ) -> FakeServer:
-    """Start fake_comfyui.py and return once GET /system_stats answers (or raise, having killed it)."""
+    """Start fake_comfyui.py and return once GET /system_stats answers (or raise, having killed it).
+
+    With `hold`, each job's sampler node waits while that file exists: a test can act mid-job
+    (reconnect, read /queue) for as long as it needs, then delete the file to let the job finish.
+    """
     tmp_path = Path(tmp_path)
     base = tmp_path / "comfyui"
     output_dir = Path(output_dir or base / "output")
@@ -138,6 +143,7 @@ def start_fake_comfyui(
         *_flags("--missing-node", missing_node), *_flags("--missing-model", missing_model),
         *_flags("--extra-model", extra_model), *(["--evil-filenames"] if evil_filenames else []),
         "--prompt-500", str(prompt_500), "--drop-prompt", str(drop_prompt), "--comfyui-version", comfyui_version,
+        *(["--hold", str(hold)] if hold is not None else []),
     ]
     with open(log, "wb") as handle:
         proc = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -663,6 +663,8 @@ async def _status(state: State) -> None:
 
 # ------------------------------------------------------------------------------- validation
 
+SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
+
 def _resolve(state: State, kind: Any) -> list[str]:
     if isinstance(kind, Files):
         files = state.models.get(kind.folder, [])
@@ -673,6 +675,20 @@ def _resolve(state: State, kind: Any) -> list[str]:
             return []
         return sorted(p.name for p in state.input_dir.iterdir() if p.is_file() and p.suffix.lower() in ext)
     return list(kind)
+
+
+def _type_name(ex: BaseException) -> str:
+    """execution.full_type_name: the bare name for builtins, module.name otherwise."""
+    cls = type(ex)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _input_config(state: State, spec: tuple[Any, dict[str, Any]] | None) -> list[Any] | None:
+    """An input's declaration as ComfyUI puts it in `extra_info.input_config`: [type, options]."""
+    if spec is None:
+        return None
+    kind, opts = spec
+    return [_resolve(state, kind) if isinstance(kind, (Files, InputFiles, list)) else kind, dict(opts)]
 
 
 def _error(kind: str, message: str, details: str, **extra: Any) -> dict[str, Any]:
@@ -712,7 +728,8 @@ def _validate_node(state: State, prompt: dict[str, Any], node_id: str, validated
                 valid = False
                 validated[child] = (False, [_error(
                     "exception_during_inner_validation", "Exception when validating inner node", str(ex),
-                    input_name=name, exception_message=str(ex), exception_type=type(ex).__name__, linked_node=value,
+                    input_name=name, input_config=_input_config(state, spec), exception_message=str(ex),
+                    exception_type=_type_name(ex), traceback=traceback.format_tb(ex.__traceback__), linked_node=value,
                 )], child)
             continue
         if spec is None:
@@ -774,7 +791,7 @@ def validate_prompt(state: State, prompt: Any) -> tuple[bool, dict[str, Any] | N
             ok, reasons, _ = _validate_node(state, prompt, out, validated)
         except Exception as ex:
             ok, reasons = False, [_error("exception_during_validation", "Exception when validating node", str(ex),
-                                         exception_type=type(ex).__name__)]
+                                         exception_type=_type_name(ex), traceback=traceback.format_tb(ex.__traceback__))]
             validated[out] = (False, reasons, out)
         if ok:
             good.append(out)
@@ -934,25 +951,58 @@ async def _execute(state: State, job: Job) -> None:
     cached = [n for n in order if sigs[n] in state.cache]
     await add_message("execution_cached", {"nodes": cached, "prompt_id": pid})
     to_run = [n for n in order if n not in cached]
+    # What reaches ComfyUI's execute(): the nodes to run, and every output node even when cached
+    # (ExecutionList.add_node stops only at cached inputs); a cached output node is not run but
+    # still reported with `executed`, its cached ui, and then counted as finished.
+    staged = [n for n in order if n not in cached or n in job.outputs]
     heavy = _heavy_node(prompt, to_run)
     fail = state.args.fail_mode if (state.args.fail_mode != "none" and to_run and state.jobs_started < state.args.fail_jobs) else "none"
     state.jobs_started += 1
-    outputs_ui: dict[str, Any] = {n: state.cache[sigs[n]] for n in cached if n in job.outputs and state.cache[sigs[n]]}
+    outputs_ui: dict[str, Any] = {}
     executed: list[str] = list(cached)
     status, error = "success", None
     current: str | None = None
+    progress: dict[str, dict[str, Any]] = {}  # comfy_execution/progress.py's registry: only nodes touched
+
+    async def node_state(node_id: str, phase: str, value: float | None = None, maximum: float | None = None) -> None:
+        """ProgressRegistry start/update/finish: update one node, then send every node it knows
+        (never a pending one) to the job's client (to every socket when it has none)."""
+        entry = progress.setdefault(node_id, {"value": 0, "max": 1, "state": "pending"})
+        if phase == "running" and value is None:
+            entry.update(value=0.0, max=1.0)
+        elif phase == "running":
+            entry.update(value=value, max=maximum)
+        else:
+            entry["value"] = entry["max"]
+        entry["state"] = phase
+        await _send(state, "progress_state", {"prompt_id": pid, "nodes": {
+            n: {**e, "node_id": n, "prompt_id": pid, "display_node_id": n, "parent_node_id": None, "real_node_id": n}
+            for n, e in progress.items()}}, sid)
+
     try:
-        for node_id in to_run:
+        for node_id in staged:
             current = node_id
+            if node_id in cached:
+                ui = state.cache[sigs[node_id]]
+                if sid is not None:
+                    await _send(state, "executed", {"node": node_id, "display_node": node_id,
+                                                    "output": ui or None, "prompt_id": pid}, sid)
+                if ui:
+                    outputs_ui[node_id] = ui
+                await node_state(node_id, "finished")
+                continue
             if state.interrupt:
                 raise Interrupted(node_id)
-            state.last_node = node_id
-            await _send(state, "progress_state", {"prompt_id": pid, "nodes": {
-                n: {"value": 0, "max": 1, "state": "finished" if n in executed else ("running" if n == node_id else "pending"),
-                    "node_id": n, "prompt_id": pid, "display_node_id": n, "parent_node_id": None, "real_node_id": n}
-                for n in order}})
-            await _send(state, "executing", {"node": node_id, "display_node": node_id, "prompt_id": pid}, sid)
+            await node_state(node_id, "running")
+            if sid is not None:
+                state.last_node = node_id
+                await _send(state, "executing", {"node": node_id, "display_node": node_id, "prompt_id": pid}, sid)
             if node_id == heavy:
+                hold = Path(state.args.hold) if state.args.hold else None
+                while hold is not None and hold.exists():  # --hold: a test keeps the job inside this node
+                    if state.interrupt:
+                        raise Interrupted(node_id)
+                    await asyncio.sleep(0.02)
                 inputs = prompt[node_id]["inputs"]
                 steps = inputs.get("steps") if isinstance(inputs.get("steps"), int) else 10
                 ticks = max(1, min(int(steps), 20))
@@ -960,6 +1010,7 @@ async def _execute(state: State, job: Job) -> None:
                     await asyncio.sleep(state.args.job_seconds / ticks)
                     if state.interrupt:
                         raise Interrupted(node_id)
+                    await node_state(node_id, "running", tick, ticks)  # the progress hook: state first, then progress
                     await _send(state, "progress", {"value": tick, "max": ticks, "prompt_id": pid, "node": node_id}, sid)
                 if fail == "hang":
                     while not state.interrupt:
@@ -982,9 +1033,11 @@ async def _execute(state: State, job: Job) -> None:
                     raise
                 if state.args.evil_filenames:
                     ui = _evil_names(state, ui)
-                outputs_ui[node_id] = ui
-                if ui:
-                    await _send(state, "executed", {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": pid}, sid)
+                if ui:  # as ComfyUI: an output node with no ui is neither reported nor in the history
+                    outputs_ui[node_id] = ui
+                    if sid is not None:
+                        await _send(state, "executed", {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": pid}, sid)
+            await node_state(node_id, "finished")
             executed.append(node_id)
         await add_message("execution_success", {"prompt_id": pid})
     except NodeFailure as failure:
@@ -1006,6 +1059,7 @@ async def _execute(state: State, job: Job) -> None:
         state.cache = {sigs[n]: outputs_ui.get(n) for n in order}
     else:
         state.cache = {sigs[n]: state.cache.get(sigs[n], outputs_ui.get(n)) for n in executed if n in sigs}
+    state.last_node = None  # before the history entry, as in execute_async
     await asyncio.sleep(0.02)  # as in ComfyUI, history lands just after execution_success/error
     state.history[pid] = {
         "prompt": job.as_list(),
@@ -1018,7 +1072,6 @@ async def _execute(state: State, job: Job) -> None:
              for item in value if isinstance(item, dict)]
     _record(state, {"event": "job_done", "prompt_id": pid, "status": status, "cached": not to_run,
                     "outputs": files, "error": error and error["exception_message"]})
-    state.last_node = None
     if sid is not None:
         await _send(state, "executing", {"node": None, "prompt_id": pid}, sid)
 
@@ -1055,7 +1108,7 @@ async def post_prompt(request: web.Request) -> web.Response:
         return web.json_response({"error": _error("no_prompt", "No prompt provided", "No prompt provided"),
                                   "node_errors": {}}, status=400)
     prompt = body["prompt"]
-    prompt_id = str(body.get("prompt_id") or uuid.uuid4())
+    prompt_id = str(body.get("prompt_id", uuid.uuid4()))  # as ComfyUI: `"prompt_id": null` becomes "None"
     state.prompt_posts += 1
     if state.prompt_posts <= state.args.prompt_500:
         _record(state, {"event": "http_500", "prompt_id": prompt_id})
@@ -1064,9 +1117,12 @@ async def post_prompt(request: web.Request) -> web.Response:
     if not ok:
         _record(state, {"event": "rejected", "error": error, "node_errors": node_errors})
         return web.json_response({"error": error, "node_errors": node_errors}, status=400)
-    extra = dict(body.get("extra_data") or {})
+    extra = body.get("extra_data", {})  # not an object: a 500 below, as in ComfyUI
     if "client_id" in body:
         extra["client_id"] = body["client_id"]
+    for key in SENSITIVE_EXTRA_DATA_KEYS:  # kept out of /queue and /history (this fake has no use for them)
+        extra.pop(key, None)
+    extra["create_time"] = int(time.time() * 1000)
     job = Job(number, prompt_id, prompt, extra, outputs)
     state.pending.append(job)
     _record(state, {"event": "prompt", "prompt_id": prompt_id, "number": number, "client_id": extra.get("client_id"),
@@ -1262,9 +1318,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     state.sockets[sid] = ws
     try:
         await ws.send_str(json.dumps({"type": "status", "data": {"status": _queue_info(state), "sid": sid}}))
-        if state.running and state.running.client_id == sid and state.last_node:
-            await ws.send_str(json.dumps({"type": "executing", "data": {"node": state.last_node,
-                                                                      "prompt_id": state.running.prompt_id}}))
+        # A reconnect of the running job's client is told the node running now, and only that:
+        # ComfyUI 0.8 sends `{"node": id}` with no prompt_id (server.py websocket_handler).
+        if state.running and state.running.client_id == sid and state.last_node is not None:
+            await ws.send_str(json.dumps({"type": "executing", "data": {"node": state.last_node}}))
         if state.args.ws == "drop":
             await ws.close()
             return ws
@@ -1334,6 +1391,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="refuse: /ws answers 404; drop: it closes right after the first status message")
     parser.add_argument("--evil-filenames", action="store_true",
                         help="list outputs as ../../name or an absolute path (the client must keep them inside)")
+    parser.add_argument("--hold", metavar="FILE",
+                        help="each job's sampler (or TTS) node waits while FILE exists, so a test can act mid-job")
     parser.add_argument("--startup-delay", type=float, default=float(os.environ.get("FAKE_COMFYUI_STARTUP_DELAY") or 0),
                         help="seconds of loading before it listens, as a real server loads its nodes first "
                              "(default: $FAKE_COMFYUI_STARTUP_DELAY, which leaves the command line as ComfyUI's)")
