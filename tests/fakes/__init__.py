@@ -116,6 +116,8 @@ def start_fake_comfyui(
     evil_filenames: bool = False,
     prompt_500: int = 0,
     drop_prompt: int = 0,
+    node_seconds: dict[str, float] | None = None,
+    stuck_until: Path | None = None,
 ) -> FakeServer:
     """Start fake_comfyui.py and return once GET /system_stats answers (or raise, having killed it)."""
     tmp_path = Path(tmp_path)
@@ -137,6 +139,8 @@ def start_fake_comfyui(
         *_flags("--missing-node", missing_node), *_flags("--missing-model", missing_model),
         *_flags("--extra-model", extra_model), *(["--evil-filenames"] if evil_filenames else []),
         "--prompt-500", str(prompt_500), "--drop-prompt", str(drop_prompt),
+        *_flags("--node-seconds", [f"{cls}={seconds:g}" for cls, seconds in (node_seconds or {}).items()]),
+        *(["--stuck-until", str(stuck_until)] if stuck_until is not None else []),
     ]
     with open(log, "wb") as handle:
         proc = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
