@@ -118,6 +118,8 @@ def start_fake_comfyui(
     drop_prompt: int = 0,
     comfyui_version: str = "0.8.1",
     hold: Path | None = None,
+    node_seconds: dict[str, float] | None = None,
+    stuck_until: Path | None = None,
 ) -> FakeServer:
     """Start fake_comfyui.py and return once GET /system_stats answers (or raise, having killed it).
 
@@ -144,6 +146,8 @@ def start_fake_comfyui(
         *_flags("--extra-model", extra_model), *(["--evil-filenames"] if evil_filenames else []),
         "--prompt-500", str(prompt_500), "--drop-prompt", str(drop_prompt), "--comfyui-version", comfyui_version,
         *(["--hold", str(hold)] if hold is not None else []),
+        *_flags("--node-seconds", [f"{cls}={seconds:g}" for cls, seconds in (node_seconds or {}).items()]),
+        *(["--stuck-until", str(stuck_until)] if stuck_until is not None else []),
     ]
     with open(log, "wb") as handle:
         proc = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

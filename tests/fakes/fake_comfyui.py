@@ -6,9 +6,11 @@
 It answers like ComfyUI 0.8 does (shared/COMFYUI_API.md): the same routes (also under /api),
 the same validation errors, the same WebSocket message order, a one-at-a-time queue, output
 files that are real media (PNG, FLAC/MP3, H.264 MP4) sized by the graph, per-node caching of
-the previous prompt, interrupts at node boundaries and inside samplers. Model-free: nodes are
-"executed" by reading the graph (sizes, lengths, frame rates, text) and drawing or synthesising
-something that follows from it, so different prompts give different files.
+the previous prompt. As in ComfyUI, only samplers send `progress` and take an interrupt mid-node;
+every other node (a model load, a VAE decode, a save, a TTS node) is silent while it works and an
+interrupt lands only once it has ended (--node-seconds makes such nodes slow). Model-free: nodes
+are "executed" by reading the graph (sizes, lengths, frame rates, text) and drawing or
+synthesising something that follows from it, so different prompts give different files.
 
 Failure switches (--fail-mode, --missing-node, --missing-model, --ws) make the unhappy paths
 reachable; --record appends one JSON line per event, flushed at once, so a test can count jobs
@@ -924,13 +926,52 @@ def _evil_names(state: State, ui: dict[str, Any]) -> dict[str, Any]:
     return ui
 
 
+def _is_sampler(cls: str) -> bool:
+    """KSampler, KSamplerAdvanced, SamplerCustom(Advanced): the nodes whose step callback sends
+    `progress` and lets an interrupt in (KSamplerSelect only picks a sampler by name)."""
+    return "Sampler" in cls and cls != "KSamplerSelect"
+
+
 def _heavy_node(prompt: dict[str, Any], to_run: list[str]) -> str | None:
-    """The node that takes the job's time and reports progress: the sampler (or TTS) if any."""
+    """The node that takes the job's --job-seconds: the sampler if any, else the TTS, else the last."""
     for node_id in to_run:
-        cls = prompt[node_id]["class_type"]
-        if ("Sampler" in cls and cls != "KSamplerSelect") or "num_speakers" in prompt[node_id]["inputs"]:
+        if _is_sampler(prompt[node_id]["class_type"]):
+            return node_id
+    for node_id in to_run:
+        if "num_speakers" in prompt[node_id]["inputs"]:
             return node_id
     return to_run[-1] if to_run else None
+
+
+def _node_seconds(state: State, cls: str, heavy: bool) -> float:
+    """How long a node works: --node-seconds for its class, else --job-seconds for the heavy node."""
+    for entry in state.args.node_seconds:
+        name, _, seconds = entry.partition("=")
+        if name == cls:
+            return float(seconds)
+    return state.args.job_seconds if heavy else 0.0
+
+
+def _exit_now(signum: int, frame: Any) -> None:
+    print("\nStopped server", flush=True)
+    os._exit(0)
+
+
+def _freeze(state: State) -> None:
+    """--fail-mode stuck: the whole process stops answering, as when a wedged driver call holds
+    Python's GIL: no HTTP answer, no socket message (the event loop is blocked on purpose), until
+    the --stuck-until file appears, or for good. SIGINT/SIGTERM still end the process."""
+    until = Path(state.args.stuck_until) if state.args.stuck_until else None
+    _record(state, {"event": "frozen"})
+    signals = [signal.SIGINT] + ([signal.SIGTERM] if os.name != "nt" else [])
+    previous = {sig: signal.signal(sig, _exit_now) for sig in signals}
+    try:
+        while until is None or not until.exists():
+            time.sleep(0.05)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _record(state, {"event": "thawed"})
 
 
 async def _execute(state: State, job: Job) -> None:
@@ -997,27 +1038,37 @@ async def _execute(state: State, job: Job) -> None:
             if sid is not None:
                 state.last_node = node_id
                 await _send(state, "executing", {"node": node_id, "display_node": node_id, "prompt_id": pid}, sid)
+            cls = prompt[node_id]["class_type"]
+            sampler = _is_sampler(cls)
+            seconds = _node_seconds(state, cls, node_id == heavy)
             if node_id == heavy:
                 hold = Path(state.args.hold) if state.args.hold else None
                 while hold is not None and hold.exists():  # --hold: a test keeps the job inside this node
-                    if state.interrupt:
+                    if sampler and state.interrupt:
                         raise Interrupted(node_id)
                     await asyncio.sleep(0.02)
+            if sampler:
+                # Only a sampler's step callback sends `progress`, and only there does an interrupt land mid-node.
                 inputs = prompt[node_id]["inputs"]
                 steps = inputs.get("steps") if isinstance(inputs.get("steps"), int) else 10
                 ticks = max(1, min(int(steps), 20))
                 for tick in range(1, ticks + 1):
-                    await asyncio.sleep(state.args.job_seconds / ticks)
+                    await asyncio.sleep(seconds / ticks)
                     if state.interrupt:
                         raise Interrupted(node_id)
                     await node_state(node_id, "running", tick, ticks)  # the progress hook: state first, then progress
                     await _send(state, "progress", {"value": tick, "max": ticks, "prompt_id": pid, "node": node_id}, sid)
-                if fail == "hang":
-                    while not state.interrupt:
+            elif seconds:
+                await asyncio.sleep(seconds)  # a silent node (load, decode, save, TTS): no message, no interrupt
+            if node_id == heavy:
+                if fail == "hang":  # no more progress; a sampler's next step callback still sees an interrupt
+                    while not (sampler and state.interrupt):
                         await asyncio.sleep(0.02)
                     raise Interrupted(node_id)
-                while fail == "stuck":  # a wedged GPU driver: not even /interrupt stops it
-                    await asyncio.sleep(0.05)
+                if fail == "stuck":
+                    _freeze(state)
+                    if sampler and state.interrupt:
+                        raise Interrupted(node_id)
                 if fail == "execution_error":
                     raise NodeFailure(node_id, "RuntimeError",
                                       "Fake failure requested with --fail-mode execution_error")
@@ -1164,7 +1215,8 @@ async def post_interrupt(request: web.Request) -> web.Response:
     except json.JSONDecodeError:
         body = {}
     prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
-    _record(state, {"event": "interrupt", "prompt_id": prompt_id})
+    # `node`: the node running when the interrupt came (it lands there only in a sampler, else after it).
+    _record(state, {"event": "interrupt", "prompt_id": prompt_id, "node": state.last_node if state.running else None})
     if prompt_id and not (state.running and state.running.prompt_id == prompt_id):
         return web.Response(status=200)
     if state.running:
@@ -1375,8 +1427,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8188, help="0 picks a free port (printed in the GUI line)")
     parser.add_argument("--job-seconds", type=float, default=0.2, help="how long each job's sampler runs")
     parser.add_argument("--record", help="append one JSON line per event to this file")
+    parser.add_argument("--node-seconds", nargs="*", default=[], metavar="CLASS=SECONDS",
+                        help="how long nodes of CLASS work: silently, unless a sampler (then with progress)")
     parser.add_argument("--fail-mode", choices=["none", "execution_error", "oom", "hang", "stuck"], default="none",
-                        help="hang: no more progress after the sampler until interrupted; stuck: not even then")
+                        help="hang: the heavy node never ends (a sampler ends when interrupted); "
+                             "stuck: the whole process stops answering after it (see --stuck-until)")
+    parser.add_argument("--stuck-until", metavar="FILE", help="stuck: answer again once this file exists")
     parser.add_argument("--fail-jobs", type=int, default=10**9, help="fail only the first N jobs this process runs")
     parser.add_argument("--missing-node", nargs="*", default=[], metavar="CLASS", help="node classes to leave out")
     parser.add_argument("--missing-model", nargs="*", default=[], metavar="FILE", help="model files to leave out")

@@ -23,15 +23,17 @@ from common.run import cancel
 from common.run.errors import InputError, ServiceError
 from common.services.comfyui.checks import Problem, find_problems
 from common.services.comfyui.errors import (
-    ComfyJobError, JobLostError, JobStalledError, JobTimeoutError, ServerAnswerError, ServerStuckError,
+    ComfyJobError, JobInterruptedError, JobLostError, JobStalledError, JobTimeoutError, ServerAnswerError, ServerStuckError,
     checked_entry, describe_rejection, first_line, succeeded,
 )
 from common.services.comfyui.messages import ProgressCallback, greeted, read_message, receive
 from common.services.comfyui.outputs import output_items, safe_filename, unique_name
+from common.services.comfyui.watchdog import Stall, Watchdog
 from common.services.net import is_loopback_url
 from common.state.atomic import atomic_path
 
-_SERVER_GONE_AFTER = 5.0  # seconds of connection failures mid-wait before we call the server dead
+_SERVER_GONE_AFTER = 5.0  # seconds of connection failures mid-wait before we call the server dead (or stuck)
+_PROBE_TIMEOUT = 5.0  # seconds a server asked to stop a stalled job gets to answer each request
 _GET_ATTEMPTS = 3  # a GET that meets a refused connection or a 5xx is tried this often
 _RETRY_PAUSE = 0.5  # seconds before the first retry, doubled after each
 
@@ -141,12 +143,12 @@ class ComfyClient:
         """All node classes (about 600 KB), or one class (`{}` when the server lacks it)."""
         return self._json("GET", "/object_info" if cls is None else f"/object_info/{quote(cls, safe='')}")
 
-    def queue_state(self) -> dict[str, Any]:
-        return self._json("GET", "/queue")
+    def queue_state(self, *, timeout: float | None = None) -> dict[str, Any]:
+        return self._json("GET", "/queue", timeout=timeout)
 
-    def history(self, prompt_id: str) -> dict[str, Any] | None:
+    def history(self, prompt_id: str, *, timeout: float | None = None) -> dict[str, Any] | None:
         """The finished job's history entry, or None while ComfyUI has none (running, queued or unknown)."""
-        data = self._json("GET", f"/history/{quote(prompt_id, safe='')}")
+        data = self._json("GET", f"/history/{quote(prompt_id, safe='')}", timeout=timeout)
         entry = data.get(prompt_id) if isinstance(data, dict) else None
         return entry if isinstance(entry, dict) else None
 
@@ -256,45 +258,57 @@ class ComfyClient:
                 sock.close()
 
     def wait(self, prompt_id: str, *, timeout: float, on_progress: ProgressCallback | None = None,
-             stall_timeout: float | None = None) -> dict[str, Any]:
+             stall_timeout: float | None = None, silent_timeout: float | None = None) -> dict[str, Any]:
         """Block until the job ends; returns its history entry or raises (JobError family, ServiceError).
 
-        Ctrl+C interrupts the job on the server, then re-raises KeyboardInterrupt.
+        The watchdog limits are run()'s. Ctrl+C interrupts the job on the server, then re-raises
+        KeyboardInterrupt.
         """
         with self._listening() as sock:
-            return self._wait(prompt_id, timeout, on_progress, sock, stall_timeout)
+            return self._wait(prompt_id, timeout, on_progress, sock, Watchdog(stall_timeout, silent_timeout))
 
     def run(self, prompt: dict[str, Any], dest_dir: str | Path, *, timeout: float,
             on_progress: ProgressCallback | None = None, stall_timeout: float | None = None,
-            adopt: bool = True) -> list[Path]:
+            silent_timeout: float | None = None, adopt: bool = True) -> list[Path]:
         """Queue a job, wait for it, and download its output files into `dest_dir`.
 
-        With `stall_timeout`, a running job that sends no progress message for that many seconds
-        is interrupted (JobStalledError), or, when ComfyUI will not stop it, ServerStuckError.
-        With `adopt`, the same job left by an interrupted run (same graph, so same id) is used:
-        its files if it finished, waited for if it is still queued or running.
+        The watchdog (watchdog.py) interrupts a running job whose node reported progress and then
+        went quiet for `stall_timeout` seconds, or whose node never reported progress and has run
+        for `silent_timeout` seconds (None: no limit). ComfyUI stops a silent node only once it
+        ends, so the wait goes on (within `timeout`) and the job then counts as stalled
+        (JobStalledError); the server counts as stuck (ServerStuckError) only if it also stops
+        answering. With `adopt`, the same job left by an interrupted run (same graph, so same id)
+        is used: its files if it finished, waited for if it is still queued or running, and made
+        again if it ends interrupted (by the watchdog of a run that then lost the server).
         """
         with self._listening() as sock:  # before queueing, so no message of this job is missed
-            prompt_id, entry = self._adopt_or_queue(prompt) if adopt else (self.queue(prompt), None)
-            adopted = entry is not None
+            prompt_id, entry, adopted = self._adopt_or_queue(prompt) if adopt else (self.queue(prompt), None, False)
+            taken = entry is not None  # a job an earlier run finished: its files may be gone
             if entry is None:
-                entry = self._wait(prompt_id, timeout, on_progress, sock, stall_timeout)
-        try:
-            files = self.download_outputs(entry, dest_dir)
-        except ComfyJobError:
-            if not adopted:
-                raise
-            # The earlier run's files are gone from ComfyUI's output folder: make them again.
+                types = {str(k): str(v.get("class_type")) for k, v in prompt.items() if isinstance(v, dict)}
+                try:
+                    entry = self._wait(prompt_id, timeout, on_progress, sock, Watchdog(stall_timeout, silent_timeout, types))
+                except JobInterruptedError:
+                    if not adopted:
+                        raise
+        if entry is not None:
+            try:
+                files = self.download_outputs(entry, dest_dir)
+            except ComfyJobError:
+                if not taken:
+                    raise
+                entry = None  # the earlier run's files are gone from ComfyUI's output folder
+        if entry is None:  # make them again
             return self.run(prompt, dest_dir, timeout=timeout, on_progress=on_progress,
-                            stall_timeout=stall_timeout, adopt=False)
+                            stall_timeout=stall_timeout, silent_timeout=silent_timeout, adopt=False)
         if not files:
             raise ComfyJobError(
                 f"ComfyUI finished job {prompt_id} but it saved no files: the workflow needs an output node "
                 "(SaveImage, SaveAudio, SaveAudioMP3, VHS_VideoCombine or SaveVideo).", prompt_id=prompt_id)
         return files
 
-    def _adopt_or_queue(self, prompt: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
-        """(prompt id, the finished history entry or None to wait for it).
+    def _adopt_or_queue(self, prompt: dict[str, Any]) -> tuple[str, dict[str, Any] | None, bool]:
+        """(prompt id, the finished history entry or None to wait for it, whether an earlier run queued it).
 
         A job's id is derived from its graph, so a run killed after queueing finds its job again:
         finished with files (taken as they are), or still queued or running (waited for, not
@@ -304,34 +318,35 @@ class ComfyClient:
         entry = self.history(pid)
         if entry is not None:
             if succeeded(entry) and self.output_items(entry):
-                return pid, entry
-            return self.queue(prompt), None
+                return pid, entry, True
+            return self.queue(prompt), None, False
         if self._known(pid):
-            return pid, None
-        return self.queue(prompt, prompt_id=pid), None
+            return pid, None, True
+        return self.queue(prompt, prompt_id=pid), None, False
 
     def _wait(self, pid: str, timeout: float, on_progress: ProgressCallback | None,
-              sock: websocket.WebSocket | None, stall_timeout: float | None) -> dict[str, Any]:
+              sock: websocket.WebSocket | None, dog: Watchdog) -> dict[str, Any]:
         try:
-            return self._watch(pid, timeout, on_progress, sock, stall_timeout)
+            return self._watch(pid, timeout, on_progress, sock, dog)
         except KeyboardInterrupt:
             self._cancel_quietly(pid)
             raise
 
     def _watch(self, pid: str, timeout: float, on_progress: ProgressCallback | None,
-               sock: websocket.WebSocket | None, stall_timeout: float | None) -> dict[str, Any]:
+               sock: websocket.WebSocket | None, dog: Watchdog) -> dict[str, Any]:
         """Listen on the socket when there is one; poll /history either way (often once the socket says done).
 
-        The watchdog's clock runs only while the socket shows our job running (a job waiting
-        behind others is not stalled) and restarts at every message about it; without a socket
-        there is no progress to watch, and only the overall timeout applies.
+        Without a socket there is no news to judge a stall by, and only the overall timeout applies.
+        Once the watchdog has interrupted the job, the wait goes on until ComfyUI stops it (a silent
+        node stops when it ends); requests then get a short timeout, and a server that stops
+        answering them is stuck.
         """
         deadline = time.monotonic() + timeout
         poll_every = 1.0 if sock is not None else 0.25
         next_poll = 0.0
         polls = 0
-        failing_since: float | None = None
-        last_sign: float | None = None  # when the socket last said something about our running job
+        failing_since: float | None = None  # when the first of the failed requests in a row was sent
+        stall: Stall | None = None  # why the watchdog interrupted the job
         while True:
             now = time.monotonic()
             if cancel.stop_requested():  # Ctrl+C reached the main thread while this worker waited
@@ -341,73 +356,83 @@ class ComfyClient:
                 raise JobTimeoutError(
                     f"ComfyUI job {pid} did not finish within {timeout:g} s, so it was interrupted: "
                     "raise the timeout for this step, or check ComfyUI's console for a stuck node.", prompt_id=pid)
-            if stall_timeout and last_sign is not None and now - last_sign > stall_timeout:
-                self._stop_stalled(pid, stall_timeout)
+            if stall is None:
+                stall = dog.stalled(now)
+                if stall is not None:
+                    self._cancel_quietly(pid)
+                    next_poll = 0.0
+                    continue
             if sock is not None:
                 raw, sock = receive(sock, max(0.05, min(0.5, deadline - now, max(next_poll - now, 0.05))))
                 if sock is None:
-                    poll_every, next_poll, last_sign = 0.25, 0.0, None  # the socket failed: /history polling carries on
+                    poll_every, next_poll = 0.25, 0.0  # the socket failed: /history polling carries on
+                    dog.off()
                 elif raw is not None:
-                    said = read_message(pid, raw, on_progress)
-                    if said == "end":
-                        poll_every, next_poll, last_sign = 0.1, 0.0, None  # its history entry is (nearly) there
-                    elif said == "sign":
-                        last_sign = time.monotonic()
+                    news = read_message(pid, raw, on_progress)
+                    if news is not None:
+                        dog.saw(news, time.monotonic())
+                        if news.kind == "end":
+                            poll_every, next_poll = 0.1, 0.0  # its history entry is (nearly) there
             else:
                 time.sleep(max(0.0, min(poll_every, deadline - now, next_poll - now)))
             if time.monotonic() < next_poll:
                 continue
             next_poll = time.monotonic() + poll_every
             polls += 1
+            asked = time.monotonic()
+            due = dog.due(asked)  # a request must not hold the watchdog up for long
+            if stall is not None:
+                wait_for = _PROBE_TIMEOUT
+            else:
+                wait_for = self.request_timeout if due is None else min(self.request_timeout, max(_PROBE_TIMEOUT, due))
             try:
-                entry = self._poll(pid, check_known=polls % 2 == 0)
+                entry = self._poll(pid, check_known=polls % 2 == 0, timeout=wait_for)
                 failing_since = None
+            except JobLostError:
+                if stall is None:
+                    raise
+                raise self._stalled(pid, stall) from None  # stopped, and already gone from the queue
             except ServiceError:
-                failing_since = failing_since or time.monotonic()
+                failing_since = failing_since or asked
                 if time.monotonic() - failing_since > _SERVER_GONE_AFTER:
+                    if stall is None and (stall := dog.stalled(time.monotonic())) is not None:
+                        self._cancel_quietly(pid)  # in case it hears us after all
+                    if stall is not None:  # it stalled, and does not answer: it is stuck
+                        raise self._stuck(pid, stall) from None
                     raise ServiceError(
                         f"ComfyUI stopped answering at {self.base_url} while job {pid} was running: it may have crashed "
                         "(out of memory?); restart it and run again, finished work is kept."
                     ) from None
                 continue
             if entry is not None:
+                if stall is not None and not succeeded(entry):
+                    raise self._stalled(pid, stall)
                 return checked_entry(pid, entry)
 
-    def _stop_stalled(self, pid: str, stall_timeout: float) -> None:
-        """Interrupt a job that stopped making progress; raise whichever error says what happened.
+    @staticmethod
+    def _stalled(pid: str, stall: Stall) -> JobStalledError:
+        return JobStalledError(f"ComfyUI job {pid} {stall.what()}, so it was interrupted: {stall.advice()}.",
+                               prompt_id=pid)
 
-        A node stops at its next step boundary, so it gets as long again as it was allowed to stall
-        (2-15 s) before the server counts as stuck.
-        """
-        self._cancel_quietly(pid)
-        give_up = time.monotonic() + max(2.0, min(15.0, stall_timeout))
-        while time.monotonic() < give_up:
-            try:
-                if self.history(pid) is not None or not self._known(pid):
-                    raise JobStalledError(
-                        f"ComfyUI job {pid} showed no progress for {stall_timeout:g} s, so it was interrupted: "
-                        "check ComfyUI's console for a stuck node, or raise COMFYUI_STALL_TIMEOUT for slow steps.",
-                        prompt_id=pid)
-            except ServiceError:
-                pass
-            time.sleep(0.2)
-        raise ServerStuckError(
-            f"ComfyUI at {self.base_url} did not stop job {pid} after it stalled for {stall_timeout:g} s: "
-            "restart ComfyUI (the pipeline restarts a ComfyUI it started itself) and run again; finished work is kept.")
+    def _stuck(self, pid: str, stall: Stall) -> ServerStuckError:
+        return ServerStuckError(
+            f"ComfyUI at {self.base_url} did not stop job {pid}, which {stall.what()} ({stall.setting}), and then "
+            "stopped answering: restart ComfyUI (the pipeline restarts a ComfyUI it started itself) and run again; "
+            "finished work is kept.")
 
-    def _poll(self, pid: str, *, check_known: bool) -> dict[str, Any] | None:
+    def _poll(self, pid: str, *, check_known: bool, timeout: float | None = None) -> dict[str, Any] | None:
         """The history entry, None while the job is queued or running; JobLostError if ComfyUI forgot it."""
-        entry = self.history(pid)
-        if entry is None and check_known and not self._known(pid):
-            entry = self.history(pid)  # it may have finished between the two calls
+        entry = self.history(pid, timeout=timeout)
+        if entry is None and check_known and not self._known(pid, timeout=timeout):
+            entry = self.history(pid, timeout=timeout)  # it may have finished between the two calls
             if entry is None:
                 raise JobLostError(
                     f"ComfyUI no longer knows job {pid} (it was restarted or its queue was cleared): submit the job again.",
                     prompt_id=pid)
         return entry
 
-    def _known(self, pid: str) -> bool:
-        state = self.queue_state()
+    def _known(self, pid: str, *, timeout: float | None = None) -> bool:
+        state = self.queue_state(timeout=timeout)
         return any(len(item) > 1 and item[1] == pid
                    for key in ("queue_running", "queue_pending") for item in state.get(key, []))
 

@@ -1,11 +1,11 @@
-"""What ComfyUI's `/ws` socket says about our job: progress reports for the caller, and signs of
-life that keep the stall watchdog quiet."""
+"""What ComfyUI's `/ws` socket says about our job: progress reports for the caller, and the news
+the stall watchdog (watchdog.py) goes by: which node runs, and whether it reports progress."""
 from __future__ import annotations
 
 import json
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import websocket
 
@@ -60,9 +60,16 @@ def greeted(sock: websocket.WebSocket, wait: float) -> websocket.WebSocket | Non
     return sock
 
 
-def read_message(pid: str, raw: str, on_progress: ProgressCallback | None) -> str | None:
-    """React to one socket message: "end" when it says our job ended, "sign" for any other
-    news of our job (it is alive), None for everything else."""
+class News(NamedTuple):
+    """What one socket message says about our job: `kind` is "end" (it ended), "node" (`node`
+    started), "progress" (a step of `node`, or of the running node when None) or "sign" (other news)."""
+
+    kind: str
+    node: str | None = None
+
+
+def read_message(pid: str, raw: str, on_progress: ProgressCallback | None) -> News | None:
+    """React to one socket message: its news about our job, None when it is about something else."""
     try:
         message = json.loads(raw)
     except ValueError:
@@ -71,14 +78,17 @@ def read_message(pid: str, raw: str, on_progress: ProgressCallback | None) -> st
     if not isinstance(data, dict) or data.get("prompt_id") != pid:
         return None  # status, other clients' jobs, other prompts
     kind = message.get("type")
+    if kind in ("execution_success", "execution_error", "execution_interrupted"):
+        return News("end")
     if kind == "executing":
         if data.get("node") is None:
-            return "end"
+            return News("end")
         if on_progress:
             on_progress(Progress(pid, str(data["node"]), 0, 0))
-    elif kind == "progress" and on_progress:
-        on_progress(Progress(pid, str(data.get("node")) if data.get("node") is not None else None,
-                             int(data.get("value", 0)), int(data.get("max", 0))))
-    if kind in ("execution_success", "execution_error", "execution_interrupted"):
-        return "end"
-    return "sign" if kind in _SIGNS_OF_LIFE else None
+        return News("node", str(data["node"]))
+    if kind == "progress":
+        node = str(data["node"]) if data.get("node") is not None else None
+        if on_progress:
+            on_progress(Progress(pid, node, int(data.get("value", 0)), int(data.get("max", 0))))
+        return News("progress", node)
+    return News("sign") if kind in _SIGNS_OF_LIFE else None

@@ -11,8 +11,11 @@ about graphs and the scripts about items. The rules, all bounded and all logged:
   one (uploads included: input files live per server). With no server left, the pool waits up
   to COMFYUI_RETURN_WAIT seconds for one to come back, then gives up with ServiceError (the
   orchestrator restarts a ComfyUI it started itself and re-runs the step).
-- A job with no progress for COMFYUI_STALL_TIMEOUT seconds is interrupted and tried again, at
-  most COMFYUI_JOB_RETRIES times; a server that will not stop it is stuck and set aside for good.
+- A job whose sampler reported progress and then went quiet for COMFYUI_STALL_TIMEOUT seconds,
+  or whose silent node (a load, a decode, a save: no progress bar) has run for
+  COMFYUI_SILENT_NODE_TIMEOUT seconds, is interrupted and, once ComfyUI has stopped it, tried
+  again, at most COMFYUI_JOB_RETRIES times. A server that stops answering instead of stopping it
+  is stuck: set aside like a server that stopped answering, and used again once it answers.
 - An out-of-memory failure frees the server's memory (`/free`) and retries once with the
   lower settings (`lowered=True` to the job's builder: smaller size, tiled decode). A builder
   that lowers the size notes it (common.run.notes), so the item's checkpoint says `reduced`.
@@ -63,7 +66,8 @@ def server_urls(value: str) -> list[str]:
 class Recovery:
     """How hard the pool tries before an item is given up (all from settings)."""
 
-    stall_timeout: float = 600.0  # 0 turns the watchdog off
+    stall_timeout: float = 600.0  # 0 turns the watchdog off for nodes that report progress
+    silent_timeout: float = 1800.0  # 0: no limit for nodes that report none
     job_retries: int = 1          # further attempts after a stalled or lost job
     oom_retry: bool = True        # free memory and retry once with lower settings
     return_wait: float = 60.0     # seconds to wait for a vanished server to come back
@@ -72,9 +76,10 @@ class Recovery:
 
     @classmethod
     def from_settings(cls, settings: Any) -> "Recovery":
-        return cls(float(settings.COMFYUI_STALL_TIMEOUT), max(0, int(settings.COMFYUI_JOB_RETRIES)),
-                   bool(settings.COMFYUI_OOM_RETRY), max(0.0, float(settings.COMFYUI_RETURN_WAIT)),
-                   max(1, int(settings.COMFYUI_QUEUE_DEPTH)), bool(settings.COMFYUI_REUSE_JOBS))
+        return cls(float(settings.COMFYUI_STALL_TIMEOUT), max(0.0, float(settings.COMFYUI_SILENT_NODE_TIMEOUT)),
+                   max(0, int(settings.COMFYUI_JOB_RETRIES)), bool(settings.COMFYUI_OOM_RETRY),
+                   max(0.0, float(settings.COMFYUI_RETURN_WAIT)), max(1, int(settings.COMFYUI_QUEUE_DEPTH)),
+                   bool(settings.COMFYUI_REUSE_JOBS))
 
 
 class ComfyPool:
@@ -90,8 +95,8 @@ class ComfyPool:
         self.say = say
         self._lock = threading.Lock()
         self._busy = {url: 0 for url in self.urls}
-        self._down: dict[str, float] = {}  # url -> when it stopped answering
-        self._stuck: set[str] = set()      # would not stop a stalled job: never used again this run
+        self._down: dict[str, float] = {}  # url -> when it stopped answering (or got stuck)
+        self._stuck: dict[str, ServerStuckError] = {}  # of those, the ones stuck on a stalled job: why
         self._local = threading.local()
         self._clients: list[ComfyClient] = []
 
@@ -129,11 +134,12 @@ class ComfyPool:
         return clients[url]
 
     def _usable(self) -> list[str]:
+        """The servers to give a job to: those not set aside, and those set aside a while ago that
+        answer again (a stuck server too: a night with one GPU must not end at its first hiccup)."""
         now = time.monotonic()
         with self._lock:
-            candidates = [u for u in self.urls if u not in self._stuck]
-            fresh = [u for u in candidates if u not in self._down]
-            retry = [u for u in candidates if u in self._down and now - self._down[u] >= _REVIVE_AFTER]
+            fresh = [u for u in self.urls if u not in self._down]
+            retry = [u for u in self.urls if u in self._down and now - self._down[u] >= _REVIVE_AFTER]
         for url in retry:
             if self._back(url, "answers again; sending it jobs"):
                 fresh.append(url)
@@ -147,6 +153,7 @@ class ComfyPool:
             return False
         with self._lock:
             self._down.pop(url, None)
+            self._stuck.pop(url, None)
         self.say(f"ComfyUI at {url} {news}.")
         return True
 
@@ -159,7 +166,7 @@ class ComfyPool:
 
     def _await_return(self) -> list[str]:
         """No server answers: wait a bounded time for one to come back (a crash, a restart)."""
-        waiting = [u for u in self.urls if u not in self._stuck]
+        waiting = list(self.urls)
         wait = self.recovery.return_wait
         with self._lock:
             answered = any(c.answered for c in self._clients)  # up at some point this run: worth waiting for
@@ -178,10 +185,12 @@ class ComfyPool:
                     if self._back(url, "is back"):
                         return [url]
                 time.sleep(0.5)
-        if not waiting:
-            raise ServiceError(
-                f"every ComfyUI server is stuck ({', '.join(sorted(self._stuck))}): restart ComfyUI "
-                "(the pipeline restarts a ComfyUI it started itself) and run again; finished work is kept.")
+        with self._lock:
+            stuck = [self._stuck[u] for u in waiting if u in self._stuck]
+        if len(stuck) == len(waiting):  # each one stuck on a job: say so, and what to do
+            raise ServerStuckError(str(stuck[0]) if len(stuck) == 1 else
+                                   f"every ComfyUI server is stuck ({', '.join(waiting)}): restart ComfyUI (the pipeline "
+                                   "restarts a ComfyUI it started itself) and run again; finished work is kept.")
         raise ServiceError(
             f"ComfyUI stopped answering at {', '.join(waiting)} and did not come back within {wait:g} s: "
             "start it again (the pipeline restarts a ComfyUI it started itself) and run again; finished work is kept.")
@@ -196,12 +205,11 @@ class ComfyPool:
             with self._lock:
                 self._busy[url] -= 1
 
-    def _set_aside(self, url: str, *, stuck: bool = False) -> None:
+    def _set_aside(self, url: str, *, stuck: ServerStuckError | None = None) -> None:
         with self._lock:
-            if stuck:
-                self._stuck.add(url)
-            else:
-                self._down[url] = time.monotonic()
+            self._down[url] = time.monotonic()
+            if stuck is not None:
+                self._stuck[url] = stuck
 
     # ------------------------------------------------------------------ running a job
     def run(self, build: JobBuilder, dest_dir: str | Path, *, timeout: float, what: str,
@@ -219,7 +227,8 @@ class ComfyPool:
                 with self._claim(url):
                     prompt = build(client, lowered)
                     return client.run(prompt, dest_dir, timeout=timeout, on_progress=on_progress,
-                                  stall_timeout=rec.stall_timeout or None, adopt=rec.reuse_jobs)
+                                      stall_timeout=rec.stall_timeout or None,
+                                      silent_timeout=rec.silent_timeout or None, adopt=rec.reuse_jobs)
             except OutOfMemoryJobError:
                 if lowered or not rec.oom_retry:
                     raise
@@ -234,12 +243,14 @@ class ComfyPool:
                     raise
                 self.say(f"{what} stalled on ComfyUI at {url} and was interrupted; trying again "
                          f"({stalls} of {rec.job_retries}).")
-            except ServerStuckError:
-                self._set_aside(url, stuck=True)
+            except ServerStuckError as stuck:
+                self._set_aside(url, stuck=stuck)
                 moves += 1
-                if moves > max_moves or not self._others(url):
+                if moves > max_moves:
                     raise
-                self.say(f"ComfyUI at {url} is stuck (it would not stop a stalled job); moving {what} to another server.")
+                self.say(f"ComfyUI at {url} is stuck (it did not stop a stalled job and stopped answering); "
+                         + (f"moving {what} to another server." if self._others(url)
+                            else f"waiting for it to answer again, to try {what} there once more."))
             except JobLostError:
                 moves += 1
                 if moves > max_moves:
@@ -256,8 +267,7 @@ class ComfyPool:
                          + ("moving it to another server." if self._others(url) else "waiting for a server to answer."))
 
     def _others(self, url: str) -> bool:
-        with self._lock:
-            return any(u != url and u not in self._stuck for u in self.urls)
+        return any(u != url for u in self.urls)
 
     @staticmethod
     def _free_quietly(client: ComfyClient) -> None:
