@@ -185,6 +185,34 @@ def test_interrupt_stops_a_running_job_between_nodes(client: ComfyClient) -> Non
     assert not _running(client, prompt_id)
 
 
+def test_a_silent_node_slower_than_the_stall_timeout_is_left_to_finish(client: ComfyClient, tmp_path: Path) -> None:
+    """Blurs send no progress on a real server: the stall limit (for nodes that reported progress)
+    must not interrupt them; only the silent-node limit could, and it is far away."""
+    files = client.run(_slow_prompt(blurs=6, side=1536), tmp_path, timeout=300, stall_timeout=0.2)
+    assert [f.suffix for f in files] == [".png"]
+
+
+def test_preflight_reads_the_real_object_info(client: ComfyClient) -> None:
+    """A loader whose node pack is missing is reported with its model file in one go; a node that
+    feeds no output is ignored, as the server itself ignores it."""
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "contract-absent.safetensors"}},
+        "2": {"class_type": "NoSuchLoaderPack", "inputs": {"clip_name": "contract-clip.safetensors"}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "x", "clip": ["2", 0]}},
+        "4": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "positive": ["3", 0], "negative": ["3", 0],
+                                                   "latent_image": ["5", 0], "seed": 1, "steps": 1, "cfg": 1.0,
+                                                   "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 2]}},
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "x"}},
+        "8": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "contract-unused.pth"}},  # feeds nothing
+    }
+    said = " | ".join(str(p) for p in client.find_problems(prompt))
+    assert "NoSuchLoaderPack" in said and "contract-clip.safetensors" in said
+    assert "contract-absent.safetensors" in said
+    assert "contract-unused.pth" not in said
+
+
 def test_free_is_accepted_while_a_job_runs(client: ComfyClient, tmp_path: Path) -> None:
     done: list[list[Path]] = []
     worker = threading.Thread(target=lambda: done.append(client.run(picture_prompt(64, 64), tmp_path, timeout=120)))
