@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from common.run.errors import ServiceError
+from common.services.llm_endpoint import is_auto, normalize_base_url
 from common.services.net import is_loopback_url, port_of
 from common.services.processes import listening_pid, resolve_command, wait_until
 from common.services.records import ServerRecord, ServerRecords, process_identity
@@ -41,7 +42,7 @@ class LLMService(ManagedServer):
         say: Say | None = None,
         records: ServerRecords | None = None,
     ) -> None:
-        super().__init__(base_url, start_timeout=start_timeout, say=say, records=records)
+        super().__init__(normalize_base_url(base_url), start_timeout=start_timeout, say=say, records=records)
         self.lms_cmd = lms_cmd
         self.model = (model or "").strip()
         self._started = False
@@ -120,7 +121,7 @@ class LLMService(ManagedServer):
 
     def _model_to_load(self, model: str | None = None) -> str | None:
         model = (model or self.model or "").strip()
-        return model if model and model.lower() != "auto" else None
+        return None if is_auto(model) else model
 
     def _check_startable(self) -> None:
         if not is_loopback_url(self.base_url):
