@@ -1,4 +1,4 @@
-"""The LLM server as every part of the pipeline reaches it: one URL, one `auto` (issue 20).
+"""The LLM server as every part of the pipeline reaches it: one URL, one name per model (issue 20).
 
 Real processes: fake_lms.py (LM Studio's `lms`) starting fake_llm.py, and the code under test.
 """
@@ -21,7 +21,7 @@ from common.run.errors import ConfigError  # noqa: E402
 from common.services.lifecycle import ServiceManager  # noqa: E402
 from common.services.llm import LLMClient  # noqa: E402
 from common.services.llm_endpoint import choose_auto_model, models_url, normalize_base_url  # noqa: E402
-from common.services.llm_server import LLMService  # noqa: E402
+from common.services.llm_server import LLMService, _ps_table_names  # noqa: E402
 from tests.fakes.llm_helpers import start_fake_llm  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
@@ -98,7 +98,59 @@ def test_a_running_server_is_seen_whatever_the_url_form(tmp_path: Path, lms_stat
                for line in lines)
 
 
-# --------------------------------------------------------------------------- one `auto`
+# --------------------------------------------------------------------------- one name per model
+
+
+def test_a_model_is_loaded_under_the_name_the_questions_ask_for(tmp_path: Path, lms_state: Path) -> None:
+    """`lms load qwen3-4b -y` picks a file by fuzzy match and names it by that file's key, so the API
+    would know only qwen/qwen3-4b-2507: --identifier makes it answer to LM_STUDIO_MODEL."""
+    (lms_state / "downloaded.json").write_text(json.dumps(["qwen/qwen3-4b-2507"]))
+    port = lm_studio_running(lms_state)
+    service = LLMService(f"http://127.0.0.1:{port}/v1", S.lms_command(), "qwen3-4b", say=lambda _: None)
+    try:
+        service.ensure_running()
+        loads = [c for c in S.lms_calls(lms_state) if c[0] == "load"]
+        assert loads == [["load", "qwen3-4b", "--identifier", "qwen3-4b", "-y"]]
+        [loaded] = json.loads(lms(lms_state, "ps", "--json").stdout)
+        assert (loaded["identifier"], loaded["modelKey"]) == ("qwen3-4b", "qwen/qwen3-4b-2507")
+        client = LLMClient(service.base_url, "qwen3-4b", timeout=10, transport_retries=0)
+        assert "qwen3-4b" in client.models() and client.complete_text("Say hello.")
+        service.ensure_running()  # loaded already, under that very name: not a second copy
+        assert len([c for c in S.lms_calls(lms_state) if c[0] == "load"]) == 1
+    finally:
+        service.release()
+
+
+def test_a_longer_model_name_does_not_count_as_loaded(tmp_path: Path, lms_state: Path) -> None:
+    (lms_state / "downloaded.json").write_text(json.dumps(["qwen/qwen3-4b-2507", "qwen/qwen3-4b"]))
+    assert lms(lms_state, "load", "qwen/qwen3-4b-2507", "-y").returncode == 0
+    port = lm_studio_running(lms_state)
+    service = LLMService(f"http://127.0.0.1:{port}/v1", S.lms_command(), "qwen/qwen3-4b", say=lambda _: None)
+    try:
+        service.ensure_running()
+        assert [c for c in S.lms_calls(lms_state) if c[0] == "load"][-1] == [
+            "load", "qwen/qwen3-4b", "--identifier", "qwen/qwen3-4b", "-y"]
+        identifiers = [m["identifier"] for m in json.loads(lms(lms_state, "ps", "--json").stdout)]
+        assert identifiers == ["qwen/qwen3-4b-2507", "qwen/qwen3-4b"]
+    finally:
+        service.release()
+
+
+def test_the_ps_table_is_read_cell_by_cell(tmp_path: Path, lms_state: Path) -> None:
+    """An lms without `ps --json`: its table, or the older `Identifier:` lines, never a substring."""
+    (lms_state / "downloaded.json").write_text(json.dumps(["qwen/qwen3-4b-2507", "google/gemma-3-12b"]))
+    assert lms(lms_state, "load", "qwen/qwen3-4b-2507", "-y").returncode == 0
+    assert lms(lms_state, "load", "google/gemma-3-12b", "--identifier", "vision", "-y").returncode == 0
+    table = lms(lms_state, "ps").stdout
+    assert "IDENTIFIER" in table and "qwen/qwen3-4b-2507" in table
+    names = _ps_table_names(table)
+    assert names == {"qwen/qwen3-4b-2507", "vision", "google/gemma-3-12b"}
+    assert "qwen/qwen3-4b" not in names and "idle" not in names
+    older = ("   LOADED MODELS\n\nIdentifier: unsloth/deepseek-r1-distill-qwen-1.5b\n  • Type:  LLM\n"
+             "  • Path: unsloth/DeepSeek-R1-Distill-Qwen-1.5B-GGUF/DeepSeek-R1-Distill-Qwen-1.5B-Q4_K_M.gguf\n"
+             "  • Size: 1.12 GB\n")
+    assert _ps_table_names(older) == {"unsloth/deepseek-r1-distill-qwen-1.5b"}
+    assert _ps_table_names("") == set()
 
 
 def test_auto_is_the_first_chat_model_for_everyone(tmp_path: Path) -> None:

@@ -161,7 +161,7 @@ def test_dry_run_says_what_would_start_stop_and_run_and_does_nothing(
     lines = [line.strip() for line in out.splitlines()]
     step1 = lines.index("[1] 1.text.py  (needs: LLM)")
     assert lines[step1 + 1].startswith("would start the LLM server: `lms server start --port")
-    assert "`lms load qwen/qwen3-14b -y`" in lines[step1 + 1]
+    assert "`lms load qwen/qwen3-14b --identifier qwen/qwen3-14b -y`" in lines[step1 + 1]
     step2 = lines.index("[2] 2.media.py  (needs: ComfyUI)")
     assert lines[step2 + 1:step2 + 4] == [
         "would stop LLM server",
@@ -222,7 +222,8 @@ def test_services_start_only_when_needed_and_are_kept_across_consecutive_scripts
         calls = S.lms_calls(tmp_path / "lms-state")
         wanted = [c for c in calls if c[0] in ("load", "unload") or c[0] == "server" and c[1] in ("start", "stop")]
         port = env["LM_STUDIO_BASE_URL"].rsplit(":", 1)[1].split("/")[0]
-        assert wanted == [["server", "start", "--port", port], ["load", "qwen/qwen3-14b", "-y"],
+        assert wanted == [["server", "start", "--port", port],
+                          ["load", "qwen/qwen3-14b", "--identifier", "qwen/qwen3-14b", "-y"],
                           ["unload", "--all"], ["server", "stop"]]
         assert markers(pipe) == [m for name in SCRIPTS for m in (("START", name, None), ("END", name, 0))]
         log = (pipe / "log.txt").read_text(encoding="utf-8")

@@ -231,6 +231,7 @@ def _check_comfyui(report: PreflightReport, steps: Sequence[Step], settings: Any
 def _check_llm(report: PreflightReport, steps: Sequence[Step], settings: Any, manager: Any) -> None:
     from common.services.llm import LLMClient
     from common.services.llm_endpoint import choose_auto_model, is_auto
+    from common.services.llm_server import load_command
 
     llm = manager.llm
     if not llm.answers():
@@ -261,7 +262,7 @@ def _check_llm(report: PreflightReport, steps: Sequence[Step], settings: Any, ma
         elif model in offered:
             report.add(setting, True, f"{model} offered")
         elif llm.is_lm_studio():
-            report.add(setting, True, f"{model} not loaded yet; the run loads it with `lms load {model} -y`")
+            report.add(setting, True, f"{model} not loaded yet; the run loads it with `{load_command(model)}`")
         else:
             report.add(setting, False, f"the LLM server does not offer {model} (it offers: "
                        f"{', '.join(offered[:5]) or 'nothing'})", f"set {setting} to one of those, or load {model}.", ConfigError)
