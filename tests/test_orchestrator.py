@@ -168,7 +168,7 @@ def test_dry_run_says_what_would_start_stop_and_run_and_does_nothing(
     lines = [line.strip() for line in out.splitlines()]
     step1 = lines.index("[1] 1.text.py  (needs: LLM)")
     assert lines[step1 + 1].startswith("would start the LLM server: `lms server start --port")
-    assert "`lms load qwen/qwen3-14b -y`" in lines[step1 + 1]
+    assert "`lms load qwen/qwen3-14b --identifier qwen/qwen3-14b -y`" in lines[step1 + 1]
     step2 = lines.index("[2] 2.media.py  (needs: ComfyUI)")
     assert lines[step2 + 1:step2 + 4] == [
         "would stop LLM server",
@@ -230,7 +230,8 @@ def test_services_start_only_when_needed_and_are_kept_across_consecutive_scripts
         calls = S.lms_calls(tmp_path / "lms-state")
         wanted = [c for c in calls if c[0] in ("load", "unload") or c[0] == "server" and c[1] in ("start", "stop")]
         port = env["LM_STUDIO_BASE_URL"].rsplit(":", 1)[1].split("/")[0]
-        assert wanted == [["server", "start", "--port", port], ["load", "qwen/qwen3-14b", "-y"],
+        assert wanted == [["server", "start", "--port", port],
+                          ["load", "qwen/qwen3-14b", "--identifier", "qwen/qwen3-14b", "-y"],
                           ["unload", "--all"], ["server", "stop"]]
         assert markers(pipe) == [m for name in SCRIPTS for m in (("START", name, None), ("END", name, 0))]
         log = (pipe / "log.txt").read_text(encoding="utf-8")
@@ -306,6 +307,33 @@ def test_an_adopted_comfyui_is_freed_and_left_running(tmp_path: Path, fake_comfy
         assert not S.comfy_starts(comfy)
         assert "engine: ComfyUI media, offline text" in result.stdout
         assert "adopted the ComfyUI already running" in (pipe / "log.txt").read_text()
+
+
+@pytest.mark.parametrize("form", ["http://127.0.0.1:{port}", "http://127.0.0.1:{port}/", "http://127.0.0.1:{port}/v1/"])
+def test_a_running_lm_studio_named_without_v1_is_adopted_not_started(tmp_path: Path, form: str) -> None:
+    """The client adds /v1 to a bare host:port; the orchestrator must reach the same server, not call
+    it down, go offline or run `lms server start` on its port."""
+    port = S.free_port()
+    env = S.service_env(tmp_path, llm_port=port)
+    env["LM_STUDIO_BASE_URL"] = form.format(port=port)
+    state = tmp_path / "lms-state"
+    scripts = ["1.text.py", "2.plain.py"]
+    pipe = S.make_pipeline(tmp_path, scripts, {}, {"1.text.py": True})
+    try:
+        started = subprocess.run([sys.executable, str(S.FAKE_LMS), "server", "start", "--port", str(port)],
+                                 env=env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        assert started.returncode == 0, started.stderr
+        result = run_generate(pipe, env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "engine: offline media, LLM text" in result.stdout
+        assert [(e["script"], e["text"]) for e in S.runs(pipe)] == [("1.text.py", "llm"), ("2.plain.py", "llm")]
+        calls = S.lms_calls(state)
+        assert [c for c in calls if c[:2] == ["server", "start"]] == [["server", "start", "--port", str(port)]]
+        assert ["server", "stop"] not in calls and ["unload", "--all"] in calls  # adopted: freed, left running
+        assert f"adopted the LLM server already running at http://127.0.0.1:{port}/v1" in (pipe / "log.txt").read_text()
+        assert S.http_ok(f"http://127.0.0.1:{port}/v1/models")
+    finally:
+        S.stop_fake_lms_server(state)
 
 
 def test_a_service_that_cannot_start_fails_before_its_script(tmp_path: Path) -> None:

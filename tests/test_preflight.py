@@ -76,6 +76,26 @@ def test_llm_model_not_offered_is_a_problem(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_llm_named_without_v1_and_auto_name_the_model_the_questions_use(tmp_path: Path) -> None:
+    """The server at host:port is the one the client reaches at /v1; `auto` is its first chat model,
+    not the embedding model LM Studio may list first."""
+    pipeline = copy_pipeline(tmp_path / "project")
+    with start_fake_llm(tmp_path, model=["text-embedding-nomic-embed-text-v1.5", "small-model"]) as llm:
+        bare = llm.base_url.removesuffix("/v1")
+        env = env_for(PIPELINE_ENGINE="comfyui", COMFYUI_BASE_URL=_unused_url(), LM_STUDIO_BASE_URL=bare,
+                      LM_STUDIO_MODEL="auto", LM_STUDIO_CMD="no-such-lms-command")
+        result = run_generate(pipeline, "--check", "--only", "1", env=env, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"answering at {bare}/v1, 2 model(s) offered" in result.stdout
+        assert "auto: small-model" in result.stdout and "auto: text-embedding" not in result.stdout
+    with start_fake_llm(tmp_path, model=["text-embedding-nomic-embed-text-v1.5"]) as llm:
+        env["LM_STUDIO_BASE_URL"] = llm.base_url + "/"
+        result = run_generate(pipeline, "--check", "--only", "1", env=env, timeout=60)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "auto: the server offers no chat model" in result.stdout
+        assert llm.chat_count() == 0
+
+
 def test_offline_check_passes_and_bad_story_is_named(tmp_path: Path) -> None:
     pipeline = copy_pipeline(tmp_path / "project")
     env = env_for(PIPELINE_ENGINE="offline")

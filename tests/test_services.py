@@ -242,7 +242,8 @@ def test_llm_server_is_started_with_lms_loaded_then_unloaded_and_stopped(tmp_pat
         service.ensure_running()  # kept; the model is already loaded, so no second load
         calls = S.lms_calls(lms_state)
         assert ["server", "start", "--port", str(port)] in calls
-        assert [c for c in calls if c[0] == "load"] == [["load", "qwen/qwen3-14b", "-y"]]
+        assert [c for c in calls if c[0] == "load"] == [
+            ["load", "qwen/qwen3-14b", "--identifier", "qwen/qwen3-14b", "-y"]]
         service.release()
         calls = S.lms_calls(lms_state)
         assert calls.index(["unload", "--all"]) < calls.index(["server", "stop"])
@@ -264,7 +265,8 @@ def test_a_step_with_its_own_model_gets_it_loaded_in_place_of_the_other(tmp_path
         manager.prepare_for(False, True, llm_model="google/gemma-3-12b")
         manager.prepare_for(False, True, llm_model="google/gemma-3-12b")  # already loaded: nothing to do
         calls = [c for c in S.lms_calls(lms_state) if c[0] in ("load", "unload")]
-        assert calls == [["load", "qwen/qwen3-14b", "-y"], ["unload", "--all"], ["load", "google/gemma-3-12b", "-y"]]
+        assert calls == [["load", "qwen/qwen3-14b", "--identifier", "qwen/qwen3-14b", "-y"], ["unload", "--all"],
+                         ["load", "google/gemma-3-12b", "--identifier", "google/gemma-3-12b", "-y"]]
     finally:
         manager.shutdown()
 

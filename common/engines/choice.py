@@ -94,6 +94,13 @@ def _comfyui_stop(settings: Any, dirs: Sequence[Path], why: str, may_start: bool
             "(real outputs are kept).")
 
 
+def _llm_url(settings: Any) -> str:
+    """The LLM server's API root as every part of the pipeline reaches it (a bare host:port gets /v1)."""
+    from common.services.llm_endpoint import normalize_base_url
+
+    return normalize_base_url(settings.LM_STUDIO_BASE_URL)
+
+
 def _llm_stop(settings: Any, why: str, may_start: bool) -> str:
     from common.services.processes import resolve_command
 
@@ -104,7 +111,7 @@ def _llm_stop(settings: Any, why: str, may_start: bool) -> str:
     else:
         return ""
     start = "run generate.py, which starts it" if not may_start and not _given(settings, "LM_STUDIO_BASE_URL") \
-        else f"start the LLM server at {settings.LM_STUDIO_BASE_URL}"
+        else f"start the LLM server at {_llm_url(settings)}"
     return (f"PIPELINE_ENGINE=auto found no LLM server ({why}) but {because}, so this run stops rather than "
             f"write offline text: {start} and run again, or set PIPELINE_TEXT_ENGINE=offline to write it offline "
             "on purpose (real answers are kept).")
@@ -150,11 +157,12 @@ def _comfyui_status(settings: Any, may_start: bool) -> tuple[bool, str]:
 
 
 def _llm_status(settings: Any, may_start: bool) -> tuple[bool, str]:
+    from common.services.llm_endpoint import models_url
     from common.services.net import CHECK_TIMEOUT, http_answers, is_loopback_url
     from common.services.processes import resolve_command
 
-    url = settings.LM_STUDIO_BASE_URL.rstrip("/")
-    if http_answers(f"{url}/models", CHECK_TIMEOUT):
+    url = _llm_url(settings)
+    if http_answers(models_url(url), CHECK_TIMEOUT):
         return True, f"LLM answering at {url}"
     has_lms = is_loopback_url(url) and resolve_command(settings.LM_STUDIO_CMD) is not None
     if may_start and has_lms:
@@ -188,14 +196,14 @@ def choose_engines(settings: Any, *, may_start: bool = True, steps: Sequence["St
     text_mode = str(getattr(settings, "PIPELINE_TEXT_ENGINE", "auto")).lower()
     if mode == "offline" and text_mode == "llm":  # offline pictures and sound, real text
         return _compose("offline", "llm", "", "",
-                        f"PIPELINE_ENGINE=offline, PIPELINE_TEXT_ENGINE=llm: LLM at {settings.LM_STUDIO_BASE_URL}")
+                        f"PIPELINE_ENGINE=offline, PIPELINE_TEXT_ENGINE=llm: LLM at {_llm_url(settings)}")
     if mode == "offline":
         return _compose("offline", "offline", "", "", "PIPELINE_ENGINE=offline")
     if mode == "comfyui":
         comfyui = f"PIPELINE_ENGINE=comfyui: ComfyUI at {settings.COMFYUI_BASE_URL}{_startable_text(settings)}"
         if text_mode == "offline":
             return _compose("comfyui", "offline", "", "", f"{comfyui}; PIPELINE_TEXT_ENGINE=offline")
-        return _compose("comfyui", "llm", "", "", f"{comfyui}, LLM at {settings.LM_STUDIO_BASE_URL}")
+        return _compose("comfyui", "llm", "", "", f"{comfyui}, LLM at {_llm_url(settings)}")
     if mode != "auto":
         raise ConfigError(f"PIPELINE_ENGINE is {mode!r}; use auto, comfyui or offline.")
     media_ok, media_why = _comfyui_status(settings, may_start)

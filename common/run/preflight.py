@@ -253,7 +253,9 @@ def _check_version(report: PreflightReport, label: str, url: str, version: Any,
 
 
 def _check_llm(report: PreflightReport, steps: Sequence[Step], settings: Any, manager: Any) -> None:
-    from common.services.llm import AUTO_MODELS, LLMClient
+    from common.services.llm import LLMClient
+    from common.services.llm_endpoint import choose_auto_model, is_auto
+    from common.services.llm_server import load_command
 
     llm = manager.llm
     if not llm.answers():
@@ -265,25 +267,26 @@ def _check_llm(report: PreflightReport, steps: Sequence[Step], settings: Any, ma
         report.add("LLM", True, f"not running yet; the run will {plan} (models are checked once it is up)")
         return
     try:
-        offered = LLMClient(settings.LM_STUDIO_BASE_URL, settings.LM_STUDIO_MODEL, timeout=10.0,
+        offered = LLMClient(llm.base_url, settings.LM_STUDIO_MODEL, timeout=10.0,
                             max_retries=0, transport_retries=0).models()
     except PipelineError as exc:
         report.add_error("LLM", exc)
         return
-    report.add("LLM", True, f"answering at {settings.LM_STUDIO_BASE_URL}, {len(offered)} model(s) offered")
+    report.add("LLM", True, f"answering at {llm.base_url}, {len(offered)} model(s) offered")
     wanted = [("LM_STUDIO_MODEL", str(settings.LM_STUDIO_MODEL or "").strip())]
     if any((s.pipeline_dir.name, s.basename) == ("gen.video", "2.motion.py") for s in steps):
         motion = str(settings.MODEL_MOTION_GENERATION or "").strip()
         wanted.append(("MODEL_MOTION_GENERATION", motion or wanted[0][1]))
     for setting, model in wanted:
-        if model.lower() in AUTO_MODELS:
-            ok = bool(offered)
-            report.add(setting, ok, f"auto: {offered[0] if ok else 'the server offers no model'}",
-                       "" if ok else "load a model in the LLM server, then run again.")
+        if is_auto(model):
+            chosen = choose_auto_model(offered)  # the model the questions will go to
+            none = "the server offers no chat model" if offered else "the server offers no model"
+            report.add(setting, chosen is not None, f"auto: {chosen or none}",
+                       "" if chosen else "load a chat model in the LLM server, then run again.")
         elif model in offered:
             report.add(setting, True, f"{model} offered")
         elif llm.is_lm_studio():
-            report.add(setting, True, f"{model} not loaded yet; the run loads it with `lms load {model} -y`")
+            report.add(setting, True, f"{model} not loaded yet; the run loads it with `{load_command(model)}`")
         else:
             report.add(setting, False, f"the LLM server does not offer {model} (it offers: "
                        f"{', '.join(offered[:5]) or 'nothing'})", f"set {setting} to one of those, or load {model}.", ConfigError)

@@ -63,10 +63,11 @@ class ServiceManager:
             comfyui = comfyui_at(server_urls(settings.COMFYUI_BASE_URL)[0])
         llm = llm_at(settings.LM_STUDIO_BASE_URL, settings.LM_STUDIO_MODEL) if use_llm else None
         used = {(s.kind, s.base_url) for s in (comfyui, llm) if s is not None}
-        leftovers: list[ComfyUIService | LLMService] = [
-            comfyui_at(r.base_url) if r.kind == "comfyui" else llm_at(r.base_url, None)
-            for r in records.load() if r.kind in ("comfyui", "llm") and (r.kind, r.base_url) not in used
-        ]
+        # Compared as the services spell their URLs (the LLM's normalised): a record is a leftover
+        # only if it names another server than the ones this run uses.
+        recorded = (comfyui_at(r.base_url) if r.kind == "comfyui" else llm_at(r.base_url, None)
+                    for r in records.load() if r.kind in ("comfyui", "llm"))
+        leftovers: list[ComfyUIService | LLMService] = [s for s in recorded if (s.kind, s.base_url) not in used]
         return cls(comfyui, llm, say=say, leftovers=leftovers)
 
     def _stop_leftovers(self) -> None:

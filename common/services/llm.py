@@ -25,7 +25,6 @@ import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import jsonschema
 import openai
@@ -33,12 +32,10 @@ import openai
 from common.services.llm_answers import (
     InvalidAnswer, Reply, Validator, answer_text, json_answer, one_line, text_answer,
 )
+from common.services.llm_endpoint import choose_auto_model, is_auto, normalize_base_url
 from common.services.net import is_loopback_url
 from common.services.say import say_on_stderr
 from common.run.errors import ConfigError, InputError, JobError, ServiceError
-
-DEFAULT_BASE_URL = "http://127.0.0.1:1234/v1"
-AUTO_MODELS = ("", "auto")
 
 Message = dict[str, Any]
 Log = Callable[[str], None]
@@ -48,17 +45,6 @@ MAX_RETRY_PAUSE = 8.0
 
 _IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
                 ".webp": "image/webp", ".gif": "image/gif"}
-
-
-def normalize_base_url(base_url: str | None) -> str:
-    """The server's OpenAI API root; a bare `http://host:port` gets LM Studio's `/v1`."""
-    url = (base_url or DEFAULT_BASE_URL).strip().rstrip("/")
-    if "://" not in url:
-        url = "http://" + url
-    parts = urlsplit(url)
-    if parts.path in ("", "/"):
-        parts = parts._replace(path="/v1")
-    return urlunsplit(parts)
 
 
 def image_data_url(image_path: str | Path) -> str:
@@ -110,7 +96,7 @@ class LLMClient:
         # max_retries=0: the openai client would retry silently; _send retries visibly instead.
         self._client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "lm-studio",
                                      timeout=self.timeout, max_retries=0, http_client=http_client)
-        self._model: str | None = None if self.requested_model.lower() in AUTO_MODELS else self.requested_model
+        self._model: str | None = None if is_auto(self.requested_model) else self.requested_model
         self._json_modes = ["json_schema", "json_object", "prompt"]
 
     # ---- server facts
@@ -198,12 +184,13 @@ class LLMClient:
         """
         if self._model is None:
             offered = self.models()
-            chat_models = [m for m in offered if "embed" not in m.lower()] or offered
-            if not chat_models:
+            chosen = choose_auto_model(offered)
+            if chosen is None:
+                what = f"no chat model (only embedding models: {', '.join(offered[:5])})" if offered else "no model"
                 raise ConfigError(
-                    f"The LLM server at {self.base_url} offers no model: load one (lms load <model>) or set "
-                    f"LM_STUDIO_MODEL, then run again.")
-            self._model = chat_models[0]
+                    f"The LLM server at {self.base_url} offers {what}: load one (lms load <model>) "
+                    f"or set LM_STUDIO_MODEL, then run again.")
+            self._model = chosen
         return self._model
 
     def _unknown_model(self, exc: openai.APIStatusError) -> ConfigError | None:

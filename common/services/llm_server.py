@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import tempfile
 import time
 from typing import Any
 
 from common.run.errors import ServiceError
+from common.services.llm_endpoint import is_auto, normalize_base_url
 from common.services.net import is_loopback_url, port_of
 from common.services.processes import listening_pid, resolve_command, wait_until
 from common.services.records import ServerRecord, ServerRecords, process_identity
@@ -41,7 +43,7 @@ class LLMService(ManagedServer):
         say: Say | None = None,
         records: ServerRecords | None = None,
     ) -> None:
-        super().__init__(base_url, start_timeout=start_timeout, say=say, records=records)
+        super().__init__(normalize_base_url(base_url), start_timeout=start_timeout, say=say, records=records)
         self.lms_cmd = lms_cmd
         self.model = (model or "").strip()
         self._started = False
@@ -115,12 +117,13 @@ class LLMService(ManagedServer):
         return f"keep the {self.name} running (ours)"
 
     def _start_plan(self) -> str:
-        load = f", then `lms load {self.model} -y`" if self._model_to_load() else ""
+        model = self._model_to_load()
+        load = f", then `{load_command(model)}`" if model else ""
         return f"start the {self.name}: `lms server start --port {port_of(self.base_url)}`{load}"
 
     def _model_to_load(self, model: str | None = None) -> str | None:
         model = (model or self.model or "").strip()
-        return model if model and model.lower() != "auto" else None
+        return None if is_auto(model) else model
 
     def _check_startable(self) -> None:
         if not is_loopback_url(self.base_url):
@@ -190,25 +193,23 @@ class LLMService(ManagedServer):
             # A step wants another model (2.motion.py's vision model): one model at a time in GPU memory.
             self._lms("unload", "--all")
             self.say(f"services: unloaded {self._loaded} for {model}")
-        self.say(f"services: loading {model} with `lms load {model} -y`")
+        self.say(f"services: loading {model} with `{load_command(model)}`")
         started = time.monotonic()
-        self._lms_checked("load", model, "-y", timeout=self.start_timeout)
+        self._lms_checked(*load_args(model), timeout=self.start_timeout)
         self._loaded = model
         self.say(f"services: {model} loaded in {time.monotonic() - started:.1f}s")
 
     def _is_loaded(self, model: str) -> bool:
-        """Loading twice would make LM Studio load a second copy (":2"), doubling GPU memory."""
+        """Loading twice would make LM Studio load a second copy (":2"), doubling GPU memory.
+
+        Matched whole, never as a substring: `qwen3-4b` is not loaded when `qwen3-4b-2507` is.
+        """
         code, out, err = self._lms("ps", "--json")
-        if code == 0:
-            try:
-                entries = json.loads(out)
-                keys = {str(e.get(k, "")).lower() for e in entries if isinstance(e, dict)
-                        for k in ("identifier", "path", "modelKey")}
-                return model.lower() in keys
-            except (ValueError, AttributeError, TypeError):
-                pass
-        code, out, err = self._lms("ps")
-        return code == 0 and model.lower() in out.lower()
+        names = _ps_json_names(out) if code == 0 else None
+        if names is None:  # an lms without --json: read its table
+            code, out, err = self._lms("ps")
+            names = _ps_table_names(out) if code == 0 else set()
+        return model.casefold() in names
 
     def free(self) -> None:
         if self.is_lm_studio():
@@ -229,6 +230,51 @@ class LLMService(ManagedServer):
         self._is_lm_studio = None
         if self.records is not None:
             self.records.remove(self.kind, self.base_url)
+
+
+def load_args(model: str) -> list[str]:
+    """`lms load` for `model`, named `model` in the API whatever file the fuzzy match picks.
+
+    Without `--identifier`, LM Studio names the loaded model by the key of the file it chose
+    (`lms load qwen3-4b -y` may load and name `qwen/qwen3-4b-2507`), and the questions asking
+    for LM_STUDIO_MODEL would find no such model.
+    """
+    return ["load", model, "--identifier", model, "-y"]
+
+
+def load_command(model: str) -> str:
+    """The `lms load` command line, as told to the user."""
+    return "lms " + " ".join(shlex.quote(a) for a in load_args(model))
+
+
+def _ps_json_names(out: str) -> set[str] | None:
+    """The identifiers and model keys in `lms ps --json` (a list of loaded-model infos), casefolded;
+    None if that is not what the output is."""
+    try:
+        entries = json.loads(out)
+    except ValueError:
+        return None
+    if not isinstance(entries, list):
+        return None
+    return {str(e[k]).casefold() for e in entries if isinstance(e, dict)
+            for k in ("identifier", "modelKey") if e.get(k)}
+
+
+def _ps_table_names(out: str) -> set[str]:
+    """The identifiers and model keys `lms ps` prints, casefolded: its table (IDENTIFIER, MODEL,
+    STATUS... columns) or the older `Identifier: X` lines."""
+    names: set[str] = set()
+    in_table = False
+    for line in out.splitlines():
+        stripped = line.strip()
+        labelled = re.match(r"identifier\s*:\s*(\S+)", stripped.lstrip("•").strip(), re.IGNORECASE)
+        if labelled:
+            names.add(labelled.group(1).casefold())
+        elif stripped.upper().startswith("IDENTIFIER"):
+            in_table = True
+        elif in_table and stripped:
+            names.update(cell.casefold() for cell in re.split(r"\s{2,}", stripped)[:2])
+    return names
 
 
 def _last_line(text: str) -> str:

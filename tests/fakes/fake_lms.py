@@ -30,7 +30,8 @@ Commands, flags and messages mirror the real CLI. Confirmed against lmstudio.ai/
   "Unloaded N models." / "Unloaded 1 model.", 'Model "X" unloaded.'
 - `lms ls [--json] [--llm] [--embedding]`, `lms ps [--json]`: tables with the real columns
   (LLM/EMBEDDING, PARAMS, ARCH, SIZE; IDENTIFIER, MODEL, STATUS, SIZE, CONTEXT, TTL);
-  `ps` with nothing loaded prints "No models are currently loaded" and exits 0, as the real one.
+  `ps` with nothing loaded prints "No models are currently loaded" and exits 0, as the real one;
+  `ps --json` prints a list of the SDK's instance infos (modelKey, path, identifier, ...; list.ts).
 Not confirmed: whether the real CLI's log lines go to stdout or stderr; this fake writes log lines
 to stderr and data (tables, --json) to stdout. Interactive prompts are not faked: where the real
 CLI would ask, this one fails with a message saying to pass the model or -y.
@@ -368,10 +369,20 @@ def ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def instance_info(entry: dict[str, Any]) -> dict[str, Any]:
+    """One loaded model as `lms ps --json` shows it: the model's info (key, path...) plus the instance's."""
+    key = entry["modelKey"]
+    return {"type": entry.get("type", model_type(key)), "modelKey": key, "format": "gguf",
+            "displayName": key.split("/")[-1], "path": entry["path"], "sizeBytes": model_size(key),
+            "architecture": "nomic-bert" if model_type(key) == "embedding" else ("qwen3" if "qwen" in key else "gemma3"),
+            "identifier": entry["identifier"], "ttlMs": entry["ttl"] * 1000 if entry.get("ttl") else None,
+            "lastUsedTime": None, "contextLength": entry.get("contextLength", 4096)}
+
+
 def ps(args: argparse.Namespace) -> int:
     loaded = read_json("loaded.json", [])
-    if args.json:
-        print(json.dumps([{k: v for k, v in e.items()} for e in loaded]))
+    if args.json:  # the real one prints each instance's info (the SDK's ModelInstanceInfo) but its instanceReference
+        print(json.dumps([instance_info(e) for e in loaded]))
         return 0
     if not loaded:
         log("No models are currently loaded\n\nTo load a model, run:\n\n    lms load\n")
