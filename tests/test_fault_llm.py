@@ -139,3 +139,27 @@ def test_transient_faults_recover_within_the_bounds(tmp_path):
     assert "LLM server closed the connection without answering; asking again (3 of 3)" in result.stderr
     assert statuses(pipeline) == {key: "done" for key in ITEMS}
 
+
+
+@pytest.mark.parametrize("refusals", [{"reject_json_schema": "500"},
+                                      {"reject_json_schema": "422", "reject_json_object": "500"}])
+def test_a_server_refusing_structured_formats_still_gets_its_chapters(tmp_path, refusals):
+    """llama.cpp's server refuses json_schema with a 500: the first chapter question falls back at
+    once (no transport retry, no exit 5), the later ones start at the format that worked, and the
+    log says so once. The fake's answers to the chapter question follow the schema in the prompt,
+    as a model that reads its instructions does."""
+    chapter = {"title": "The Lamp Goes Out", "summary": "The keeper climbs the tower and finds the lamp dark."}
+    answers = [{"contains": "This is one chapter of a narrated story", "answer": chapter}]
+    pipeline = copy_pipeline(tmp_path)
+    with start_fake_llm(tmp_path, answers=answers, **refusals) as fake:
+        result = run_text_step(pipeline, fake)
+        chapters = fake.chat_requests()[GOOD_FIRST:]
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "asking again" not in result.stderr, result.stderr
+    told = [line for line in result.stderr.splitlines() if "refused response_format" in line]
+    assert len(told) == len(refusals), result.stderr
+    last = "json_object" if len(refusals) == 1 else "text"
+    tried = ["json_schema", "json_object"][: len(refusals)]
+    assert [r["response_format"] for r in chapters] == tried + [last] * (len(ITEMS) - GOOD_FIRST)
+    assert statuses(pipeline) == {key: "done" for key in ITEMS}
+    assert "The Lamp Goes Out" in (pipeline / "input" / "12.chapters.txt").read_text(encoding="utf-8")

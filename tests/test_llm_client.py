@@ -265,7 +265,7 @@ def test_hang_is_retried_with_a_log_line_then_answers(tmp_path):
 def test_server_failures_are_retried_bounded_and_logged(tmp_path, flag, problem, final):
     lines: list[str] = []
     with start_fake_llm(tmp_path, **{flag: 100}) as fake:
-        client = client_for(fake, transport_retries=2, retry_pause=0, log=lines.append, max_retries=3)
+        client = client_for(fake, transport_retries=2, retry_pauses=[0], log=lines.append, max_retries=3)
         with pytest.raises(ServiceError) as caught:
             client.complete_json("List the scenes", SCENES)
         assert fake.chat_count() == 3  # transport tries only: a broken server is not asked for a better answer
@@ -277,7 +277,7 @@ def test_server_failures_are_retried_bounded_and_logged(tmp_path, flag, problem,
 def test_transient_server_failure_recovers(tmp_path):
     lines: list[str] = []
     with start_fake_llm(tmp_path, error_first=1, drop_first=1) as fake:
-        client = client_for(fake, transport_retries=2, retry_pause=0, log=lines.append)
+        client = client_for(fake, transport_retries=2, retry_pauses=[0], log=lines.append)
         assert client.complete_text("Write a title").startswith("Write a title:")
         assert [r["mode"] for r in fake.chat_requests()] == ["error", "drop", "auto"]
     assert [line.rsplit("(", 1)[1] for line in lines] == ["2 of 3)", "3 of 3)"]
@@ -326,7 +326,7 @@ def test_unknown_model_is_config_error(tmp_path):
             client_for(fake, "llama-70b").complete_text("hi")
         message = str(caught.value)
         assert "'llama-70b'" in message and "qwen/qwen3-8b, gemma" in message and "LM_STUDIO_MODEL" in message
-        assert fake.chat_count() == 1  # a wrong model is not retried
+        assert fake.chat_count() == 0  # a named model is checked against GET /models before the first question
 
 
 def test_image_part_is_sent(tmp_path):

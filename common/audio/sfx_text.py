@@ -29,7 +29,8 @@ class LLMSoundText(LLMText):
     def _ask(self, name: str, question: tuple[str, str, dict[str, Any]], read: Callable[[Any], Any]) -> Any:
         """The answer `read`; a `read` that fails is told to the model, which answers again."""
         prompt, system, schema = question
-        return read(self.client.complete_json(prompt, schema, system=system, name=name, validate=read))
+        return read(self.client.complete_json(prompt, schema, system=system, name=name, validate=read,
+                                              shrink=["lower SFX_BATCH_SIZE (segments or effects per question)"]))
 
     def sound_effects(self, segments: Sequence[SfxSegment], *, names: Sequence[str] = ()) -> list[str]:
         """One short sound description or "Silence" per transcript segment, in order."""

@@ -127,7 +127,8 @@ def _llm_text(settings: Settings, pipeline_dir: Path) -> Any:
 
         return LLMClient(settings.LM_STUDIO_BASE_URL, settings.LM_STUDIO_MODEL,
                          timeout=settings.LLM_TIMEOUT, max_retries=settings.LLM_MAX_RETRIES,
-                         transport_retries=settings.LLM_TRANSPORT_RETRIES)
+                         transport_retries=settings.LLM_TRANSPORT_RETRIES, retry_pauses=settings.LLM_RETRY_PAUSES,
+                         thinking_tokens=settings.LLM_THINKING_TOKENS)
 
     return LLMText(LazyClient(build), settings.LM_STUDIO_MODEL)
 

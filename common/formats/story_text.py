@@ -14,6 +14,9 @@ from common.formats.sections import Section, first_sentence
 from common.formats.story import Story, Utterance
 
 MAX_TITLE_CHARS = 100
+# What sizes a chapter question (common.formats.sections), told when it overflows the model's context.
+CHAPTER_SIZE = ("split the story into more parts (the N of scene_N.M: one chapter each; a story without parts "
+                "has five)")
 
 
 def _check_sentence(text: str, max_words: int) -> None:
@@ -47,7 +50,7 @@ class LLMStoryText(LLMText):
             "Summarise what happens in this passage of a story in ONE plain sentence of at most "
             f"25 words, in the past tense, naming the people involved.\n\nPASSAGE:\n{_passage(utterances)}",
             system="You write short, factual story summaries. Answer with the sentence only.",
-            validate=lambda text: _check_sentence(text, 45),
+            validate=lambda text: _check_sentence(text, 45), max_tokens=120,
         ).strip()
 
     def title(self, story: Story, summary: str) -> str:
@@ -60,7 +63,7 @@ class LLMStoryText(LLMText):
             "Write a title for a narrated story video, at most 8 words, evocative and specific to "
             f"this story. Answer with the title only.\n\nSUMMARY:\n{summary}",
             system="You name stories. Answer with the title only, no quotes.",
-            validate=check,
+            validate=check, max_tokens=60,
         )
         return clean_title(answer)
 
@@ -79,7 +82,7 @@ class LLMStoryText(LLMText):
             f"summary of two or three short sentences.\n\nCHAPTER {section.index}:\n{_passage(section.utterances)}",
             schema,
             system="You title and summarise story chapters. Answer in JSON.",
-            name="chapter",
+            name="chapter", shrink=[CHAPTER_SIZE],
         )
         return clean_title(answer["title"]), " ".join(answer["summary"].split())
 

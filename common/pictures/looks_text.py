@@ -18,6 +18,12 @@ from common.pictures.story_visuals import (
 )
 
 OFFLINE_VERSION = 2
+SCENE_LINE_TOKENS = 300  # one scene line: a place, and a few characters with what they do
+
+
+def _prose_tokens(words: tuple[int, int]) -> int:
+    """The budget of a paragraph of at most words[1] words: two tokens a word, and some slack."""
+    return int(words[1]) * 2 + 64
 
 
 @dataclass
@@ -38,7 +44,8 @@ class LLMLooksText(LLMText):
 
     def character_prose(self, brief: CharacterBrief, attributes: str, *, words: tuple[int, int]) -> str:
         prompt, system = vq.prose_question(f"the character {brief.display_name.rstrip(',')}", attributes, words)
-        answer = self.client.complete_text(prompt, system=system, validate=lambda text: vq.check_prose(text, words))
+        answer = self.client.complete_text(prompt, system=system, validate=lambda text: vq.check_prose(text, words),
+                                           max_tokens=_prose_tokens(words))
         return vq.clean_prose(answer)
 
     def location_attributes(self, brief: LocationBrief) -> str:
@@ -49,7 +56,8 @@ class LLMLooksText(LLMText):
         """One 3.location.txt paragraph from the attributes, keeping the story's hex colours."""
         prompt, system = vq.prose_question(f"the location {brief.location_id}", attributes, words)
         answer = self.client.complete_text(
-            prompt, system=system, validate=lambda text: vq.check_prose(text, words, brief.colours))
+            prompt, system=system, validate=lambda text: vq.check_prose(text, words, brief.colours),
+            max_tokens=_prose_tokens(words))
         return vq.clean_prose(answer)
 
     def scene_line(self, request: SceneRequest, *, check: bool = True) -> str:
@@ -67,7 +75,7 @@ class LLMLooksText(LLMText):
                 vq.parse_scene_answer(line)
 
         prompt, system = vq.scene_question(request)
-        answer = self.client.complete_text(prompt, system=system, validate=validate)
+        answer = self.client.complete_text(prompt, system=system, validate=validate, max_tokens=SCENE_LINE_TOKENS)
         return vq.scene_text(answer, request.scene_id)
 
 

@@ -10,18 +10,32 @@ so a crash never loses more than the question in flight.
 Two bounded retry loops, each logging one line on stderr per retry (an overnight log must show
 why a run took long, not only that it did):
 - answers: `max_retries` counts retries after the first answer that could not be used, so at
-  most `max_retries + 1` answers per question; then a JobError (exit 6).
+  most `max_retries + 1` answers per question; then a JobError (exit 6). A retry shows the model
+  its bad answer (cut to the answer's budget, common.services.llm_limits.echo) and what was wrong.
 - transport: a request that gets no answer within `timeout` (a hung model), a dropped
   connection, a refused connection or a 5xx/429 is sent again up to `transport_retries` times,
-  after a short growing pause; then a ServiceError (exit 5). The `openai` client's own silent
-  retries are switched off so every attempt is ours, counted and logged.
-So one question costs at most `(max_retries + 1) * (transport_retries + 1)` requests.
+  after pauses that grow to tens of seconds (`retry_pauses`, LLM_RETRY_PAUSES, all of one
+  request's pauses together at most MAX_RETRY_WAIT), long enough to ride out a server restart;
+  then a ServiceError (exit 5). The `openai` client's own silent retries are switched off so
+  every attempt is ours, counted and logged. A failure that would only repeat is not retried: a
+  context overflow (even as a 500: "Context size has been exceeded") is one sentence with its
+  numbers, a refused response format moves down json_schema -> json_object -> plain
+  instructions at once, remembered by the client for the rest of its run and said once.
+So one question costs at most `(max_retries + 1) * (transport_retries + 1)` requests, plus one per
+refused format.
+
+What the server claims is checked, not trusted: a named model is looked up in `GET /models`
+before the first question (llama.cpp's server answers any unknown name with its default model),
+and an answer from another model than the one asked is one sentence naming both. Every question
+carries a `max_tokens` budget: the answer's own (the caller's, or derived from the JSON schema)
+plus `thinking_tokens` (LLM_THINKING_TOKENS) for a reasoning model's thoughts.
 """
 from __future__ import annotations
 
 import base64
 import json
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -30,7 +44,10 @@ import jsonschema
 import openai
 
 from common.services.llm_answers import (
-    InvalidAnswer, Reply, Validator, answer_text, json_answer, one_line, text_answer,
+    InvalidAnswer, Reply, Validator, answer_text, clean_controls, json_answer, one_line, strip_think, text_answer,
+)
+from common.services.llm_limits import (
+    DEFAULT_TEXT_TOKENS, context_overflow, echo, error_text, format_refused, json_budget,
 )
 from common.services.llm_endpoint import choose_auto_model, is_auto, normalize_base_url
 from common.services.net import is_loopback_url
@@ -40,8 +57,11 @@ from common.run.errors import ConfigError, InputError, JobError, ServiceError
 Message = dict[str, Any]
 Log = Callable[[str], None]
 T = TypeVar("T")
-RETRY_PAUSE = 0.5  # seconds before the first transport retry; doubled for each next one
-MAX_RETRY_PAUSE = 8.0
+RETRY_PAUSES = (10.0, 30.0, 60.0)  # seconds before each transport retry, the last one repeated (LLM_RETRY_PAUSES)
+MAX_RETRY_WAIT = 120.0  # all transport pauses of one request together
+DEFAULT_THINKING_TOKENS = 2048  # LLM_THINKING_TOKENS: added to every answer's budget for a reasoning model
+JSON_MODES = ("json_schema", "json_object", "prompt")
+_MODE_WORDS = {"json_object": "json_object", "prompt": "plain instructions (the schema in the prompt)"}
 
 _IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
                 ".webp": "image/webp", ".gif": "image/gif"}
@@ -77,38 +97,49 @@ class _FormatRejected(Exception):
 
 class LLMClient:
     """One model on one OpenAI-compatible server; every method is one question, no hidden state
-    beyond what the server told us about itself (the resolved "auto" model, the response
-    formats it refuses)."""
+    beyond what the server told us about itself (the resolved "auto" model, whether a named model
+    is offered, the response formats it refuses)."""
 
     def __init__(self, base_url: str | None, model: str | None, *, timeout: float = 300.0,
                  max_retries: int = 3, api_key: str = "lm-studio", transport_retries: int = 2,
-                 log: Log | None = None, retry_pause: float = RETRY_PAUSE) -> None:
-        """`log` gets one line per retry (default: stderr); `retry_pause` is the first transport pause."""
+                 log: Log | None = None, retry_pauses: Sequence[float] = RETRY_PAUSES,
+                 thinking_tokens: int = DEFAULT_THINKING_TOKENS, sleep: Callable[[float], None] = time.sleep) -> None:
+        """`log` gets one line per retry (default: stderr); `retry_pauses` are the transport pauses in
+        seconds, each taken by `sleep`."""
         self.base_url = normalize_base_url(base_url)
         self.requested_model = (model or "").strip()
         self.timeout = float(timeout)
         self.max_retries = max(0, int(max_retries))
         self.transport_retries = max(0, int(transport_retries))
-        self.retry_pause = max(0.0, float(retry_pause))
+        try:
+            self.retry_pauses = tuple(max(0.0, float(p)) for p in retry_pauses) or (0.0,)
+        except (TypeError, ValueError):
+            raise ConfigError(f"LLM_RETRY_PAUSES is {retry_pauses!r}, not a list of seconds: set it like "
+                              f"[10, 30, 60], then run again.") from None
+        self.thinking_tokens = max(0, int(thinking_tokens))
         self._log = log or say_on_stderr
+        self._sleep = sleep
         # A local server must not be reached through the user's HTTP(S)_PROXY.
         http_client = openai.DefaultHttpxClient(trust_env=False) if is_loopback_url(self.base_url) else None
         # max_retries=0: the openai client would retry silently; _send retries visibly instead.
         self._client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "lm-studio",
                                      timeout=self.timeout, max_retries=0, http_client=http_client)
         self._model: str | None = None if is_auto(self.requested_model) else self.requested_model
-        self._json_modes = ["json_schema", "json_object", "prompt"]
+        self._model_checked = self._model is None  # "auto" is taken from the listing itself
+        self._json_mode = 0  # index into JSON_MODES: the first format this server has not refused
+        self._lock = threading.Lock()
 
     # ---- server facts
 
-    def _send(self, call: Callable[[], T]) -> T:
+    def _send(self, call: Callable[[], T], final: Callable[[openai.APIStatusError], bool] = lambda exc: False) -> T:
         """`call()` (one HTTP request), sent again on a transport failure, a bounded and logged number of times.
 
         Only failures a second try can cure are retried: no answer in time, a dropped or refused
-        connection, a 5xx, a 429. A rejected key is a ConfigError; any other 4xx propagates at once
-        for the caller to word.
+        connection, a 5xx that `final` does not call deterministic, a 429. A rejected key is a
+        ConfigError; any other status error propagates at once for the caller to word.
         """
         attempts = self.transport_retries + 1
+        waited = 0.0
         for attempt in range(1, attempts + 1):
             try:
                 return call()
@@ -119,7 +150,7 @@ class LLMClient:
                 failure: Exception = exc
                 problem = _connection_problem(exc, self.timeout)
             except openai.APIStatusError as exc:
-                if exc.status_code != 429 and exc.status_code < 500:
+                if (exc.status_code != 429 and exc.status_code < 500) or final(exc):
                     raise
                 failure = exc
                 problem = f"failed ({exc.status_code}: {_status_detail(exc, 120)})"
@@ -127,7 +158,9 @@ class LLMClient:
                 raise self._gave_up(failure, attempts) from failure
             self._log(f"LLM server {problem}; asking again ({attempt + 1} of {attempts})")
             if not isinstance(failure, openai.APITimeoutError):  # a timeout already waited long enough
-                time.sleep(min(MAX_RETRY_PAUSE, self.retry_pause * 2 ** (attempt - 1)))
+                pause = min(self.retry_pauses[min(attempt, len(self.retry_pauses)) - 1], MAX_RETRY_WAIT - waited)
+                waited += max(0.0, pause)
+                self._sleep(max(0.0, pause))
         raise AssertionError("unreachable")  # the loop returns or raises
 
     def _gave_up(self, exc: Exception, attempts: int) -> ServiceError:
@@ -180,7 +213,9 @@ class LLMClient:
     def model(self) -> str:
         """The model questions go to; "auto" or empty means the first chat model the server lists.
 
-        Embedding models (LM Studio lists them alongside) are skipped: they cannot chat.
+        Embedding models (LM Studio lists them alongside) are skipped: they cannot chat. A named
+        model is looked up once in the listing before the first question: llama.cpp's server
+        answers any name with its default model, so a typo would otherwise go unnoticed all night.
         """
         if self._model is None:
             offered = self.models()
@@ -191,7 +226,22 @@ class LLMClient:
                     f"The LLM server at {self.base_url} offers {what}: load one (lms load <model>) "
                     f"or set LM_STUDIO_MODEL, then run again.")
             self._model = chosen
+        elif not self._model_checked:
+            offered = self.models()
+            if self._model not in offered:
+                raise self._not_offered(self._model, offered)
+            self._model_checked = True
         return self._model
+
+    def _not_offered(self, model: str, offered: list[str]) -> ConfigError:
+        if not offered:
+            return ConfigError(
+                f"The LLM server at {self.base_url} has no model loaded, so '{model}' is unavailable: "
+                f"load it (lms load {model}), then run again.")
+        listing = ", ".join(offered[:12]) + (", …" if len(offered) > 12 else "")
+        return ConfigError(
+            f"The LLM server at {self.base_url} does not offer the model '{model}' (it offers: {listing}): "
+            f"set LM_STUDIO_MODEL to one of them or load it (lms load {model}), then run again.")
 
     def _unknown_model(self, exc: openai.APIStatusError) -> ConfigError | None:
         """A ConfigError if the server does not offer our model, else None (some other 4xx)."""
@@ -202,15 +252,8 @@ class LLMClient:
         model = self._model or self.requested_model
         if offered is not None and model in offered:
             return None
-        if offered:
-            listing = ", ".join(offered[:12]) + (", …" if len(offered) > 12 else "")
-            return ConfigError(
-                f"The LLM server at {self.base_url} does not offer the model '{model}' (it offers: {listing}): "
-                f"set LM_STUDIO_MODEL to one of them or load it (lms load {model}), then run again.")
-        if offered == []:
-            return ConfigError(
-                f"The LLM server at {self.base_url} has no model loaded, so '{model}' is unavailable: "
-                f"load it (lms load {model}), then run again.")
+        if offered is not None:
+            return self._not_offered(model, offered)
         if exc.status_code == 404:
             return ConfigError(
                 f"The LLM server at {self.base_url} answered 404 for the model '{model}' "
@@ -220,32 +263,30 @@ class LLMClient:
     # ---- one request
 
     def _create(self, messages: Sequence[Message], *, temperature: float, max_tokens: int | None,
-                response_format: dict[str, Any] | None = None) -> Reply:
+                response_format: dict[str, Any] | None = None, shrink: Sequence[str] = ()) -> Reply:
+        """One request; `max_tokens` is the whole budget sent; `shrink` names what makes this prompt smaller."""
         model = self.model
         kwargs: dict[str, Any] = {"model": model, "messages": list(messages), "temperature": temperature}
         if max_tokens:
             kwargs["max_tokens"] = int(max_tokens)
         if response_format is not None:
             kwargs["response_format"] = response_format
+
+        def final(exc: openai.APIStatusError) -> bool:  # a 5xx that would only repeat
+            text = error_text(exc)
+            return ((response_format is not None and format_refused(exc.status_code, text))
+                    or context_overflow(text) is not None)
+
         try:
-            completion = self._send(lambda: self._client.chat.completions.create(**kwargs))
-        except openai.NotFoundError as exc:
-            unknown = self._unknown_model(exc)
-            raise (unknown or JobError(
-                f"The LLM server at {self.base_url} answered 404 for model {model}: {one_line(exc.message, 200)}.")) from exc
-        except openai.BadRequestError as exc:
-            text = f"{exc.message} {exc.param or ''}".lower()
-            if response_format is not None and "response_format" in text:
-                raise _FormatRejected(str(exc.message)) from exc
-            if "model" in text:
-                unknown = self._unknown_model(exc)
-                if unknown is not None:
-                    raise unknown from exc
-            raise JobError(f"The LLM server refused the request for model {model} ({one_line(exc.message, 200)}): "
-                           f"check that the model can do this (e.g. read images), then run again.") from exc
-        except openai.APIStatusError as exc:  # a 4xx not handled above; 5xx and 429 were retried in _send
-            raise JobError(f"The LLM server failed while model {model} answered ({exc.status_code}: "
-                           f"{one_line(exc.message, 200)}): check LM Studio's log (lms log stream), then run again.") from exc
+            completion = self._send(lambda: self._client.chat.completions.create(**kwargs), final)
+        except openai.APIStatusError as exc:
+            raise self._refusal(exc, model, response_format, max_tokens, shrink) from exc
+        answered = str(completion.model or "")
+        if answered and not _same_model(model, answered):
+            raise ConfigError(
+                f"The LLM server at {self.base_url} answered with the model '{answered}' when asked for '{model}' "
+                f"(a server falls back to its default model for a name it does not know): set LM_STUDIO_MODEL to "
+                f"the model it serves or load '{model}' there, then run again.")
         choices = completion.choices or []
         if not choices or choices[0].message is None:
             extra = completion.model_extra or {}
@@ -253,70 +294,131 @@ class LLMClient:
             raise InvalidAnswer(f"the server returned no answer{detail}")
         message = choices[0].message
         reasoning = getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None) or ""
-        return Reply(content=message.content or "", reasoning=str(reasoning), finish_reason=choices[0].finish_reason)
+        return Reply(content=clean_controls(message.content or ""), reasoning=clean_controls(str(reasoning)),
+                     finish_reason=choices[0].finish_reason)
+
+    def _refusal(self, exc: openai.APIStatusError, model: str, response_format: dict[str, Any] | None,
+                 max_tokens: int | None, shrink: Sequence[str]) -> Exception:
+        """The exception for a status error `_send` did not retry: a refused format, an overflow, a wrong model..."""
+        text = error_text(exc)
+        if response_format is not None and format_refused(exc.status_code, text):
+            return _FormatRejected(f"{exc.status_code}: {_status_detail(exc, 120)}")
+        overflow = context_overflow(text, exc.body)
+        if overflow is not None:
+            remedies = list(shrink)
+            if overflow.prompt and overflow.context and overflow.prompt < overflow.context and self.thinking_tokens:
+                remedies.append(f"lower LLM_THINKING_TOKENS ({self.thinking_tokens} tokens of each answer's budget "
+                                f"of {max_tokens} are for reasoning)")
+            return JobError(overflow.sentence(model, remedies))
+        if exc.status_code == 404 or (exc.status_code == 400 and "model" in f"{exc.message} {exc.param or ''}".lower()):
+            unknown = self._unknown_model(exc)
+            if unknown is not None:
+                return unknown
+        if exc.status_code == 404:
+            return JobError(f"The LLM server at {self.base_url} answered 404 for model {model}: "
+                            f"{one_line(exc.message, 200)}.")
+        if exc.status_code >= 500:
+            return self._gave_up(exc, 1)
+        return JobError(f"The LLM server refused the request for model {model} ({exc.status_code}: "
+                        f"{_status_detail(exc, 200)}): check that the model can do this (e.g. read images), "
+                        f"then run again.")
 
     # ---- questions
 
+    def _budget(self, answer_tokens: int) -> int:
+        return answer_tokens + self.thinking_tokens
+
     def chat(self, messages: Sequence[Message], *, temperature: float = 0.7, max_tokens: int | None = None) -> str:
-        """One raw exchange: the answer text (reasoning stripped), possibly "", no retries."""
-        return answer_text(self._create(messages, temperature=temperature, max_tokens=max_tokens))
+        """One raw exchange: the answer text (reasoning stripped), possibly "", no retries.
+
+        `max_tokens` is the answer's budget (default DEFAULT_TEXT_TOKENS); thinking_tokens are added.
+        """
+        budget = self._budget(max_tokens or DEFAULT_TEXT_TOKENS)
+        return answer_text(self._create(messages, temperature=temperature, max_tokens=budget))
 
     def _ask(self, messages: list[Message], parse: Callable[[Reply], Any], *, correction: str,
-             temperature: float, max_tokens: int | None,
-             response_format: Callable[[], dict[str, Any] | None] = lambda: None) -> Any:
+             temperature: float, answer_tokens: int, shrink: Sequence[str] = (),
+             response_format: Callable[[str], dict[str, Any] | None] | None = None) -> Any:
         """Ask, parse, and on an unusable answer ask again with the reason, a bounded number of times."""
         conversation = list(messages)
         reason = "no answer"
+        cut_off = False
         attempts = self.max_retries + 1
         for _attempt in range(attempts):
             reply: Reply | None = None
             try:
-                reply = self._create_with_format(conversation, response_format, temperature, max_tokens)
+                reply = self._create_with_format(conversation, response_format, temperature,
+                                                 self._budget(answer_tokens), shrink)
                 return parse(reply)
             except InvalidAnswer as exc:
                 reason = one_line(str(exc), 300)
+            cut_off = reply is not None and reply.finish_reason == "length"
             if _attempt + 1 < attempts:
                 self._log(f"LLM answer could not be used ({one_line(reason, 160)}); asking again "
                           f"({_attempt + 2} of {attempts})")
-            shown = reply.content.strip() if reply is not None and reply.content.strip() else "(an empty answer)"
-            # Only the latest bad answer goes back: the conversation stays short however many retries.
+            shown = strip_think(reply.content) if reply is not None else ""
+            # Only the latest bad answer goes back, cut to the answer's budget: the retry fits where the question did.
             conversation = list(messages) + [
-                {"role": "assistant", "content": shown[:4000]},
+                {"role": "assistant", "content": echo(shown, answer_tokens) if shown else "(an empty answer)"},
                 {"role": "user", "content": f"That answer could not be used: {reason}. {correction}"},
             ]
+        tries = f"{attempts} {'try' if attempts == 1 else 'tries'}"
+        if cut_off:
+            raise JobError(
+                f"The model {self.model} gave no usable answer in {tries} (last problem: {reason.rstrip('.')}) "
+                f"within its limit of {self._budget(answer_tokens)} tokens ({answer_tokens} for the answer, "
+                f"{self.thinking_tokens} for reasoning); raise LLM_THINKING_TOKENS for a model that thinks at "
+                f"length, or pick another model with LM_STUDIO_MODEL.")
         raise JobError(
-            f"The model {self.model} gave no usable answer in {attempts} {'try' if attempts == 1 else 'tries'} "
+            f"The model {self.model} gave no usable answer in {tries} "
             f"(last problem: {reason.rstrip('.')}); try again, or pick another model with LM_STUDIO_MODEL.")
 
-    def _create_with_format(self, conversation: list[Message], response_format: Callable[[], dict[str, Any] | None],
-                            temperature: float, max_tokens: int | None) -> Reply:
+    def _create_with_format(self, conversation: list[Message],
+                            response_format: Callable[[str], dict[str, Any] | None] | None,
+                            temperature: float, max_tokens: int, shrink: Sequence[str]) -> Reply:
+        """One answer; with `response_format` (mode name -> format), in the first format the server takes."""
         while True:
-            fmt = response_format()
+            with self._lock:
+                mode = self._json_mode
+            fmt = response_format(JSON_MODES[mode]) if response_format is not None else None
             try:
-                return self._create(conversation, temperature=temperature, max_tokens=max_tokens, response_format=fmt)
-            except _FormatRejected:
-                # Remember for this client: the next question goes straight to what the server takes.
-                if len(self._json_modes) > 1:
-                    self._json_modes.pop(0)
-                    continue
-                raise JobError(f"The LLM server at {self.base_url} refuses every structured-output format for model "
-                               f"{self.model}: use a newer server version, then run again.") from None
+                return self._create(conversation, temperature=temperature, max_tokens=max_tokens,
+                                    response_format=fmt, shrink=shrink)
+            except _FormatRejected as refused:
+                self._fall_back(mode, str(refused))
+
+    def _fall_back(self, mode: int, detail: str) -> None:
+        """Past JSON_MODES[mode] for the rest of this client's run: the next question goes straight to what works."""
+        with self._lock:
+            if self._json_mode != mode:  # another thread moved on already
+                return
+            if mode + 1 >= len(JSON_MODES):  # plain instructions send no format: nothing left to refuse
+                raise AssertionError("a request without response_format was refused as one")
+            self._json_mode = mode + 1
+        self._log(f"LLM server at {self.base_url} refused response_format {JSON_MODES[mode]} ({one_line(detail, 160)}); "
+                  f"structured answers use {_MODE_WORDS[JSON_MODES[mode + 1]]} from now on")
 
     def complete_text(self, prompt: str, *, system: str | None = None, validate: Validator | None = None,
-                      temperature: float = 0.7, max_tokens: int | None = None) -> str:
-        """A non-empty text answer that passes `validate` (which raises ValueError with a reason)."""
+                      temperature: float = 0.7, max_tokens: int | None = None, shrink: Sequence[str] = ()) -> str:
+        """A non-empty text answer that passes `validate` (which raises ValueError with a reason).
+
+        `max_tokens`: what the answer itself may take (default DEFAULT_TEXT_TOKENS, a paragraph);
+        `shrink`: what the user can lower when the prompt overflows the model's context, e.g.
+        "lower SFX_BATCH_SIZE (segments per question)".
+        """
         return self._ask(_messages(system, prompt), lambda reply: text_answer(reply, validate),
-                         temperature=temperature, max_tokens=max_tokens,
+                         temperature=temperature, answer_tokens=max_tokens or DEFAULT_TEXT_TOKENS, shrink=shrink,
                          correction="Answer again, with only the answer itself.")
 
     def complete_json(self, prompt: str, schema: dict[str, Any], *, system: str | None = None, name: str = "answer",
                       validate: Validator | None = None, temperature: float = 0.2,
-                      max_tokens: int | None = None) -> Any:
+                      max_tokens: int | None = None, shrink: Sequence[str] = ()) -> Any:
         """A JSON value valid against `schema` that also passes `validate`, parsed.
 
         Asks with `response_format` json_schema; a server that refuses it gets json_object, then
         plain instructions (the schema is always in the system message too, so every server
-        knows the shape).
+        knows the shape). The answer's budget is `max_tokens`, else what the longest document
+        the schema allows takes.
         """
         jsonschema.validators.validator_for(schema).check_schema(schema)  # a bad schema is our bug
         safe_name = re.sub(r"[^A-Za-z0-9_-]", "_", name or "answer")[:64] or "answer"
@@ -324,8 +426,7 @@ class LLMClient:
                         f"It must match this JSON Schema:\n{json.dumps(schema, ensure_ascii=False)}")
         full_system = f"{system.rstrip()}\n\n{instructions}" if system else instructions
 
-        def response_format() -> dict[str, Any] | None:
-            mode = self._json_modes[0]
+        def response_format(mode: str) -> dict[str, Any] | None:
             if mode == "json_schema":
                 return {"type": "json_schema", "json_schema": {"name": safe_name, "schema": schema, "strict": True}}
             if mode == "json_object":
@@ -333,7 +434,7 @@ class LLMClient:
             return None
 
         return self._ask(_messages(full_system, prompt), lambda reply: json_answer(reply, schema, validate),
-                         temperature=temperature, max_tokens=max_tokens,
+                         temperature=temperature, answer_tokens=max_tokens or json_budget(schema), shrink=shrink,
                          response_format=response_format,
                          correction="Reply with only one JSON document that matches the schema.")
 
@@ -344,8 +445,18 @@ class LLMClient:
         url = image_data_url(image_path)
         parts = [{"type": "text", "text": prompt}, {"type": "image_url", "image_url": {"url": url}}]
         return self._ask(_messages(system, parts), lambda reply: text_answer(reply, validate),
-                         temperature=temperature, max_tokens=max_tokens,
+                         temperature=temperature, answer_tokens=max_tokens or DEFAULT_TEXT_TOKENS,
                          correction="Answer again about the same image, with only the answer itself.")
+
+
+def _same_model(asked: str, answered: str) -> bool:
+    """Whether an answer's `model` is the model asked for: the same id, or it with a date or `:latest` appended
+    (OpenAI answers `gpt-4o` as `gpt-4o-2024-08-06`, Ollama `llama3` as `llama3:latest`)."""
+    a, b = asked.strip().lower(), answered.strip().lower()
+    if a == b:
+        return True
+    rest = b[len(a):] if b.startswith(a) else None
+    return rest is not None and re.fullmatch(r"(-\d{4}-\d{2}-\d{2}|:latest)", rest) is not None
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:

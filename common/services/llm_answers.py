@@ -16,6 +16,10 @@ Reasoning models, the rule used here (`answer_text`):
    at the token limit (finish_reason "length": an unfinished thought is not an answer), its
    last paragraph is. For JSON, the last JSON document in the reasoning is used instead.
 Whatever comes out still has to pass validation, so a wrong guess costs a retry, not a bad file.
+
+Control characters (a random-weight or broken model writes NULs, bells, terminal escapes) are
+removed from a reply before anything else reads it (`clean_controls`); line breaks and tabs stay,
+and JSON is read leniently about raw line breaks inside its strings, as models write them.
 """
 from __future__ import annotations
 
@@ -34,6 +38,9 @@ _CLOSE = re.compile(rf"</(?:{_THINK_TAGS})\s*>", re.I)
 _OPEN = re.compile(rf"<(?:{_THINK_TAGS})>", re.I)
 _FINAL_CHANNEL = "<|channel|>final<|message|>"
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)```", re.S)
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_LENIENT = json.JSONDecoder(strict=False)  # raw line breaks and tabs inside strings are read, not refused
 
 
 class InvalidAnswer(ValueError):
@@ -47,6 +54,12 @@ class Reply:
     content: str
     reasoning: str
     finish_reason: str | None
+
+
+def clean_controls(text: str) -> str:
+    """`text` without terminal escapes and control characters other than line breaks and tabs."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _CONTROLS.sub("", _ANSI.sub("", text))
 
 
 def strip_think(text: str) -> str:
@@ -92,17 +105,17 @@ def json_candidates(text: str, *, last_first: bool = False) -> Iterator[Any]:
     stripped = text.strip()
     if stripped:
         try:
-            found.append(json.loads(stripped))
+            found.append(_LENIENT.decode(stripped))
         except ValueError:
             pass
     for match in _FENCE.finditer(text):
         if match.group(1).lower() not in ("", "json", "jsonc", "json5", "javascript", "js"):
             continue
         try:
-            found.append(json.loads(match.group(2)))
+            found.append(_LENIENT.decode(match.group(2)))
         except ValueError:
             pass
-    decoder = json.JSONDecoder()
+    decoder = _LENIENT
     position, starts = 0, 0
     while starts < 500:
         hits = [i for i in (text.find("{", position), text.find("[", position)) if i >= 0]
@@ -196,7 +209,9 @@ def json_answer(reply: Reply, schema: dict[str, Any], validate: Validator | None
     if not content and not parsed_any:
         raise InvalidAnswer(empty_reason(reply))
     if reply.finish_reason == "length":
-        raise InvalidAnswer("the JSON was cut off at the token limit before it was complete")
+        if content.lstrip()[:1] in ("{", "[") or "```" in content:
+            raise InvalidAnswer("the JSON was cut off at the token limit before it was complete")
+        raise InvalidAnswer("the answer was cut off at the token limit before it held any JSON")
     if first_problem:
         raise InvalidAnswer(f"the JSON does not fit: {first_problem}")
     if content.lstrip()[:1] in ("{", "[") or "```" in content:

@@ -22,6 +22,7 @@ class LLMMotionText(LLMText):
         answer = self.client.describe_image(
             motion.motion_question(brief), image, system=motion.MOTION_SYSTEM,
             validate=lambda text: motion.check_motion(motion.clean_motion(text)),
+            max_tokens=motion.MAX_WORDS * 2 + 64,
         )
         return motion.motion_line(motion.clean_motion(answer))
 

@@ -9,11 +9,31 @@ not through mocks of our own code.
         [--reasoning-content] [--answer-in-reasoning] [--garbage-first N] [--empty-first N]
         [--truncate-first N] [--reasoning-only-first N] [--error-first N] [--drop-first N]
         [--hang-first N] [--faults-after N] [--delay S] [--hang] [--answers FILE]
-        [--reject-json-schema] [--lmstudio]
+        [--reject-json-schema [400|422|500]] [--reject-json-object [400|422|500]] [--context N]
+        [--ramble] [--full-context length|500] [--unknown-model 404|default] [--answer-model NAME]
+        [--control-chars] [--lmstudio]
 
 Endpoints: `GET /v1/models`, `POST /v1/chat/completions`, and with `--lmstudio` (fake_lms passes
 it) `GET /lmstudio-greeting`, the probe the real `lms` CLI uses to tell an LM Studio server from
-anything else on the port.
+anything else on the port. Like the real servers, it is rude, and no more helpful than they are:
+- an unknown path is FastAPI's 404 `{"detail": "Not Found"}` (405 for a wrong method); a body that
+  is not JSON is llama-cpp-python's plain-text 500 "Internal Server Error";
+- `--reject-json-schema [STATUS]` refuses json_schema: 400 naming `response_format` (OpenAI
+  style, the default), 422 with FastAPI's `detail` listing the allowed types, or 500 whose
+  message is that validation error's text (llama-cpp-python); `--reject-json-object` likewise;
+- `max_tokens` is honoured: an answer longer than it is cut there with finish_reason "length";
+  without it a model writes until the context (`--context N` tokens, default 32768) is full;
+  `--ramble` makes answers that never end on their own. `--full-context 500` answers a context
+  that fills up mid-answer with llama-server's 500 "Context size has been exceeded." instead;
+- a prompt of `--context` tokens or more is llama-cpp-python's 400 `context_length_exceeded`
+  ("This model's maximum context length is M tokens. However, you requested N tokens (P in the
+  messages, C in the completion)...", C being "None" when no max_tokens was sent);
+- `--unknown-model default` answers an unknown model 200 from the default (first) model, the
+  request's name echoed (llama.cpp's servers), instead of the 404 of LM Studio and Ollama;
+  `--answer-model NAME` names NAME as the answering model whatever was asked;
+- `--control-chars`: answers carry a terminal escape, a bell (inside a JSON string too, which
+  strict JSON refuses) and a NUL, as a broken or random-weight model writes them.
+The fake's tokens are words and punctuation marks (`count_tokens`).
 
 Answers are deterministic functions of the request, so tests can assert on them:
 - `--answers FILE`: a JSON list of `{"contains": "...", "answer": "..."}` (or `"answers": [...]`,
@@ -22,7 +42,8 @@ Answers are deterministic functions of the request, so tests can assert on them:
   how a test feeds JSON that is well-formed but wrong for the schema.
 - `response_format` json_schema: a document generated from the schema (objects with all their
   properties, arrays with minItems, enums, bounded numbers, strings derived from the prompt).
-  json_object: `{"answer": <text>}`. Otherwise a short text derived from the prompt. "The prompt"
+  json_object: `{"answer": <text>}`, any JSON object, not one that fits the schema the prompt
+  describes (a grammar for "an object" is all a server enforces). Otherwise a short text derived from the prompt. "The prompt"
   is the first user message, so a retry (bad answer + correction appended) answers the same
   question; the record's `last_user` shows the correction the client sent.
 - Failure injection, counted over chat requests (well-formed ones) in this order: the first
@@ -48,7 +69,8 @@ identifiers `fake_lms.py load` recorded there (read on every request, so loads a
 start show), else `fake-model`. An unknown model is a 404 like OpenAI's `model_not_found`.
 
 `--record FILE` appends one JSON line per request (flushed) so tests can count calls and see what
-was sent (message count, image parts, response_format type, last user text).
+was sent (message count, image parts, response_format type, last user text, the length of the last
+assistant message (`echoed`), max_tokens, prompt_tokens, finish).
 A readiness line `fake_llm ready on http://127.0.0.1:PORT/v1` is printed once listening.
 """
 from __future__ import annotations
@@ -56,9 +78,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import re
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -66,191 +88,62 @@ from typing import Any
 
 from aiohttp import web
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported: its sibling by name
+from schema_faker import SchemaFaker, derived_text  # noqa: E402
+
 DEFAULT_MODEL = "fake-model"
-WORDS = ("amber", "brook", "cedar", "dune", "ember", "fjord", "grove", "harbor", "iris", "juniper",
-         "kestrel", "lantern", "meadow", "north", "orchard", "pebble", "quill", "river", "saffron",
-         "thistle", "umber", "valley", "willow", "yarrow", "zephyr")
-
-
-# ---------------------------------------------------------------- deterministic text
-
-def _digest(*parts: str) -> bytes:
-    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
-
-
-def derived_text(prompt: str, salt: str = "", words: int = 6) -> str:
-    """A short sentence that depends only on the prompt (and salt): same request, same answer."""
-    digest = _digest(prompt, salt)
-    picked = [WORDS[b % len(WORDS)] for b in digest[:words]]
-    head = " ".join(prompt.split()[:4])
-    text = " ".join(picked)
-    return f"{head}: {text}" if head else text
-
-
-# ---------------------------------------------------------------- schema -> instance
-
-class SchemaFaker:
-    """Builds a JSON value valid against a (practical subset of) JSON Schema, deterministically.
-
-    Covers what structured-output prompts use: $ref into $defs/definitions, allOf/anyOf/oneOf,
-    const, enum, type lists, objects (every declared property), arrays (minItems/maxItems,
-    prefixItems, uniqueItems), strings (min/maxLength), numbers (bounds, multipleOf), booleans, null.
-    """
-
-    def __init__(self, root: dict[str, Any], prompt: str) -> None:
-        self.root = root
-        self.prompt = prompt
-
-    def make(self) -> Any:
-        return self._value(self.root, "$", 0)
-
-    def _resolve(self, schema: dict[str, Any]) -> dict[str, Any]:
-        seen = 0
-        while isinstance(schema, dict) and "$ref" in schema and seen < 32:
-            ref = schema["$ref"]
-            if not ref.startswith("#"):
-                raise ValueError(f"only local $ref is supported, got {ref!r}")
-            node: Any = self.root
-            for part in [p for p in ref[1:].split("/") if p]:
-                node = node[part.replace("~1", "/").replace("~0", "~")]
-            schema = node
-            seen += 1
-        return schema
-
-    def _pick(self, options: list[Any], path: str) -> Any:
-        return options[_digest(self.prompt, path)[0] % len(options)]
-
-    def _value(self, schema: Any, path: str, depth: int) -> Any:
-        if schema is True or schema == {} or schema is None:
-            return derived_text(self.prompt, path, 3)
-        schema = self._resolve(schema)
-        if "const" in schema:
-            return schema["const"]
-        if "enum" in schema:
-            return self._pick(list(schema["enum"]), path)
-        if "allOf" in schema:
-            merged: dict[str, Any] = {}
-            for part in schema["allOf"]:
-                part = self._resolve(part)
-                for key, value in part.items():
-                    if key == "properties":
-                        merged.setdefault("properties", {}).update(value)
-                    elif key == "required":
-                        merged.setdefault("required", []).extend(value)
-                    else:
-                        merged.setdefault(key, value)
-            rest = {k: v for k, v in schema.items() if k != "allOf"}
-            merged.update({k: v for k, v in rest.items() if k not in merged})
-            return self._value(merged, path, depth)
-        for key in ("anyOf", "oneOf"):
-            if key in schema:
-                options = [self._resolve(o) for o in schema[key]]
-                non_null = [o for o in options if o.get("type") != "null"] or options
-                return self._value(non_null[0], path, depth)
-        kind = schema.get("type")
-        if isinstance(kind, list):
-            kind = next((k for k in kind if k != "null"), kind[0] if kind else None)
-        if kind is None:
-            if "properties" in schema:
-                kind = "object"
-            elif "items" in schema or "prefixItems" in schema:
-                kind = "array"
-            else:
-                kind = "string"
-        maker = getattr(self, f"_{kind}", None)
-        if maker is None:
-            raise ValueError(f"unsupported schema type {kind!r} at {path}")
-        return maker(schema, path, depth)
-
-    def _object(self, schema: dict[str, Any], path: str, depth: int) -> dict[str, Any]:
-        props = schema.get("properties", {})
-        required = list(schema.get("required", []))
-        names = list(props) + [r for r in required if r not in props]
-        return {name: self._value(props.get(name, {}), f"{path}.{name}", depth + 1) for name in names}
-
-    def _array(self, schema: dict[str, Any], path: str, depth: int) -> list[Any]:
-        prefix = schema.get("prefixItems", [])
-        low = int(schema.get("minItems", 0))
-        high = schema.get("maxItems")
-        count = max(low, len(prefix), 1 if depth < 6 else 0)
-        if high is not None:
-            count = min(count, int(high))
-        items = schema.get("items", {})
-        out = []
-        for index in range(count):
-            sub = prefix[index] if index < len(prefix) else items
-            out.append(self._value(sub, f"{path}[{index}]", depth + 1))
-        return out
-
-    def _string(self, schema: dict[str, Any], path: str, depth: int) -> str:
-        fmt = schema.get("format")
-        if fmt == "date":
-            return "2024-01-01"
-        if fmt == "date-time":
-            return "2024-01-01T00:00:00Z"
-        if fmt in ("uri", "url"):
-            return "https://example.com/" + hashlib.sha1(path.encode()).hexdigest()[:8]
-        if path.endswith(".sound"):
-            return "Silence"  # a sound designer's most common answer, valid for any segment
-        text = derived_text(self.prompt, path)
-        low = int(schema.get("minLength", 0))
-        high = schema.get("maxLength")
-        while len(text) < low:
-            text += " " + derived_text(self.prompt, path + str(len(text)), 3)
-        if high is not None:
-            text = text[: int(high)]
-        return text
-
-    def _number(self, schema: dict[str, Any], path: str, depth: int, integer: bool = False) -> float | int:
-        low = schema.get("minimum")
-        high = schema.get("maximum")
-        if "exclusiveMinimum" in schema and not isinstance(schema["exclusiveMinimum"], bool):
-            low = schema["exclusiveMinimum"] + (1 if integer else 0.5)
-        if "exclusiveMaximum" in schema and not isinstance(schema["exclusiveMaximum"], bool):
-            high = schema["exclusiveMaximum"] - (1 if integer else 0.5)
-        if low is not None and high is not None:
-            value = (low + high) / 2
-        elif low is not None:
-            value = low + 1
-        elif high is not None:
-            value = min(high, 1)
-        else:
-            value = 1 + _digest(self.prompt, path)[0] % 9
-        step = schema.get("multipleOf")
-        if step:
-            value = round(value / step) * step
-            if low is not None and value < low:
-                value += step
-            if high is not None and value > high:
-                value -= step
-        if integer:
-            value = int(value)
-            if low is not None and value < low:
-                value += 1
-        return value
-
-    def _integer(self, schema: dict[str, Any], path: str, depth: int) -> int:
-        # Inside the k-th item of an array, a bounded integer counts up from its minimum, as a
-        # model numbering items does (e.g. {"index": 5}, {"index": 6}, ...), so such answers stay valid.
-        item = re.findall(r"\[(\d+)\]\.[^.\[]+$", path)
-        low, high = schema.get("minimum"), schema.get("maximum")
-        if item and isinstance(low, int):
-            value = low + int(item[0])
-            return min(value, high) if isinstance(high, int) else value
-        return int(self._number(schema, path, depth, integer=True))
-
-    def _boolean(self, schema: dict[str, Any], path: str, depth: int) -> bool:
-        return True
-
-    def _null(self, schema: dict[str, Any], path: str, depth: int) -> None:
-        return None
-
 
 # ---------------------------------------------------------------- the server
 
 def _error(status: int, message: str, kind: str, param: str | None = None, code: str | None = None) -> web.Response:
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     return web.json_response(body, status=status)
+
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def count_tokens(text: str) -> int:
+    """The fake's tokenizer: a word or one punctuation mark is a token (close enough for limits)."""
+    return len(_TOKEN.findall(text))
+
+
+def first_tokens(text: str, count: int) -> str:
+    """`text` up to the end of its `count`-th token: what a model stopped at a token limit wrote."""
+    for number, match in enumerate(_TOKEN.finditer(text), start=1):
+        if number == count:
+            return text[: match.end()]
+    return text
+
+
+def _format_refusal(status: int, refused: str, allowed: list[str]) -> web.Response:
+    """How servers refuse a response_format type: OpenAI-style 400, FastAPI's 422, llama-cpp-python's 500.
+
+    llama-cpp-python validates the request with pydantic inside a route handler that turns any
+    exception into a 500 whose message is the validation error's text.
+    """
+    expected = " or ".join(f"'{t}'" for t in allowed)
+    problem = {"type": "literal_error", "loc": ["body", "response_format", "type"],
+               "msg": f"Input should be {expected}", "input": refused, "ctx": {"expected": expected}}
+    if status == 422:
+        return web.json_response({"detail": [problem]}, status=422)
+    if status >= 500:  # str() of FastAPI's RequestValidationError
+        problem["loc"] = tuple(problem["loc"])
+        return _error(status, f"1 validation error:\n  {problem}\n  Endpoint: /v1/chat/completions",
+                      "internal_server_error")
+    return _error(status, f"'response_format.type' {refused} is not supported by this server.",
+                  "invalid_request_error", "response_format")
+
+
+@web.middleware
+async def fastapi_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Unknown paths and methods answered as FastAPI does (llama-cpp-python, vLLM): JSON `detail`."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return web.json_response({"detail": "Not Found"}, status=404)
+    except web.HTTPMethodNotAllowed:
+        return web.json_response({"detail": "Method Not Allowed"}, status=405)
 
 
 def _text_of(content: Any) -> tuple[str, int]:
@@ -321,8 +214,9 @@ class FakeLLM:
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
-            self.record({"path": "/v1/chat/completions", "status": 400})
-            return _error(400, "We could not parse the JSON body of your request.", "invalid_request_error")
+            # llama-cpp-python: its error handler parses the body again, fails, and Starlette answers plain text.
+            self.record({"path": "/v1/chat/completions", "status": 500})
+            return web.Response(status=500, text="Internal Server Error", content_type="text/plain")
         entry: dict[str, Any] = {"path": "/v1/chat/completions", "model": body.get("model") if isinstance(body, dict) else None}
         response = await self._chat(body, entry)
         if response == "drop":
@@ -368,11 +262,12 @@ class FakeLLM:
         if not isinstance(model, str) or not model:
             return _error(400, "you must provide a model parameter", "invalid_request_error", "model")
         offered = self.model_ids()
-        if model not in offered:
+        if model not in offered and not (self.args.unknown_model == "default" and offered):
             message = (f"The model `{model}` does not exist or you do not have access to it."
                        if offered else "No models loaded. Please load a model with `lms load`.")
             return _error(404, message, "invalid_request_error", "model", "model_not_found")
-        texts, images, first_user, last_user = [], 0, None, ""
+        # --unknown-model default: served by the default model, the request's name echoed (llama-cpp-python).
+        texts, images, first_user, last_user, last_assistant = [], 0, None, "", ""
         for index, message in enumerate(messages):
             if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant", "developer", "tool"):
                 return _error(400, f"Invalid message at messages[{index}]: needs a role.", "invalid_request_error", f"messages[{index}]")
@@ -382,10 +277,12 @@ class FakeLLM:
                 return _error(400, f"Invalid content at messages[{index}]: {exc}.", "invalid_request_error", f"messages[{index}].content")
             texts.append(text)
             images += count
+            if message["role"] == "assistant":
+                last_assistant = text
             if message["role"] == "user":
                 last_user = text
                 first_user = text if first_user is None else first_user
-        entry.update(messages=len(messages), images=images, last_user=last_user[:2000],
+        entry.update(messages=len(messages), images=images, last_user=last_user[:2000], echoed=len(last_assistant),
                      temperature=body.get("temperature"), max_tokens=body.get("max_tokens"))
 
         fmt = body.get("response_format")
@@ -397,16 +294,29 @@ class FakeLLM:
                               "invalid_request_error", "response_format.type")
             fmt_type = fmt["type"]
             entry["response_format"] = fmt_type
+            refusals = {"json_schema": self.args.reject_json_schema, "json_object": self.args.reject_json_object}
+            if refusals.get(fmt_type):
+                allowed = [t for t in ("text", "json_object", "json_schema") if t != fmt_type and not refusals.get(t)]
+                return _format_refusal(int(refusals[fmt_type]), fmt_type, allowed)
             if fmt_type == "json_schema":
-                if self.args.reject_json_schema:
-                    return _error(400, "'response_format.type' json_schema is not supported by this server.",
-                                  "invalid_request_error", "response_format")
                 spec = fmt.get("json_schema")
                 if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict) or not spec.get("name"):
                     return _error(400, "'response_format.json_schema' needs a 'name' and a 'schema' object.",
                                   "invalid_request_error", "response_format.json_schema")
                 schema = spec["schema"]
         entry["response_format"] = fmt_type
+
+        conversation = "\n".join(texts)
+        prompt_tokens = count_tokens(conversation) + 4 * len(messages)
+        limit = body.get("max_tokens")
+        limit = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
+        entry["prompt_tokens"] = prompt_tokens
+        if prompt_tokens >= self.args.context:
+            # llama-cpp-python's words, None and all when no max_tokens was sent.
+            return _error(400, f"This model's maximum context length is {self.args.context} tokens. However, you "
+                               f"requested {prompt_tokens + (limit or 0)} tokens ({prompt_tokens} in the messages, "
+                               f"{limit} in the completion). Please reduce the length of the messages or completion.",
+                          "invalid_request_error", "messages", "context_length_exceeded")
 
         index = self.chat_index
         self.chat_index += 1
@@ -421,7 +331,6 @@ class FakeLLM:
         if self.args.delay:
             await asyncio.sleep(self.args.delay)
 
-        conversation = "\n".join(texts)
         # Answers derive from the first user message, the question: a retry (which appends the bad
         # answer and a correction) gets an answer to the same question, as from a real model.
         answer, mode = self._answer(conversation, first_user or "", fmt_type, schema)
@@ -434,7 +343,18 @@ class FakeLLM:
             answer, mode, finish = answer[: max(1, len(answer) // 2)], fault, "length"
         elif fault == "reasoning-only":
             mode, finish = fault, "length"
-        entry["mode"] = mode
+        if self.args.ramble and fault is None:  # a model that never stops on its own
+            answer += "".join(f" {derived_text(first_user or '', str(n), 8)}" for n in range(self.args.context // 8 + 1))
+        # Generation stops at max_tokens, or where the context is full (no limit: until it is).
+        room = self.args.context - prompt_tokens
+        if count_tokens(answer) > min(limit or room, room):
+            if (limit is None or limit > room) and self.args.full_context == "500":
+                entry["mode"] = "context-full"  # llama-server without context shift
+                return _error(500, "Context size has been exceeded.", "server_error")
+            answer, finish = first_tokens(answer, min(limit or room, room)), "length"
+        if self.args.control_chars and answer:
+            answer = _with_controls(answer)
+        entry["mode"], entry["finish"] = mode, finish
 
         reasoning = f"The user asks: {(first_user or '')[:80]!r}. I will answer briefly."
         message: dict[str, Any] = {"role": "assistant", "content": answer}
@@ -448,13 +368,12 @@ class FakeLLM:
             message["reasoning_content"] = reasoning
         elif self.args.think:
             message["content"] = f"<think>\n{reasoning}\n</think>\n\n{answer}"
-        prompt_tokens = max(1, len(conversation.split()))
-        completion_tokens = len(str(message["content"]).split())
+        completion_tokens = count_tokens(str(message["content"]) + str(message.get("reasoning_content", "")))
         return web.json_response({
             "id": f"chatcmpl-{hashlib.sha1(f'{index}:{conversation}'.encode()).hexdigest()[:24]}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": model,
+            "model": self.args.answer_model or model,
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
@@ -489,9 +408,17 @@ class FakeLLM:
         return derived_text(question), "auto"
 
 
+def _with_controls(answer: str) -> str:
+    """The answer as a broken model writes it: a terminal escape, a bell inside (inside a JSON string too), a NUL."""
+    if answer[:1] in "{[" and '": "' in answer:
+        return "\x1b[0m" + answer.replace('": "', '": "\x07', 1) + "\x00"
+    middle = len(answer) // 2
+    return f"\x1b[1m{answer[:middle]}\x07{answer[middle:]}\x00"
+
+
 def build_app(args: argparse.Namespace) -> web.Application:
     fake = FakeLLM(args)
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[fastapi_errors])
     if args.lmstudio:
         app.router.add_get("/lmstudio-greeting", fake.greeting)
     app.router.add_get("/v1/models", fake.models)
@@ -523,8 +450,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--answers", help="JSON list of {contains, answer|answers}")
     parser.add_argument("--lmstudio", action="store_true",
                         help="answer LM Studio's GET /lmstudio-greeting probe (fake_lms passes it; an Ollama-like fake does not)")
-    parser.add_argument("--reject-json-schema", action="store_true",
-                        help="answer 400 to json_schema response formats, like servers without structured output")
+    parser.add_argument("--reject-json-schema", nargs="?", const="400", choices=["400", "422", "500"],
+                        help="refuse json_schema response formats with this status (400 OpenAI-style, 422 FastAPI, "
+                             "500 llama-cpp-python)")
+    parser.add_argument("--reject-json-object", nargs="?", const="400", choices=["400", "422", "500"],
+                        help="refuse json_object response formats likewise")
+    parser.add_argument("--context", type=int, default=32768,
+                        help="the model's context in tokens: a longer prompt is a 400 context_length_exceeded")
+    parser.add_argument("--ramble", action="store_true",
+                        help="answers never end on their own: they run to max_tokens or, without one, to a full context")
+    parser.add_argument("--full-context", choices=["length", "500"], default="length",
+                        help="a context that fills up mid-answer: finish_reason length (llama-cpp-python) or "
+                             "500 'Context size has been exceeded.' (llama-server without context shift)")
+    parser.add_argument("--unknown-model", choices=["404", "default"], default="404",
+                        help="an unknown model: 404 (LM Studio, Ollama) or answered by the default model (llama.cpp)")
+    parser.add_argument("--answer-model", help="answers name this model whatever was asked")
+    parser.add_argument("--control-chars", action="store_true",
+                        help="answers carry a terminal escape, a bell (inside a JSON string too) and a NUL")
     return parser.parse_args(argv)
 
 

@@ -9,7 +9,8 @@ Options map to fake_llm.py flags: model="m" or ["a", "b"], think=True, reasoning
 answer_in_reasoning=True, garbage_first=N, empty_first=N, truncate_first=N, reasoning_only_first=N,
 error_first=N (HTTP 500), drop_first=N (connection closed unanswered), hang_first=N,
 faults_after=N (the first N chat requests are answered well, the faults come after), delay=S,
-hang=True, reject_json_schema=True, answers=[{"contains": ..., "answer": ...}] (written to a file
+hang=True, reject_json_schema=True or "422"/"500" (reject_json_object likewise), context=N (tokens),
+ramble=True, full_context="500", unknown_model="default", answer_model="m", control_chars=True, answers=[{"contains": ..., "answer": ...}] (written to a file
 for you), env={...} (extra environment, e.g. FAKE_LMS_STATE). Each fake request's "mode" in
 `requests()` names the fault it got ("auto" for a good answer).
 """

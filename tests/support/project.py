@@ -33,6 +33,7 @@ def env_for(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["PYTHONUNBUFFERED"] = "1"
     env["COMFYUI_RETURN_WAIT"] = "3"  # a test whose server died should not wait a minute for it
+    env["LLM_RETRY_PAUSES"] = "[0.05]"  # nor tens of seconds between its retries of a failing LLM server
     env.update(extra)
     return env
 
