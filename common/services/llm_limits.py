@@ -38,6 +38,9 @@ _OVERFLOW_WORDS = (
     "exceeds the available context size", "context length of only", "exceed context window",
     "failed to find a memory slot", "failed to find kv cache slot", "failed to find a kv cache slot",
     "kv cache is full", "input prompt is too big compared to kv size",
+    # llama-cpp-python's server, when the prompt and answer outgrow its KV cache mid-answer (llama.h:
+    # 1 = "could not find a KV slot for the batch"); seen from its server with a 1024-token context.
+    "llama_decode returned 1",
 )
 
 
