@@ -106,6 +106,10 @@ def _parse(argv: Sequence[str] | None, pipeline_dir: Path) -> argparse.Namespace
     parser.add_argument("--dry-run", action="store_true", help="say what would start, stop and run; do nothing")
     parser.add_argument("--check", action="store_true",
                         help="run the preflight checks for the selected scripts, print them, exit 0 (ok) or 1")
+    parser.add_argument("--setup", action="store_true",
+                        help="install what the selected scripts' ComfyUI workflows need (ComfyUI, node packs, model "
+                             "files; ComfyUI/manifest.toml); with --dry-run only list it")
+    parser.add_argument("--yes", action="store_true", help="with --setup: download without asking, whatever the size")
     parser.add_argument("--status", action="store_true",
                         help="items done / preview / failed / left per script, from the checkpoints only")
     parser.add_argument("--force-start", action="store_true",
@@ -136,6 +140,8 @@ def run_pipeline(pipeline_dir: Path, *, scripts: list[str], script_args: Mapping
             return 0
         check_exist(selected, pipeline_dir)
         settings = load_settings(pipeline_dir)
+        if args.setup:
+            return _setup(pipeline_dir, selected, settings, args)
         choice = choose_engines(settings, steps=selected)
     except PipelineError as exc:
         to_terminal(f"error: {exc}", err=True)
@@ -162,6 +168,19 @@ def run_pipeline(pipeline_dir: Path, *, scripts: list[str], script_args: Mapping
         context = context_parts(settings, (choice.media, choice.text))
         plan = _skip_plan(pipeline_dir, selected, settings, context, args.force_start)
         return _run(pipeline_dir, selected, settings, choice, plan, context, lock)
+    finally:
+        lock.release()
+
+
+def _setup(pipeline_dir: Path, selected: Sequence[Step], settings: Any, args: argparse.Namespace) -> int:
+    """`--setup`: needs no engine choice (nothing is started); holds the run lock unless it only lists."""
+    from common.setup.run import run_setup
+
+    if args.dry_run:
+        return run_setup(pipeline_dir, selected, settings, dry_run=True, say=to_terminal)
+    lock = acquire_run_lock(pipeline_dir, "generate.py --setup")
+    try:
+        return run_setup(pipeline_dir, selected, settings, yes=args.yes, say=to_terminal)
     finally:
         lock.release()
 
