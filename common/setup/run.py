@@ -188,8 +188,8 @@ def _check_disk(plan: Plan, manifest: Any) -> None:
     need += MARGIN_BYTES
     free = _free_bytes(plan.comfy_dir / "models")
     if free < need:
-        raise PreflightError(f"setup needs about {hub.gb(need)} in {plan.comfy_dir} but that disk has {hub.gb(free)} "
-                             "free: free some space or point COMFYUI_DIR at a bigger disk, then run --setup again; "
+        raise PreflightError(f"the installs need about {hub.gb(need)} in {plan.comfy_dir} but that disk has only "
+                             f"{hub.gb(free)} free: free some space or point COMFYUI_DIR at a bigger disk, then run --setup again; "
                              "nothing was downloaded.")
 
 
