@@ -165,3 +165,21 @@ def test_gated_file_without_access_is_one_sentence_and_the_token_is_never_shown(
     assert world.model("text_encoders", "t5-base.safetensors").is_file()  # the ungated file came anyway
     assert not world.model("checkpoints", "stable-audio-open-1.0.safetensors").exists()
     assert _token_anywhere(world.root / "project") == []
+
+
+def test_a_plain_url_source_is_checked_by_the_manifest_sha256_and_never_gets_the_token(tmp_path: Path) -> None:
+    world = make_world(tmp_path)
+    config = hub_config(world)
+    data = json.loads(config.read_text())
+    data["plain"] = {"t5-base.safetensors": str(world.hub_dir / "t5-base.safetensors")}
+    config.write_text(json.dumps(data))
+    with start_fake_hub(config) as hub:
+        manifest = world.hub_dir / "manifest.toml"
+        text = manifest.read_text().replace('repo = "test-org/t5-base"\npath = "t5-base.safetensors"',
+                                            f'url = "{hub.url}/plain/t5-base.safetensors"')
+        manifest.write_text(text)
+        result = run_setup(world, world.env(hub.url, HF_TOKEN=TOKEN), "--only", "7")
+        plain = [r for r in hub.requests() if r["path"].startswith("/plain/")]
+    assert result.returncode == 0, _screen(result)
+    assert world.model("text_encoders", "t5-base.safetensors").read_bytes() == world.files["t5-base.safetensors"]
+    assert {r["method"] for r in plain} == {"HEAD", "GET"} and not any(r["token"] for r in plain)

@@ -147,7 +147,10 @@ def _plan_models(plan: Plan, settings: Any, needs: Needs, python: str | None, sa
             gpu = detect_gpu(python)
         variant, why = choose_variant(entry, quant, gpu)
         recorded = record.get(f"{use.folder}/{use.name}", {})
-        if found and not (quant.lower() != "auto" and entry.variants and recorded.get("quant") not in (None, variant.quant)):
+        # A quantisation asked for by name replaces another one setup put there; `auto` keeps what is there
+        # (a GPU that nvidia-smi failed to see once must not cost a 12 GB download).
+        replace = quant.lower() != "auto" and recorded.get("quant") not in (None, variant.quant)
+        if found and not replace:
             size = variant.size or entry.size
             if size is not None and found.stat().st_size != size:
                 plan.problems.append(PreflightError(
@@ -278,7 +281,7 @@ def run_setup(pipeline_dir: Path, steps: Sequence[Step], settings: Any, *, dry_r
             return _exit(plan.problems) if plan.problems else 0
         if todo:
             _check_disk(plan, manifest)
-            _confirm(plan, settings, yes, None if ask is None else ask)
+            _confirm(plan, settings, yes, ask)
             _execute(plan, settings, manifest, say)
     except KeyboardInterrupt:
         say("setup: interrupted; run --setup again to continue (a partial download is kept and resumed).")
