@@ -43,7 +43,8 @@ _NOT_OBJECTS = frozenset(
     "knee knees chest leg legs man woman boy girl child children men women people crowd friend uncle aunt mother "
     "father son daughter wife husband sister brother lady gentleman visitor stranger floor ground wall walls window "
     "windows door doors doorway sky sea water street road room stairs steps corner edge side distance horizon way "
-    "time moment air light dark darkness other one infant baby".split())
+    "time moment air light dark darkness other one infant baby table tables chair chairs bench bed sofa desk shelf "
+    "shelves counter stall stool fireplace".split())  # body, people, scenery, furniture: never a prop
 
 
 def time_of_day(text: str) -> str:

@@ -106,9 +106,10 @@ def _plan(engine: Any, scenes: Sequence[Scene], characters: Sequence[CharacterBr
           locations: Sequence[LocationBrief], pipeline_dir: Path, art_style: str, summary: str) -> _Plan:
     input_dir = pipeline_dir / "input"
     designs = _descriptions(input_dir, "location")
-    # A place's words: the story's own description and its 2.location.txt design (colours, furniture).
+    # Objects are the story's facts, so only its own place descriptions say what is furniture; the palette
+    # also takes the colours of the 2.location.txt designs (the seed's, the user's or the LLM's).
+    objects = recurring_objects(scenes, {b.location_id: b.description for b in locations}, [b.tag for b in characters])
     place_text = {b.location_id: " ".join(filter(None, (b.description, designs.get(b.location_id)))) for b in locations}
-    objects = recurring_objects(scenes, place_text, [b.tag for b in characters])
     plan = _Plan()
     for facts in character_facts(characters, _descriptions(input_dir, "character"), _voices(pipeline_dir), scenes, objects):
         plan.ask("characters", facts.tag, facts, engine.character_identity, lambda text: {"description": text},

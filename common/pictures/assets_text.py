@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 from common.engines.text import LLMText, OfflineText
 from common.offline.cards import palette_from_text
-from common.pictures.asset_facts import UNSPECIFIED, CharacterFacts, LocationFacts, ObjectFacts, StyleFacts
+from common.pictures.asset_facts import CharacterFacts, LocationFacts, ObjectFacts, StyleFacts
 from common.pictures.story_visuals import HEX_COLOUR
 
 PROMPT_VERSION = 1
@@ -103,27 +103,20 @@ class LLMAssetsText(LLMText):
                   + (f"Keep these colours of the story: {', '.join(brief.colours)}.\n" if brief.colours else "")
                   + "\nGive a short name, the empty place in at most 60 words, and for each time of day above "
                     "how its light looks then in at most 20 words.")
-        times_schema = {"type": "array", "minItems": len(times), "maxItems": len(times),
-                        "items": _object({"time": {"type": "string", "enum": times or [UNSPECIFIED]},
-                                          "lighting": _string("the light at that time", 160)})}
+        times_schema = _object({t: _string(f"the light at {t}", 160) for t in times})
         schema = _object({"name": _string("a short name for the place", 60),
                           "description": _string("the empty place, no people", 480), "lighting": times_schema})
 
         def read(value: Any) -> dict[str, Any]:
             if not isinstance(value, dict):
                 raise ValueError("the answer must be an object with name, description and lighting")
-            lighting = {}
-            for row in value.get("lighting") or []:
-                if isinstance(row, dict) and row.get("time") in times:
-                    lighting[row["time"]] = _words(row.get("lighting"), 20, f"the lighting at {row['time']}")
-            missing = [t for t in times if t not in lighting]
-            if missing:
-                raise ValueError(f"give the lighting for every time: {', '.join(missing)} is missing")
+            given = value.get("lighting") if isinstance(value.get("lighting"), dict) else {}
+            lighting = {t: _words(given.get(t), 20, f"the lighting at {t}") for t in times}
             description = _words(value.get("description"), 60, "description")
             lost = [c for c in brief.colours if c not in description.lower()]
             if lost:
                 raise ValueError(f"keep the story's colours {', '.join(lost)} in the description")
-            return {"name": _words(value.get("name"), 8, "name"), "description": description, "lighting": lighting}
+            return {"name": _words(value.get("name"), 12, "name"), "description": description, "lighting": lighting}
 
         return self._ask("location_look", prompt, LOCATION_SYSTEM, schema, read)
 

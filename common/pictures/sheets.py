@@ -199,7 +199,8 @@ def _remove_stale(store: CheckpointStore, keys: set[str], pipeline_dir: Path) ->
         if not key.startswith(PREFIX):
             continue
         sheet = key.split("#", 1)[0]
-        if sheet in keys and "#" in key and store.entries().get(sheet) is not None:
+        done = store.entries().get(sheet)
+        if sheet in keys and "#" in key and done is not None and done.status == "done":
             store.forget(key)  # its sheet is done: the panel's own checkpoint has served
         elif sheet not in keys:
             for name in entry.files:
