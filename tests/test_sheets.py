@@ -187,3 +187,12 @@ def test_a_killed_sheet_run_loses_at_most_the_panel_in_flight(tmp_path: Path) ->
     assert sent_before < total
     assert not [k for k in state(pipeline, "2.character") if "#" in k]
     assert len(list((pipeline / "output" / "sheets").glob("*.png"))) == 4
+
+
+def test_preflight_checks_the_sheet_workflow_only_when_sheets_are_drawn() -> None:
+    from common.config.settings import load_settings
+    from common.run.steps import COMFYUI_WORKFLOWS
+
+    workflows = COMFYUI_WORKFLOWS[("gen.image", "2.character.py")]
+    assert workflows(load_settings(None, {}, environ={})) == ["character_location.json", "scene.json"]
+    assert workflows(load_settings(None, {"CHARACTER_SHEETS": False}, environ={})) == ["character_location.json"]
