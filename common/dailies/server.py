@@ -171,8 +171,8 @@ async def approve_upload(request: web.Request) -> web.Response:
             approval = edits.approve_video(workspace)
         except PipelineError as exc:
             return 400, {"error": str(exc)}
-        return 200, {"message": f"{Path(approval.video).name} approved for publishing ({approval.size} bytes); the "
-                                "next run uploads it (a video made again needs a new approval)."}
+        return 200, {"message": f"{Path(approval.video).name} approved for publishing as it is now ({approval.size} "
+                                "bytes); step 12 may upload it (a video made again needs a new approval)."}
 
     status, answer = await asyncio.to_thread(run)
     return web.json_response(answer, status=status)
