@@ -65,3 +65,14 @@ def test_one_card_per_speaker_place_and_scene_line(fixtures_dir: Path, tmp_path:
 
     again = offline(pipeline, "3.scene.py")
     assert f"0 made, {len(scenes)} already done" in again
+
+
+def test_a_stale_retake_line_warns_overnight_and_stops_only_an_explicit_retake(tmp_path: Path) -> None:
+    pipeline = image_pipeline(tmp_path)
+    offline(pipeline, "2.character.py")
+    (pipeline / "retake.txt").write_text("scene_9.9\n", encoding="utf-8")
+    out = offline(pipeline, "3.scene.py")  # an ordinary (overnight) run goes on
+    assert "names scene_9.9, which is no scene of this story" in out and "ignored" in out
+    assert len(list((pipeline / "output" / "scene").glob("*.png"))) == 3
+    code, said, err = run_inline(pipeline, "3.scene.py", env_for(PIPELINE_ENGINE="offline", **SIZES), "--retake")
+    assert code == 3 and "fix or remove the line" in said + err

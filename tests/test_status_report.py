@@ -212,6 +212,16 @@ def test_failed_items_are_listed_with_the_command_that_redoes_them(tmp_path: Pat
     assert f"cd {pipe / 'scripts'} && python 2.scenes.py --mode all" in report
     html = (pipe / "output" / "report.html").read_text(encoding="utf-8")
     assert "<h2>Failed items</h2>" in html and "scene_2.1" in html
+    # The same as data for the dailies page's morning view: each step's start and length, its counts,
+    # its failed items and their redo command.
+    data = json.loads((pipe / "output" / "report.json").read_text(encoding="utf-8"))
+    assert data["code"] == 6 and [s["name"] for s in data["steps"]] == ["1.ok.py", "2.scenes.py", "3.after.py"]
+    ok, scenes, after = data["steps"]
+    assert ok["code"] == 0 and ok["started_at"] >= data["started_at"] and ok["took"] > 0
+    assert scenes["code"] == 6 and (scenes["made"], scenes["cached"], scenes["failed"]) == (0, 1, 2)
+    assert [f["key"] for f in scenes["failed_items"]] == ["scene_1.2", "scene_2.1"]
+    assert scenes["redo"] == f"cd {pipe} && python generate.py --only 2"
+    assert after["code"] is None and after["started_at"] == "" and data["next"].startswith("python generate.py --from 2")
 
     status = subprocess.run([sys.executable, str(pipe / "generate.py"), "--status"], env=env, capture_output=True,
                             text=True, timeout=60, stdin=subprocess.DEVNULL)

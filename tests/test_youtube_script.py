@@ -100,3 +100,52 @@ def test_a_bad_setting_is_named(pipeline):
     done = run_script(pipeline, SCRIPT, env=env(YOUTUBE_CHUNK_MB="1.1"), timeout=60)
     assert done.returncode == 4 and "YOUTUBE_CHUNK_MB" in done.stderr
 
+
+
+def test_with_require_approval_only_the_approved_video_as_it_was_is_uploaded(tmp_path, media):
+    """YOUTUBE_REQUIRE_APPROVAL=1: nothing is sent until the video is approved (the dailies page writes
+    the approval beside the upload state); a video changed after its approval needs a new one."""
+    import os
+
+    from common.publish.approval import approval_path, approve
+    from tests.support.youtube import start_fake_youtube, write_token_for
+
+    pipeline = write_inputs(copy_pipeline(tmp_path, story=""), media)
+    (pipeline / "client_secrets.json").write_text("{}", encoding="utf-8")
+    tracking = pipeline / "output" / "tracking"
+    tracking.mkdir(parents=True, exist_ok=True)
+    (tracking / "11.video.state.json").write_text(json.dumps({"version": 1, "items": {
+        "final.mp4": {"fingerprint": "f", "files": [], "status": "done"}}}), encoding="utf-8")  # a real video
+    video = pipeline / "output" / "final.mp4"
+    with start_fake_youtube(tmp_path) as fake:
+        write_token_for(pipeline / "token.json", fake.url)
+        run_env = env(YOUTUBE_API_URL=fake.url, YOUTUBE_REQUIRE_APPROVAL="1")
+        done = run_script(pipeline, SCRIPT, env=run_env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "YOUTUBE_REQUIRE_APPROVAL is on and final.mp4 was not uploaded: nobody approved it yet" in done.stdout
+        assert fake.events("video_created") == [] and manifest(pipeline)["dry_run"] == "waiting for approval"
+
+        approve(pipeline, video)
+        os.utime(video, ns=(video.stat().st_atime_ns, video.stat().st_mtime_ns + 5_000_000_000))  # made again since
+        done = run_script(pipeline, SCRIPT, env=run_env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "it changed since it was approved" in done.stdout and fake.events("video_created") == []
+
+        approval = approve(pipeline, video)
+        recorded = json.loads(approval_path(pipeline).read_text(encoding="utf-8"))
+        assert approval_path(pipeline).parent == tracking  # beside 12.youtube.state.json
+        assert recorded["size"] == video.stat().st_size and recorded["mtime_ns"] == video.stat().st_mtime_ns
+        done = run_script(pipeline, SCRIPT, env=run_env, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert len(fake.events("video_created")) == 1 and "published: " in done.stdout
+
+        # Without the setting, behaviour is as before: the approval is not asked for.
+        other = write_inputs(copy_pipeline(tmp_path / "other", story=""), media)
+        (other / "client_secrets.json").write_text("{}", encoding="utf-8")
+        (other / "output" / "tracking").mkdir(parents=True, exist_ok=True)
+        (other / "output" / "tracking" / "11.video.state.json").write_text(
+            (tracking / "11.video.state.json").read_text(encoding="utf-8"), encoding="utf-8")
+        write_token_for(other / "token.json", fake.url)
+        done = run_script(other, SCRIPT, env=env(YOUTUBE_API_URL=fake.url), timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert len(fake.events("video_created")) == 2

@@ -345,11 +345,12 @@ def display_name(tag: str) -> str:
 
 
 def character_card(tag: str, description: str, out: str | os.PathLike[str], width: int = 633,
-                   height: int = 950) -> Path:
-    """A character's card: its tag, name, silhouette in its identity colour, and its description."""
+                   height: int = 950, take: str = "") -> Path:
+    """A character's card: its tag, name, silhouette in its identity colour, and its description.
+    `take` (e.g. its seed) varies the background, so a retake shows a new picture."""
     return draw_card(out, width=width, height=height, title=tag, subtitle=display_name(tag),
                      body_lines=[description], palette=palette_from_text(description),
-                     seed_text=f"character:{tag}\n{description}",
+                     seed_text=f"character:{tag}\n{description}{take}",
                      figures=[Figure("", identity_colour(tag))])  # the subtitle already names it
 
 
@@ -363,15 +364,15 @@ def sheet_panel_card(tag: str, label: str, description: str, out: str | os.PathL
 
 
 def location_card(loc_id: str, description: str, out: str | os.PathLike[str], width: int = 1280,
-                  height: int = 720) -> Path:
+                  height: int = 720, take: str = "") -> Path:
     """A location's card: its id and description over the colours the description names."""
     return draw_card(out, width=width, height=height, title=loc_id, body_lines=[description],
-                     palette=palette_from_text(description), seed_text=f"location:{loc_id}\n{description}")
+                     palette=palette_from_text(description), seed_text=f"location:{loc_id}\n{description}{take}")
 
 
 def scene_card(scene_id: str, location_text: str, characters: Sequence[tuple[str, str]],
                out: str | os.PathLike[str], width: int = 1280, height: int = 720,
-               palette: Sequence[ColourLike] | None = None) -> Path:
+               palette: Sequence[ColourLike] | None = None, take: str = "") -> Path:
     """A scene's card: who is there (silhouettes) and what they do, then where it happens.
 
     The location's colours make scenes in one place look alike; actions come before the
@@ -382,7 +383,7 @@ def scene_card(scene_id: str, location_text: str, characters: Sequence[tuple[str
         body.append(f"Setting: {location_text}")
     return draw_card(out, width=width, height=height, title=scene_id, body_lines=body,
                      palette=palette or palette_from_text(location_text),
-                     seed_text=f"scene:{scene_id}\n{location_text}",
+                     seed_text=f"scene:{scene_id}\n{location_text}{take}",
                      figures=[Figure(display_name(tag), identity_colour(tag)) for tag, _ in characters])
 
 

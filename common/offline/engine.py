@@ -101,25 +101,26 @@ class OfflineImage(_Offline):
 
 
     def identity(self) -> dict[str, object]:
-        return {"engine": "offline-cards", "version": 3}  # sheet panels are a new kind: no old picture changes
+        return {"engine": "offline-cards", "version": 4}  # 4: the seed varies the background (a retake differs)
 
     def image(self, request: ImageRequest, out_png: Path) -> Path:
         from common.offline import cards
 
         text = request.caption or request.prompt  # a card shows the description, not the whole prompt
+        take = f"\nseed {request.seed}"
         if request.kind == "character":
-            return cards.character_card(request.item_id, text, out_png, request.width, request.height)
+            return cards.character_card(request.item_id, text, out_png, request.width, request.height, take=take)
         if request.kind == "sheet":  # one panel of a character sheet; `title` is its view or expression
             return cards.sheet_panel_card(request.item_id, request.title, text, out_png, request.width, request.height)
         if request.kind == "location":
-            return cards.location_card(request.item_id, text, out_png, request.width, request.height)
+            return cards.location_card(request.item_id, text, out_png, request.width, request.height, take=take)
         if request.kind == "thumbnail":
             # A picture only, coloured by the prompt: 10.thumbnail.py draws the title where
             # TITLE_POSITION says, and Shorts burn captions over it, so no text of its own.
             return cards.draw_card(out_png, width=request.width, height=request.height, title="",
                                    palette=cards.palette_from_text(request.prompt), seed_text=request.prompt)
         people = [(d.split(":", 1)[0], d.split(":", 1)[1].strip() if ":" in d else "") for d in request.details]
-        return cards.scene_card(request.item_id, text, people, out_png, request.width, request.height)
+        return cards.scene_card(request.item_id, text, people, out_png, request.width, request.height, take=take)
 
 
 @dataclass

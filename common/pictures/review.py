@@ -170,8 +170,10 @@ def render_review(pipeline_dir: Path) -> str:
         f"<title>Review: {html.escape(pipeline_dir.name)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>Review: {html.escape(pipeline_dir.name)}</h1>"
         f"<p>{html.escape(', '.join(counts))}; made by {html.escape(engine)}; page written {time.strftime('%Y-%m-%d %H:%M:%S')}.</p>"
-        "<p>To redo pictures, put their ids (one a line) into <code>retake.txt</code> beside generate.py and run "
-        "<code>2.character.py</code>, <code>2.location.py</code> or <code>3.scene.py</code> with <code>--retake</code>.</p>"
+        "<p>To redo pictures, put their ids (one a line) into <code>retake.txt</code> beside generate.py, or click "
+        "retake on the dailies page (<code>python generate.py --serve</code>): the next run makes them again "
+        "(<code>2.character.py</code>, <code>2.location.py</code> or <code>3.scene.py</code> with <code>--retake</code> "
+        "makes only them).</p>"
         "</header><p id=\"broken\" hidden></p>"
         f"<nav>{nav}</nav>{''.join(sections)}<script>{_SCRIPT}</script></body></html>\n"
     )

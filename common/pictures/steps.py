@@ -21,7 +21,7 @@ from common.pictures.image_files import cover, fit_picture, save_png
 from common.pictures.overlay import name_band
 from common.pictures.passes import PassJob, PassSpec, plan_passes, run_passes
 from common.pictures.plan import KIND_FOLDERS, ImageItem, SeedBook, output_folder, plan_items
-from common.pictures.retake import RETAKE_FILE, retake_ids
+from common.pictures.retake import RETAKE_FILE, mark_retaken, pending_retakes, retake_ids
 from common.pictures.review import write_review
 from common.pictures.stitch import stitch
 from common.run.runner import Script, ScriptContext
@@ -40,7 +40,8 @@ _SHARED_KEYS = ("LATENT_MODE", "LATENT_DENOISING_STRENGTH", "USE_LORA", "LORA_MO
 def image_script(script_file: str, kind: str, description: str) -> Script:
     script = Script(script_file, description, settings_keys=SETTINGS_KEYS[kind] + _SHARED_KEYS)
     script.add_argument("--retake", action="store_true",
-                        help=f"make again only the pictures whose ids are listed in ../{RETAKE_FILE} (one a line)")
+                        help=f"make only the pictures whose ids are listed in ../{RETAKE_FILE} (one a line), nothing "
+                             "else; without it a run makes those again too, as well as every picture not made yet")
     return script
 
 
@@ -116,39 +117,61 @@ def _remove_stale(store: CheckpointStore, keys: set[str], pipeline_dir: Path, ki
     return [k for k in stale if "#" not in k]
 
 
+def _answer_retakes(pipeline_dir: Path, store: CheckpointStore, wanted: dict[str, int],
+                    retaken: list[ImageItem]) -> None:
+    """Comment out the retake.txt lines whose pictures were all made again (a failed one stays asked)."""
+    entries = store.entries()
+    answered: dict[str, int] = {}
+    for ident in wanted:
+        mine = [i for i in retaken if ident in (i.key, i.item_id)]
+        made = [entries.get(i.key) for i in mine]
+        if mine and all(e is not None and e.status == "done" and e.data.get("take") == i.seed.take
+                        for e, i in zip(made, mine)):
+            answered[ident] = max(i.seed.take for i in mine)
+    mark_retaken(pipeline_dir, answered)
+
+
 def run_step(ctx: ScriptContext, kind: str) -> None:
     """Make every picture of `kind` ('character', 'location', 'scene') that is not made yet, then the review page."""
     settings = ctx.settings
     store = ctx.checkpoints()
     retake = getattr(ctx.args, "retake", False)
-    wanted = retake_ids(ctx.pipeline_dir, kind) if retake else {}
+    wanted = retake_ids(ctx.pipeline_dir, kind) if retake else pending_retakes(ctx.pipeline_dir, kind)
     seeds = SeedBook(settings, store.entries(), wanted)
     items = plan_items(kind, settings, ctx.pipeline_dir, seeds)
     unknown = sorted(set(wanted) - seeds.matched, key=lambda i: wanted[i])
     if unknown:
         first, known = unknown[0], sorted({i.item_id for i in items})
         listing = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
-        raise InputError(f"{ctx.pipeline_dir / RETAKE_FILE} line {wanted[first]} names {first}, which is no {kind} of this "
-                         f"story ({listing}); fix or remove the line.")
+        said = (f"{ctx.pipeline_dir / RETAKE_FILE} line {wanted[first]} names {first}, which is no {kind} of this "
+                f"story ({listing})")
+        if retake:  # asked for on the command line: nothing else to do, so say so and stop
+            raise InputError(f"{said}; fix or remove the line.")
+        # An unattended run does not stop the night for a stale request: it says so and goes on.
+        ctx.say(f"warning: {said}; the line is ignored (fix or remove it).")
     passes = plan_passes(settings)
     ctx.say(engines_from_env(settings).reason)
     engine = get_engine("image", settings, ctx.pipeline_dir)
     ident = engine.identity()
-    todo = items
-    if retake:
-        todo = [item for item in items if item.seed.retaken]
-        for item in todo:
-            for key in [k for k in store.entries() if k == item.key or k.startswith(item.key + "#")]:
-                store.forget(key)
-        ctx.say(f"--retake: making {len(todo)} {kind} picture(s) again from {RETAKE_FILE}: "
-                + (", ".join(i.key for i in todo) or "none of its ids is a " + kind))
+    retaken = [item for item in items if item.seed.retaken]
+    todo = retaken if retake else items
+    for item in retaken:
+        for key in [k for k in store.entries() if k == item.key or k.startswith(item.key + "#")]:
+            store.forget(key)
+    if retake or retaken:
+        ctx.say(f"{'--retake: ' if retake else ''}making {len(retaken)} {kind} picture(s) again as asked in "
+                f"{RETAKE_FILE}: " + (", ".join(f"{i.key} (take {i.seed.take})" for i in retaken)
+                                      or "none of its ids is a " + kind))
     if items:
         ctx.say(f"{len(items)} {kind} picture(s) at {items[0].width}x{items[0].height}, engine {engine.name}, "
                 f"{len(passes)} job(s) each ({'; '.join(p.label for p in passes)})")
     prints = {item.key: fingerprint(ident, _pass_identity(passes), item.identity()) for item in todo}
-    ctx.each(todo, label=KIND_FOLDERS[kind], key=lambda i: i.key, fingerprint=lambda i: prints[i.key],
-             work=lambda i: make_picture(engine, i, passes, store, ctx.pipeline_dir, prints[i.key]),
-             preview=engine.preview, workers=engine.parallel_jobs)
+    try:
+        ctx.each(todo, label=KIND_FOLDERS[kind], key=lambda i: i.key, fingerprint=lambda i: prints[i.key],
+                 work=lambda i: make_picture(engine, i, passes, store, ctx.pipeline_dir, prints[i.key]),
+                 preview=engine.preview, workers=engine.parallel_jobs)
+    finally:  # also when some item failed: the retakes that were made are answered
+        _answer_retakes(ctx.pipeline_dir, store, wanted, retaken)
     removed = _remove_stale(store, {i.key for i in items}, ctx.pipeline_dir, kind)
     if removed:
         ctx.say(f"removed {len(removed)} picture(s) no longer in the descriptions: {', '.join(removed)}")

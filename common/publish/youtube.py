@@ -257,6 +257,11 @@ def _done_upload(store: CheckpointStore, key: str) -> Entry | None:
     return entry if entry is not None and entry.status == "done" and entry.data.get("video_id") else None
 
 
+def video_uploaded(store: CheckpointStore) -> bool:
+    """The main video is on the channel already (its approval no longer matters: it is never sent twice)."""
+    return _done_upload(store, "video") is not None
+
+
 def _caption_id(store: CheckpointStore, item: Item, video_id: str) -> str | None:
     """Our caption track already on `video_id`, from an earlier run: new captions replace it."""
     previous = store.entries().get(item.key)

@@ -112,6 +112,12 @@ def _parse(argv: Sequence[str] | None, pipeline_dir: Path) -> argparse.Namespace
     parser.add_argument("--yes", action="store_true", help="with --setup: download without asking, whatever the size")
     parser.add_argument("--status", action="store_true",
                         help="items done / preview / failed / left per script, from the checkpoints only")
+    parser.add_argument("--serve", action="store_true",
+                        help="open the dailies page on this machine (tonight's status, every picture and clip to "
+                             "approve, retake or edit, the morning report, the upload's approval); prints its address")
+    parser.add_argument("--port", type=int, default=0, help="with --serve: the port (default: a free one)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="with --serve: the address to listen on (default 127.0.0.1, this machine only)")
     parser.add_argument("--force-start", action="store_true",
                         help="run every selected script even when nothing changed since the last finished run "
                              "(each still resumes from its checkpoints; to redo a script from scratch run it "
@@ -133,6 +139,10 @@ def run_pipeline(pipeline_dir: Path, *, scripts: list[str], script_args: Mapping
             print_list(steps, pipeline_dir)
             check_exist(steps, pipeline_dir)
             return 0
+        if args.serve:  # reads only, and writes the request files a person would: no lock, no engine
+            from common.dailies.server import serve
+
+            return serve(pipeline_dir, steps, host=args.host, port=args.port, say=to_terminal)
         selected = select_steps(steps, args.start, args.until, args.only)
         if args.status:
             for line in status_lines(pipeline_dir, selected):
@@ -353,11 +363,11 @@ def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Engin
                 with signals.raising():
                     manager.prepare_for(step.needs_comfyui, step.needs_llm, llm_model_for(step, settings))
             signals.check()
-            step_started = time.monotonic()
+            step_started, step_started_at = time.monotonic(), now_text()
             outcome = _run_with_restarts(step, env, log, signals, grace, manager, restarts)
             code = outcome.code
             results[step.position] = StepResult(step, code, time.monotonic() - step_started,
-                                                restarts=outcome.restarts)
+                                                restarts=outcome.restarts, started_at=step_started_at)
             signals.check()
             if code != 0:
                 summary = outcome.failure_summary(step)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from common.run.progress import format_duration
 from common.services.processes import split_command
-from common.state.atomic import atomic_write_text
+from common.state.atomic import atomic_write_json, atomic_write_text
 from common.state.checkpoints import read_entries, state_file
 
 if TYPE_CHECKING:
@@ -180,6 +180,7 @@ class StepResult:
     took: float = 0.0
     skipped_since: str | None = None  # the run stamp proved it a no-op (up to date since then)
     restarts: int = 0  # times its server was restarted and it ran again
+    started_at: str = ""  # checkpoints.TIME_FORMAT, when it started (the morning page's timeline)
 
 
 @dataclass
@@ -308,12 +309,33 @@ def render_html(title: str, sections: list[tuple[str, list[str]]]) -> str:
             "</head><body>" + "".join(body) + "</body></html>\n")
 
 
+def report_data(record: RunRecord) -> dict[str, Any]:
+    """The run as data (output/report.json) for the morning page's timeline: per step when it started,
+    how long it took, and its items made / already done / failed, with the failed items and their redo."""
+    steps = []
+    for result in record.results:
+        step = result.step
+        counts = count_step(step, record.started_at) if result.code is not None else Counts()
+        steps.append({
+            "position": step.position, "name": step.name, "script": step.path.stem, "code": result.code,
+            "started_at": result.started_at, "took": round(result.took, 3), "skipped_since": result.skipped_since,
+            "restarts": result.restarts, "made": counts.made, "cached": counts.cached, "failed": counts.failed,
+            "preview": counts.preview, "left": counts.left,
+            "failed_items": [{"key": key, "error": error} for key, error in counts.failed_items],
+            "redo": redo_commands(Path(record.pipeline_dir), step)[0] if counts.failed_items else None,
+        })
+    return {"version": 1, "pipeline": Path(record.pipeline_dir).name, "started_at": record.started_at,
+            "ended_at": record.ended_at, "code": record.code, "summary": record.summary, "engine": record.engine,
+            "steps": steps, "next": next_command(record)}
+
+
 def write_report(record: RunRecord) -> Path:
-    """output/report.md and report.html, each written atomically; returns the Markdown path."""
+    """output/report.md, report.html and report.json, each written atomically; returns the Markdown path."""
     title = f"{Path(record.pipeline_dir).name} run of {record.started_at}"
     sections = build_report(record)
     out_dir = Path(record.pipeline_dir) / "output"
     out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "report.json", report_data(record))
     atomic_write_text(out_dir / "report.html", render_html(title, sections))
     md = out_dir / "report.md"
     atomic_write_text(md, render_markdown(title, sections))

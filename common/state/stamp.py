@@ -71,7 +71,8 @@ def tree_roots(pipeline_dir: Path, steps: Sequence[Any]) -> list[Path]:
 
 def _excluded(rel: str, name: str) -> bool:
     """What the orchestrator itself writes on a run in which no script does anything."""
-    return (rel in ("log.txt", "output/report.md", "output/report.html", f"output/tracking/{STAMP_NAME}",
+    return (rel in ("log.txt", "output/report.md", "output/report.html", "output/report.json",
+                    f"output/tracking/{STAMP_NAME}", "approved.txt",  # approved.txt: the dailies' marks, no input
                     "output/run.lock", "output/run.lock.guard")  # common/run/lock.py
             or name.endswith((".log", ".pyc")))
 

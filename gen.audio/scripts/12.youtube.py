@@ -12,7 +12,8 @@ from common.run.runner import Script, ScriptContext
 from common.publish.auth import (
     api_url, authorize, authorize_command, check_credentials, require_client_libraries, save_token, youtube_service,
 )
-from common.publish.youtube import dry_run, inputs_from_args, open_state, publish
+from common.publish.approval import waiting_reason
+from common.publish.youtube import dry_run, inputs_from_args, open_state, publish, video_uploaded
 from common.publish.upload import RetryPolicy
 
 script = Script(__file__, "upload the video, thumbnail, captions and Shorts to YouTube (resumable, never twice)")
@@ -59,6 +60,12 @@ def main(ctx: ScriptContext) -> None:
         how = status.message if status is not None else f"to upload for real, run without --dry-run (first time: {authorize_command(ctx.pipeline_dir)})"
         dry_run(inputs, store, reason=reason, authorize=how, say=ctx.say)
         ctx.say(how)
+        return
+    waiting = (waiting_reason(ctx.pipeline_dir, inputs.video)
+               if ctx.settings.YOUTUBE_REQUIRE_APPROVAL and (args.force_start or not video_uploaded(store)) else None)
+    if waiting is not None:  # nothing is sent; the manifest shows what would be, once approved
+        dry_run(inputs, store, reason="waiting for approval", authorize=waiting, say=ctx.say)
+        ctx.say(waiting)
         return
     credentials = status.credentials
     token_before = credentials.token
