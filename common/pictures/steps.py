@@ -2,13 +2,15 @@
 
 plan (common.pictures.plan) -> for each picture not yet checkpointed: stitch its references,
 prepare its start picture, run its LoRA passes (common.pictures.passes), crop it to the exact
-size, draw the name band -> record it -> rewrite output/review.html. 2.character.py,
-2.location.py and 3.scene.py are this with a different `kind`.
+size, draw the name band -> record it -> rewrite output/review.html. 2.character.py and
+2.location.py are `run_step` with a different `kind`; 3.scene.py goes through
+common.pictures.keyframes, which uses `begin_step`/`end_step` and `make_picture` (its stitched mode).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from PIL import Image
 
@@ -31,7 +33,8 @@ SETTINGS_KEYS = {
                   "CHARACTER_SHEETS", "SHEET_EXPRESSIONS", "SHEET_COLUMNS"),
     "location": ("ART_STYLE", "IMAGE_WIDTH", "IMAGE_HEIGHT", "VARIATIONS_PER_LOCATION"),
     "scene": ("ART_STYLE", "IMAGE_WIDTH", "IMAGE_HEIGHT", "VARIATIONS_PER_SCENE", "ACTIVE_CHARACTER_MODE",
-              "ACTIVE_LOCATION_MODE", "IMAGE_STITCH_COUNT", "CHARACTER_RESIZE_FACTOR", "CHARACTER_REFERENCE"),
+              "ACTIVE_LOCATION_MODE", "IMAGE_STITCH_COUNT", "CHARACTER_RESIZE_FACTOR", "CHARACTER_REFERENCE",
+              "KEYFRAME_MODE", "PLATE_CHAIN_DENOISE"),
 }
 _SHARED_KEYS = ("LATENT_MODE", "LATENT_DENOISING_STRENGTH", "USE_LORA", "LORA_MODE", "SAMPLING_STEPS",
                 "USE_RANDOM_SEED", "FIXED_SEED", "USE_SUMMARY_TEXT", "NAME_OVERLAY")
@@ -116,14 +119,31 @@ def _remove_stale(store: CheckpointStore, keys: set[str], pipeline_dir: Path, ki
     return [k for k in stale if "#" not in k]
 
 
-def run_step(ctx: ScriptContext, kind: str) -> None:
-    """Make every picture of `kind` ('character', 'location', 'scene') that is not made yet, then the review page."""
+@dataclass
+class StepRun:
+    """One run of a picture step: what it plans, what it makes this time, and with what."""
+
+    kind: str
+    items: list[ImageItem]
+    todo: list[ImageItem]
+    engine: ImageEngine
+    passes: tuple[PassSpec, ...]
+    store: CheckpointStore
+    identity: dict[str, Any]  # the engine's, asked once
+
+
+Planner = Callable[[str, Any, Path, SeedBook], list[ImageItem]]
+
+
+def begin_step(ctx: ScriptContext, kind: str, plan: Planner = plan_items) -> StepRun:
+    """Plan every picture of `kind` (`plan`: common.pictures.plan's, or the layered keyframes'), apply
+    --retake (a new seed for each listed id, their checkpoints dropped) and choose the engine."""
     settings = ctx.settings
     store = ctx.checkpoints()
     retake = getattr(ctx.args, "retake", False)
     wanted = retake_ids(ctx.pipeline_dir, kind) if retake else {}
     seeds = SeedBook(settings, store.entries(), wanted)
-    items = plan_items(kind, settings, ctx.pipeline_dir, seeds)
+    items = plan(kind, settings, ctx.pipeline_dir, seeds)
     unknown = sorted(set(wanted) - seeds.matched, key=lambda i: wanted[i])
     if unknown:
         first, known = unknown[0], sorted({i.item_id for i in items})
@@ -133,7 +153,6 @@ def run_step(ctx: ScriptContext, kind: str) -> None:
     passes = plan_passes(settings)
     ctx.say(engines_from_env(settings).reason)
     engine = get_engine("image", settings, ctx.pipeline_dir)
-    ident = engine.identity()
     todo = items
     if retake:
         todo = [item for item in items if item.seed.retaken]
@@ -142,16 +161,32 @@ def run_step(ctx: ScriptContext, kind: str) -> None:
                 store.forget(key)
         ctx.say(f"--retake: making {len(todo)} {kind} picture(s) again from {RETAKE_FILE}: "
                 + (", ".join(i.key for i in todo) or "none of its ids is a " + kind))
-    if items:
-        ctx.say(f"{len(items)} {kind} picture(s) at {items[0].width}x{items[0].height}, engine {engine.name}, "
-                f"{len(passes)} job(s) each ({'; '.join(p.label for p in passes)})")
-    prints = {item.key: fingerprint(ident, _pass_identity(passes), item.identity()) for item in todo}
-    ctx.each(todo, label=KIND_FOLDERS[kind], key=lambda i: i.key, fingerprint=lambda i: prints[i.key],
-             work=lambda i: make_picture(engine, i, passes, store, ctx.pipeline_dir, prints[i.key]),
-             preview=engine.preview, workers=engine.parallel_jobs)
-    removed = _remove_stale(store, {i.key for i in items}, ctx.pipeline_dir, kind)
+    return StepRun(kind, items, todo, engine, passes, store, engine.identity())
+
+
+def picture_fingerprint(run: StepRun, item: ImageItem) -> str:
+    """A picture's checkpoint fingerprint: the engine, its passes and everything the item depends on."""
+    return fingerprint(run.identity, _pass_identity(run.passes), item.identity())
+
+
+def end_step(ctx: ScriptContext, run: StepRun) -> None:
+    """Remove the pictures of items that no longer exist, then rewrite the review page."""
+    removed = _remove_stale(run.store, {i.key for i in run.items}, ctx.pipeline_dir, run.kind)
     if removed:
         ctx.say(f"removed {len(removed)} picture(s) no longer in the descriptions: {', '.join(removed)}")
     review = write_review(ctx.pipeline_dir)
-    ctx.say(f"pictures in {KIND_FOLDERS[kind]}/; review page: {review}")
+    ctx.say(f"pictures in {KIND_FOLDERS[run.kind]}/; review page: {review}")
 
+
+def run_step(ctx: ScriptContext, kind: str) -> None:
+    """Make every picture of `kind` ('character' or 'location') that is not made yet, then the review page."""
+    run = begin_step(ctx, kind)
+    items, passes, engine = run.items, run.passes, run.engine
+    if items:
+        ctx.say(f"{len(items)} {kind} picture(s) at {items[0].width}x{items[0].height}, engine {engine.name}, "
+                f"{len(passes)} job(s) each ({'; '.join(p.label for p in passes)})")
+    prints = {item.key: picture_fingerprint(run, item) for item in run.todo}
+    ctx.each(run.todo, label=KIND_FOLDERS[kind], key=lambda i: i.key, fingerprint=lambda i: prints[i.key],
+             work=lambda i: make_picture(engine, i, passes, run.store, ctx.pipeline_dir, prints[i.key]),
+             preview=engine.preview, workers=engine.parallel_jobs)
+    end_step(ctx, run)
