@@ -174,6 +174,8 @@ def test_offline_written_story_layers_chains_edits_and_retakes(tmp_path: Path) -
     assert {k for k in retaken if retaken[k] != after[k]} == {
         "scene_1.2", "pose:scene_1.2/female_baker_mira", "pose:scene_1.2/male_miller_otto"}
     assert retaken["scene_1.2"]["data"]["take"] == 1
+    out, err = run(pipeline, "3.scene.py", {**LAYERED, "PLATE_CHAIN_DENOISE": "0"}, code=4)
+    assert "PLATE_CHAIN_DENOISE is 0" in out + err and state(pipeline, "3.scene") == retaken
 
 
 CANDIDATE_SCRIPT = '''
@@ -363,6 +365,22 @@ def test_a_killed_layered_run_loses_at_most_the_job_in_flight(tmp_path: Path) ->
         folder = pipeline / "output" / "layers" / scene
         assert {"plate.png", "composite.png", *(f"{t}.png" for t in cast)} <= {p.name for p in folder.iterdir()}
     assert not [k for k in state(pipeline, "3.scene") if "#" in k]
+
+
+def test_a_failed_plate_fails_only_the_scenes_on_it(tmp_path: Path) -> None:
+    pipeline = town(tmp_path)  # the sheets offline: only 3.scene.py's jobs go to the server
+    with start_fake_comfyui(tmp_path, job_seconds=0.02, fail_mode="execution_error", fail_jobs=1) as fake:
+        env = comfy_env(fake)
+        out, err = run(pipeline, "3.scene.py", env, code=6)
+        assert "1 of 6 plates failed, first plate:loc_1@dawn" in out + err
+        entries = state(pipeline, "3.scene")
+        on_the_mill = {s for s, plate in SCENE_PLATES.items() if plate.startswith("loc_1@")}
+        assert {s for s in CASTS if entries[s]["status"] == "failed"} == on_the_mill
+        assert all(entries[s]["status"] == "done" for s in set(CASTS) - on_the_mill)
+        assert len(fake.prompts()) == JOBS - 2 - 4 - 3  # none for the mill's two chained plates, four poses, three composites
+        run(pipeline, "3.scene.py", env)
+        assert len(fake.prompts()) == JOBS + 1  # the failed plate once more, then the mill's scenes
+    assert all(e["status"] == "done" for e in state(pipeline, "3.scene").values())
 
 
 def test_check_names_the_layered_workflows_and_a_missing_qwen_model(tmp_path: Path) -> None:

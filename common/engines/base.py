@@ -94,8 +94,9 @@ class ImageEngine(Engine, Protocol):
     def image(self, request: ImageRequest, out_png: Path) -> Path: ...
 
     def kind_identity(self, kind: str) -> dict[str, object]:
-        """What besides `identity()` shapes pictures of a kind `identity()` leaves out (the layered
-        keyframes' workflows): kept apart so that adding those kinds changed no older picture."""
+        """The identity of the layered keyframes' kinds ('plate', 'pose', 'composite'), used instead of
+        `identity()`: the engine and that kind's own workflow, so that editing another kind's workflow
+        redoes none of them and adding them redid no older picture."""
         ...
 
 

@@ -181,7 +181,7 @@ class ComfyImage(_OnPool):
 
     def kind_identity(self, kind: str) -> dict[str, object]:
         path = self.templates.get(kind)
-        return _template_identity(path) if kind in LAYER_KINDS and path is not None else {}
+        return {"engine": "comfyui-image", **(_template_identity(path) if path is not None else {"workflow": None})}
 
     def _template(self, kind: str) -> Path:
         if kind in LAYER_KINDS:

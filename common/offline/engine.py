@@ -106,7 +106,7 @@ class OfflineImage(_Offline):
     def kind_identity(self, kind: str) -> dict[str, object]:
         from common.offline import layers
 
-        return {"layers": layers.VERSION} if kind in ("plate", "pose", "composite") else {}
+        return {**self.identity(), "layers": layers.VERSION}
 
     def image(self, request: ImageRequest, out_png: Path) -> Path:
         from common.offline import cards, layers

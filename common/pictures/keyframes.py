@@ -28,7 +28,7 @@ from common.pictures.layers import (
 )
 from common.pictures.plan import ImageItem, SeedBook, plan_items
 from common.pictures.steps import begin_step, end_step, make_picture, picture_fingerprint
-from common.run.errors import ConfigError
+from common.run.errors import ConfigError, ItemsFailedError, JobError
 from common.state.atomic import atomic_path
 from common.state.checkpoints import Entry, fingerprint
 
@@ -57,8 +57,10 @@ class Keyframes:
         self.plates: list[Plate] = []
         self.run = begin_step(ctx, "scene", self._plan)
         self.engine, self.store = self.run.engine, self.run.store
-        self.kinds = {kind: [self.run.identity, self.engine.kind_identity(kind)] for kind in LAYER_KINDS} if self.layered else {}
+        # What every layer of a kind depends on besides its own inputs: the engine and that kind's workflow.
+        self.kinds = {kind: self.engine.kind_identity(kind) for kind in LAYER_KINDS} if self.layered else {}
         self._plate_lock = threading.Lock()
+        self._failed: dict[str, str] = {}  # plates that failed in `prepare`: their scenes fail without a job
         self._prints: dict[str, str] = {}
         self._say_plan()
 
@@ -110,11 +112,17 @@ class Keyframes:
 
     def prepare(self) -> None:
         """Layered mode: every plate not made yet, first and in story order (a plate may start from the
-        one before it), each checkpointed as it finishes; scenes sharing a plate then find it made."""
+        one before it), each checkpointed as it finishes; scenes sharing a plate then find it made. A plate
+        that fails fails only the scenes on it (and the plates chained from it), the others go on."""
         if not self.layered:
             return
-        self.ctx.each(self.plates, label="plates", key=lambda p: p.key, fingerprint=self._plate_print,
-                      work=self._make_plate, preview=self.preview, workers=self.workers, chain=lambda p: p.place)
+        try:
+            self.ctx.each(self.plates, label="plates", key=lambda p: p.key, fingerprint=self._plate_print,
+                          work=self._make_plate, preview=self.preview, workers=self.workers, chain=lambda p: p.place)
+        except ItemsFailedError as exc:
+            self._failed = {key: str(exc) for key, entry in self.store.entries().items()
+                            if key.startswith(PLATE_PREFIX) and entry.status == "failed"}
+            self.ctx.say(f"{exc} Meanwhile the scenes on the other plates are made.")
 
     def make_keyframe(self, item: ImageItem, seed: int | None = None, out_png: Path | None = None
                       ) -> tuple[list[Path], dict[str, Any]]:
@@ -170,6 +178,8 @@ class Keyframes:
             chain = []
             current: Plate | None = plate
             while current is not None and self._done(current.key, self._plate_print(current)) is None:
+                if current.key in self._failed:
+                    raise JobError(f"its plate {current.key} failed earlier in this run; the next run makes it again")
                 chain.append(current)
                 current = current.parent
             for missing in reversed(chain):
