@@ -62,7 +62,9 @@ class SoundEngine(Engine, Protocol):
 class ImageRequest:
     """One picture to make; `kind` picks the offline card layout and the default workflow."""
 
-    kind: str  # 'character' | 'location' | 'scene' | 'sheet' (a character sheet's panel) | 'thumbnail'
+    # 'character' | 'location' | 'scene' | 'sheet' (a character sheet's panel) | 'thumbnail' | the layered
+    # keyframes' 'plate' (a place alone), 'pose' (one character posed) and 'composite' (common.pictures.layers)
+    kind: str
     item_id: str
     prompt: str
     width: int
@@ -83,10 +85,19 @@ class ImageRequest:
     # What a card engine writes on the picture instead of the prompt: a character's or
     # location's description, a scene's setting (offline cards also take their colours from it).
     caption: str = ""
+    # A composite's characters: where each reference image after the first goes, as (centre x, feet y,
+    # height), fractions of the picture. The prompt says the same in words, for engines that read it.
+    layout: tuple[tuple[float, float, float], ...] = ()
 
 
 class ImageEngine(Engine, Protocol):
     def image(self, request: ImageRequest, out_png: Path) -> Path: ...
+
+    def kind_identity(self, kind: str) -> dict[str, object]:
+        """The identity of the layered keyframes' kinds ('plate', 'pose', 'composite'), used instead of
+        `identity()`: the engine and that kind's own workflow, so that editing another kind's workflow
+        redoes none of them and adding them redid no older picture."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from common.state.atomic import atomic_path
 from common.state.checkpoints import file_digest
 from common.services.comfyui.client import ComfyClient
 from common.services.comfyui.pool import ComfyPool
-from common.pictures.references import add_reference_latents
+from common.pictures.references import add_reference_latents, edit_encoders, set_edit_images
 from common.engines.comfy_speech import build_speech_prompt
 from common.video.animation import FrameRule
 from common.services.comfyui.workflow import Workflow
@@ -163,6 +163,10 @@ class ComfySound(_OnPool):
                          keep=lambda audio: media.to_wav(audio, out_wav, sample_rate=self.sample_rate))
 
 
+# The layered keyframes' kinds (common.pictures.layers): each has its own workflow, never another's.
+LAYER_KINDS = {"plate": "plate.json", "pose": "pose.json", "composite": "composite.json"}
+
+
 @dataclass
 class ComfyImage(_OnPool):
     templates: dict[str, Path]  # kind -> workflow file
@@ -170,10 +174,25 @@ class ComfyImage(_OnPool):
     oom_scale: float = 0.75
 
     def identity(self) -> dict[str, object]:
-        return {"engine": "comfyui-image", "workflows": {k: _template_identity(p) for k, p in sorted(self.templates.items())}}
+        # The layered kinds' workflows are in their own pictures' fingerprints (kind_identity), so that
+        # shipping them redid no picture of the other kinds.
+        return {"engine": "comfyui-image", "workflows": {k: _template_identity(p) for k, p in sorted(self.templates.items())
+                                                         if k not in LAYER_KINDS}}
+
+    def kind_identity(self, kind: str) -> dict[str, object]:
+        path = self.templates.get(kind)
+        return {"engine": "comfyui-image", **(_template_identity(path) if path is not None else {"workflow": None})}
+
+    def _template(self, kind: str) -> Path:
+        if kind in LAYER_KINDS:
+            if kind not in self.templates:
+                raise InputError(f"workflow/{LAYER_KINDS[kind]} is missing, which KEYFRAME_MODE layered needs for its "
+                                 "pictures; restore it from git or set KEYFRAME_MODE to stitched.")
+            return self.templates[kind]
+        return self.templates.get(kind) or self.templates["scene"]
 
     def image(self, request: ImageRequest, out_png: Path) -> Path:
-        template = self.templates.get(request.kind) or self.templates["scene"]
+        template = self._template(request.kind)
         need = f"a {request.kind} image"
 
         def build(client: ComfyClient, lowered: bool) -> dict:
@@ -191,8 +210,13 @@ class ComfyImage(_OnPool):
                 workflow.set_input_image(client.upload_image(request.input_image), required_for="an input image")
                 if request.denoise is not None:
                     workflow.set_denoise(request.denoise)
-            # After the start image: its LoadImage was pointed at above, each reference gets its own.
-            add_reference_latents(workflow, [client.upload_image(p) for p in request.reference_images])
+            # After the start image: its LoadImage was pointed at above, each reference gets its own:
+            # an edit encoder's own image input (Qwen-Image-Edit), else a reference latent (Flux Kontext).
+            names = [client.upload_image(p) for p in request.reference_images]
+            if names and edit_encoders(workflow):
+                set_edit_images(workflow, names)
+            else:
+                add_reference_latents(workflow, names)
             if lowered:
                 lower_for_memory(workflow, request.width, request.height, self.oom_scale)
             return workflow.to_prompt()

@@ -76,8 +76,10 @@ def _comfy_image(settings: Settings, pipeline_dir: Path) -> Any:
 
     folder = pipeline_dir / "workflow"
     # A sheet panel follows the character's picture as a reference image: the scene (Kontext) workflow.
+    # The layered keyframes' plates, poses and composites have their own (Qwen-Image, Qwen-Image-Edit).
     names = {"character": "character_location.json", "location": "character_location.json",
-             "scene": "scene.json", "sheet": "scene.json", "thumbnail": "thumbnail.json"}
+             "scene": "scene.json", "sheet": "scene.json", "thumbnail": "thumbnail.json",
+             "plate": "plate.json", "pose": "pose.json", "composite": "composite.json"}
     templates = {kind: folder / name for kind, name in names.items() if (folder / name).is_file()}
     if not templates:
         raise InputError(f"{folder} has no image workflow (scene.json, character_location.json or thumbnail.json).")

@@ -103,11 +103,25 @@ class OfflineImage(_Offline):
     def identity(self) -> dict[str, object]:
         return {"engine": "offline-cards", "version": 4}  # 4: the seed varies the background (a retake differs)
 
+    def kind_identity(self, kind: str) -> dict[str, object]:
+        from common.offline import layers
+
+        return {**self.identity(), "layers": layers.VERSION}
+
     def image(self, request: ImageRequest, out_png: Path) -> Path:
-        from common.offline import cards
+        from common.offline import cards, layers
 
         text = request.caption or request.prompt  # a card shows the description, not the whole prompt
         take = f"\nseed {request.seed}"
+        # The layered keyframes (common.offline.layers): `title` is a plate's time of day or a composite's scene id.
+        if request.kind == "plate":
+            return layers.plate_card(request.item_id, request.title, text, out_png, request.width, request.height,
+                                     start=request.input_image, denoise=request.denoise)
+        if request.kind == "pose":  # the last reference is the most specific: the sheet panel of the expression
+            return layers.pose_card(request.reference_images[-1], request.details, out_png, request.width, request.height)
+        if request.kind == "composite":
+            return layers.composite(request.reference_images[0], request.reference_images[1:], request.layout, out_png,
+                                    request.width, request.height, request.title)
         if request.kind == "character":
             return cards.character_card(request.item_id, text, out_png, request.width, request.height, take=take)
         if request.kind == "sheet":  # one panel of a character sheet; `title` is its view or expression

@@ -88,6 +88,7 @@ class ImageItem:
     start_denoise: float = 1.0
     groups: tuple[tuple[Reference, ...], ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)  # the settings that shaped it, for the review page
+    layers: Any = None  # KEYFRAME_MODE layered: its plate, poses and composite passes (common.pictures.layers)
 
     @property
     def job_size(self) -> tuple[int, int]:
@@ -101,7 +102,7 @@ class ImageItem:
             self.start_image, self.start_denoise if self.start_image else None,
             [[[r.role, r.key, r.path, r.scale] for r in group] for group in self.groups],
             {k: v for k, v in sorted(self.settings.items()) if k in ("NAME_FONT_SCALE", "NAME_BAND_HEIGHT_RATIO")},
-        ]
+        ] + ([self.layers.identity()] if self.layers is not None else [])  # no layers: as before they existed
 
 
 # ---------------------------------------------------------------- inputs

@@ -150,3 +150,69 @@ def sheet_panel_prompt(style_text: str, art_style: str, name: str, description: 
         f"Style bible: {style_text}." if style_text else "",
         notes(phrases),
     )
+
+
+# The layered keyframes (common.pictures.layers): a plate (Qwen-Image), each character posed from their
+# sheet, then the composite (Qwen-Image-Edit, whose pictures are "image 1", "image 2", ... in its prompt).
+
+def plate_prompt(style: str, description: str, *, time: str, lighting: str, setting: str, style_text: str,
+                 phrases: Sequence[str] = ()) -> str:
+    """A background plate: the place alone at one time of day, with room for the people added later."""
+    return _join(
+        f"An extremely detailed background plate in the style of {style}: the place alone, a wide view at eye level "
+        "with open ground in the foreground where people could stand. No people, no characters, no animals in it.",
+        f"Place: {description}" if description else "",
+        f"Time of day: {time}." if time and time != "unspecified" else "",
+        f"Light: {lighting}" if lighting else "",
+        f"Weather and season: {setting}." if setting else "",
+        f"Style bible: {style_text}." if style_text else "",
+        notes(phrases),
+    )
+
+
+def pose_prompt(style: str, name: str, description: str, *, expression: str, pose: str, action: str,
+                held: str, panel: bool, style_text: str, phrases: Sequence[str] = ()) -> str:
+    """One character alone, posed as the scene line says, following their sheet (image 1; image 2: the
+    sheet's panel with the expression)."""
+    return _join(
+        f"A full-body picture in the style of {style} of one person alone: {name}, the character of the character "
+        "sheet in image 1" + (", with the face of image 2" if panel else "") + ". Keep their face, hair, build, "
+        "clothes and colours exactly as on the sheet.",
+        f"Character: {description}" if description else "",
+        f"Pose: {pose}." if pose else "",
+        f"Facial expression: {expression}." if expression else "",
+        f"Action: {action}." if action else "",
+        f"In their hands: {held}." if held else "",
+        "The whole body from head to feet, nothing cropped, on a plain light grey background in even studio light, "
+        "nobody else and no scenery.",
+        f"Style bible: {style_text}." if style_text else "",
+        notes(phrases),
+    )
+
+
+def composite_prompt(style: str, people: Sequence[tuple[str, str, str]], *, first: bool, setting: str,
+                     things: str, style_text: str, phrases: Sequence[str] = ()) -> str:
+    """One composite pass: image 1 (the plate, or the picture so far) with the people of images 2 and 3
+    put in; `people` is (name, where in the picture, what they do) for each, in image order."""
+    lines = [
+        f"An extremely detailed illustration in the style of {style} of one moment of a story, made from the images given.",
+        "Image 1 is the background: keep the place, its light and the camera exactly as they are." if first else
+        "Image 1 is the picture so far: keep the place and everyone already in it exactly as they are.",
+    ]
+    for number, (name, where, doing) in enumerate(people, start=2):
+        lines.append(f"Put {name}, the person of image {number}, {where} of the picture" + (f": {doing}." if doing else "."))
+    lines.append("Each person keeps the face, hair, build, clothes and colours of their image exactly, stands on the "
+                 "ground of the place at a size true to it, lit by the light of image 1; nothing else is added.")
+    if setting:
+        lines.append(f"Time and weather: {setting}.")
+    if things:
+        lines.append(f"Also in the picture: {things}.")
+    if style_text:
+        lines.append(f"Style bible: {style_text}.")
+    lines.append(notes(phrases))
+    return _join(*lines)
+
+
+def things_text(names: Sequence[str], texts: Mapping[str, str] | None) -> str:
+    """[[objects]] in words, each with its asset library description when it has one."""
+    return ", ".join(_thing(name, texts) for name in names)

@@ -20,8 +20,10 @@ from common.state.checkpoints import Entry, read_entries, state_file
 
 REVIEW_FILE = "review.html"
 SECTIONS = (("character", "Characters", "2.character"), ("sheet", "Character sheets", "2.character"),
-            ("location", "Locations", "2.location"), ("scene", "Scenes", "3.scene"))
-_OPTIONAL = ("sheet",)  # sections shown only when they have pictures (sheets need input/assets.json)
+            ("location", "Locations", "2.location"), ("plate", "Background plates", "3.scene"),
+            ("scene", "Scenes", "3.scene"))
+# Sections shown only when they have pictures (sheets need input/assets.json, plates KEYFRAME_MODE layered).
+_OPTIONAL = ("sheet", "plate")
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#15171c;color:#e8e6e1}

@@ -67,6 +67,20 @@ def panels_for(character: CharacterAsset, most_expressions: int) -> tuple[Panel,
     return tuple(views)
 
 
+def panel_folder(pipeline_dir: Path) -> Path:
+    return Path(pipeline_dir) / "output" / "sheets" / "panels"
+
+
+def sheet_panel(pipeline_dir: Path, settings: Any, character: CharacterAsset, expression: str | None) -> Path | None:
+    """The drawn panel of `character`'s own sheet that shows `expression` (else its front view), or None
+    when it is not there: the layered keyframes pose a character from it (common.pictures.layers)."""
+    panels = panels_for(character, int(settings.SHEET_EXPRESSIONS))
+    wanted = (expression or "").strip().lower()
+    panel = next((p for p in panels if p.expression and p.expression.strip().lower() == wanted), panels[0])
+    path = panel_folder(pipeline_dir) / f"{character.key}.{panel.number}.{panel.slug}.png"
+    return path if path.is_file() else None
+
+
 @dataclass(frozen=True)
 class SheetItem:
     """One character's sheet: everything it depends on, and where its panels and picture go."""
@@ -128,7 +142,7 @@ def plan_sheets(settings: Any, pipeline_dir: Path, library: AssetLibrary, seeds:
         key = PREFIX + character.key
         items.append(SheetItem(
             character.key, character, library.style, panels, sheet_file(pipeline_dir, own_sheet(character.key)),
-            pipeline_dir / "output" / "sheets" / "panels", reference if reference.is_file() else None, width, height,
+            panel_folder(pipeline_dir), reference if reference.is_file() else None, width, height,
             min(int(settings.SHEET_COLUMNS), len(panels)), seeds.choose(key, key, 1), order,
             tuple(settings.EXTRA_PROMPT_PHRASES),
             str(settings.NEGATIVE_PROMPT) if settings.USE_NEGATIVE_PROMPT else ""))

@@ -2,13 +2,15 @@
 
 plan (common.pictures.plan) -> for each picture not yet checkpointed: stitch its references,
 prepare its start picture, run its LoRA passes (common.pictures.passes), crop it to the exact
-size, draw the name band -> record it -> rewrite output/review.html. 2.character.py,
-2.location.py and 3.scene.py are this with a different `kind`.
+size, draw the name band -> record it -> rewrite output/review.html. 2.character.py and
+2.location.py are `run_step` with a different `kind`; 3.scene.py goes through
+common.pictures.keyframes, which uses `begin_step`/`end_step` and `make_picture` (its stitched mode).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from PIL import Image
 
@@ -31,7 +33,8 @@ SETTINGS_KEYS = {
                   "CHARACTER_SHEETS", "SHEET_EXPRESSIONS", "SHEET_COLUMNS"),
     "location": ("ART_STYLE", "IMAGE_WIDTH", "IMAGE_HEIGHT", "VARIATIONS_PER_LOCATION"),
     "scene": ("ART_STYLE", "IMAGE_WIDTH", "IMAGE_HEIGHT", "VARIATIONS_PER_SCENE", "ACTIVE_CHARACTER_MODE",
-              "ACTIVE_LOCATION_MODE", "IMAGE_STITCH_COUNT", "CHARACTER_RESIZE_FACTOR", "CHARACTER_REFERENCE"),
+              "ACTIVE_LOCATION_MODE", "IMAGE_STITCH_COUNT", "CHARACTER_RESIZE_FACTOR", "CHARACTER_REFERENCE",
+              "KEYFRAME_MODE", "PLATE_CHAIN_DENOISE"),
 }
 _SHARED_KEYS = ("LATENT_MODE", "LATENT_DENOISING_STRENGTH", "USE_LORA", "LORA_MODE", "SAMPLING_STEPS",
                 "USE_RANDOM_SEED", "FIXED_SEED", "USE_SUMMARY_TEXT", "NAME_OVERLAY")
@@ -117,28 +120,50 @@ def _remove_stale(store: CheckpointStore, keys: set[str], pipeline_dir: Path, ki
     return [k for k in stale if "#" not in k]
 
 
-def _answer_retakes(pipeline_dir: Path, store: CheckpointStore, wanted: dict[str, int],
-                    retaken: list[ImageItem]) -> None:
-    """Comment out the retake.txt lines whose pictures were all made again (a failed one stays asked)."""
-    entries = store.entries()
+def answer_retakes(ctx: ScriptContext, run: "StepRun") -> None:
+    """Comment out the retake.txt lines whose pictures were all made again (a failed one stays asked).
+
+    Call it in a `finally` after the pictures are made: the retakes that were made are answered
+    even when another item failed."""
+    entries = run.store.entries()
     answered: dict[str, int] = {}
-    for ident in wanted:
-        mine = [i for i in retaken if ident in (i.key, i.item_id)]
+    for ident in run.wanted:
+        mine = [i for i in run.retaken if ident in (i.key, i.item_id)]
         made = [entries.get(i.key) for i in mine]
         if mine and all(e is not None and e.status == "done" and e.data.get("take") == i.seed.take
                         for e, i in zip(made, mine)):
             answered[ident] = max(i.seed.take for i in mine)
-    mark_retaken(pipeline_dir, answered)
+    mark_retaken(ctx.pipeline_dir, answered)
 
 
-def run_step(ctx: ScriptContext, kind: str) -> None:
-    """Make every picture of `kind` ('character', 'location', 'scene') that is not made yet, then the review page."""
+@dataclass
+class StepRun:
+    """One run of a picture step: what it plans, what it makes this time, and with what."""
+
+    kind: str
+    items: list[ImageItem]
+    todo: list[ImageItem]
+    engine: ImageEngine
+    passes: tuple[PassSpec, ...]
+    store: CheckpointStore
+    identity: dict[str, Any]  # the engine's, asked once
+    wanted: dict[str, int]  # retake.txt ids of this kind -> their line
+    retaken: list[ImageItem]  # the items made again with a new take
+
+
+Planner = Callable[[str, Any, Path, SeedBook], list[ImageItem]]
+
+
+def begin_step(ctx: ScriptContext, kind: str, plan: Planner = plan_items) -> StepRun:
+    """Plan every picture of `kind` (`plan`: common.pictures.plan's, or the layered keyframes'), apply
+    retake.txt (a new seed for each listed id, their checkpoints dropped; with --retake only those
+    are made) and choose the engine."""
     settings = ctx.settings
     store = ctx.checkpoints()
     retake = getattr(ctx.args, "retake", False)
     wanted = retake_ids(ctx.pipeline_dir, kind) if retake else pending_retakes(ctx.pipeline_dir, kind)
     seeds = SeedBook(settings, store.entries(), wanted)
-    items = plan_items(kind, settings, ctx.pipeline_dir, seeds)
+    items = plan(kind, settings, ctx.pipeline_dir, seeds)
     unknown = sorted(set(wanted) - seeds.matched, key=lambda i: wanted[i])
     if unknown:
         first, known = unknown[0], sorted({i.item_id for i in items})
@@ -152,7 +177,6 @@ def run_step(ctx: ScriptContext, kind: str) -> None:
     passes = plan_passes(settings)
     ctx.say(engines_from_env(settings).reason)
     engine = get_engine("image", settings, ctx.pipeline_dir)
-    ident = engine.identity()
     retaken = [item for item in items if item.seed.retaken]
     todo = retaken if retake else items
     for item in retaken:
@@ -162,19 +186,35 @@ def run_step(ctx: ScriptContext, kind: str) -> None:
         ctx.say(f"{'--retake: ' if retake else ''}making {len(retaken)} {kind} picture(s) again as asked in "
                 f"{RETAKE_FILE}: " + (", ".join(f"{i.key} (take {i.seed.take})" for i in retaken)
                                       or "none of its ids is a " + kind))
-    if items:
-        ctx.say(f"{len(items)} {kind} picture(s) at {items[0].width}x{items[0].height}, engine {engine.name}, "
-                f"{len(passes)} job(s) each ({'; '.join(p.label for p in passes)})")
-    prints = {item.key: fingerprint(ident, _pass_identity(passes), item.identity()) for item in todo}
-    try:
-        ctx.each(todo, label=KIND_FOLDERS[kind], key=lambda i: i.key, fingerprint=lambda i: prints[i.key],
-                 work=lambda i: make_picture(engine, i, passes, store, ctx.pipeline_dir, prints[i.key]),
-                 preview=engine.preview, workers=engine.parallel_jobs)
-    finally:  # also when some item failed: the retakes that were made are answered
-        _answer_retakes(ctx.pipeline_dir, store, wanted, retaken)
-    removed = _remove_stale(store, {i.key for i in items}, ctx.pipeline_dir, kind)
+    return StepRun(kind, items, todo, engine, passes, store, engine.identity(), wanted, retaken)
+
+
+def picture_fingerprint(run: StepRun, item: ImageItem) -> str:
+    """A picture's checkpoint fingerprint: the engine, its passes and everything the item depends on."""
+    return fingerprint(run.identity, _pass_identity(run.passes), item.identity())
+
+
+def end_step(ctx: ScriptContext, run: StepRun) -> None:
+    """Remove the pictures of items that no longer exist, then rewrite the review page."""
+    removed = _remove_stale(run.store, {i.key for i in run.items}, ctx.pipeline_dir, run.kind)
     if removed:
         ctx.say(f"removed {len(removed)} picture(s) no longer in the descriptions: {', '.join(removed)}")
     review = write_review(ctx.pipeline_dir)
-    ctx.say(f"pictures in {KIND_FOLDERS[kind]}/; review page: {review}")
+    ctx.say(f"pictures in {KIND_FOLDERS[run.kind]}/; review page: {review}")
 
+
+def run_step(ctx: ScriptContext, kind: str) -> None:
+    """Make every picture of `kind` ('character' or 'location') that is not made yet, then the review page."""
+    run = begin_step(ctx, kind)
+    items, passes, engine = run.items, run.passes, run.engine
+    if items:
+        ctx.say(f"{len(items)} {kind} picture(s) at {items[0].width}x{items[0].height}, engine {engine.name}, "
+                f"{len(passes)} job(s) each ({'; '.join(p.label for p in passes)})")
+    prints = {item.key: picture_fingerprint(run, item) for item in run.todo}
+    try:
+        ctx.each(run.todo, label=KIND_FOLDERS[kind], key=lambda i: i.key, fingerprint=lambda i: prints[i.key],
+                 work=lambda i: make_picture(engine, i, passes, run.store, ctx.pipeline_dir, prints[i.key]),
+                 preview=engine.preview, workers=engine.parallel_jobs)
+    finally:
+        answer_retakes(ctx, run)
+    end_step(ctx, run)

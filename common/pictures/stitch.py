@@ -31,6 +31,15 @@ _POSITIONS: dict[int, tuple[str, ...]] = {
 }
 
 
+def position_words(slot: int, size: int) -> str:
+    """Where the `slot`-th (1-based) of `size` things side by side is, as the prompts say it."""
+    if size <= 1:
+        return "in the middle"
+    if size in _POSITIONS:
+        return _POSITIONS[size][slot - 1]
+    return f"number {slot} of {size} from the left"
+
+
 @dataclass(frozen=True)
 class Reference:
     """One picture that goes into a stitched reference: whose it is, where it is, and its scale."""
@@ -53,7 +62,7 @@ class Placement:
         """How the prompt points at it: "reference image 2" or "reference image 1, on the left"."""
         if self.size <= 1:
             return f"reference image {self.group}"
-        return f"reference image {self.group}, {_POSITIONS[self.size][self.slot - 1]}"
+        return f"reference image {self.group}, {position_words(self.slot, self.size)}"
 
 
 def check_stitch_settings(count: int, factor: float) -> None:

@@ -147,6 +147,11 @@ def split_tag(tag: str, story: Story) -> tuple[str | None, str | None]:
     return name, role
 
 
+def appearance(scene: Scene, character: SceneCharacter) -> Appearance:
+    """How one ((tag)) of a scene line looks, stands and acts there (its expressions, poses, actions)."""
+    return _appearance(scene, character)
+
+
 def _appearance(scene: Scene, character: SceneCharacter) -> Appearance:
     expression, pose, action = _classify(character)
     return Appearance(scene.scene_id, scene.location_id, scene.setting_text, tuple(expression), tuple(pose),

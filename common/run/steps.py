@@ -64,7 +64,8 @@ COMFYUI_WORKFLOWS: dict[tuple[str, str], Callable[[Any], list[str]]] = {
     ("gen.audio", "10.thumbnail.py"): lambda s: ["thumbnail.json"],
     ("gen.image", "2.character.py"): lambda s: ["character_location.json"] + (["scene.json"] if s.CHARACTER_SHEETS else []),
     ("gen.image", "2.location.py"): lambda s: ["character_location.json"],
-    ("gen.image", "3.scene.py"): lambda s: ["scene.json"],
+    ("gen.image", "3.scene.py"): lambda s: (["plate.json", "pose.json", "composite.json"] if s.KEYFRAME_MODE == "layered"
+                                            else ["scene.json"]),
     ("gen.video", "3.animate.py"): lambda s: [{"ltx": "animate.json", "wan": "animate_wan.json"}.get(
         str(s.VIDEO_WORKFLOW), "animate.json")],
 }

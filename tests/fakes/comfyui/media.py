@@ -1,4 +1,5 @@
-"""Real media made from a graph without a model: pictures, video, tones, noise and speech.
+"""Real media made from a graph without a model: pictures, video, tones, noise and speech, and what an
+edit model (Qwen-Image-Edit) is asked to do with its input pictures, done crudely (`edit_frame`).
 
 Each follows from what the graph says (sizes, lengths, frame rates, text, seeds), so different
 prompts give different files, and each is a file a real decoder opens.
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .graph import _is_link, _text_of, _upstream
 
@@ -137,6 +138,53 @@ def _picture(prompt: dict[str, Any], node_id: str, input_dir: Path) -> Picture:
             frames = int(frames) if isinstance(frames, (int, float)) else 1
             return Picture(max(1, int(width * scale)), max(1, int(height * scale)), max(1, frames))
     return Picture()
+
+
+# Edit encoders whose own inputs are the pictures to combine (Qwen-Image-Edit), in order.
+EDIT_IMAGE_INPUTS = {"TextEncodeQwenImageEditPlus": ("image1", "image2", "image3"), "TextEncodeQwenImageEdit": ("image",)}
+
+
+def _loaded(prompt: dict[str, Any], value: Any, input_dir: Path) -> Image.Image | None:
+    """The picture a LoadImage gives an IMAGE input, through single-image nodes (scaling) on the way."""
+    seen: set[str] = set()
+    while _is_link(value) and str(value[0]) in prompt and str(value[0]) not in seen:
+        node_id = str(value[0])
+        seen.add(node_id)
+        node = prompt[node_id]
+        if node["class_type"] == "LoadImage":
+            try:
+                with Image.open(input_dir / str(node["inputs"].get("image"))) as img:
+                    return img.convert("RGB")
+            except OSError:
+                return None
+        value = node["inputs"].get("image")
+    return None
+
+
+def edit_pictures(prompt: dict[str, Any], node_id: str, input_dir: Path) -> list[Image.Image]:
+    """The pictures the first edit encoder upstream of `node_id` was given, image1 first; [] if none."""
+    for up in _upstream(prompt, node_id):
+        names = EDIT_IMAGE_INPUTS.get(prompt[up]["class_type"])
+        if names:
+            found = [_loaded(prompt, prompt[up]["inputs"].get(name), input_dir) for name in names]
+            return [picture for picture in found if picture is not None]
+    return []
+
+
+def edit_frame(pictures: list[Image.Image], width: int, height: int) -> np.ndarray:
+    """What an edit model is asked to do with its pictures, done crudely: image 1 fills the frame and the
+    others stand on it side by side, left to right, so a test can find every input in the result."""
+    canvas = ImageOps.fit(pictures[0], (width, height), method=Image.Resampling.LANCZOS)
+    others = pictures[1:]
+    for index, picture in enumerate(others):
+        tall = max(1, int(height * 0.7))
+        wide = max(1, int(tall * picture.width / picture.height))
+        if wide > width / len(others) * 0.9:
+            wide = max(1, int(width / len(others) * 0.9))
+            tall = max(1, int(wide * picture.height / picture.width))
+        x = int((index + 0.5) * width / len(others) - wide / 2)
+        canvas.paste(picture.resize((wide, tall)), (x, height - tall - int(height * 0.03)))
+    return np.asarray(canvas, dtype=np.uint8)
 
 
 def _audio(prompt: dict[str, Any], node_id: str, input_dir: Path) -> tuple[np.ndarray, str | None]:

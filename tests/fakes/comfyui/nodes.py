@@ -40,6 +40,7 @@ class NodeDef:
     display_name: str | None = ""
     python_module: str = "nodes"
     description: str = ""
+    experimental: bool = False
 
 
 REGISTRY: dict[str, NodeDef] = {}
@@ -67,12 +68,14 @@ DEFAULT_MODELS: dict[str, list[str]] = {
     "checkpoints": ["stable-audio-open-1.0.safetensors", "sd_xl_base_1.0.safetensors"],
     "text_encoders": [
         "t5-base.safetensors", "t5xxl_fp8_e4m3fn.safetensors", "clip_l.safetensors",
-        "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+        "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "qwen_2.5_vl_7b_fp8_scaled.safetensors",
     ],
-    "vae": ["flux_kontext_vae.safetensors", "LTX2_video_vae_bf16.safetensors", "wan_2.1_vae.safetensors"],
+    "vae": ["flux_kontext_vae.safetensors", "LTX2_video_vae_bf16.safetensors", "wan_2.1_vae.safetensors",
+            "qwen_image_vae.safetensors"],
     "unet": ["flux1-kontext-dev-Q8_0.gguf", "LTXV-13B-0.9.8-distilled-Q8_0.gguf"],
     "diffusion_models": [
         "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors", "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors",
+        "qwen_image_fp8_e4m3fn.safetensors", "qwen_image_edit_2509_fp8_e4m3fn.safetensors",
     ],
     "loras": ["ghibli_style.safetensors", "detail_tweaker.safetensors"],
     "clip_vision": ["clip_vision_h.safetensors"],
@@ -119,10 +122,10 @@ def COMBO(options: Any, **opts: Any) -> tuple[Any, dict[str, Any]]:
 
 def node(name: str, required: dict, outputs: tuple[str, ...] = (), *, optional: dict | None = None,
          output_node: bool = False, category: str = "", names: tuple[str, ...] = (), module: str = "nodes",
-         display_name: str | None = "", description: str = "") -> None:
+         display_name: str | None = "", description: str = "", experimental: bool = False) -> None:
     REGISTRY[name] = NodeDef(
         name, required, optional or {}, outputs, names or outputs, output_node, category,
-        name if display_name == "" else display_name, module, description,
+        name if display_name == "" else display_name, module, description, experimental,
     )
 
 
@@ -162,6 +165,13 @@ node("HypernetworkLoader", {"model": T("MODEL"), "hypernetwork_name": COMBO(File
 node("CLIPVisionEncode", {"clip_vision": T("CLIP_VISION"), "image": T("IMAGE"), "crop": COMBO(["center", "none"])},
      ("CLIP_VISION_OUTPUT",), category="conditioning")
 node("ModelSamplingSD3", {"model": T("MODEL"), "shift": FLOAT(3.0, 0, 100)}, ("MODEL",), category="advanced/model")
+# Qwen-Image / Qwen-Image-Edit (core; shared/fixtures/comfyui-0.8.0-object_info.json)
+node("ModelSamplingAuraFlow", {"model": T("MODEL"),
+                               "shift": ("FLOAT", {"default": 1.73, "min": 0.0, "max": 100.0, "step": 0.01})},
+     ("MODEL",), category="advanced/model", module="comfy_extras.nodes_model_advanced")
+node("CFGNorm", {"model": T("MODEL"), "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.01})},
+     ("MODEL",), names=("patched_model",), category="advanced/guidance", module="comfy_extras.nodes_cfg",
+     display_name=None, experimental=True)
 
 # --- conditioning
 node("CLIPTextEncode", {"text": STRING(True), "clip": T("CLIP")}, ("CONDITIONING",), category="conditioning")
@@ -170,6 +180,12 @@ node("FluxGuidance", {"conditioning": T("CONDITIONING"), "guidance": FLOAT(3.5, 
 node("ReferenceLatent", {"conditioning": T("CONDITIONING")}, ("CONDITIONING",), optional={"latent": T("LATENT")},
      category="advanced/conditioning/edit_models")
 node("FluxKontextImageScale", {"image": T("IMAGE")}, ("IMAGE",), category="advanced/conditioning/flux")
+node("TextEncodeQwenImageEdit", {"clip": T("CLIP"), "prompt": ("STRING", {"multiline": True, "dynamicPrompts": True})},
+     ("CONDITIONING",), optional={"vae": T("VAE"), "image": T("IMAGE")}, category="advanced/conditioning",
+     module="comfy_extras.nodes_qwen", display_name=None)
+node("TextEncodeQwenImageEditPlus", {"clip": T("CLIP"), "prompt": ("STRING", {"multiline": True, "dynamicPrompts": True})},
+     ("CONDITIONING",), optional={"vae": T("VAE"), "image1": T("IMAGE"), "image2": T("IMAGE"), "image3": T("IMAGE")},
+     category="advanced/conditioning", module="comfy_extras.nodes_qwen", display_name=None)
 
 # --- sampling
 node("KSampler", {
@@ -202,6 +218,10 @@ node("VAEDecodeTiled", {"samples": T("LATENT"), "vae": T("VAE"), "tile_size": IN
 node("VAEEncode", {"pixels": T("IMAGE"), "vae": T("VAE")}, ("LATENT",), category="latent")
 node("ImageScaleBy", {"image": T("IMAGE"), "upscale_method": COMBO(["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]),
                       "scale_by": FLOAT(1.0, 0.01, 8.0)}, ("IMAGE",), category="image/upscaling")
+node("ImageScaleToTotalPixels", {"image": T("IMAGE"), "upscale_method": COMBO(["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]),
+                                 "megapixels": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 16.0, "step": 0.01}),
+                                 "resolution_steps": ("INT", {"default": 1, "min": 1, "max": 256})},
+     ("IMAGE",), category="image/upscaling", module="comfy_extras.nodes_post_processing", display_name=None)
 node("ImageStitch", {"image1": T("IMAGE"), "direction": COMBO(["right", "down", "left", "up"]),
                      "match_image_size": BOOL(True), "spacing_width": INT(0, 0, 1024),
                      "spacing_color": COMBO(["white", "black", "red", "green", "blue"])},
@@ -279,7 +299,8 @@ node("VHS_VideoCombine", {
 V3_NODES = frozenset({
     "AudioEncoderLoader", "CreateVideo", "EmptyAudio", "EmptyLTXVLatentVideo", "EmptyLatentAudio",
     "EmptySD3LatentImage", "FluxGuidance", "FluxKontextImageScale", "HypernetworkLoader", "ImageStitch",
-    "KSamplerSelect", "LTXVAddGuide", "LTXVConditioning", "LTXVCropGuides", "LTXVImgToVideo", "LTXVPreprocess",
+    "KSamplerSelect", "LTXVAddGuide", "TextEncodeQwenImageEdit", "TextEncodeQwenImageEditPlus", "CFGNorm",
+    "ImageScaleToTotalPixels", "LTXVConditioning", "LTXVCropGuides", "LTXVImgToVideo", "LTXVPreprocess",
     "LTXVScheduler", "LoadAudio", "PreviewAudio", "QuadrupleCLIPLoader", "ReferenceLatent", "SamplerCustom",
     "SaveAudio", "SaveAudioMP3", "SaveAudioOpus", "SaveVideo", "TripleCLIPLoader", "UpscaleModelLoader",
     "VAEDecodeAudio", "Wan22ImageToVideoLatent", "WanFirstLastFrameToVideo", "WanImageToVideo",
@@ -313,9 +334,8 @@ def object_info_entry(d: NodeDef, resolve: Any) -> dict[str, Any]:
         "python_module": d.python_module,
         "category": d.category,
         "output_node": d.output_node,
-        "deprecated": False,
-        "experimental": False,
     }
-    if v3:
-        entry.update({"output_tooltips": [None] * len(d.outputs), "output_matchtypes": None, "api_node": False})
+    if v3:  # the classic node API lists neither `deprecated` nor `experimental`
+        entry.update({"deprecated": False, "experimental": d.experimental, "output_tooltips": [None] * len(d.outputs),
+                      "output_matchtypes": None, "api_node": False})
     return entry

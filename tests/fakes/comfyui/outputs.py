@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .graph import _is_link, _text_of, _upstream
-from .media import _audio, _frames, _picture, _write_audio, _write_png, _write_video
+from .media import _audio, _frames, _picture, _write_audio, _write_png, _write_video, edit_frame, edit_pictures
 from .state import NodeFailure, State, _dir_for
 
 
@@ -43,7 +43,8 @@ def _run_output(state: State, prompt: dict[str, Any], node_id: str) -> dict[str,
     prefix = str(inputs.get("filename_prefix", "ComfyUI"))
     if cls in ("SaveImage", "PreviewImage"):
         pic = _picture(prompt, node_id, state.input_dir)
-        frames = _frames(pic.width, pic.height, pic.frames, text)
+        edited = edit_pictures(prompt, node_id, state.input_dir)
+        frames = [edit_frame(edited, pic.width, pic.height)] if edited else _frames(pic.width, pic.height, pic.frames, text)
         images = []
         for frame in frames:
             if cls == "PreviewImage":
