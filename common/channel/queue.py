@@ -303,7 +303,9 @@ def _run_one(run_story: Callable[..., Any], planned: _Planned, state: ChannelSta
         night.first_failure = night.first_failure or exc.exit_code
         return True
     kind = _outcome_state(outcome)
-    reason = outcome.summary
+    reason = outcome.reason if kind == FAILED else outcome.summary
+    if kind == UPLOAD_WAITS:
+        reason = f"made; the next run uploads it ({outcome.reason})"
     if kind == FINISHED and planned.upload_cut:
         kind, reason = UPLOAD_WAITS, "made; YouTube's upload quota is spent: the next run uploads it"
     _record(state, story, kind, outcome.code, reason, started_at, time.monotonic() - started)

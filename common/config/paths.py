@@ -45,7 +45,7 @@ def read_mark(workspace: Path) -> dict | None:
 def workspace_of(pipeline_dir: Path) -> Path | None:
     """The story workspace a data folder belongs to (DIR/<story>), or None for a plain pipeline folder."""
     parent = Path(pipeline_dir).parent
-    return parent if Path(pipeline_dir).name in PIPELINES and (parent / WORKSPACE_MARK).is_file() else None
+    return parent if (parent / WORKSPACE_MARK).is_file() else None
 
 
 def code_dir(pipeline_dir: Path) -> Path:
@@ -77,14 +77,14 @@ def settings_files(pipeline_dir: Path) -> list[Path]:
 
 
 def to_workspace(path: Path, code_root: Path, workspace: Path) -> Path | None:
-    """`path` moved into a workspace when it points into a pipeline's data (input/, output/) under
-    `code_root`, the folder holding the pipeline folders; None when it points anywhere else."""
+    """`path` moved into a workspace when it points into a pipeline's data (<pipeline>/input/ or output/)
+    under `code_root`, the folder holding the pipeline folders; None when it points anywhere else."""
     try:
         rel = Path(os.path.normpath(path)).relative_to(Path(os.path.normpath(code_root)))
     except ValueError:
         return None
     parts = rel.parts
-    if len(parts) >= 2 and parts[0] in PIPELINES and parts[1] in ("input", "output"):
+    if len(parts) >= 2 and (Path(code_root) / parts[0] / "scripts").is_dir() and parts[1] in ("input", "output"):
         return Path(workspace).joinpath(*parts)
     return None
 

@@ -221,6 +221,12 @@ class RunOutcome:
     summary: str
     stopped_by_deadline: bool = False
     step: str = ""  # the script that ended a failed or stopped run (its file name)
+    said: str = ""  # that script's own last error sentence
+
+    @property
+    def reason(self) -> str:
+        """One line for a record: the failed script's own sentence, else the summary."""
+        return f"{self.step}: {self.said}" if self.said and self.step else self.summary
 
 
 def up_to_date(data_dir: Path, steps: Sequence[Step], settings: Any, choice: EngineChoice) -> SkipPlan:
@@ -397,6 +403,7 @@ def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Engin
     current: Step | None = None
     code = 0
     summary = ""
+    said = ""  # the failed script's own sentence
     finished = False
     try:
         if lock.took_over is not None:
@@ -436,6 +443,7 @@ def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Engin
             signals.check()
             if code != 0:
                 summary = outcome.failure_summary(step)
+                said = _script_sentence(outcome.tail).removeprefix("error:").strip()
                 break
         else:
             took = time.monotonic() - started
@@ -473,4 +481,4 @@ def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Engin
             if own_signals:
                 signals.restore()
     return RunOutcome(code, summary, stopped_by_deadline=signals.deadline_hit,
-                      step=current.basename if current is not None and code != 0 else "")
+                      step=current.basename if current is not None and code != 0 else "", said=said)
