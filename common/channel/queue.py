@@ -303,7 +303,7 @@ def _run_one(run_story: Callable[..., Any], planned: _Planned, state: ChannelSta
         night.first_failure = night.first_failure or exc.exit_code
         return True
     kind = _outcome_state(outcome)
-    reason = outcome.reason if kind == FAILED else outcome.summary
+    reason = (outcome.reason if kind == FAILED else outcome.summary).removeprefix("error: ")
     if kind == UPLOAD_WAITS:
         reason = f"made; the next run uploads it ({outcome.reason})"
     if kind == FINISHED and planned.upload_cut:
@@ -333,7 +333,8 @@ def _finish(runner: _Runner, listing: StoryList, settings: Any, night: _Night, l
     notes = night.notes + ([night.stop] if night.stop else [])
     try:
         rows = story_rows(runner.folder, runner.queue.code_dir.name, listing.stories, runner.queue.steps_for, False)
-        path = write_channel_report(runner.folder, f"{runner.folder.name}: stories of {now_text()}", rows, notes)
+        path = write_channel_report(runner.folder, f"Channel report: {runner.folder} (queue run ending {now_text()})",
+                                    rows, notes)
     except Exception as exc:  # a report that cannot be written must not hide how the queue ended
         log.line(f"channel report: could not be written ({exc})", err=True)
         return
