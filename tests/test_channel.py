@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -55,9 +56,14 @@ def test_stories_run_in_queue_order_at_most_max_stories_each_in_its_workspace(ch
     write_stories(folder, {name: f"[narrator] {name} begins.\n[narrator] {name} ends.\n"
                            for name in ("alpha", "beta", "gamma", "delta")})
     (folder / "queue.txt").write_text("# tonight\ngamma\nalpha.txt\nghost\nbeta\ngamma\n", encoding="utf-8")
+    notified = tmp_path / "notified.txt"
+    notify = tmp_path / "notify.py"
+    notify.write_text("import sys\nopen(sys.argv[1], 'a').write(sys.argv[2] + '\\n')\n", encoding="utf-8")
+    env = dict(env, NOTIFY_CMD=shlex.join([sys.executable, str(notify), str(notified)]))
 
     first = queue(pipe, folder, env, "--max-stories", "2")
     assert first.returncode == 0, first.stdout + first.stderr
+    assert notified.read_text().splitlines() == [str(folder.resolve() / "channel.report.md")]  # once, the queue's
     assert [e["story"] for e in events(tmp_path, "made")] == ["gamma", "alpha"]
     state = channel_state(folder)
     assert state["gamma"]["state"] == state["alpha"]["state"] == "finished"
