@@ -14,6 +14,11 @@ skips the scripts a finished run proves to be no-ops, so re-running a finished p
 one process, not one per script; and a script that exits 5 (ComfyUI or the LLM stopped
 answering or got stuck) gets its server restarted and runs again, SERVICE_RESTARTS times at
 most, when that server is ours; a server the user started is never restarted.
+
+A story can live in a workspace instead of the pipeline folder (channel mode, `--stories DIR`, or
+PIPELINE_WORKSPACE for one story): the steps then read and write there, and the run's log, lock,
+stamp and report are the workspace's. common/channel/queue.py runs a folder of stories through
+`run_story`, one after another.
 """
 from __future__ import annotations
 
