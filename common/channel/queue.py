@@ -323,9 +323,10 @@ def _run_one(run_story: Callable[..., Any], planned: _Planned, state: ChannelSta
 def _record(state: ChannelState, story: Story, kind: str, code: int, reason: str, started_at: str = "",
             took: float = 0.0) -> None:
     previous = state.get(story.name)
-    if not started_at and kind == FINISHED:  # skipped as up to date: the run that finished it stays on record
-        started_at, took = previous.started_at, previous.took
-    state.put(story.name, StoryRecord(kind, code, reason, started_at, now_text(), round(took, 3)))
+    ended_at = now_text()
+    if not started_at and kind == FINISHED and previous.started_at:  # up to date: the run that finished it stays
+        started_at, ended_at, took = previous.started_at, previous.ended_at, previous.took
+    state.put(story.name, StoryRecord(kind, code, reason, started_at, ended_at, round(took, 3)))
 
 
 def _finish(runner: _Runner, listing: StoryList, settings: Any, night: _Night, log: RunLog) -> None:

@@ -1,6 +1,7 @@
 """A series: the characters that recur across a channel's stories keep their voice and their look.
 
-The series folder (SERIES_DIR; in channel mode `DIR/series/` by default) holds
+In channel mode the series folder (SERIES_DIR, relative to the stories folder; `DIR/series/` by
+default) holds
 - `voices.txt`: speaker tag -> voice stem, the format of `input/1.story.speakers.txt`. The first
   story that casts a speaker adds its line; a later story naming that speaker gets that voice
   instead of a new casting (its own voice map, if it has a line for the speaker, still wins).
@@ -26,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from common.config.paths import code_dir, workspace_of
+from common.config.paths import workspace_of
 from common.formats.speakers import VoiceEntry, VoiceMap, read_voice_map, write_voice_map
 from common.state.atomic import atomic_path, atomic_write_json
 from common.state.checkpoints import now_text
@@ -42,14 +43,10 @@ VOICES_HEADER = (
 
 
 def series_dir(settings: Any, pipeline_dir: Path) -> Path | None:
-    """SERIES_DIR (relative to the stories folder in channel mode, else to the pipeline folder); empty:
-    `<stories folder>/series` in channel mode, no series otherwise."""
+    """The series folder of the story whose data is in `pipeline_dir`; None outside channel mode (a single
+    story in a pipeline folder has no episodes before or after it)."""
     workspace = workspace_of(Path(pipeline_dir))
-    if workspace is not None:
-        return channel_series_dir(settings, workspace.parent)
-    value = str(settings.get("SERIES_DIR", "") or "").strip()
-    path = Path(os.path.expanduser(value))
-    return (path if path.is_absolute() else code_dir(Path(pipeline_dir)) / path) if value else None
+    return channel_series_dir(settings, workspace.parent) if workspace is not None else None
 
 
 def channel_series_dir(settings: Any, stories_folder: Path) -> Path:
@@ -60,13 +57,10 @@ def channel_series_dir(settings: Any, stories_folder: Path) -> Path:
 
 
 def open_series(settings: Any, pipeline_dir: Path) -> "Series | None":
-    """The series this pipeline folder's story belongs to, or None (a single story outside a channel)."""
+    """The series this story belongs to, seen from it, or None (a single story outside a channel)."""
     root = series_dir(settings, pipeline_dir)
-    if root is None:
-        return None
     workspace = workspace_of(Path(pipeline_dir))
-    story = workspace.name if workspace is not None else Path(pipeline_dir).name
-    return Series(root, story)
+    return Series(root, workspace.name) if root is not None and workspace is not None else None
 
 
 @dataclass(frozen=True)
