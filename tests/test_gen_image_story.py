@@ -132,8 +132,28 @@ def _words(count: int, extra: str = "") -> str:
     return " ".join((base * 10)[:count]) + extra
 
 
+# The asset library's questions (common.pictures.assets_text), answered as JSON.
+ASSET_ANSWERS = [
+    {"contains": "Write the identity of the character [female_keeper_niece_ada]",
+     "answer": {"identity": "young woman, freckles, red braid, green oilskin coat, brown boots"}},
+    {"contains": "Write the identity of the character",
+     "answer": {"identity": "old man, grey beard, navy wool jumper, black cap"}},
+    {"contains": "Describe the location loc_1 of the story as a background plate",
+     "answer": {"name": "Gull Point lighthouse", "description": "stone tower on wet rocks in #5b6770 and #d9d2c5",
+                "lighting": {"evening": "grey fog glowing faintly"}}},
+    {"contains": "Describe the location loc_2 of the story as a background plate",
+     "answer": {"name": "lamp room", "description": "a round glass room with a great lens",
+                "lighting": {"night": "dark, lit by one oil lamp"}}},
+    {"contains": "Write the style bible",
+     "answer": {"palette": ["#5b6770", "#d9d2c5", "#2f3b44"], "lens": "35 mm at eye level", "lighting": "soft fog light",
+                "mood": "quiet suspense"}},
+    {"contains": "Describe the recurring object",
+     "answer": {"description": "a dented brass lantern with a glass chimney"}},
+]
+
+
 def _llm_answers(ada: list[str]) -> list[dict]:
-    return [
+    return [*ASSET_ANSWERS,
         {"contains": "THIS LINE, said by [narrator]", "answer": NARRATOR_SCENE},
         {"contains": "THIS LINE, said by [female_keeper_niece_ada]", "answers": ada},
         {"contains": "THIS LINE, said by [male_keeper_silas]", "answer": SILAS_SCENE},

@@ -152,7 +152,9 @@ def test_managed_services_listen_on_localhost_only(tmp_path: Path) -> None:
     assert calls == [("server", "start", "--port", "1234")]
     fakes = (REPO / "tests" / "fakes")
     for fake in ("fake_comfyui.py", "fake_llm.py", "fake_lms.py"):
-        source = (fakes / fake).read_text(encoding="utf-8")
+        # fake_comfyui.py only starts the package tests/fakes/comfyui/, which holds the server.
+        package = sorted((fakes / "comfyui").glob("*.py")) if fake == "fake_comfyui.py" else []
+        source = "".join(p.read_text(encoding="utf-8") for p in [fakes / fake, *package])
         assert "0.0.0.0" not in source and "127.0.0.1" in source, fake
 
 

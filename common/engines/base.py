@@ -62,7 +62,7 @@ class SoundEngine(Engine, Protocol):
 class ImageRequest:
     """One picture to make; `kind` picks the offline card layout and the default workflow."""
 
-    kind: str  # 'character' | 'location' | 'scene' | 'thumbnail'
+    kind: str  # 'character' | 'location' | 'scene' | 'sheet' (a character sheet's panel) | 'thumbnail'
     item_id: str
     prompt: str
     width: int

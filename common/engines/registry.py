@@ -76,8 +76,9 @@ def _comfy_image(settings: Settings, pipeline_dir: Path) -> Any:
     from common.engines.comfy import ComfyImage
 
     folder = code_dir(pipeline_dir) / "workflow"
+    # A sheet panel follows the character's picture as a reference image: the scene (Kontext) workflow.
     names = {"character": "character_location.json", "location": "character_location.json",
-             "scene": "scene.json", "thumbnail": "thumbnail.json"}
+             "scene": "scene.json", "sheet": "scene.json", "thumbnail": "thumbnail.json"}
     templates = {kind: folder / name for kind, name in names.items() if (folder / name).is_file()}
     if not templates:
         raise InputError(f"{folder} has no image workflow (scene.json, character_location.json or thumbnail.json).")

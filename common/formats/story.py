@@ -10,7 +10,9 @@ Variants found in the seed's own files, all accepted: the text wrapped as `"..."
 (gen.image; the quotes and `;` are not spoken), no space after the tag (`[tag]text`), a tag
 alone on its line with the text on the next line, scene attributes as `{Key: value}` or
 free `{Cold Winter Morning}`, `{{loc_k, description}}` on first mention and bare
-`{{loc_k}}` later. Speaker tags are lowercase ASCII (`[a-z0-9_-]`): they name files and
+`{{loc_k}}` later. `[[name]]` names a recurring object of the asset library (gen.image's
+input/assets.json): after a character it is theirs (`((ada)){Tense}[[lantern]]`), before any
+character it belongs to the scene. Speaker tags are lowercase ASCII (`[a-z0-9_-]`): they name files and
 voice-map keys, and `Holmes.png` / `holmes.png` collide on macOS and Windows, so an
 upper-case tag is an error that names the lowercase spelling.
 """
@@ -36,7 +38,7 @@ _QUOTED_RE = re.compile(r'"(.*)"(;?)\Z', re.S)
 # line), and a colon LLMs like to add (`[tag]: text`) when whitespace or the end follows it.
 _GAP_RE = re.compile(r"(?::(?=\s|\Z))?\s*")
 # The bracketed groups of a scene line: opener, closer and the token each makes.
-_GROUPS = (("{{", "}}", "loc"), ("((", "))", "char"), ("{", "}", "attr"))
+_GROUPS = (("{{", "}}", "loc"), ("((", "))", "char"), ("[[", "]]", "obj"), ("{", "}", "attr"))
 _SCENE_CLASH = "{key} is already used on line {line}; give each scene its own id."
 
 # Words that name a gender when they appear as a token of a speaker tag. The seed's rule is
@@ -95,9 +97,12 @@ class SceneCharacter:
 
     tag: str
     attributes: tuple[Attribute, ...] = ()
+    objects: tuple[str, ...] = ()  # `[[name]]`s after the character: what they hold or use
 
     def __post_init__(self) -> None:
         check_tag(self.tag)
+        for name in self.objects:
+            check_tag(name)
 
     @property
     def text(self) -> str:
@@ -121,8 +126,11 @@ class Scene(Parsed):
     location_description: str | None = None
     setting: tuple[Attribute, ...] = ()
     characters: tuple[SceneCharacter, ...] = ()
+    objects: tuple[str, ...] = ()  # `[[name]]`s before any character: in the scene, nobody's
 
     def __post_init__(self) -> None:
+        for name in self.objects:
+            check_tag(name)
         if not SCENE_ID_RE.match(self.scene_id):
             raise ValueError(f"not a scene id (scene_<part>.<n>): {self.scene_id!r}")
         if self.location_id is not None and not LOCATION_ID_RE.match(self.location_id):
@@ -148,6 +156,10 @@ class Scene(Parsed):
 
     def character_tags(self) -> tuple[str, ...]:
         return tuple(c.tag for c in self.characters)
+
+    def object_names(self) -> tuple[str, ...]:
+        """Every `[[name]]` of the line, the scene's and the characters', each once, in line order."""
+        return _first_seen([*self.objects, *(name for c in self.characters for name in c.objects)])
 
 
 @dataclass(frozen=True)
@@ -252,13 +264,16 @@ def _scene_tokens(body: str, source: str, line_no: int, offset: int) -> list[tup
                 raise fail(i, f'unbalanced "{opener}"', f'every "{opener}" needs its "{closer}"')
             tokens.append((kind, content, offset + i + 1))
             i = end + len(closer)
-        elif char in "})":
+        elif char in "})]":
             raise fail(i, f'unbalanced "{char}"', "it has no opening bracket")
-        elif char in "([":
+        elif char == "(":
             raise fail(i, f'unexpected "{char}"', 'characters are written "((speaker_tag))"')
+        elif char == "[":
+            raise fail(i, f'unexpected "{char}"', 'objects are written "[[name]]"')
         else:
             stray = re.match(r"[^{}()\[\];,]*", body[i:]).group(0)  # type: ignore[union-attr]
-            raise fail(i, f"text {snippet(stray, 30)}", "scene lines hold only {{loc_<n>}}, {...} and ((speaker_tag)) groups")
+            raise fail(i, f"text {snippet(stray, 30)}",
+                       "scene lines hold only {{loc_<n>}}, {...}, ((speaker_tag)) and [[object]] groups")
     return tokens
 
 
@@ -274,7 +289,8 @@ def parse_scene_line(line: str, *, source: str = "scene line", line_no: int = 1)
     location_id: str | None = None
     location_description: str | None = None
     setting: list[Attribute] = []
-    characters: list[tuple[str, list[Attribute]]] = []
+    objects: list[str] = []
+    characters: list[tuple[str, list[Attribute], list[str]]] = []
     for position, (kind, content, column) in enumerate(tokens):
         if kind == "loc":
             if position != 0:
@@ -287,15 +303,22 @@ def parse_scene_line(line: str, *, source: str = "scene line", line_no: int = 1)
             problem = tag_problem(content.strip())
             if problem:
                 raise line_error(source, line_no, f"((...)) at column {column}: {problem}.")
-            characters.append((content.strip(), []))
+            characters.append((content.strip(), [], []))
+        elif kind == "obj":
+            name = content.strip()
+            problem = tag_problem(name)
+            if problem:
+                problem = problem.replace("speaker tag", "object name").replace("e.g. male_doctor_watson", "e.g. brass_lantern")
+                raise line_error(source, line_no, f"[[...]] at column {column}: {problem}.")
+            (characters[-1][2] if characters else objects).append(name)
         elif characters:
             characters[-1][1].append(_attribute(content))
         else:
             setting.append(_attribute(content))
     return Scene(
         scene_id=scene_id, location_id=location_id, location_description=location_description,
-        setting=tuple(setting),
-        characters=tuple(SceneCharacter(tag, tuple(attrs)) for tag, attrs in characters),
+        setting=tuple(setting), objects=tuple(objects),
+        characters=tuple(SceneCharacter(tag, tuple(attrs), tuple(things)) for tag, attrs, things in characters),
         line_no=line_no, raw=line,
     )
 
@@ -310,9 +333,11 @@ def format_scene_line(scene: Scene) -> str:
         described = f", {scene.location_description}" if scene.location_description else ""
         head.append(f"{{{{{scene.location_id}{described}}}}}")
     head.extend(f"{{{a.text}}}" for a in scene.setting)
+    head.extend(f"[[{name}]]" for name in scene.objects)
     segments = [", ".join(head)] if head else []
     for character in scene.characters:
-        segments.append(f"(({character.tag}))" + "".join(f"{{{a.text}}}" for a in character.attributes))
+        segments.append(f"(({character.tag}))" + "".join(f"{{{a.text}}}" for a in character.attributes)
+                        + "".join(f"[[{name}]]" for name in character.objects))
     if not segments:
         return f"({scene.scene_id})"
     return f"({scene.scene_id}) " + "; ".join(segments) + ";"

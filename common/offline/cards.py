@@ -353,6 +353,15 @@ def character_card(tag: str, description: str, out: str | os.PathLike[str], widt
                      figures=[Figure("", identity_colour(tag))])  # the subtitle already names it
 
 
+def sheet_panel_card(tag: str, label: str, description: str, out: str | os.PathLike[str], width: int = 633,
+                     height: int = 950) -> Path:
+    """One panel of a character sheet: the panel's label (view or expression) large, the character's
+    silhouette in its identity colour, and its description. Every panel of a character shares the colour."""
+    return draw_card(out, width=width, height=height, title=label, subtitle=display_name(tag),
+                     body_lines=[description], palette=palette_from_text(description),
+                     seed_text=f"character:{tag}\n{description}", figures=[Figure("", identity_colour(tag))])
+
+
 def location_card(loc_id: str, description: str, out: str | os.PathLike[str], width: int = 1280,
                   height: int = 720) -> Path:
     """A location's card: its id and description over the colours the description names."""

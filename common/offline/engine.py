@@ -101,7 +101,7 @@ class OfflineImage(_Offline):
 
 
     def identity(self) -> dict[str, object]:
-        return {"engine": "offline-cards", "version": 3}
+        return {"engine": "offline-cards", "version": 3}  # sheet panels are a new kind: no old picture changes
 
     def image(self, request: ImageRequest, out_png: Path) -> Path:
         from common.offline import cards
@@ -109,6 +109,8 @@ class OfflineImage(_Offline):
         text = request.caption or request.prompt  # a card shows the description, not the whole prompt
         if request.kind == "character":
             return cards.character_card(request.item_id, text, out_png, request.width, request.height)
+        if request.kind == "sheet":  # one panel of a character sheet; `title` is its view or expression
+            return cards.sheet_panel_card(request.item_id, request.title, text, out_png, request.width, request.height)
         if request.kind == "location":
             return cards.location_card(request.item_id, text, out_png, request.width, request.height)
         if request.kind == "thumbnail":

@@ -128,7 +128,7 @@ class PassJob:
 
 
 def intermediate_path(job: PassJob, spec: PassSpec) -> Path:
-    return job.lora_dir / f"{job.key}.{spec.number}.{spec.label}.png"
+    return job.lora_dir / f"{job.key.replace(':', '_')}.{spec.number}.{spec.label}.png"  # no `:` in file names
 
 
 def run_passes(engine: ImageEngine, job: PassJob, passes: Sequence[PassSpec], store: CheckpointStore,

@@ -21,6 +21,7 @@ from common.run.errors import ConfigError, InputError
 from common.formats import read_descriptions, read_scenes, read_story
 from common.formats.story import Scene, SceneList
 from common.pictures import prompts
+from common.pictures.assets import check_scene_names, load_library, scene_sheet
 from common.pictures.image_files import request_size
 from common.pictures.stitch import Reference, check_stitch_settings, group_references, placements
 from common.offline.cards import display_name
@@ -261,6 +262,10 @@ def scene_items(settings: Any, pipeline_dir: Path, seeds: SeedBook) -> list[Imag
         raise InputError(f"{input_dir / '3.scene.txt'} is missing and the story has no scene lines; run 1.story.py first.")
     character_mode, location_mode = _modes(settings)
     check_stitch_settings(settings.IMAGE_STITCH_COUNT, settings.CHARACTER_RESIZE_FACTOR)
+    library = load_library(pipeline_dir)  # None: no asset library, the pictures are made as before it existed
+    if library is not None:
+        check_scene_names(library, scenes, source or input_dir / "3.scene.txt")
+    objects = {k: o.description for k, o in library.objects.items()} if library is not None else {}
     summary = settings.USE_SUMMARY_TEXT
     characters, _ = read_description_map(input_dir, "character", summary, required=False)
     locations, _ = read_description_map(input_dir, "location", summary, required=False)
@@ -270,6 +275,8 @@ def scene_items(settings: Any, pipeline_dir: Path, seeds: SeedBook) -> list[Imag
             "ACTIVE_LOCATION_MODE": location_mode}
     if "IMAGE" in character_mode or "IMAGE" in location_mode:
         used.update(IMAGE_STITCH_COUNT=settings.IMAGE_STITCH_COUNT, CHARACTER_RESIZE_FACTOR=factor)
+    if "IMAGE" in character_mode and library is not None:
+        used.update(CHARACTER_REFERENCE=settings.CHARACTER_REFERENCE, CHARACTER_SHEETS=settings.CHARACTER_SHEETS)
     if "TEXT" in character_mode or "TEXT" in location_mode:
         used.update(CHARACTER_WORD_LIMIT=settings.CHARACTER_WORD_LIMIT, LOCATION_WORD_LIMIT=settings.LOCATION_WORD_LIMIT)
     if settings.LATENT_MODE == "IMAGE":
@@ -280,11 +287,16 @@ def scene_items(settings: Any, pipeline_dir: Path, seeds: SeedBook) -> list[Imag
         refs: list[Reference] = []
         if "IMAGE" in character_mode:
             for character in cast:
-                path = clean_picture(pipeline_dir, "character", character.tag, settings)
-                if not path.is_file():
-                    raise InputError(f"{path} ({character.tag} in {scene.scene_id}) is missing; run 2.character.py "
-                                     "first, or set ACTIVE_CHARACTER_MODE to TEXT.")
-                refs.append(Reference("character", character.tag, path, factor))
+                # With an asset library the character's sheet conditions the picture (CHARACTER_REFERENCE).
+                sheet = scene_sheet(pipeline_dir, settings, library, character.tag)
+                if sheet is None or settings.CHARACTER_REFERENCE == "both":
+                    path = clean_picture(pipeline_dir, "character", character.tag, settings)
+                    if not path.is_file():
+                        raise InputError(f"{path} ({character.tag} in {scene.scene_id}) is missing; run 2.character.py "
+                                         "first, or set ACTIVE_CHARACTER_MODE to TEXT.")
+                    refs.append(Reference("character", character.tag, path, factor))
+                if sheet is not None:
+                    refs.append(Reference("sheet", character.tag, sheet, factor))
         location_picture = None
         if scene.location_id and ("IMAGE" in location_mode or settings.LATENT_MODE == "IMAGE"):
             location_picture = clean_picture(pipeline_dir, "location", scene.location_id, settings)
@@ -300,7 +312,7 @@ def scene_items(settings: Any, pipeline_dir: Path, seeds: SeedBook) -> list[Imag
             settings.ART_STYLE, scene, place_text=place_text, character_texts=characters, placements=placements(groups),
             character_mode=character_mode, location_mode=location_mode,
             character_word_limit=settings.CHARACTER_WORD_LIMIT, location_word_limit=settings.LOCATION_WORD_LIMIT,
-            phrases=settings.EXTRA_PROMPT_PHRASES,
+            phrases=settings.EXTRA_PROMPT_PHRASES, object_texts=objects,
         )
         place = f"{scene.location_id}: {place_text}" if scene.location_id and place_text else (scene.location_id or "")
         caption = "; ".join(p for p in (prompts.setting_words(scene), place) if p)

@@ -77,10 +77,18 @@ def _uses(mode: str, what: str) -> bool:
     return what in {"IMAGE_TEXT": ("IMAGE", "TEXT"), "TEXT": ("TEXT",), "IMAGE": ("IMAGE",)}.get(mode, ())
 
 
+def _thing(name: str, texts: Mapping[str, str] | None) -> str:
+    """An [[object]] in words: its library description, else its name."""
+    described = (texts or {}).get(name)
+    return f"the {name.replace('_', ' ')} ({described})" if described else f"the {name.replace('_', ' ')}"
+
+
 def scene_prompt(style: str, scene: Scene, *, place_text: str | None, character_texts: Mapping[str, str],
                  placements: Mapping[tuple[str, str], Placement], character_mode: str, location_mode: str,
-                 character_word_limit: int, location_word_limit: int, phrases: Sequence[str] = ()) -> str:
-    """One scene's prompt: the shot, the time, the place, then each character and what they do."""
+                 character_word_limit: int, location_word_limit: int, phrases: Sequence[str] = (),
+                 object_texts: Mapping[str, str] | None = None) -> str:
+    """One scene's prompt: the shot, the time, the place, then each character and what they do, then the
+    [[objects]] the line names (described by the asset library's `object_texts`)."""
     lines = [
         f"An extremely detailed illustration in the style of {style} of one moment of a story, "
         "a wide shot from far away so the whole place and everyone in it are visible, "
@@ -101,13 +109,44 @@ def scene_prompt(style: str, scene: Scene, *, place_text: str | None, character_
         name = display_name(character.tag)
         who = []
         placed = placements.get(("character", character.tag))
+        sheet = placements.get(("sheet", character.tag))
         if _uses(character_mode, "IMAGE") and placed:
             who.append(f"the person in {placed.phrase()}")
+        if _uses(character_mode, "IMAGE") and sheet:
+            who.append(f"{'drawn as ' if placed else ''}the person of the character sheet in {sheet.phrase()}, "
+                       "the same face, hair, build and clothes")
         description = character_texts.get(character.tag)
         if _uses(character_mode, "TEXT") and description:
             who.append("who looks like this: " + truncate_words(description, character_word_limit))
         head = f"{name} ({'; '.join(who)})" if who else name
         lines.append(f"{head}: {character.text}." if character.text else f"{head} is in the picture.")
+        if character.objects:
+            lines.append(f"{name} has " + ", ".join(_thing(n, object_texts) for n in character.objects) + ".")
+    if scene.objects:
+        lines.append("Also in the picture: " + ", ".join(_thing(n, object_texts) for n in scene.objects) + ".")
     lines.append(notes(phrases))
     return _join(*lines)
 
+
+
+# A character sheet's panels: how each view is framed (common.pictures.sheets).
+SHEET_VIEWS = {
+    "front": "the whole body from head to feet, facing the viewer, neutral expression, arms relaxed at the sides",
+    "three-quarter": "the whole body from head to feet, turned three-quarters to the left, neutral expression",
+    "expression": "head and shoulders, facing the viewer",
+}
+
+
+def sheet_panel_prompt(style_text: str, art_style: str, name: str, description: str, view: str,
+                       expression: str | None, *, referenced: bool, phrases: Sequence[str] = ()) -> str:
+    """One panel of a character sheet: the view, the identity kept exactly, the style bible."""
+    return _join(
+        f"One panel of a character sheet, in the style of {art_style}: {SHEET_VIEWS[view]}, "
+        "on a plain light grey background in even studio light, nothing cropped.",
+        "The character is the person in reference image 1: keep their face, hair, build, clothes and colours exactly."
+        if referenced else "",
+        f"Character: {name}. {description}".strip(),
+        f"Facial expression: {expression}." if expression else "",
+        f"Style bible: {style_text}." if style_text else "",
+        notes(phrases),
+    )

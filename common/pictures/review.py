@@ -19,7 +19,9 @@ from common.state.atomic import atomic_write_text
 from common.state.checkpoints import Entry, read_entries, state_file
 
 REVIEW_FILE = "review.html"
-SECTIONS = (("character", "Characters", "2.character"), ("location", "Locations", "2.location"), ("scene", "Scenes", "3.scene"))
+SECTIONS = (("character", "Characters", "2.character"), ("sheet", "Character sheets", "2.character"),
+            ("location", "Locations", "2.location"), ("scene", "Scenes", "3.scene"))
+_OPTIONAL = ("sheet",)  # sections shown only when they have pictures (sheets need input/assets.json)
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#15171c;color:#e8e6e1}
@@ -149,15 +151,19 @@ def render_review(pipeline_dir: Path) -> str:
     sections = []
     counts = []
     preview = False
+    shown = []
     for kind, title, script in SECTIONS:
         entries = [e for e in load_entries(pipeline_dir, script) if e.data.get("kind") == kind]
+        if not entries and kind in _OPTIONAL:
+            continue
+        shown.append((kind, title))
         preview |= any(e.preview for e in entries)
         counts.append(f"{len(entries)} {title.lower()}")
         body = "".join(_figure(pipeline_dir, e) for e in entries) or f'<p class="empty">No {title.lower()} yet: run {script}.py.</p>'
         tall = " tall" if kind == "character" else ""
         sections.append(f'<section id="{kind}s"><h2>{title} ({len(entries)})</h2><div class="grid{tall}">{body}</div></section>')
     engine = "offline previews (storyboard cards)" if preview else "image model (ComfyUI)"
-    nav = "".join(f'<a href="#{kind}s">{title}</a>' for kind, title, _ in SECTIONS)
+    nav = "".join(f'<a href="#{kind}s">{title}</a>' for kind, title in shown)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"

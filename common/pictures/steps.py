@@ -30,10 +30,11 @@ from common.pictures.stitch import stitch
 from common.run.runner import Script, ScriptContext
 
 SETTINGS_KEYS = {
-    "character": ("ART_STYLE", "CHARACTER_WIDTH", "CHARACTER_HEIGHT", "FACE_ONLY", "VARIATIONS_PER_CHARACTER"),
+    "character": ("ART_STYLE", "CHARACTER_WIDTH", "CHARACTER_HEIGHT", "FACE_ONLY", "VARIATIONS_PER_CHARACTER",
+                  "CHARACTER_SHEETS", "SHEET_EXPRESSIONS", "SHEET_COLUMNS"),
     "location": ("ART_STYLE", "IMAGE_WIDTH", "IMAGE_HEIGHT", "VARIATIONS_PER_LOCATION"),
     "scene": ("ART_STYLE", "IMAGE_WIDTH", "IMAGE_HEIGHT", "VARIATIONS_PER_SCENE", "ACTIVE_CHARACTER_MODE",
-              "ACTIVE_LOCATION_MODE", "IMAGE_STITCH_COUNT", "CHARACTER_RESIZE_FACTOR"),
+              "ACTIVE_LOCATION_MODE", "IMAGE_STITCH_COUNT", "CHARACTER_RESIZE_FACTOR", "CHARACTER_REFERENCE"),
 }
 _SHARED_KEYS = ("LATENT_MODE", "LATENT_DENOISING_STRENGTH", "USE_LORA", "LORA_MODE", "SAMPLING_STEPS",
                 "USE_RANDOM_SEED", "FIXED_SEED", "USE_SUMMARY_TEXT", "NAME_OVERLAY")
@@ -138,15 +139,17 @@ def remember_looks(ctx: ScriptContext, series: Series, items: list[ImageItem], e
 
 
 def _remove_stale(store: CheckpointStore, keys: set[str], pipeline_dir: Path, kind: str) -> list[str]:
-    """Pictures of items that no longer exist (a character removed, fewer variations): files and entries."""
+    """Pictures of items that no longer exist (a character removed, fewer variations): files and entries.
+    Keys with a `:` belong to another maker sharing the script's checkpoints (`sheet:<tag>`) and are left alone."""
     folder = output_folder(pipeline_dir, kind).resolve()
-    stale = [k for k in store.entries() if k not in keys and k.split("#", 1)[0] not in keys]
+    others = {k for k in store.entries() if ":" in k}
+    stale = [k for k in store.entries() if k not in keys | others and k.split("#", 1)[0] not in keys]
     for key in stale:
         for name in store.entries()[key].files:
             path = (pipeline_dir / name).resolve()
             if folder in path.parents:
                 path.unlink(missing_ok=True)
-    store.retain_only(keys)
+    store.retain_only(keys | others)
     return [k for k in stale if "#" not in k]
 
 

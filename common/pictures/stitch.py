@@ -35,7 +35,7 @@ _POSITIONS: dict[int, tuple[str, ...]] = {
 class Reference:
     """One picture that goes into a stitched reference: whose it is, where it is, and its scale."""
 
-    role: str  # 'character' | 'location'
+    role: str  # 'character' | 'sheet' (a character's sheet, common.pictures.sheets) | 'location'
     key: str  # speaker tag or loc id
     path: Path
     scale: float = 1.0

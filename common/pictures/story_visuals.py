@@ -102,8 +102,8 @@ class CharacterBrief:
     def gender_word(self) -> str | None:
         return {"m": "male", "f": "female"}.get(self.gender or "")
 
-    def most(self, field: str) -> tuple[str, ...]:
-        """The expressions, poses or actions seen most often, first-seen order breaking ties."""
+    def most(self, field: str, limit: int | None = _MOST) -> tuple[str, ...]:
+        """The expressions, poses or actions seen most often, first-seen order breaking ties (all with limit None)."""
         counts: Counter[str] = Counter()
         first: dict[str, int] = {}
         for appearance in self.appearances:
@@ -111,7 +111,7 @@ class CharacterBrief:
                 low = value.lower()
                 counts[low] += 1
                 first.setdefault(low, len(first))
-        return tuple(sorted(counts, key=lambda v: (-counts[v], first[v]))[:_MOST])
+        return tuple(sorted(counts, key=lambda v: (-counts[v], first[v]))[:limit])
 
     def identity(self) -> list[object]:
         return [self.tag, self.gender, self.name, self.role, [a.text for a in self.appearances],
@@ -153,17 +153,19 @@ def _appearance(scene: Scene, character: SceneCharacter) -> Appearance:
                       tuple(action), character.text)
 
 
-def character_tags(story: Story, scenes: Sequence[Scene]) -> tuple[str, ...]:
-    """Who appears in pictures: the ((tag))s of the scene lines, else every speaker but a narrator."""
+def character_tags(story: Story, scenes: Sequence[Scene], *, speakers: bool = False) -> tuple[str, ...]:
+    """Who appears in pictures: the ((tag))s of the scene lines, else every speaker but a narrator
+    (`speakers`: both, the scene lines' first: every character of the story, for the asset library)."""
     tags = dict.fromkeys(tag for scene in scenes for tag in scene.character_tags())
-    if tags:
+    if tags and not speakers:
         return tuple(tags)
-    return tuple(tag for tag in story.speakers() if not is_narrator(tag))
+    return tuple(dict.fromkeys([*tags, *(tag for tag in story.speakers() if not is_narrator(tag))]))
 
 
-def character_briefs(story: Story, scenes: Sequence[Scene], summary: str = "", max_lines: int = 6) -> list[CharacterBrief]:
+def character_briefs(story: Story, scenes: Sequence[Scene], summary: str = "", max_lines: int = 6, *,
+                     speakers: bool = False) -> list[CharacterBrief]:
     briefs: list[CharacterBrief] = []
-    for tag in character_tags(story, scenes):
+    for tag in character_tags(story, scenes, speakers=speakers):
         appearances = tuple(_appearance(scene, c) for scene in scenes for c in scene.characters if c.tag == tag)
         lines = tuple(u.text[:240] for u in story.utterances if u.speaker == tag)[:max_lines]
         name, role = split_tag(tag, story)

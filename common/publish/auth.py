@@ -240,7 +240,7 @@ def check_credentials(settings: Any, pipeline_dir: Path, *, http: Any = None, sa
                           "again.")
         return status("bad_file", f"Google refused to refresh the YouTube token ({code or 'refresh failed'}"
                                   f"{': ' + description if description else ''}): run {fix}, then run again.")
-    except TransportError as exc:
+    except (TransportError, OSError) as exc:  # OSError: a proxy refused through PySocks, which httplib2 uses when present
         return status("unreachable", f"could not reach Google to refresh the YouTube token ({type(exc).__name__}); "
                                      "check the network and run again.")
     if missing := _scopes_missing(credentials):

@@ -99,8 +99,13 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     import httplib2
     from google.auth.exceptions import TransportError
 
-    return (ConnectionError, TimeoutError, socket.timeout, ssl.SSLError, http.client.HTTPException,
-            httplib2.HttpLib2Error, TransportError)
+    errors: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, socket.timeout, ssl.SSLError,
+                                               http.client.HTTPException, httplib2.HttpLib2Error, TransportError)
+    try:  # httplib2 goes through PySocks when it is installed (selenium brings it): its proxy errors are network errors
+        import socks
+    except ImportError:
+        return errors
+    return (*errors, socks.ProxyError)
 
 
 def classify(exc: BaseException) -> str:

@@ -70,7 +70,7 @@ COMFYUI_WORKFLOWS: dict[tuple[str, str], Callable[[Any], list[str]]] = {
     ("gen.audio", "2.story.py"): lambda s: [s.STORY_WORKFLOW],
     ("gen.audio", "7.sfx.py"): lambda s: ["sfx.json"],
     ("gen.audio", "10.thumbnail.py"): lambda s: ["thumbnail.json"],
-    ("gen.image", "2.character.py"): lambda s: ["character_location.json"],
+    ("gen.image", "2.character.py"): lambda s: ["character_location.json"] + (["scene.json"] if s.CHARACTER_SHEETS else []),
     ("gen.image", "2.location.py"): lambda s: ["character_location.json"],
     ("gen.image", "3.scene.py"): lambda s: ["scene.json"],
     ("gen.video", "3.animate.py"): lambda s: [{"ltx": "animate.json", "wan": "animate_wan.json"}.get(

@@ -47,12 +47,14 @@ STORY = """\
 """
 
 _WORDS = "a weathered figure in a dark wool coat stands beside warm lamplight with steady hands and calm eyes".split()
-# The fake's own derived answers pass every other step's validation; these three prompts want
-# long prose or a camera move, which a derived sentence is not.
+# The fake's own derived answers pass every other step's validation; these prompts want long
+# prose, a camera move or hex colours (the asset library's style bible), which a derived sentence is not.
 LLM_ANSWERS = [
     {"contains": "This picture is", "answer": "The figures shift gently while fog drifts past. The camera pans slowly to the left."},
     {"contains": "Turn these attributes of the character", "answer": " ".join((_WORDS * 10)[:80]) + "."},
     {"contains": "Turn these attributes of the location", "answer": " ".join((_WORDS * 10)[:60]) + "."},
+    {"contains": "Write the style bible", "answer": {"palette": ["#5b6770", "#d9d2c5", "#2f3b44"], "lens": "35 mm",
+                                                     "lighting": "soft fog light", "mood": "quiet suspense"}},
 ]
 
 # Small pictures and few, short Shorts keep a whole run near half a minute on 2 cores; the
