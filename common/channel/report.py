@@ -19,7 +19,7 @@ from common.channel.schedule import read_slots
 from common.channel.state import FINISHED, RUNNING, WAITING, ChannelState
 from common.channel.stories import Story
 from common.run.progress import format_duration
-from common.run.report import _youtube_links, count_step, state_path
+from common.run.report import youtube_links, count_step, state_path
 from common.run.steps import Step
 from common.state.atomic import atomic_write_text
 from common.state.stamp import load_stamp, step_id
@@ -87,7 +87,7 @@ def story_rows(folder: Path, pipeline: str, stories: Sequence[Story], steps_for:
         for step in steps:
             if state_path(step).is_file():
                 row.failed += [f"{step.name} {key}: {error}" for key, error in count_step(step).failed_items]
-        row.video = "; ".join(_youtube_links(steps))
+        row.video = "; ".join(youtube_links(steps))
         row.scheduled = _scheduled(story, steps, slots)
         own = story.workspace / pipeline / "output" / "report.md"
         if own.is_file():

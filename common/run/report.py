@@ -218,7 +218,7 @@ def _outputs(pipeline_dirs: Sequence[Path]) -> list[Path]:
     return found
 
 
-def _youtube_links(steps: Sequence[Step]) -> list[str]:
+def youtube_links(steps: Sequence[Step]) -> list[str]:
     links = []
     for step in steps:
         if step.basename != "12.youtube.py":
@@ -294,7 +294,7 @@ def build_report(record: RunRecord) -> list[tuple[str, list[str]]]:
                          [f"{k} = {', '.join(v[:8])}{' ...' if len(v) > 8 else ''}" for k, v in details.items()]))
     outputs = _outputs(dirs)
     sections.append(("Outputs", [str(p) for p in outputs] or ["none yet"]))
-    links = _youtube_links(record.steps)
+    links = youtube_links(record.steps)
     if links:
         sections.append(("YouTube", links))
     command = next_command(record)
