@@ -235,7 +235,7 @@ def _run(runner: _Runner, listing: StoryList, settings: Any, until: datetime | N
     log = RunLog(folder / LOG_FILE)
     signals = Signals()
     signals.install()
-    state = ChannelState.load(folder)
+    state = ChannelState.load(folder, runner.queue.code_dir.name)
     night = _Night(notes=list(listing.notes))
     log.line(f"===== QUEUE {folder} @ {now_text()}: {len(listing.stories)} stor"
              f"{'y' if len(listing.stories) == 1 else 'ies'} =====")

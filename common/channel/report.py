@@ -74,7 +74,7 @@ def story_rows(folder: Path, pipeline: str, stories: Sequence[Story], steps_for:
                queue_running: bool) -> list[Row]:
     """Every story's row, from the queue's record and the story's checkpoints only; `pipeline` is the one the
     queue runs (gen.video), whose report each story's row links."""
-    state = ChannelState.load(folder)
+    state = ChannelState.load(folder, pipeline)
     slots = read_slots(folder)
     rows = []
     for story in stories:

@@ -33,6 +33,7 @@ class StoryRecord:
     started_at: str = ""
     ended_at: str = ""
     took: float = 0.0  # seconds of the last run that did work
+    pipeline: str = ""  # the pipeline whose queue ran it (gen.audio, gen.image, gen.video)
 
     @classmethod
     def from_json(cls, raw: Any) -> "StoryRecord":
@@ -47,11 +48,15 @@ class StoryRecord:
 
 @dataclass
 class ChannelState:
+    """The record as one pipeline's queue sees it: a story last run by another pipeline's queue (gen.audio's,
+    then gen.video's) is not finished for this one, so its record reads as empty."""
+
     path: Path
+    pipeline: str
     stories: dict[str, StoryRecord] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, folder: Path) -> "ChannelState":
+    def load(cls, folder: Path, pipeline: str) -> "ChannelState":
         """The record, or an empty one when there is none or it cannot be read (the checkpoints still tell)."""
         path = Path(folder) / STATE_FILE
         try:
@@ -59,12 +64,14 @@ class ChannelState:
             stories = {str(k): StoryRecord.from_json(v) for k, v in raw.get("stories", {}).items()}
         except (OSError, ValueError, AttributeError):
             stories = {}
-        return cls(path, stories)
+        return cls(path, pipeline, stories)
 
     def get(self, name: str) -> StoryRecord:
-        return self.stories.get(name) or StoryRecord()
+        record = self.stories.get(name)
+        return record if record is not None and record.pipeline in ("", self.pipeline) else StoryRecord()
 
     def put(self, name: str, record: StoryRecord) -> None:
+        record.pipeline = self.pipeline
         self.stories[name] = record
         atomic_write_json(self.path, {"version": STATE_VERSION,
                                       "stories": {k: asdict(v) for k, v in self.stories.items()}})
