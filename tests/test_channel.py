@@ -219,6 +219,14 @@ def test_one_story_runs_alone_in_its_workspace_and_its_report_says_how(channel, 
     assert items(tracking(folder, "solo", "2.hold")).keys() == {"first", "second"}
     report = (folder / "solo" / "gen.test" / "output" / "report.md").read_text()
     assert "2.hold.py: ok" in report
+    # Edited in the stories folder, the story reaches the workspace run alone too: only the new line is made.
+    first_line = items(tracking(folder, "solo", "1.make"))["line_1"]
+    (folder / "solo.txt").write_text("[narrator] Alone.\n[narrator] Not for long.\n", encoding="utf-8")
+    again = subprocess.run([sys.executable, str(pipe / "generate.py"), "--only", "1"], capture_output=True,
+                           text=True, timeout=120, env=dict(env, PIPELINE_WORKSPACE=str(folder / "solo")))
+    assert again.returncode == 0, again.stdout + again.stderr
+    made = items(tracking(folder, "solo", "1.make"))
+    assert set(made) == {"line_1", "line_2"} and made["line_1"] == first_line
 
     (tmp_path / "stray").mkdir()
     stray = subprocess.run([sys.executable, str(pipe / "generate.py")], capture_output=True, text=True, timeout=60,

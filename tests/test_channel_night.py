@@ -99,6 +99,8 @@ def test_a_killed_night_of_three_stories_resumes_with_the_series_voice_and_the_s
     assert state["a"]["state"] == state["b"]["state"] == "finished"
     assert state["c"]["state"] == "failed" and state["c"]["code"] == 3
     assert "1.story.txt line 1" in state["c"]["reason"] and "fix the line" in state["c"]["reason"]
+    c_report = (folder / "c" / "gen.audio" / "output" / "report.md").read_text(encoding="utf-8")
+    assert f"cd {pipeline} && PIPELINE_WORKSPACE={folder / 'c'} python generate.py --from 1" in c_report
 
     # No finished item was redone: a was skipped whole, b kept every item it had checkpointed.
     assert (folder / "a" / "gen.audio" / "log.txt").read_text(encoding="utf-8") == a_log

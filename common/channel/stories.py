@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
-from common.config.paths import WORKSPACE_MARK, read_mark
-from common.run.errors import InputError
+from common.config.paths import WORKSPACE_ENV, WORKSPACE_MARK, read_mark
+from common.run.errors import ConfigError, InputError
 from common.state.atomic import atomic_write_bytes, atomic_write_json
 
 QUEUE_FILE = "queue.txt"
@@ -110,3 +111,28 @@ def prepare_workspace(story: Story, code_root: Path) -> bool:
         pass
     atomic_write_bytes(copy, text)
     return True
+
+
+def refresh_workspace(workspace: Path, code_root: Path) -> bool:
+    """For a story run alone in its workspace (PIPELINE_WORKSPACE): refresh its copy of the story from
+    the stories folder, as the queue would; True when the copy was rewritten."""
+    mark = read_mark(workspace) or {}
+    source = Path(workspace).parent / str(mark.get("story", ""))
+    if not mark.get("story") or not source.is_file():
+        return False
+    return prepare_workspace(Story(source.stem, source, Path(workspace)), code_root)
+
+
+def workspace_from_env(environ: Mapping[str, str], *, queue: bool) -> Path | None:
+    """PIPELINE_WORKSPACE for generate.py: one story of a channel run on its own (as its report's commands do)."""
+    value = environ.get(WORKSPACE_ENV, "").strip()
+    if not value:
+        return None
+    workspace = Path(value).expanduser().resolve()
+    if queue:
+        raise ConfigError(f"{WORKSPACE_ENV} names one story's workspace and --stories a whole folder: unset "
+                          f"{WORKSPACE_ENV} to run the queue.")
+    if read_mark(workspace) is None:
+        raise ConfigError(f"{WORKSPACE_ENV} is {value}, which is not a story workspace (it has no {WORKSPACE_MARK}); "
+                          "run generate.py --stories on its stories folder once, or unset it.")
+    return workspace

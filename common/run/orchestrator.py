@@ -33,7 +33,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from common.config.paths import WORKSPACE_ENV, workspace_of
+from common.channel.stories import refresh_workspace, workspace_from_env
+from common.config.paths import WORKSPACE_ENV
 from common.config.settings import load_settings
 from common.engines.choice import EngineChoice, choose_engines
 from common.run.errors import ConfigError, PipelineError, ServiceError
@@ -145,7 +146,7 @@ def run_pipeline(pipeline_dir: Path, *, scripts: list[str], script_args: Mapping
     except SystemExit as exc:  # --help or a bad flag: argparse has already said why
         return int(exc.code or 0)
     try:
-        workspace = _workspace_from_env(args)
+        workspace = workspace_from_env(os.environ, queue=bool(args.stories))
         data_dir = pipeline_dir if workspace is None else workspace / pipeline_dir.name
         steps = build_steps(pipeline_dir, scripts, needs_comfyui, needs_lmstudio, script_args, workspace)
         if args.list:
@@ -194,27 +195,18 @@ def run_pipeline(pipeline_dir: Path, *, scripts: list[str], script_args: Mapping
             if lock.took_over is not None:
                 to_terminal(lock.takeover_note())
             return _check(data_dir, selected, settings, choice)
+        extra = {}
+        if workspace is not None:  # one story of a channel: its copy of the story follows DIR/<story>.txt
+            refresh_workspace(workspace, pipeline_dir.parent)
+            extra[WORKSPACE_ENV] = str(workspace)
         context = context_parts(settings, (choice.media, choice.text))
         plan = _skip_plan(data_dir, selected, settings, context, args.force_start)
-        extra = {WORKSPACE_ENV: str(workspace)} if workspace is not None else {}
         return _run(data_dir, selected, settings, choice, plan, context, lock, extra_env=extra).code
+    except PipelineError as exc:  # the story of a workspace run alone could not be read
+        to_terminal(f"error: {exc}", err=True)
+        return exc.exit_code
     finally:
         lock.release()
-
-
-def _workspace_from_env(args: argparse.Namespace) -> Path | None:
-    """PIPELINE_WORKSPACE: one story of a channel run on its own (as the report's commands do)."""
-    value = os.environ.get(WORKSPACE_ENV, "").strip()
-    if not value:
-        return None
-    workspace = Path(value).expanduser().resolve()
-    if args.stories:
-        raise ConfigError(f"{WORKSPACE_ENV} names one story's workspace and --stories a whole folder: unset "
-                          f"{WORKSPACE_ENV} to run the queue.")
-    if workspace_of(workspace / "gen.audio") is None:
-        raise ConfigError(f"{WORKSPACE_ENV} is {value}, which is not a story workspace (it has no workspace.json); "
-                          "run generate.py --stories on its stories folder once, or unset it.")
-    return workspace
 
 
 @dataclass(frozen=True)

@@ -239,7 +239,8 @@ def next_command(record: RunRecord) -> str | None:
     target = failed or unrun
     if record.code == 0 and target is None:
         return None
-    _, env = _in_place(record.pipeline_dir)
+    where, env = _in_place(record.pipeline_dir)
+    env = f"cd {where} && {env}" if env else ""  # a story workspace's run is started from the pipeline folder
     if target is None:  # stopped before any step (preflight or a service)
         return f"{env}python generate.py --check   (then run generate.py again)"
     return f"{env}python generate.py --from {target.step.position}   ({target.step.name})"
