@@ -12,9 +12,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from common.config.paths import REPO_ROOT
+from common.config.paths import REPO_ROOT, settings_files
 from common.config.schema import SCHEMA, Setting
 from common.run.errors import ConfigError
 
@@ -116,11 +116,19 @@ def load_settings(
     pipeline_dir: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    files: Sequence[Path] | None = None,
 ) -> Settings:
     """Resolve every setting: `overrides` (command-line flags) win, then the environment,
-    then `<pipeline_dir>/settings.toml`, then the seed system's value."""
+    then `<pipeline_dir>/settings.toml`, then the seed system's value. For a story workspace's folder
+    the settings files are the pipeline's, then the stories folder's, then the story's own (the
+    later wins; common.config.paths.settings_files). `files` replaces that list (a queue's own settings)."""
     environ = os.environ if environ is None else environ
-    file_values = read_settings_file(Path(pipeline_dir) / SETTINGS_FILE) if pipeline_dir else {}
+    file_values: dict[str, Any] = {}
+    file_origin: dict[str, str] = {}
+    for path in files if files is not None else settings_files(Path(pipeline_dir)) if pipeline_dir else ():
+        for key, value in read_settings_file(path).items():
+            file_values[key] = value
+            file_origin[key] = str(path)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -130,7 +138,7 @@ def load_settings(
         elif environ.get(name, "") != "":
             raw, origin = environ[name], f"environment variable {name}"
         elif name in file_values:
-            raw, origin = file_values[name], f"{Path(pipeline_dir) / SETTINGS_FILE}"
+            raw, origin = file_values[name], file_origin[name]
         else:
             values[name] = setting.resolve_default(REPO_ROOT)
             sources[name] = "default"

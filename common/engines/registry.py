@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from common.engines.choice import EngineChoice, engines_from_env
 from common.run.errors import ConfigError, InputError, ServiceError
+from common.config.paths import code_dir
 from common.config.settings import Settings
 
 Builder = Callable[[Settings, Path], Any]
@@ -26,7 +27,7 @@ def register(kind: str, backend: str) -> Callable[[Builder], Builder]:
 
 
 def _workflow(pipeline_dir: Path, name: str) -> Path:
-    path = Path(name) if Path(name).is_absolute() else pipeline_dir / "workflow" / name
+    path = Path(name) if Path(name).is_absolute() else code_dir(pipeline_dir) / "workflow" / name
     if not path.is_file():
         raise InputError(f"workflow {path} is missing; restore it from git or point the setting at your own API-format workflow.")
     return path
@@ -43,7 +44,7 @@ def _offline_speech(settings: Settings, pipeline_dir: Path) -> Any:
     from common.offline.engine import OfflineSpeech, voice_indices
     from common.audio.voices import VoiceLibrary
 
-    library = VoiceLibrary.scan(pipeline_dir / "voices")
+    library = VoiceLibrary.scan(code_dir(pipeline_dir) / "voices")
     return OfflineSpeech(settings.AUDIO_SAMPLE_RATE, settings.LINE_PAUSE, voice_indices(library))
 
 
@@ -74,7 +75,7 @@ def _comfy_sound(settings: Settings, pipeline_dir: Path) -> Any:
 def _comfy_image(settings: Settings, pipeline_dir: Path) -> Any:
     from common.engines.comfy import ComfyImage
 
-    folder = pipeline_dir / "workflow"
+    folder = code_dir(pipeline_dir) / "workflow"
     # A sheet panel follows the character's picture as a reference image: the scene (Kontext) workflow.
     # The layered keyframes' plates, poses and composites have their own (Qwen-Image, Qwen-Image-Edit).
     names = {"character": "character_location.json", "location": "character_location.json",

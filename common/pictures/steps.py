@@ -9,11 +9,14 @@ common.pictures.keyframes, which uses `begin_step`/`end_step` and `make_picture`
 from __future__ import annotations
 
 from dataclasses import dataclass
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 from PIL import Image
 
+from common.channel.series import Look, Series, open_series
+from common.state.atomic import atomic_path
 from common.state.checkpoints import CheckpointStore, fingerprint
 from common.engines.choice import engines_from_env
 from common.engines.base import ImageEngine, ImageRequest
@@ -103,6 +106,40 @@ def make_picture(engine: ImageEngine, item: ImageItem, passes: tuple[PassSpec, .
         "clean": rel(item.clean) if item.clean != item.out else None,
     }
     return files, data
+
+
+def reuse_look(item: ImageItem, look: Look) -> tuple[list[Path], dict[str, Any]]:
+    """A recurring character's established look (common.channel.series) instead of a new picture: fitted
+    to this story's size, with this story's name band."""
+    with atomic_path(item.clean) as tmp:
+        shutil.copyfile(look.picture, tmp)
+    fit_picture(item.clean, (item.width, item.height))
+    files = [item.out]
+    if item.name:
+        name_band(item.clean, item.out, item.name, font_scale=item.settings.get("NAME_FONT_SCALE", 1.0),
+                  max_ratio=item.settings.get("NAME_BAND_HEIGHT_RATIO", 0.30))
+        files.append(item.clean)
+    return files, {"kind": item.kind, "item_id": item.item_id, "variation": item.variation, "order": item.order,
+                   "prompt": item.prompt, "caption": item.caption, "width": item.width, "height": item.height,
+                   "seed": item.seed.value, "random_seed": item.seed.random, "settings": item.settings,
+                   "series_look": str(look.picture), "series_story": look.story}
+
+
+def remember_looks(ctx: ScriptContext, series: Series, items: list[ImageItem], entries: dict[str, Any],
+                   preview: bool) -> None:
+    """Characters this story drew become the series' looks where it has none (or asked for new ones)."""
+    added = [item.item_id for item in items
+             if item.variation == 1 and item.key in entries and entries[item.key].status == "done"
+             and not entries[item.key].data.get("series_look")
+             and series.remember_look(item.item_id, item.caption, item.clean, preview=preview,
+                                      new_looks=ctx.settings.SERIES_NEW_LOOKS)]
+    reused = [f"{item.item_id} (drawn for {entries[item.key].data.get('series_story')})" for item in items
+              if item.key in entries and entries[item.key].data.get("series_look")]
+    if reused:
+        ctx.say(f"series: kept the established look of {', '.join(reused)}; SERIES_NEW_LOOKS lists tags whose "
+                "changed description gets a new picture")
+    if added:
+        ctx.say(f"series: {', '.join(added)} drawn and kept as the look for the next stories ({series.root})")
 
 
 def _remove_stale(store: CheckpointStore, keys: set[str], pipeline_dir: Path, kind: str) -> list[str]:
@@ -206,15 +243,30 @@ def end_step(ctx: ScriptContext, run: StepRun) -> None:
 def run_step(ctx: ScriptContext, kind: str) -> None:
     """Make every picture of `kind` ('character' or 'location') that is not made yet, then the review page."""
     run = begin_step(ctx, kind)
-    items, passes, engine = run.items, run.passes, run.engine
+    items, passes, engine, settings = run.items, run.passes, run.engine, ctx.settings
     if items:
         ctx.say(f"{len(items)} {kind} picture(s) at {items[0].width}x{items[0].height}, engine {engine.name}, "
                 f"{len(passes)} job(s) each ({'; '.join(p.label for p in passes)})")
-    prints = {item.key: picture_fingerprint(run, item) for item in run.todo}
+    # Channel mode: a recurring character keeps the look the series has for it (common.channel.series);
+    # a picture asked for again (retake.txt) is drawn anew.
+    series = open_series(settings, ctx.pipeline_dir) if kind == "character" else None
+    looks = {item.key: look for item in run.todo if series is not None and item.variation == 1
+             and item not in run.retaken
+             and (look := series.look_for(item.item_id, item.caption, new_looks=settings.SERIES_NEW_LOOKS,
+                                          preview=engine.preview)) is not None}
+    prints = {item.key: fingerprint(run.identity, _pass_identity(passes), item.identity(),
+                                    *([looks[item.key].picture] if item.key in looks else [])) for item in run.todo}
+
+    def work(item: ImageItem) -> tuple[list[Path], dict[str, Any]]:
+        if item.key in looks:
+            return reuse_look(item, looks[item.key])
+        return make_picture(engine, item, passes, run.store, ctx.pipeline_dir, prints[item.key])
+
     try:
-        ctx.each(run.todo, label=KIND_FOLDERS[kind], key=lambda i: i.key, fingerprint=lambda i: prints[i.key],
-                 work=lambda i: make_picture(engine, i, passes, run.store, ctx.pipeline_dir, prints[i.key]),
-                 preview=engine.preview, workers=engine.parallel_jobs)
+        made = ctx.each(run.todo, label=KIND_FOLDERS[kind], key=lambda i: i.key, fingerprint=lambda i: prints[i.key],
+                        work=work, preview=engine.preview, workers=engine.parallel_jobs)
     finally:
         answer_retakes(ctx, run)
+    if series is not None:
+        remember_looks(ctx, series, run.todo, made, engine.preview)
     end_step(ctx, run)

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from common.config.paths import code_dir
 from common.state.atomic import atomic_path
 from common.run.errors import ConfigError, ServiceError
 
@@ -35,11 +36,12 @@ class CredentialPaths:
 
 
 def credential_paths(settings: Any, pipeline_dir: Path) -> CredentialPaths:
-    """YOUTUBE_CLIENT_SECRETS / YOUTUBE_TOKEN; relative paths are inside the pipeline folder (gen.audio/)."""
+    """YOUTUBE_CLIENT_SECRETS / YOUTUBE_TOKEN; relative paths are inside the pipeline folder (gen.audio/), also
+    for a story workspace: one channel, one authorisation."""
 
     def resolve(value: str) -> Path:
         path = Path(os.path.expanduser(str(value)))
-        return path if path.is_absolute() else Path(pipeline_dir) / path
+        return path if path.is_absolute() else code_dir(Path(pipeline_dir)) / path
 
     return CredentialPaths(resolve(settings.YOUTUBE_CLIENT_SECRETS), resolve(settings.YOUTUBE_TOKEN))
 

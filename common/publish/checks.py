@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from common.config.paths import is_pipeline_dir
 from common.state.checkpoints import CLEANED_SUFFIX, read_cleaned_mark, read_entries
 from common.formats.srt import read_srt
 from common.run.errors import InputError
@@ -43,7 +44,7 @@ def tracking_dir_for(video: Path) -> Path | None:
         candidate = folder / "tracking"
         if candidate.is_dir():
             return candidate
-        if (folder / "scripts").is_dir():  # reached the pipeline folder itself
+        if is_pipeline_dir(folder):  # reached the pipeline folder itself (or a story workspace's)
             break
     return None
 
@@ -76,7 +77,7 @@ def preview_evidence(video: Path, warn: Any = print) -> bool | None:
         return False
     # Nothing left to tell: in a pipeline folder (it has scripts/) the checkpoints were removed, so no
     # one can say; anywhere else the tracking folder is only step 12's own and the file the user's.
-    return None if (tracking.parent.parent / "scripts").is_dir() else False
+    return None if is_pipeline_dir(tracking.parent.parent) else False
 
 
 def made_as_preview(video: Path, warn: Any = print) -> bool:

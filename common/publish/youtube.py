@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from common.channel.schedule import publish_slot
 from common.state.checkpoints import CheckpointStore, Entry, UnreadableStateError, file_digest, fingerprint
 from common.run.errors import ConfigError, InputError, JobError, QuotaError
 from common.media.ffmpeg import probe
@@ -116,7 +117,8 @@ def inputs_from_args(args: Any, settings: Any, pipeline_dir: Path) -> PublishInp
         privacy=settings.YOUTUBE_PRIVACY_STATUS,
         category_id=str(settings.YOUTUBE_CATEGORY_ID),
         language=settings.YOUTUBE_DEFAULT_LANGUAGE,
-        publish_at=parse_publish_at(args.publish_at) if args.publish_at else None,
+        # --publish-at, else in channel mode the story's slot of the release schedule (common.channel.schedule)
+        publish_at=parse_publish_at(args.publish_at) if args.publish_at else publish_slot(settings, pipeline_dir),
         chunk_size=chunk_bytes(settings.YOUTUBE_CHUNK_MB),
     )
 
@@ -158,8 +160,8 @@ def build_metadata(inputs: PublishInputs, duration: float) -> tuple[VideoMetadat
     meta = VideoMetadata(title=title, description=description, tags=tuple(tags), category_id=inputs.category_id,
                          language=inputs.language, privacy=inputs.privacy, publish_at=inputs.publish_at)
     notes = [note]
-    if inputs.publish_at and inputs.privacy != "private":
-        notes.append(f"privacy is private until {meta.body()['status']['publishAt']} (--publish-at), then public")
+    if inputs.publish_at:  # YouTube publishes a scheduled video itself: public at publishAt
+        notes.append(f"scheduled: private until {meta.body()['status']['publishAt']}, then public")
     return meta, notes
 
 

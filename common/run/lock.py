@@ -175,17 +175,21 @@ class RunLock:
                 self.path.unlink(missing_ok=True)
 
 
-def _refusal(pipeline_dir: Path, record: Record, living: list[Member]) -> RunLockedError:
+def _refusal(label: str, path: Path, record: Record, living: list[Member]) -> RunLockedError:
     holder = record.holder if record.holder in living else living[0]
     return RunLockedError(
-        f"another run of {Path(pipeline_dir).name} is in progress ({holder.what}, pid {holder.pid}, started "
-        f"{holder.since}; lock {lock_path(pipeline_dir)}): wait for it to finish or stop it, then run again.")
+        f"another run of {label} is in progress ({holder.what}, pid {holder.pid}, started "
+        f"{holder.since}; lock {path}): wait for it to finish or stop it, then run again.")
 
 
 def acquire(pipeline_dir: Path, what: str, environ: dict[str, str] | None = None) -> RunLock:
     """Take the pipeline's run lock, join it when our parent run holds it, or raise RunLockedError."""
+    return acquire_at(lock_path(pipeline_dir), Path(pipeline_dir).name, what, environ)
+
+
+def acquire_at(path: Path, label: str, what: str, environ: dict[str, str] | None = None) -> RunLock:
+    """The same rules for any lock file, e.g. a queue of stories' (`label` names what it guards)."""
     environ = dict(os.environ) if environ is None else environ
-    path = lock_path(pipeline_dir)
     me = Member.current(what)
     with _guarded(path):
         record = read_record(path)
@@ -200,7 +204,7 @@ def acquire(pipeline_dir: Path, what: str, environ: dict[str, str] | None = None
             atomic_write_json(path, record.to_json(), indent=1)
             return RunLock(path, me, joined=True)
         if living:
-            raise _refusal(pipeline_dir, record, living)
+            raise _refusal(label, path, record, living)
         atomic_write_json(path, Record(me).to_json(), indent=1)
         return RunLock(path, me, took_over=record)
 

@@ -14,21 +14,30 @@ skips the scripts a finished run proves to be no-ops, so re-running a finished p
 one process, not one per script; and a script that exits 5 (ComfyUI or the LLM stopped
 answering or got stuck) gets its server restarted and runs again, SERVICE_RESTARTS times at
 most, when that server is ours; a server the user started is never restarted.
+
+A story can live in a workspace instead of the pipeline folder (channel mode, `--stories DIR`, or
+PIPELINE_WORKSPACE for one story): the steps then read and write there, and the run's log, lock,
+stamp and report are the workspace's. common/channel/queue.py runs a folder of stories through
+`run_story`, one after another.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from common.channel.stories import refresh_workspace, workspace_from_env
+from common.config.paths import WORKSPACE_ENV
 from common.config.settings import load_settings
 from common.engines.choice import EngineChoice, choose_engines
-from common.run.errors import PipelineError, ServiceError
+from common.run.errors import ConfigError, PipelineError, ServiceError
 from common.run.lock import RUN_LOCK_ENV, RunLock, acquire as acquire_run_lock
 from common.run.report import RunRecord, StepResult, notify, status_lines, write_report
 from common.run.step_process import (SIGNAL_EXIT, SIGNAL_NAMES, RunLog, Signals, Stopped, child_env, run_step,
@@ -122,19 +131,30 @@ def _parse(argv: Sequence[str] | None, pipeline_dir: Path) -> argparse.Namespace
                         help="run every selected script even when nothing changed since the last finished run "
                              "(each still resumes from its checkpoints; to redo a script from scratch run it "
                              "alone with --force-start)")
+    channel = parser.add_argument_group("channel mode: a folder of stories, one after another")
+    channel.add_argument("--stories", metavar="DIR",
+                         help="run every DIR/*.txt story (or those DIR/queue.txt lists, in its order), each in its own "
+                              "workspace DIR/<story>/; finished stories are skipped, unfinished ones continue")
+    channel.add_argument("--max-stories", type=int, metavar="N", help="with --stories: start at most N stories")
+    channel.add_argument("--until-time", metavar="HH:MM",
+                         help="with --stories: start no story after this local time; the story running then stops "
+                              "at a checkpoint and continues on the next run")
     return parser.parse_args(argv)
 
 
 def run_pipeline(pipeline_dir: Path, *, scripts: list[str], script_args: Mapping[str, Sequence[str]],
                  needs_comfyui: Needs | None = None, needs_lmstudio: Needs | None = None,
-                 argv: list[str] | None = None) -> int:
+                 argv: list[str] | None = None, now: Callable[[], datetime] | None = None) -> int:
+    """`now` (local, aware) is the clock --until-time reads; tests give their own."""
     pipeline_dir = Path(pipeline_dir).resolve()
     try:
         args = _parse(argv, pipeline_dir)
     except SystemExit as exc:  # --help or a bad flag: argparse has already said why
         return int(exc.code or 0)
     try:
-        steps = build_steps(pipeline_dir, scripts, needs_comfyui, needs_lmstudio, script_args)
+        workspace = workspace_from_env(os.environ, queue=bool(args.stories))
+        data_dir = pipeline_dir if workspace is None else workspace / pipeline_dir.name
+        steps = build_steps(pipeline_dir, scripts, needs_comfyui, needs_lmstudio, script_args, workspace)
         if args.list:
             print_list(steps, pipeline_dir)
             check_exist(steps, pipeline_dir)
@@ -144,12 +164,22 @@ def run_pipeline(pipeline_dir: Path, *, scripts: list[str], script_args: Mapping
 
             return serve(pipeline_dir, steps, host=args.host, port=args.port, say=to_terminal)
         selected = select_steps(steps, args.start, args.until, args.only)
+        if args.stories:
+            from common.channel.queue import Queue, run_queue
+
+            check_exist(selected, pipeline_dir)
+            queue = Queue(pipeline_dir, Path(args.stories),
+                          lambda ws: select_steps(build_steps(pipeline_dir, scripts, needs_comfyui, needs_lmstudio,
+                                                              script_args, ws), args.start, args.until, args.only))
+            return run_queue(queue, args, now=now)
+        if args.max_stories is not None or args.until_time:
+            raise ConfigError("--max-stories and --until-time work on a queue of stories: add --stories DIR.")
         if args.status:
-            for line in status_lines(pipeline_dir, selected):
+            for line in status_lines(data_dir, selected):
                 to_terminal(line)
             return 0
         check_exist(selected, pipeline_dir)
-        settings = load_settings(pipeline_dir)
+        settings = load_settings(data_dir)
         if args.setup:
             return _setup(pipeline_dir, selected, settings, args)
         choice = choose_engines(settings, steps=selected)
@@ -162,11 +192,11 @@ def run_pipeline(pipeline_dir: Path, *, scripts: list[str], script_args: Mapping
 
     if args.dry_run:  # reads only: no lock, like --status and --list
         to_terminal(choice.reason)
-        plan = _skip_plan(pipeline_dir, selected, settings, context_parts(settings, (choice.media, choice.text)),
+        plan = _skip_plan(data_dir, selected, settings, context_parts(settings, (choice.media, choice.text)),
                           args.force_start)
-        return _dry_run(selected, _manager(settings, pipeline_dir, choice, to_terminal), plan)
+        return _dry_run(selected, _manager(settings, data_dir, choice, to_terminal), plan)
     try:  # one run of a pipeline at a time: --check too, since it starts and frees servers
-        lock = acquire_run_lock(pipeline_dir, "generate.py")
+        lock = acquire_run_lock(data_dir, "generate.py")
     except PipelineError as exc:
         to_terminal(f"error: {exc}", err=True)
         return exc.exit_code
@@ -174,10 +204,52 @@ def run_pipeline(pipeline_dir: Path, *, scripts: list[str], script_args: Mapping
         if args.check:
             if lock.took_over is not None:
                 to_terminal(lock.takeover_note())
-            return _check(pipeline_dir, selected, settings, choice)
+            return _check(data_dir, selected, settings, choice)
+        extra = {}
+        if workspace is not None:  # one story of a channel: its copy of the story follows DIR/<story>.txt
+            refresh_workspace(workspace, pipeline_dir.parent)
+            extra[WORKSPACE_ENV] = str(workspace)
         context = context_parts(settings, (choice.media, choice.text))
-        plan = _skip_plan(pipeline_dir, selected, settings, context, args.force_start)
-        return _run(pipeline_dir, selected, settings, choice, plan, context, lock)
+        plan = _skip_plan(data_dir, selected, settings, context, args.force_start)
+        return _run(data_dir, selected, settings, choice, plan, context, lock, extra_env=extra).code
+    except PipelineError as exc:  # the story of a workspace run alone could not be read
+        to_terminal(f"error: {exc}", err=True)
+        return exc.exit_code
+    finally:
+        lock.release()
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run of a pipeline's steps ended: its exit code and summary line, whether --until-time stopped
+    it, and which script ended it."""
+
+    code: int
+    summary: str
+    stopped_by_deadline: bool = False
+    step: str = ""  # the script that ended a failed or stopped run (its file name)
+    said: str = ""  # that script's own last error sentence
+
+    @property
+    def reason(self) -> str:
+        """One line for a record: the failed script's own sentence, else the summary."""
+        return f"{self.step}: {self.said}" if self.said and self.step else self.summary
+
+
+def up_to_date(data_dir: Path, steps: Sequence[Step], settings: Any, choice: EngineChoice) -> SkipPlan:
+    """What the run stamp says of `steps` in `data_dir`, without running or writing anything."""
+    return _skip_plan(data_dir, steps, settings, context_parts(settings, (choice.media, choice.text)), False)
+
+
+def run_story(data_dir: Path, steps: Sequence[Step], settings: Any, choice: EngineChoice, *, force: bool,
+              signals: Signals, extra_env: Mapping[str, str]) -> RunOutcome:
+    """One story of a queue: its steps under its own run lock, log and report (notified by the queue)."""
+    context = context_parts(settings, (choice.media, choice.text))
+    plan = _skip_plan(data_dir, steps, settings, context, force)
+    lock = acquire_run_lock(data_dir, "generate.py --stories")
+    try:
+        return _run(data_dir, steps, settings, choice, plan, context, lock, extra_env=extra_env, signals=signals,
+                    notify_report=False)
     finally:
         lock.release()
 
@@ -229,7 +301,8 @@ def _check(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Eng
 
 
 def _report(pipeline_dir: Path, steps: Sequence[Step], results: dict[int, StepResult], started_at: str,
-            code: int, summary: str, choice: EngineChoice, preflight: list[str], settings: Any, log: RunLog) -> None:
+            code: int, summary: str, choice: EngineChoice, preflight: list[str], settings: Any, log: RunLog,
+            notify_report: bool = True) -> None:
     """The morning report and NOTIFY_CMD; neither may change how the run ended."""
     record = RunRecord(pipeline_dir, steps, [results.get(s.position, StepResult(s, None)) for s in steps],
                        started_at, now_text(), code, summary, choice.reason, preflight)
@@ -240,7 +313,7 @@ def _report(pipeline_dir: Path, steps: Sequence[Step], results: dict[int, StepRe
         return
     log.line(f"report: {path}")
     command = str(getattr(settings, "NOTIFY_CMD", "") or "").strip()
-    if command:
+    if command and notify_report:
         notify(command, path, lambda message: log.line(message, err=True))
 
 
@@ -315,15 +388,20 @@ def _run_with_restarts(step: Step, env: Mapping[str, str], log: RunLog, signals:
 
 
 def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: EngineChoice, plan: SkipPlan,
-         context: Mapping[str, str], lock: RunLock) -> int:
+         context: Mapping[str, str], lock: RunLock, *, extra_env: Mapping[str, str] | None = None,
+         signals: Signals | None = None, notify_report: bool = True) -> RunOutcome:
+    """Run the steps `plan` does not skip. `signals` given: the caller (a queue) installed them and keeps them."""
     log = RunLog(pipeline_dir / "log.txt")
-    signals = Signals()
-    signals.install()
+    own_signals = signals is None
+    signals = signals or Signals()
+    if own_signals:
+        signals.install()
     to_run = [s for s in steps if s.position not in plan.positions]
     manager = _manager(settings, pipeline_dir, choice, log.line) if to_run else None
     grace = float(settings.SERVICE_STOP_GRACE)
     restarts = max(0, int(settings.SERVICE_RESTARTS))
     env = child_env(choice)
+    env.update(extra_env or {})
     env[RUN_LOCK_ENV] = lock.token  # our scripts join this run's lock instead of taking it again
     started = time.monotonic()
     started_at = now_text()
@@ -332,6 +410,7 @@ def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Engin
     current: Step | None = None
     code = 0
     summary = ""
+    said = ""  # the failed script's own sentence
     finished = False
     try:
         if lock.took_over is not None:
@@ -345,7 +424,7 @@ def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Engin
             summary = (f"nothing to do: all {len(steps)} script(s) are up to date since {plan.since} (nothing "
                        "changed since that finished run); generate.py --force-start runs them anyway")
             finished = True
-            return code
+            return RunOutcome(code, summary)
         assert manager is not None
         from common.run.preflight import run_preflight
 
@@ -371,6 +450,7 @@ def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Engin
             signals.check()
             if code != 0:
                 summary = outcome.failure_summary(step)
+                said = _script_sentence(outcome.tail).removeprefix("error:").strip()
                 break
         else:
             took = time.monotonic() - started
@@ -381,7 +461,10 @@ def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Engin
         code = SIGNAL_EXIT.get(stop.signum, 130)
         what = SIGNAL_NAMES.get(stop.signum, "SIGTERM")
         during = f" during {current.name}" if current else ""
-        summary = f"interrupted ({what}){during}; run generate.py again to continue: finished work is kept"
+        if signals.deadline_hit:
+            summary = (f"stopped at the --until-time{during}; the next run continues it from its checkpoints")
+        else:
+            summary = f"interrupted ({what}){during}; run generate.py again to continue: finished work is kept"
     except PipelineError as exc:
         code = exc.exit_code
         during = f" before {current.name}" if current else ""
@@ -399,7 +482,10 @@ def _run(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choice: Engin
                     log.line(f"run stamp: could not be written ({exc}); the next run checks every script", err=True)
             if summary:
                 log.line(summary, err=code != 0)
-            _report(pipeline_dir, steps, results, started_at, code, summary, choice, preflight, settings, log)
+            _report(pipeline_dir, steps, results, started_at, code, summary, choice, preflight, settings, log,
+                    notify_report)
             log.close()
-            signals.restore()
-    return code
+            if own_signals:
+                signals.restore()
+    return RunOutcome(code, summary, stopped_by_deadline=signals.deadline_hit,
+                      step=current.basename if current is not None and code != 0 else "", said=said)

@@ -81,7 +81,9 @@ class PreflightReport:
         """
         kinds = {c.kind for c in self.problems}
         kind = kinds.pop() if len(kinds) == 1 else PreflightError
-        return kind(f"{len(self.problems)} preflight problem(s), listed above; nothing was run.")
+        first = self.problems[0]
+        more = f" (and {len(self.problems) - 1} more, listed above)" if len(self.problems) > 1 else ""
+        return kind(f"preflight: {first.name}: {first.detail.rstrip('.')}{more}; nothing was run.")
 
     def lines(self) -> list[str]:
         width = max((len(c.name) for c in self.checks), default=0)
@@ -175,7 +177,7 @@ def workflow_files(steps: Sequence[Step], settings: Any) -> list[Path]:
     for step in steps:
         if not step.needs_comfyui:
             continue
-        pipeline_dir = step.pipeline_dir
+        pipeline_dir = step.code_dir
         pick = COMFYUI_WORKFLOWS.get((pipeline_dir.name, step.basename))
         if pick is None:
             files.extend(sorted((pipeline_dir / "workflow").glob("*.json")))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from common.config.paths import WORKSPACE_ENV, code_dir, workspace_of
 from common.run.progress import format_duration
 from common.services.processes import split_command
 from common.state.atomic import atomic_write_json, atomic_write_text
@@ -88,17 +89,27 @@ def _error_of(entry: dict[str, Any]) -> str:
     return text or "no reason recorded"
 
 
+def _in_place(pipeline_dir: Path) -> tuple[str, str]:
+    """(the pipeline folder to cd to, the environment a command there needs): a story workspace's folder
+    is run from the pipeline folder with PIPELINE_WORKSPACE naming the workspace."""
+    workspace = workspace_of(Path(pipeline_dir))
+    env = f"{WORKSPACE_ENV}={shlex.quote(str(workspace))} " if workspace is not None else ""
+    return shlex.quote(str(code_dir(Path(pipeline_dir)))), env
+
+
 def redo_commands(pipeline_dir: Path, step: Step) -> list[str]:
     """How to redo just a script's failed items: its finished items are kept, failed ones retried."""
     direct = shlex.join(["python", step.basename, *step.args])
-    return [f"cd {shlex.quote(str(pipeline_dir))} && python generate.py --only {step.position}",
-            f"or, with the servers it needs running: cd {shlex.quote(str(step.path.parent))} && {direct}"]
+    where, env = _in_place(pipeline_dir)
+    return [f"cd {where} && {env}python generate.py --only {step.position}",
+            f"or, with the servers it needs running: cd {shlex.quote(str(step.path.parent))} && {env}{direct}"]
 
 
 def redo_reduced_command(pipeline_dir: Path, step: Step) -> str:
     """How to redo, at full size, the items made smaller after running out of memory: each script
     redoes exactly its `reduced` items, and what was made from them follows (their files changed)."""
-    return f"cd {shlex.quote(str(pipeline_dir))} && REDO_REDUCED=1 python generate.py --from {step.position}"
+    where, env = _in_place(pipeline_dir)
+    return f"cd {where} && {env}REDO_REDUCED=1 python generate.py --from {step.position}"
 
 
 def count_step(step: Step, since: str | None = None) -> Counts:
@@ -208,7 +219,7 @@ def _outputs(pipeline_dirs: Sequence[Path]) -> list[Path]:
     return found
 
 
-def _youtube_links(steps: Sequence[Step]) -> list[str]:
+def youtube_links(steps: Sequence[Step]) -> list[str]:
     links = []
     for step in steps:
         if step.basename != "12.youtube.py":
@@ -229,9 +240,11 @@ def next_command(record: RunRecord) -> str | None:
     target = failed or unrun
     if record.code == 0 and target is None:
         return None
+    where, env = _in_place(record.pipeline_dir)
+    env = f"cd {where} && {env}" if env else ""  # a story workspace's run is started from the pipeline folder
     if target is None:  # stopped before any step (preflight or a service)
-        return "python generate.py --check   (then run generate.py again)"
-    return f"python generate.py --from {target.step.position}   ({target.step.name})"
+        return f"{env}python generate.py --check   (then run generate.py again)"
+    return f"{env}python generate.py --from {target.step.position}   ({target.step.name})"
 
 
 def build_report(record: RunRecord) -> list[tuple[str, list[str]]]:
@@ -283,7 +296,7 @@ def build_report(record: RunRecord) -> list[tuple[str, list[str]]]:
                          [f"{k} = {', '.join(v[:8])}{' ...' if len(v) > 8 else ''}" for k, v in details.items()]))
     outputs = _outputs(dirs)
     sections.append(("Outputs", [str(p) for p in outputs] or ["none yet"]))
-    links = _youtube_links(record.steps)
+    links = youtube_links(record.steps)
     if links:
         sections.append(("YouTube", links))
     command = next_command(record)

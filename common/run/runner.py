@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 from common.run import cancel, notes
 from common.run import lock as run_lock
 from common.state.checkpoints import CheckpointStore, Entry, state_file
-from common.run.errors import Interrupted, ItemsFailedError, JobError, PipelineError
-from common.config.paths import pipeline_dir_of
+from common.run.errors import ConfigError, Interrupted, ItemsFailedError, JobError, PipelineError
+from common.config.paths import WORKSPACE_ENV, code_dir, pipeline_dir_of, workspace_of
 from common.run.progress import Progress
 from common.config.settings import Settings, load_settings
 
@@ -68,6 +68,12 @@ class ScriptContext:
     @property
     def output_dir(self) -> Path:
         return self.pipeline_dir / "output"
+
+    @property
+    def code_dir(self) -> Path:
+        """The pipeline folder with the scripts, workflow/ and voices/ (pipeline_dir in channel mode is
+        the story's workspace folder, which holds only the story's data)."""
+        return code_dir(self.pipeline_dir)
 
     def say(self, message: str) -> None:
         self.out(message)
@@ -237,6 +243,9 @@ class Script:
         args = self.parser.parse_args(argv)
         overrides = {setting: getattr(args, dest) for dest, setting in self._settings_flags.items()}
         pipeline_dir = pipeline_dir_of(self.file)
+        if os.environ.get(WORKSPACE_ENV, "").strip() and workspace_of(pipeline_dir) is None:
+            raise ConfigError(f"{WORKSPACE_ENV} is {os.environ[WORKSPACE_ENV]}, which is not a story workspace (it has "
+                              "no workspace.json); run generate.py --stories on its stories folder once, or unset it.")
         settings = load_settings(pipeline_dir, overrides)
         if args.force_start:  # redo every item: a finished job a server still holds is no exception
             settings = settings.with_overrides(COMFYUI_REUSE_JOBS=False)

@@ -115,6 +115,15 @@ class Signals:
         self.count = 0
         self.raise_now = False
         self._previous: dict[int, Any] = {}
+        # --until-time: at this time.monotonic() the run stops as on SIGTERM (the script checkpoints and exits).
+        self.deadline: float | None = None
+        self.deadline_hit = False
+
+    def poll(self) -> None:
+        """Turn a passed deadline into a stop, as if SIGTERM had come."""
+        if self.signum is None and self.deadline is not None and time.monotonic() >= self.deadline:
+            self.signum = signal.SIGTERM
+            self.deadline_hit = True
 
     def handler(self, signum: int, frame: Any) -> None:
         if signum != HANGUP:  # a hang-up may come twice (the kernel, the shell): never "quit now"
@@ -135,7 +144,8 @@ class Signals:
             self.raise_now = False
 
     def check(self) -> None:
-        """Stop the run here when a signal came in since the last look."""
+        """Stop the run here when a signal came in (or the deadline passed) since the last look."""
+        self.poll()
         if self.signum is not None:
             raise Stopped(self.signum)
 
@@ -210,6 +220,7 @@ def run_step(step: Step, env: Mapping[str, str], log: RunLog, signals: Signals, 
             break
         except subprocess.TimeoutExpired:
             pass
+        signals.poll()
         if signals.signum is None:
             continue
         if forwarded_at is None:

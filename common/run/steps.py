@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Collection, Mapping, Sequence
 
+from common.config.paths import to_workspace
 from common.run.errors import ConfigError
 from common.run.step_process import to_terminal
 
@@ -29,15 +30,22 @@ class Step:
     needs_comfyui: bool
     needs_llm: bool
     args: tuple[str, ...]
+    workspace: Path | None = None  # channel mode: the story workspace (DIR/<story>) the script works in
 
     @property
     def basename(self) -> str:
         return self.path.name
 
     @property
-    def pipeline_dir(self) -> Path:
-        """A script of another pipeline (../../gen.audio/scripts/x.py) belongs to, and writes into, that one."""
+    def code_dir(self) -> Path:
+        """The pipeline folder the script lives in (its workflow/ and voices/ are there)."""
         return self.path.parent.parent
+
+    @property
+    def pipeline_dir(self) -> Path:
+        """Where the script reads and writes: a script of another pipeline (../../gen.audio/scripts/x.py)
+        belongs to, and writes into, that one; in channel mode, that pipeline's folder of the workspace."""
+        return self.code_dir if self.workspace is None else self.workspace / self.code_dir.name
 
     @property
     def needs_text(self) -> str:
@@ -89,15 +97,29 @@ def _needs(table: Needs | None, name: str, path: Path, service: str) -> bool:
 
 def build_steps(
     pipeline_dir: Path, scripts: Sequence[str], needs_comfyui: Needs | None, needs_lmstudio: Needs | None,
-    script_args: Mapping[str, Sequence[str]],
+    script_args: Mapping[str, Sequence[str]], workspace: Path | None = None,
 ) -> list[Step]:
+    """`pipeline_dir` is the pipeline folder with the scripts; with `workspace` the steps work in that story
+    workspace, and an argument naming a file of a pipeline's input/ or output/ (as gen.video's
+    `--video-file ../../gen.video/output/final_sd.mp4`) names the workspace's file instead."""
     scripts_dir = pipeline_dir / "scripts"
     steps = []
     for position, name in enumerate(scripts, 1):
         path = Path(os.path.normpath(scripts_dir / name))
+        args = tuple(_lookup(script_args, name, ()) or ())
+        if workspace is not None:
+            args = tuple(_in_workspace(arg, path.parent, pipeline_dir.parent, workspace) for arg in args)
         steps.append(Step(position, name, path, _needs(needs_comfyui, name, path, "comfyui"),
-                          _needs(needs_lmstudio, name, path, "llm"), tuple(_lookup(script_args, name, ()) or ())))
+                          _needs(needs_lmstudio, name, path, "llm"), args, workspace))
     return steps
+
+
+def _in_workspace(arg: str, cwd: Path, code_root: Path, workspace: Path) -> str:
+    """A relative path argument into a pipeline's data, as the workspace's absolute path; others unchanged."""
+    if arg.startswith("-") or ("/" not in arg and "\\" not in arg) or Path(arg).is_absolute():
+        return arg
+    moved = to_workspace(cwd / arg, code_root, workspace)
+    return str(moved) if moved is not None else arg
 
 
 # Scripts that ask their own model of the LLM server rather than LM_STUDIO_MODEL.

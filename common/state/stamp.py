@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from common.config.paths import PIPELINES, REPO_ROOT
+from common.config.paths import CODE_FOLDERS, PIPELINES, REPO_ROOT, WORKSPACE_ENV
 from common.state.atomic import atomic_write_json
 from common.state.checkpoints import fingerprint
 
@@ -62,10 +62,15 @@ def forcing(step: Any) -> bool:
 
 
 def tree_roots(pipeline_dir: Path, steps: Sequence[Any]) -> list[Path]:
-    """Every pipeline folder the chain touches: its own, its scripts', and the gen.* siblings they read."""
+    """Every pipeline folder the chain touches: its own, its scripts', and the gen.* siblings they read.
+    In a story workspace those are the workspace's folders, plus the code the scripts read from the
+    pipeline folders (scripts/, workflow/, voices/), not the pipeline folders' own story data."""
     pipeline_dir = Path(pipeline_dir).resolve()
-    roots = [pipeline_dir] + [s.path.resolve().parent.parent for s in steps]
+    roots = [pipeline_dir] + [Path(s.pipeline_dir).resolve() for s in steps]
     roots += [pipeline_dir.parent / name for name in PIPELINES if (pipeline_dir.parent / name).is_dir()]
+    for code in dict.fromkeys(s.path.resolve().parent.parent for s in steps):
+        if code not in roots:
+            roots += [code / part for part in CODE_FOLDERS if (code / part).is_dir()]
     return list(dict.fromkeys(roots))
 
 
@@ -125,7 +130,9 @@ def context_parts(settings: Any, engine: tuple[str, str], environ: Mapping[str, 
     """Digests of what, besides the files, decides what a step does; kept apart to say which changed."""
     environ = os.environ if environ is None else environ
     values = dict(getattr(settings, "values", {}) or {})
-    env = {k: v for k, v in environ.items() if k in EXTRA_ENV or k.startswith(EXTRA_ENV_PREFIXES)}
+    # PIPELINE_WORKSPACE only says where the stamp itself is: a story run by the queue or alone is the same run.
+    env = {k: v for k, v in environ.items()
+           if (k in EXTRA_ENV or k.startswith(EXTRA_ENV_PREFIXES)) and k != WORKSPACE_ENV}
     # Files a setting names outside the project (e.g. YOUTUBE_TOKEN=/home/me/token.json).
     # A value given as ~/... is read expanded (common/publish/auth.py), so it is fingerprinted expanded.
     named = {k: _file_stat(Path(os.path.expanduser(v))) for k, v in values.items()

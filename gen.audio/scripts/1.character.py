@@ -13,6 +13,7 @@ from common.run.runner import Script, ScriptContext
 from common.formats.sections import chapter_sections, summary_chunks
 from common.state.atomic import atomic_write_text
 from common.audio.voices import VoiceLibrary, assign_voices
+from common.channel.series import open_series
 
 SUMMARY_LINES_PER_SENTENCE = 6
 MAP_HEADER = (
@@ -28,11 +29,13 @@ script.add_argument("--mode", choices=("all", "voices", "text"), default="all", 
 
 def assign(ctx: ScriptContext, story) -> None:
     map_path = ctx.input_dir / "1.story.speakers.txt"
-    library = VoiceLibrary.scan(ctx.pipeline_dir / "voices")
+    library = VoiceLibrary.scan(ctx.code_dir / "voices")
     existing = read_voice_map(map_path) if map_path.is_file() else VoiceMap(())
-    # --force recasts every speaker; otherwise the user's choices in the map are kept.
+    series = open_series(ctx.settings, ctx.pipeline_dir)  # channel mode: recurring speakers keep their voice
+    recurring = series.voices_for(story.speakers()) if series else {}
+    # --force recasts every speaker but the recurring ones; otherwise the user's choices in the map are kept.
     voices = assign_voices(
-        story.speakers(), library, {} if ctx.args.force else existing.as_dict(),
+        story.speakers(), library, {**recurring, **({} if ctx.args.force else existing.as_dict())},
         language=ctx.settings.LANGUAGE, region=ctx.settings.REGION,
         narrator_voice=ctx.settings.NARRATOR_VOICE, auto_gender=ctx.args.auto_gender,
     )
@@ -42,7 +45,11 @@ def assign(ctx: ScriptContext, story) -> None:
     entries += [VoiceEntry(tag, stem) for tag, stem in voices.items() if existing.voice_for(tag) is None]
     write_voice_map(map_path, VoiceMap(tuple(entries), layout=existing.layout), header=MAP_HEADER)
     for tag, stem in voices.items():
-        ctx.say(f"  {tag:<40} -> {stem}")
+        ctx.say(f"  {tag:<40} -> {stem}{'  (series)' if recurring.get(tag) == stem else ''}")
+    if series:
+        added = series.remember_voices(voices)
+        if added:
+            ctx.say(f"series: {', '.join(added)} added to {series.voices_file}")
 
 
 def write_text(ctx: ScriptContext, story) -> None:

@@ -23,7 +23,7 @@ def main(ctx: ScriptContext) -> None:
     story = read_story(story_path(ctx.pipeline_dir))
     map_path = require_file(ctx.input_dir / "1.story.speakers.txt", "the voice map",
                             "run 1.character.py first, it writes one voice per speaker.")
-    voices = voices_for_story(story, map_path, ctx.pipeline_dir / "voices")
+    voices = voices_for_story(story, map_path, ctx.code_dir / "voices")
     chunks = build_chunks(story, voices, ctx.settings.CHUNK_SIZE)
     ctx.say(engines_from_env(ctx.settings).reason)
     engine = get_engine("speech", ctx.settings, ctx.pipeline_dir)

@@ -74,7 +74,7 @@ def retake(ctx: ScriptContext, report: Report) -> Report:
         spent[chunk] = 0  # asked for by name: a fresh budget
     forced = list(ctx.args.chunk)
     rounds: list[dict[str, Any]] = []
-    scripts_dir = ctx.pipeline_dir / "scripts"
+    scripts_dir = ctx.code_dir / "scripts"
     chunk_size = chunk_size_of(lines)
     while True:
         todo = [c for c in dict.fromkeys(forced + report.failing_chunks()) if spent.get(c, 0) < limit]
