@@ -73,6 +73,17 @@ def _prepare_start(source: Path, out: Path, size: tuple[int, int]) -> Path:
     return save_png(fitted, out)
 
 
+def _finish_picture(item: ImageItem) -> list[Path]:
+    """Fit the clean picture to the item's size and draw its name band (when it has a name); the files made."""
+    fit_picture(item.clean, (item.width, item.height))
+    if not item.name:
+        (item.out.parent / "clean" / item.out.name).unlink(missing_ok=True)  # a band from an earlier run
+        return [item.out]
+    name_band(item.clean, item.out, item.name, font_scale=item.settings.get("NAME_FONT_SCALE", 1.0),
+              max_ratio=item.settings.get("NAME_BAND_HEIGHT_RATIO", 0.30))
+    return [item.out, item.clean]
+
+
 def make_picture(engine: ImageEngine, item: ImageItem, passes: tuple[PassSpec, ...], store: CheckpointStore,
                  pipeline_dir: Path, item_fp: str) -> tuple[list[Path], dict[str, Any]]:
     """Make one item's picture(s) and say what was done, for its checkpoint and the review page."""
@@ -87,14 +98,7 @@ def make_picture(engine: ImageEngine, item: ImageItem, passes: tuple[PassSpec, .
                            negative_prompt=item.negative_prompt, details=item.details, caption=item.caption)
     job = PassJob(item.key, item_fp, request, start, item.start_denoise, references, item.clean, output / "lora")
     records = run_passes(engine, job, passes, store, rel)
-    fit_picture(item.clean, (item.width, item.height))
-    files = [item.out]
-    if item.name:
-        name_band(item.clean, item.out, item.name, font_scale=item.settings.get("NAME_FONT_SCALE", 1.0),
-                  max_ratio=item.settings.get("NAME_BAND_HEIGHT_RATIO", 0.30))
-        files.append(item.clean)
-    else:
-        (item.out.parent / "clean" / item.out.name).unlink(missing_ok=True)  # a band from an earlier run
+    files = _finish_picture(item)
     data = {
         "kind": item.kind, "item_id": item.item_id, "variation": item.variation, "order": item.order,
         "prompt": item.prompt, "negative_prompt": item.negative_prompt, "caption": item.caption,
@@ -113,12 +117,7 @@ def reuse_look(item: ImageItem, look: Look) -> tuple[list[Path], dict[str, Any]]
     to this story's size, with this story's name band."""
     with atomic_path(item.clean) as tmp:
         shutil.copyfile(look.picture, tmp)
-    fit_picture(item.clean, (item.width, item.height))
-    files = [item.out]
-    if item.name:
-        name_band(item.clean, item.out, item.name, font_scale=item.settings.get("NAME_FONT_SCALE", 1.0),
-                  max_ratio=item.settings.get("NAME_BAND_HEIGHT_RATIO", 0.30))
-        files.append(item.clean)
+    files = _finish_picture(item)
     return files, {"kind": item.kind, "item_id": item.item_id, "variation": item.variation, "order": item.order,
                    "prompt": item.prompt, "caption": item.caption, "width": item.width, "height": item.height,
                    "seed": item.seed.value, "random_seed": item.seed.random, "settings": item.settings,
