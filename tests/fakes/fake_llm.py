@@ -48,7 +48,7 @@ identifiers `fake_lms.py load` recorded there (read on every request, so loads a
 start show), else `fake-model`. An unknown model is a 404 like OpenAI's `model_not_found`.
 
 `--record FILE` appends one JSON line per request (flushed) so tests can count calls and see what
-was sent (message count, image parts, response_format type, last user text).
+was sent (message count, image parts, response_format type, last user text, when it arrived).
 A readiness line `fake_llm ready on http://127.0.0.1:PORT/v1` is printed once listening.
 """
 from __future__ import annotations
@@ -318,12 +318,14 @@ class FakeLLM:
         return web.json_response({"object": "list", "data": data})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.time()  # a request of a run killed meanwhile is recorded late: this says when it came
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
             self.record({"path": "/v1/chat/completions", "status": 400})
             return _error(400, "We could not parse the JSON body of your request.", "invalid_request_error")
-        entry: dict[str, Any] = {"path": "/v1/chat/completions", "model": body.get("model") if isinstance(body, dict) else None}
+        entry: dict[str, Any] = {"path": "/v1/chat/completions", "arrived": arrived,
+                                 "model": body.get("model") if isinstance(body, dict) else None}
         response = await self._chat(body, entry)
         if response == "drop":
             entry["status"] = None

@@ -373,7 +373,9 @@ def account(requests: list[dict[str, Any]], runs: Runs, in_flight: int) -> Accou
     """
     by_run: dict[int, list[str]] = {}
     for request in requests:
-        by_run.setdefault(runs.run_of(request["t"]), []).append(question_key(request))
+        # By when the question came, not when it was answered: a killed run's last question may be
+        # answered (and recorded) after the next run started.
+        by_run.setdefault(runs.run_of(request.get("arrived", request["t"])), []).append(question_key(request))
     seen: Counter[str] = Counter()
     explained = rerun = 0
     details: list[str] = []
