@@ -8,11 +8,13 @@ random.Random(CHAOS_SEED) and restarted until one exits 0. After every kill the 
 JSON outputs must parse; at the end every output must equal the reference's and no LLM question
 whose answer was already checkpointed may have been asked again.
 
-Two scenarios share the 20+ kills:
-- the whole chain, killed at random moments spread over its length (media steps dominate);
-- the text-heavy front of the chain (`--until 9.media`, all six LLM steps), killed a random
-  instant after a random answer of the LLM arrived: the window between an answer and its
-  checkpoint, where a lost or doubled job would show.
+Two scenarios share the 20+ kills, each moment planned from what the run visibly did (its log
+lines, files appearing, checkpoints saved, temp files growing: tests/support/watch.py), never
+from seconds, so the same kills land on a faster or slower machine:
+- the whole chain, killed a seeded number of events into seeded steps spread over its length;
+- the text-heavy front of the chain (`--until 9.media`, all six LLM steps), killed right after
+  the LLM answers a seeded question, or one or two events later (seeded): the window between an
+  answer and its checkpoint, where a lost or doubled job would show.
 
 The reference and the two scenarios run at the same time, in threads (each run is its own
 process tree): the runs are mostly one busy process each, so on 2 cores this halves the wall time.
@@ -20,8 +22,10 @@ Replay a failure with CHAOS_SEED=<the printed seed>.
 """
 from __future__ import annotations
 
+import json
 import os
 import random
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,15 +36,16 @@ import pytest
 
 from tests.fakes.llm_helpers import start_fake_llm
 from tests.support import chaos
+from tests.support.watch import RunWatch, chain_steps, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
 SEED = int(os.environ.get("CHAOS_SEED", "8080"))
 WHOLE_KILLS = 10  # whole chain: each kill late in the chain costs a catch-up through the finished steps
-TEXT_KILLS = 12  # front of the chain: cheaper catch-ups; at least 10 land before its questions run out
+TEXT_KILLS = 12  # front of the chain: cheaper catch-ups; each kill lands after a seeded one of its questions
+QUESTIONS = 28  # the LLM questions STORY makes the chain ask (the reference checks): the text kills spread over them
 IN_FLIGHT = 1  # the text steps ask one question at a time (ctx.each workers=1): at most one lost per kill
-RUN_TIMEOUT = 300.0  # one uninterrupted run takes ~40-90 s on 2 cores
-EXPECTED_RUN = 45.0  # seconds of one uninterrupted run on 2 cores: spreads the whole-chain kills
+RUN_TIMEOUT = 300.0  # a bound for a stuck run, not a plan: one uninterrupted run takes ~25-90 s on 2 cores
 
 
 @dataclass
@@ -66,7 +71,8 @@ def _reference(root: Path) -> Reference:
     assert code == 0, (root / "run.0.log").read_text(errors="replace")[-4000:]
     questions = [chaos.question_key(r) for r in requests]
     # Each question once: the fake's answers pass validation, so no retry muddies the counts.
-    assert len(set(questions)) == len(questions) > 20
+    assert len(set(questions)) == len(questions) >= QUESTIONS, \
+        f"the chain asked {len(questions)} questions ({len(set(questions))} distinct); the text lane plans its kills over {QUESTIONS}"
     return Reference(root, took, questions)
 
 
@@ -80,9 +86,9 @@ class Outcome:
     killed_processes: int = 0
 
 
-# A kill plan waits for its moment while the run goes on; returns True to cut the power now,
-# False if the run ended first.
-Plan = Callable[[Any, Path, int], bool]
+# A kill plan waits for its moment while the run goes on; returns where the run is (for the
+# report) to cut the power now, None if the run ended first.
+Plan = Callable[[subprocess.Popen[bytes], Path, int], "str | None"]
 
 
 def _run_until_done(root: Path, video: Path, env: dict[str, str], args: tuple[str, ...], plan: Plan,
@@ -97,8 +103,9 @@ def _run_until_done(root: Path, video: Path, env: dict[str, str], args: tuple[st
             log = root / f"run.{run}.log"
             outcome.runs.starts.append(time.time())
             proc = chaos.start_chain(video, env, *args, log=log)
-            if outcome.kills < kills_wanted and plan(proc, log, run) and proc.poll() is None:
-                outcome.landed.append(chaos.current_step(log))
+            where = plan(proc, log, run) if outcome.kills < kills_wanted else None
+            if where is not None and proc.poll() is None:
+                outcome.landed.append(where)
                 outcome.killed_processes += chaos.power_cut(proc)
                 outcome.kills += 1
                 outcome.runs.killed.append(True)
@@ -127,62 +134,121 @@ class Scenario:
 
 
 def _whole_chain(root: Path) -> Scenario:
-    """The whole chain, killed at moments spread over its length."""
+    """The whole chain, killed at seeded events spread over its steps."""
     rng = random.Random(f"{SEED}:whole")
     video = chaos.make_project(root)
-    # Each run first catches up to where the last kill landed (the step and how far into it),
-    # then goes on for a random stretch, so each kill lands in new work and the kills cover the
-    # whole chain. One in four kills instead lands at a random instant of the catch-up, while
-    # finished steps are only checking their checkpoints.
-    spread = 2.0 * EXPECTED_RUN / WHOLE_KILLS
-    frontier = {"steps": 0, "offset": 0.0}
-
-    def plan(proc: Any, log: Path, run: int) -> bool:
-        ended = lambda: proc.poll() is not None  # noqa: E731
-        if rng.random() < 0.25 and frontier["steps"] > 2:
-            return not chaos.wait_for(ended, rng.uniform(0.5, 4.0))
-        if not chaos.wait_for(lambda: ended() or _starts(log) >= frontier["steps"], RUN_TIMEOUT) or ended():
-            return False
-        caught_up = time.monotonic()
-        if chaos.wait_for(ended, frontier["offset"] + rng.uniform(0.2, spread)):
-            return False
-        steps = _starts(log)
-        frontier["offset"] = time.monotonic() - caught_up if steps == frontier["steps"] else 0.0
-        frontier["steps"] = steps
-        return True
-
     with start_fake_llm(root, answers=chaos.LLM_ANSWERS) as llm:
         env = chaos.chain_env(root, llm.base_url)
+        plan = _whole_plan(rng, root, chain_steps(video, env))
         outcome = _run_until_done(root, video, env, (), plan, WHOLE_KILLS, budget=6 * RUN_TIMEOUT)
     assert outcome.kills == WHOLE_KILLS, f"the chain finished after {outcome.kills} kills; wanted {WHOLE_KILLS}"
     return Scenario("whole chain", root, outcome, llm.record, only_present=False)
 
 
+def _whole_plan(rng: random.Random, root: Path, steps: list[str]) -> Plan:
+    """Each kill: a seeded step of the run, and a seeded number of events into that step.
+
+    Three kills in four (never the first two) go forward: their steps are drawn one from each of
+    as many equal stretches of the chain without its last step (a run can always still be killed
+    before that), each at least the step where the previous one landed, so each run catches up
+    through the finished steps and is killed 0-12 events into new work, or at the end of its step
+    if the step has fewer events left (a resumed step has less to do). The others land in a
+    catch-up, 0-3 events into a seeded step the chain already passed, while that step only checks
+    its checkpoints. Every planned step comes before the chain can finish, so all WHOLE_KILLS
+    land on any machine speed.
+    """
+    catch_up = [kill >= 2 and rng.random() < 0.25 for kill in range(WHOLE_KILLS)]
+    forward, span = catch_up.count(False), len(steps) - 1
+    # One step from each of `forward` equal stretches of the chain: the kills cover all of it.
+    ahead = [rng.randint(1 + i * span // forward, max(1 + i * span // forward, (i + 1) * span // forward))
+             for i in range(forward)]
+    frontier = [1]
+    trees = [root / name / part for name in chaos.PIPELINES for part in ("input", "output")]
+
+    def plan(proc: subprocess.Popen[bytes], log: Path, run: int) -> str | None:
+        # Each earlier run was killed, so `run` is the number of this kill.
+        if catch_up[run]:
+            step, events = rng.randint(1, frontier[0]), rng.randint(0, 3)
+        else:
+            step, events = max(ahead.pop(0), frontier[0]), rng.randint(0, 12)
+        watch = RunWatch(log, trees)
+
+        def moment(w: RunWatch) -> bool:
+            return len(w.steps) >= step and (len(w.into(step)) > events or w.ended(step))
+
+        if not wait_until(proc, watch, moment, RUN_TIMEOUT):
+            return None
+        if not catch_up[run]:
+            frontier[0] = step
+        into = watch.into(step)
+        at = min(events, len(into) - 1)
+        return f"{steps[step - 1]}{' (catch-up)' if catch_up[run] else ''} event {at}: {into[at].what}"
+
+    return plan
+
+
 def _text_steps(root: Path) -> Scenario:
-    """The front of the chain with all six LLM steps, killed right after random answers."""
+    """The front of the chain with all six LLM steps, killed right after answers."""
     rng = random.Random(f"{SEED}:text")
     video = chaos.make_project(root)
+    # Kill k lands on the answer to the targets[k]-th distinct question (a question asked again
+    # after a kill is not a new one), so the kills go forward through every LLM step; the last
+    # two questions are left, so a kill planned after a neighbour's late landing still finds one.
+    targets = sorted(rng.sample(range(1, QUESTIONS - 1), TEXT_KILLS))
+    # The checkpoints and the text inputs the LLM steps write: small folders, cheap to poll often.
+    trees = [root / name / part for name in chaos.PIPELINES for part in ("input", "output/tracking")]
     with start_fake_llm(root, answers=chaos.LLM_ANSWERS) as llm:
         record = llm.record
-        answered = lambda: len(chaos.chat_requests(record))  # noqa: E731
+        distinct = _distinct_questions(record)
 
-        def plan(proc: Any, log: Path, run: int) -> bool:
-            # The next new answer of this run, then 0-120 ms: before or after its checkpoint write (a
-            # fast machine may answer one more in that window, so 28 questions leave room for 12 kills).
-            target = answered() + 1
-            ended = lambda: proc.poll() is not None  # noqa: E731
-            if not chaos.wait_for(lambda: ended() or answered() >= target, RUN_TIMEOUT, interval=0.005) or ended():
-                return False
-            return not chaos.wait_for(ended, rng.uniform(0.0, 0.12))
+        def plan(proc: subprocess.Popen[bytes], log: Path, run: int) -> str | None:
+            # That answer (the fake records it as it sends it), then 0, 1 or 2 more things the run
+            # visibly does (its checkpoint saved, its log line): the kill lands with the answer on
+            # the wire, or before, between or after those, on any machine speed.
+            target, after = max(targets[run], distinct() + 1), rng.randint(0, 2)
+            marks: list[int] = []
+
+            def moment(w: RunWatch) -> bool:
+                if not marks:
+                    if distinct() < target:
+                        return False
+                    marks.append(len(w.events))
+                return len(w.events) >= marks[0] + after
+
+            watch = RunWatch(log, trees)
+            if not wait_until(proc, watch, moment, RUN_TIMEOUT, interval=0.005):
+                return None
+            step = watch.steps[-1] if watch.steps else "(start-up)"
+            then = f" +{after}: {watch.events[marks[0] + after - 1].what}" if after else ""
+            return f"{step} question {target}{then}"
 
         env = chaos.chain_env(root, llm.base_url)
         outcome = _run_until_done(root, video, env, ("--until", "9.media"), plan, TEXT_KILLS, budget=4 * RUN_TIMEOUT)
-    assert outcome.kills >= 10, f"only {outcome.kills} kills landed among the answers"
+    assert outcome.kills == TEXT_KILLS, f"only {outcome.kills} kills landed among the answers; wanted {TEXT_KILLS}"
     return Scenario("text steps", root, outcome, record, only_present=True)
 
 
-def _starts(log: Path) -> int:
-    return sum(1 for _, kind in chaos.step_windows(log) if kind == "START")
+def _distinct_questions(record: Path) -> Callable[[], int]:
+    """How many distinct questions the fake LLM has answered so far (its record read as it grows)."""
+    seen: set[str] = set()
+    offset = [0]
+
+    def count() -> int:
+        try:
+            with open(record, "rb") as handle:
+                handle.seek(offset[0])
+                data = handle.read()
+        except OSError:
+            return len(seen)
+        complete = data[: data.rfind(b"\n") + 1]
+        offset[0] += len(complete)
+        for line in complete.decode("utf-8").splitlines():
+            request = json.loads(line) if line.strip() else {}
+            if request.get("path") == "/v1/chat/completions":
+                seen.add(chaos.question_key(request))
+        return len(seen)
+
+    return count
 
 
 def _check(reference: Reference, scenario: Scenario) -> dict[str, Any]:

@@ -9,8 +9,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
-from tests.fakes import start_fake_comfyui
+from tests.fakes import FakeServer, start_fake_comfyui
 from tests.fakes.llm_helpers import free_port, start_fake_llm
 from tests.support.project import copy_pipeline, env_for, run_generate, run_script
 
@@ -88,20 +89,23 @@ def test_sigkill_mid_story_never_redoes_a_finished_chunk(tmp_path: Path) -> None
     with start_fake_comfyui(tmp_path / "killed", job_seconds=0.4) as comfy:
         env = _comfy_env(comfy.url)
         kills = 0
-        for delay in (0.9, 1.6, 0.5, 2.2, None):  # kill after so many seconds; None: let it finish
+        # Kill once the fake has recorded so many more jobs queued or finished (12 for the 6
+        # chunks, more after kills: these kills land on any machine speed); None: let it finish.
+        for events in (1, 3, 1, 2, None):
             done_before = set(json.loads(state_file.read_text())["items"]) if state_file.exists() else set()
             queued_before = len(comfy.prompts())
+            target = _job_events(comfy) + (events or 0)
             proc = subprocess.Popen(
                 [sys.executable, "2.story.py", "--chunk-size", "2"], cwd=killed / "scripts", env=env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
-            if delay is not None:
-                time.sleep(delay)
+            if events is not None:
+                _wait_until(lambda: proc.poll() is not None or _job_events(comfy) >= target)
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGKILL)
                     kills += 1
             code = proc.wait(timeout=60)
-            assert delay is not None or code == 0  # the last run, not killed, finishes
+            assert events is not None or code == 0  # the last run, not killed, finishes
 
             if state_file.exists():
                 json.loads(state_file.read_text())  # never torn
@@ -116,6 +120,18 @@ def test_sigkill_mid_story_never_redoes_a_finished_chunk(tmp_path: Path) -> None
     # At most the jobs in flight at a kill are repeated: COMFYUI_QUEUE_DEPTH (2) chunks at a time.
     assert sum(per_chunk.values()) <= 6 + 2 * kills
     assert (killed / "output" / "story.wav").read_bytes() == (reference / "output" / "story.wav").read_bytes()
+
+
+def _job_events(comfy: FakeServer) -> int:
+    """Jobs the fake has recorded as queued or finished so far."""
+    return sum(1 for e in comfy.record_events() if e["event"] in ("prompt", "job_done"))
+
+
+def _wait_until(ready: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll until `ready()`; the timeout is a bound for a stuck run, not a plan."""
+    deadline = time.monotonic() + timeout
+    while not ready() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _finished_chunk_texts(pipeline: Path, keys: set[str]) -> set[str]:
@@ -154,10 +170,11 @@ def test_whole_pipeline_through_the_apis_survives_kills(tmp_path: Path) -> None:
     with start_fake_comfyui(tmp_path, job_seconds=0.3) as comfy, start_fake_llm(tmp_path) as llm:
         env = _comfy_env(comfy.url, LM_STUDIO_BASE_URL=llm.base_url, LM_STUDIO_MODEL="auto")
         kills = 0
-        for delay in (4.0, 9.0):
+        for events in (2, 5):  # kill once the fake has recorded so many more jobs queued or finished
+            target = _job_events(comfy) + events
             proc = subprocess.Popen([sys.executable, "generate.py"], cwd=pipeline, env=env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-            time.sleep(delay)
+            _wait_until(lambda: proc.poll() is not None or _job_events(comfy) >= target)
             if proc.poll() is None:
                 _kill_tree(proc)
                 kills += 1

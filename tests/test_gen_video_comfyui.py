@@ -168,11 +168,11 @@ def test_sigkill_during_animation_never_redoes_a_finished_clip_or_segment(tmp_pa
             proc = subprocess.Popen([sys.executable, "3.animate.py"], cwd=pipeline / "scripts", env=env,
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if kill:
-                # Kill while this run's second job is in flight: its first one is finished and recorded.
+                # Kill as this run's second job is queued (in flight for the fake's 0.5 s): its first one is
+                # finished and recorded.
                 deadline = time.monotonic() + 60
                 while proc.poll() is None and len(fake.prompts()) < queued_before + 2 and time.monotonic() < deadline:
                     time.sleep(0.02)
-                time.sleep(0.15)
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGKILL)
                     kills += 1

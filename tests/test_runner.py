@@ -42,12 +42,13 @@ def test_each_checkpoints_and_skips(tmp_path: Path, workers: int) -> None:
 
 def test_parallel_items_really_overlap(tmp_path: Path) -> None:
     running, peak, lock = [0], [0], threading.Lock()
+    together = threading.Barrier(3)  # passes only with three items running at once, however slow the machine
 
     def work(item: str):
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
-        time.sleep(0.1)
+        together.wait(timeout=30)
         with lock:
             running[0] -= 1
         return [], {}

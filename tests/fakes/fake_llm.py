@@ -70,7 +70,7 @@ start show), else `fake-model`. An unknown model is a 404 like OpenAI's `model_n
 
 `--record FILE` appends one JSON line per request (flushed) so tests can count calls and see what
 was sent (message count, image parts, response_format type, last user text, the length of the last
-assistant message (`echoed`), max_tokens, prompt_tokens, finish).
+assistant message (`echoed`), max_tokens, prompt_tokens, finish, when it arrived).
 A readiness line `fake_llm ready on http://127.0.0.1:PORT/v1` is printed once listening.
 """
 from __future__ import annotations
@@ -211,13 +211,15 @@ class FakeLLM:
         return web.json_response({"object": "list", "data": data})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.time()  # a request of a run killed meanwhile is recorded late: this says when it came
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
             # llama-cpp-python: its error handler parses the body again, fails, and Starlette answers plain text.
             self.record({"path": "/v1/chat/completions", "status": 500})
             return web.Response(status=500, text="Internal Server Error", content_type="text/plain")
-        entry: dict[str, Any] = {"path": "/v1/chat/completions", "model": body.get("model") if isinstance(body, dict) else None}
+        entry: dict[str, Any] = {"path": "/v1/chat/completions", "arrived": arrived,
+                                 "model": body.get("model") if isinstance(body, dict) else None}
         response = await self._chat(body, entry)
         if response == "drop":
             entry["status"] = None

@@ -70,7 +70,7 @@ SETTINGS = dict(
 
 # What the orchestrator and the checkpoints write for themselves (timestamps, durations, pids):
 # compared by their meaning (state items) or not at all (logs, the morning report).
-_OWN = ("log.txt", "output/report.md", "output/report.html")
+_OWN = ("log.txt", "output/report.md", "output/report.html", "output/report.json")
 
 
 def make_project(root: Path) -> Path:
@@ -141,8 +141,18 @@ def power_cut(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
         except psutil.Error:
             pass
     proc.wait(timeout=timeout)
-    psutil.wait_procs([p for p in frozen.values() if p.pid != proc.pid], timeout=timeout)
+    others = [p for p in frozen.values() if p.pid != proc.pid]
+    # Dead is enough: an orphan stays a zombie until whatever adopted it reaps it, which some
+    # container inits do only now and then (psutil.wait_procs would wait for that).
+    assert wait_for(lambda: all(_dead(p) for p in others), timeout), "a process of the run survived the power cut"
     return len(frozen)
+
+
+def _dead(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def stop_chain(proc: subprocess.Popen[bytes] | None) -> None:
@@ -163,8 +173,10 @@ def wait_chain(proc: subprocess.Popen[bytes], timeout: float) -> int:
 
 
 # Scratch folders a step makes with tempfile.TemporaryDirectory inside an output folder; a
-# SIGKILL skips their clean-up (common/offline/engine.py: `speech-XXXXXXXX` in output/story/).
-_SCRATCH = re.compile(r"^speech-[a-z0-9_]{8}$")
+# SIGKILL skips their clean-up: `.video.XXXXXXXX` (common/video/encode.py, e.g. in output/shorts/),
+# `.sfx.`, `.concat.`, `.espeak.` (dotted, beside the file they make), `concat-` (slideshow.py),
+# and `speech-` (common/offline/engine.py).
+_SCRATCH = re.compile(r"^(\.[a-z]+\.|speech-|concat-)[a-z0-9_]{8}$")
 
 
 def is_temp(path: Path) -> bool:
@@ -363,7 +375,9 @@ def account(requests: list[dict[str, Any]], runs: Runs, in_flight: int) -> Accou
     """
     by_run: dict[int, list[str]] = {}
     for request in requests:
-        by_run.setdefault(runs.run_of(request["t"]), []).append(question_key(request))
+        # By when the question came, not when it was answered: a killed run's last question may be
+        # answered (and recorded) after the next run started.
+        by_run.setdefault(runs.run_of(request.get("arrived", request["t"])), []).append(question_key(request))
     seen: Counter[str] = Counter()
     explained = rerun = 0
     details: list[str] = []
