@@ -42,6 +42,7 @@ class _Offline:
     takes no time). `name` and `preview` are keywords, after each engine's own fields."""
 
     parallel_jobs = 1
+    follows_seed = False  # the same inputs make the same output whatever the seed: a retake would repeat it
     name: str = field(default="offline", kw_only=True)
     preview: bool = field(default=True, kw_only=True)
 

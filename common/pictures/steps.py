@@ -7,6 +7,7 @@ size, draw the name band -> record it -> rewrite output/review.html. 2.character
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from common.engines.base import ImageEngine, ImageRequest
 from common.engines.registry import get_engine
 from common.run.errors import InputError
 from common.pictures.image_files import cover, fit_picture, save_png
+from common.pictures.keyframe_judge import KeyframeJudging
 from common.pictures.overlay import name_band
 from common.pictures.passes import PassJob, PassSpec, plan_passes, run_passes
 from common.pictures.plan import KIND_FOLDERS, ImageItem, SeedBook, output_folder, plan_items
@@ -31,7 +33,8 @@ SETTINGS_KEYS = {
                   "CHARACTER_SHEETS", "SHEET_EXPRESSIONS", "SHEET_COLUMNS"),
     "location": ("ART_STYLE", "IMAGE_WIDTH", "IMAGE_HEIGHT", "VARIATIONS_PER_LOCATION"),
     "scene": ("ART_STYLE", "IMAGE_WIDTH", "IMAGE_HEIGHT", "VARIATIONS_PER_SCENE", "ACTIVE_CHARACTER_MODE",
-              "ACTIVE_LOCATION_MODE", "IMAGE_STITCH_COUNT", "CHARACTER_RESIZE_FACTOR", "CHARACTER_REFERENCE"),
+              "ACTIVE_LOCATION_MODE", "IMAGE_STITCH_COUNT", "CHARACTER_RESIZE_FACTOR", "CHARACTER_REFERENCE",
+              "KEYFRAME_CANDIDATES", "IDENTITY_JUDGE", "IDENTITY_THRESHOLD", "IDENTITY_RETAKES"),
 }
 _SHARED_KEYS = ("LATENT_MODE", "LATENT_DENOISING_STRENGTH", "USE_LORA", "LORA_MODE", "SAMPLING_STEPS",
                 "USE_RANDOM_SEED", "FIXED_SEED", "USE_SUMMARY_TEXT", "NAME_OVERLAY")
@@ -146,9 +149,20 @@ def run_step(ctx: ScriptContext, kind: str) -> None:
         ctx.say(f"{len(items)} {kind} picture(s) at {items[0].width}x{items[0].height}, engine {engine.name}, "
                 f"{len(passes)} job(s) each ({'; '.join(p.label for p in passes)})")
     prints = {item.key: fingerprint(ident, _pass_identity(passes), item.identity()) for item in todo}
-    ctx.each(todo, label=KIND_FOLDERS[kind], key=lambda i: i.key, fingerprint=lambda i: prints[i.key],
-             work=lambda i: make_picture(engine, i, passes, store, ctx.pipeline_dir, prints[i.key]),
-             preview=engine.preview, workers=engine.parallel_jobs)
+    item_prints, work = prints, lambda i: make_picture(engine, i, passes, store, ctx.pipeline_dir, prints[i.key])
+    judging = KeyframeJudging(ctx, engine, [i.key for i in items]) if kind == "scene" else None
+    if judging is not None:  # scenes: candidates, each judged against the characters' sheets (common.pictures.identity)
+        item_prints = {key: fingerprint(fp, judging.identity()) for key, fp in prints.items()}
+
+        def work(item: ImageItem) -> tuple[list[Path], dict[str, Any]]:
+            def make(seed: int, out: Path) -> dict[str, Any]:
+                candidate = replace(item, seed=replace(item.seed, value=seed), out=out, clean=out)
+                return make_picture(engine, candidate, passes, store, ctx.pipeline_dir, fingerprint(prints[item.key], seed))[1]
+            return judging.keyframe(item, prints[item.key], make)
+    ctx.each(todo, label=KIND_FOLDERS[kind], key=lambda i: i.key, fingerprint=lambda i: item_prints[i.key],
+             work=work, preview=engine.preview, workers=engine.parallel_jobs)
+    if judging is not None:
+        judging.finish([i.key for i in items])
     removed = _remove_stale(store, {i.key for i in items}, ctx.pipeline_dir, kind)
     if removed:
         ctx.say(f"removed {len(removed)} picture(s) no longer in the descriptions: {', '.join(removed)}")
