@@ -253,14 +253,17 @@ def tidy(store: CheckpointStore, done: Iterable[str], folder: Path) -> None:
     entries = store.entries()
     for key in entries:
         base, _, rest = key.partition("#")
-        if rest.startswith(("cand", "judge")) and base in finished and entries[base].status == "done":
+        done = entries.get(base)
+        if rest.startswith(("cand", "judge")) and base in finished and done is not None and done.status == "done":
             for name in entries[key].files:
                 path = Path(name) if Path(name).is_absolute() else store.base_dir / name
                 if folder.resolve() in path.resolve().parents:
                     path.unlink(missing_ok=True)
             store.forget(key)
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
+    if folder.is_dir():  # empty folders left (a chained clip's retakes keep their segments in one each)
+        for path in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True) + [folder]:
+            if not any(path.iterdir()):
+                path.rmdir()
 
 
 # ---------------------------------------------------------------- identity.json

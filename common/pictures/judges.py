@@ -7,13 +7,13 @@
   on their long side: a sheet is large, and a vision model sees no more than that anyway.
 - `CardJudge`: model-free, for the offline engine's storyboard cards, which draw every character as
   a silhouette in its identity colour (common.offline.cards.identity_colour), on its sheet and in
-  every scene alike. It counts the pixels of that colour in each picture: a figure covers well
-  over FOUND of a card, so a character drawn nowhere scores 0. Two characters whose identity
-  colours are nearly the same cannot be told apart by it (one stands in for the other).
+  every scene alike. It counts the pixels of that colour in each picture (each pixel for the
+  nearest colour of the scene's characters, so two similar colours are still told apart): a
+  figure covers well over FOUND of a card, so a character drawn nowhere scores 0.
 
 `choose_judge` picks one from IDENTITY_JUDGE: `auto` judges cards by their colours and real pictures
-by the vision model, or not at all when the run has no LLM server (said once, never an error:
-unjudged pictures are still the night's work).
+by the vision model, or not at all when the run has no LLM server or it does not answer (said
+once, never an error: unjudged pictures are still the night's work); `vision` insists on it.
 """
 from __future__ import annotations
 
@@ -123,15 +123,20 @@ class CardJudge:
 
         from common.offline.cards import identity_colour
 
-        pixels = []
+        colours = [identity_colour(m.tag) for m in subject.cast]
+        targets = np.array(colours, dtype=np.int32)
+        shares = np.ones(len(colours))
         for path in views:
             with Image.open(path) as img:
-                pixels.append(np.asarray(img.convert("RGB"), dtype=np.int32).reshape(-1, 3))
+                pixels = np.asarray(img.convert("RGB"), dtype=np.int32).reshape(-1, 3)
+            # Each pixel counts for the nearest of the cast's colours, and only when it is close to it: two
+            # characters of similar colours are told apart when both are there, and one is not found in the other.
+            distance = ((pixels[:, None, :] - targets[None, :, :]) ** 2).sum(axis=2)
+            nearest, close = distance.argmin(axis=1), distance.min(axis=1) <= TOLERANCE ** 2
+            counts = np.bincount(nearest[close], minlength=len(colours)) / max(1, len(pixels))
+            shares = np.minimum(shares, counts)
         scores, reasons = {}, {}
-        for member in subject.cast:
-            colour = identity_colour(member.tag)
-            target = np.array(colour, dtype=np.int32)
-            share = min(float((((p - target) ** 2).sum(axis=1) <= TOLERANCE ** 2).mean()) for p in pixels)
+        for member, colour, share in zip(subject.cast, colours, shares.tolist()):
             hex_colour = "#%02x%02x%02x" % colour
             scores[member.tag] = round(min(1.0, share / FOUND), 3)
             where = "" if len(views) == 1 else f" in the frame that shows it least (of {len(views)})"
@@ -165,4 +170,7 @@ def choose_judge(settings: Any, pipeline_dir: Path, policy: Policy, *, cards: bo
                               "start one and set PIPELINE_TEXT_ENGINE to llm, or set IDENTITY_JUDGE to auto.")
         return None, ("identity judge: none, these pictures need the LLM server's vision model and the run's text "
                       "engine is offline; pictures are kept unjudged")
+    if policy.mode == "auto" and not text.client.is_up():  # a quick look: ComfyUI's pictures are still the night's work
+        return None, (f"identity judge: none, no LLM server answers at {text.client.base_url} for its vision model; "
+                      "pictures are kept unjudged (start the server, or set IDENTITY_JUDGE to off to silence this)")
     return VisionJudge(text.client, text.model), f"identity judge: the vision model {text.model} on the LLM server"
