@@ -299,3 +299,31 @@ def test_the_judges_schema_gives_every_character_exactly_one_score() -> None:
     schema = judge_schema(["male_a", "female_b"])
     assert schema["required"] == ["male_a", "female_b"] and schema["additionalProperties"] is False
     assert schema["properties"]["male_a"]["properties"]["score"] == {"type": "number", "minimum": 0, "maximum": 1}
+
+
+def test_a_picture_made_before_the_judge_is_judged_as_it_is_not_made_again(tmp_path: Path) -> None:
+    """A project that had pictures before candidates existed: its finished work is adopted as candidate 1."""
+    from common.pictures.identity import made_before
+
+    store = CheckpointStore(tmp_path / "state.json", base_dir=tmp_path)
+    picture = tmp_path / "scene" / "scene_1.1.png"
+    cards.scene_card("scene_1.1", "a mill", [("female_baker_mira", "opening the door")], picture, 320, 180)
+    store.record("scene_1.1", "picture-fp", files=[picture], data={"seed": 5, "prompt": "the mill"})
+    out = tmp_path / "candidates" / "scene_1.1.1.png"
+    assert made_before(store, "scene_1.1", "another-fp", picture, out) is None and not out.exists()
+    assert made_before(store, "scene_1.1", "picture-fp", picture, out) == {"seed": 5, "prompt": "the mill"}
+    assert out.read_bytes() == picture.read_bytes()
+    made: list[int] = []
+    policy = Policy(candidates=1, threshold=0.6, retakes=2, mode="offline")
+    subject = Subject("scene_1.1", "scene_1.1", "dawn", (CastMember("female_baker_mira", "Baker Mira"),))
+
+    def make(seed: int, path: Path) -> dict[str, Any]:
+        before = made_before(store, "scene_1.1", "picture-fp", picture, path)
+        if before is None:
+            made.append(seed)
+            cards.scene_card("scene_1.1", "a mill", [], path, 320, 180)
+        return before or {}
+
+    kept = keep_best(subject, make, base_seed=5, item_fp="judged-fp", judge=CardJudge(), policy=policy, store=store,
+                     folder=tmp_path / "candidates")
+    assert made == [] and kept.made["prompt"] == "the mill" and kept.record["score"] == 1.0

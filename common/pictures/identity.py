@@ -197,6 +197,8 @@ def keep_best(subject: Subject, make: Make, *, base_seed: int, item_fp: str, jud
     `item_fp`: the item's fingerprint (each candidate's derives from it and its seed); `folder`: where the
     candidates are made; `seeded`: whether a new seed gives a new picture (False: one candidate, no retakes).
     """
+    if not subject.cast:
+        judge = None  # nobody to look for: one picture, as made
     judged = judge is not None
     varied = judged and seeded
     per_take = policy.candidates if varied else 1
@@ -224,6 +226,7 @@ def keep_best(subject: Subject, make: Make, *, base_seed: int, item_fp: str, jud
             f"{policy.threshold:g} after {rounds - 1} retake(s): flagged on the review page")
     record = {
         "scene": subject.label, "judge": judge.name if judge is not None else "none", "judged": judged,
+        "note": "" if judged or subject.cast else "no character in its scene line",
         "score": round(best.verdict.score, 3) if best.verdict is not None else None, "flagged": flagged,
         "threshold": policy.threshold, "kept": best.index + 1, "seed": best.seed, "retakes": tried[-1].take,
         "characters": best.verdict.to_json() if best.verdict is not None else {m.tag: {} for m in subject.cast},
@@ -238,6 +241,18 @@ def _worst(verdict: Verdict) -> str:
     tag = min(verdict.scores, key=lambda t: verdict.scores[t])
     reason = verdict.reasons.get(tag, "")
     return f"{tag}: {reason}" if reason else tag
+
+
+def made_before(store: CheckpointStore, key: str, fp: str, existing: Path, out: Path) -> dict[str, Any] | None:
+    """The item as made before it was judged (its entry under its picture's own fingerprint `fp`), copied to
+    `out` as a candidate, with what its entry said; None when there is none. A finished picture or clip is
+    then judged as it is, never made again, when candidates and the judge first come to a project."""
+    before = store.lookup(key, fp)
+    if before is None or not existing.is_file() or "identity" in before.data:
+        return None
+    with atomic_path(out) as tmp:
+        shutil.copyfile(existing, tmp)
+    return dict(before.data)
 
 
 def copy_kept(kept: Kept, out: Path) -> Path:

@@ -123,7 +123,8 @@ def _identity(record: Any) -> tuple[str, str]:
     if not isinstance(record, dict) or not record:
         return "", ""
     if not record.get("judged"):
-        return '<span class="badge none" title="no identity judge ran for this picture">not judged</span>', ""
+        why = record.get("note") or "no identity judge ran for this picture"
+        return f'<span class="badge none" title="{html.escape(str(why), quote=True)}">not judged</span>', ""
     score = record.get("score")
     shown = f"{score:.2f}" if isinstance(score, (int, float)) else "?"
     retakes = int(record.get("retakes") or 0)

@@ -3,7 +3,9 @@
 plan (common.pictures.plan) -> for each picture not yet checkpointed: stitch its references,
 prepare its start picture, run its LoRA passes (common.pictures.passes), crop it to the exact
 size, draw the name band -> record it -> rewrite output/review.html. 2.character.py,
-2.location.py and 3.scene.py are this with a different `kind`.
+2.location.py and 3.scene.py are this with a different `kind`; a scene's picture is made as
+candidates, each judged against the sheets of its characters and retaken while under the
+threshold (common.pictures.keyframe_judge), its scores in output/identity.json.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from common.engines.base import ImageEngine, ImageRequest
 from common.engines.registry import get_engine
 from common.run.errors import InputError
 from common.pictures.image_files import cover, fit_picture, save_png
+from common.pictures.identity import made_before
 from common.pictures.keyframe_judge import KeyframeJudging
 from common.pictures.overlay import name_band
 from common.pictures.passes import PassJob, PassSpec, plan_passes, run_passes
@@ -156,6 +159,8 @@ def run_step(ctx: ScriptContext, kind: str) -> None:
 
         def work(item: ImageItem) -> tuple[list[Path], dict[str, Any]]:
             def make(seed: int, out: Path) -> dict[str, Any]:
+                if seed == item.seed.value and (before := made_before(store, item.key, prints[item.key], item.out, out)):
+                    return before
                 candidate = replace(item, seed=replace(item.seed, value=seed), out=out, clean=out)
                 return make_picture(engine, candidate, passes, store, ctx.pipeline_dir, fingerprint(prints[item.key], seed))[1]
             return judging.keyframe(item, prints[item.key], make)

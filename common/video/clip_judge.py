@@ -15,7 +15,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from common.pictures.identity import IDENTITY_FILE, IdentityLog, Policy, Subject, copy_kept, keep_best, tidy
+from common.pictures.identity import (
+    IDENTITY_FILE, IdentityLog, Policy, Subject, copy_kept, keep_best, made_before, tidy,
+)
 from common.pictures.judges import choose_judge
 from common.pictures.keyframe_judge import CastBook
 from common.run.errors import InputError
@@ -86,8 +88,9 @@ class ClipJudging:
         first = Policy.seed(self.look.seed, 0)
 
         def make(seed: int, out: Path) -> dict[str, Any]:
-            if seed == first:  # the first take: the segments this step already made
-                return run_item(item, self.engine, self.look, self.folders, out=out)[1]
+            if seed == first:  # the first take: the segments this step already made (or the clip, before judging)
+                before = made_before(self.store, shot.clip, item_fp, self.folders.clip(job), out)
+                return before if before is not None else run_item(item, self.engine, self.look, self.folders, out=out)[1]
             return self._retake(item, seed, out, engine_identity)
 
         kept = keep_best(subject, make, base_seed=self.look.seed, item_fp=item_fp, judge=self.judge,
