@@ -263,22 +263,26 @@ def copy_kept(kept: Kept, out: Path) -> Path:
 
 
 def tidy(store: CheckpointStore, done: Iterable[str], folder: Path) -> None:
-    """Forget the candidates and answers of finished items and delete their files (the item holds the story)."""
+    """Forget the candidates and answers of finished items, then delete every file in the candidates folder
+    that no remaining entry names (an item still in progress keeps its own). The entries go first: a kill in
+    between leaves a stray file for the next tidy, never an entry naming a missing file."""
     finished = set(done)
     entries = store.entries()
     for key in entries:
         base, _, rest = key.partition("#")
-        done = entries.get(base)
-        if rest.startswith(("cand", "judge")) and base in finished and done is not None and done.status == "done":
-            for name in entries[key].files:
-                path = Path(name) if Path(name).is_absolute() else store.base_dir / name
-                if folder.resolve() in path.resolve().parents:
-                    path.unlink(missing_ok=True)
+        item = entries.get(base)
+        if rest.startswith(("cand", "judge")) and base in finished and item is not None and item.status == "done":
             store.forget(key)
-    if folder.is_dir():  # empty folders left (a chained clip's retakes keep their segments in one each)
-        for path in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True) + [folder]:
-            if not any(path.iterdir()):
-                path.rmdir()
+    if not folder.is_dir():
+        return
+    named = {(store.base_dir / name).resolve() for entry in store.entries().values() for name in entry.files}
+    for path in sorted(folder.rglob("*"), reverse=True):  # files before their folders
+        if path.is_file() and path.resolve() not in named:
+            path.unlink(missing_ok=True)
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    if not any(folder.iterdir()):
+        folder.rmdir()
 
 
 # ---------------------------------------------------------------- identity.json
