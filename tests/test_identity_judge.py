@@ -77,6 +77,11 @@ def test_offline_run_scores_every_character_of_every_scene_across_three_places(t
     (pipeline / "output" / "identity.json").unlink()
     out, _ = run(pipeline, "3.scene.py")
     assert "7 already done" in out and identity(pipeline)["scenes"] == doc["scenes"]
+    # Settings a user can get wrong: one sentence each, exit 4.
+    _, err = run(pipeline, "3.scene.py", {**OFFLINE, "IDENTITY_THRESHOLD": "1.5"}, code=4)
+    assert "IDENTITY_THRESHOLD is 1.5; use a score from 0 to 1." in err and "Traceback" not in err
+    _, err = run(pipeline, "3.scene.py", {**OFFLINE, "IDENTITY_JUDGE": "vision"}, code=4)
+    assert "IDENTITY_JUDGE is vision but this run has no LLM server" in err
 
 
 def _scene_maker(tmp_path: Path, missing: dict[int, str], made: list[int]):

@@ -175,8 +175,6 @@ def _make(subject: Subject, make: Make, index: int, take: int, seed: int, item_f
 
 def _judge(subject: Subject, judge: Judge, index: int, path: Path, candidate_fp: str, store: CheckpointStore,
            views: Views | None) -> Verdict:
-    if not subject.cast:
-        return Verdict({}, {})  # nobody to look for
     key = judge_key(subject.key, index)
     fp = fingerprint(candidate_fp, judge.identity(), [m.identity() for m in subject.cast], subject.scene)
     cached = store.lookup(key, fp)
@@ -222,8 +220,8 @@ def keep_best(subject: Subject, make: Make, *, base_seed: int, item_fp: str, jud
     assert best is not None
     flagged = judged and best.verdict is not None and best.verdict.score < policy.threshold
     if flagged:
-        say(f"{subject.label}: kept candidate {best.index + 1} with identity {best.verdict.score:.2f}, under "
-            f"{policy.threshold:g} after {rounds - 1} retake(s): flagged on the review page")
+        say(f"{subject.label}: kept candidate {best.index + 1} of {len(tried)} with identity {best.verdict.score:.2f}, "
+            f"under {policy.threshold:g} after {tried[-1].take} retake(s): flagged")
     record = {
         "scene": subject.label, "judge": judge.name if judge is not None else "none", "judged": judged,
         "note": "" if judged or subject.cast else "no character in its scene line",

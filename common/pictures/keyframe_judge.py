@@ -1,10 +1,11 @@
 """3.scene.py's candidates and identity judge, around whatever makes one keyframe.
 
-`KeyframeJudging.keyframe(item, fingerprint, make)` turns "make this scene's picture with this seed"
-(`make(seed, out_png)`: today common.pictures.steps.make_picture, the stitched-reference mode; any
-other keyframe maker fits the same way) into KEYFRAME_CANDIDATES candidates judged against the
-sheets of the scene's characters, retaken while under IDENTITY_THRESHOLD (common.pictures.identity),
-and writes the kept one to the scene's own file. `CastBook` says who a character is for the judge:
+`KeyframeJudging.keyframe(item, fingerprint, make)` (or `.judged(subject, seed, out, fingerprint, make)`
+for a maker without an ImageItem) turns "make this scene's picture with this seed" (`make(seed,
+out_png)`: today common.pictures.steps.make_picture, the stitched-reference mode; any other keyframe
+maker fits the same way) into KEYFRAME_CANDIDATES candidates judged against the sheets of the
+scene's characters, retaken while under IDENTITY_THRESHOLD (common.pictures.identity), and writes
+the kept one to the scene's own file. `CastBook` says who a character is for the judge:
 its sheet (the user's own, else output/sheets/<tag>.png), else its picture, and its words from the
 asset library; gen.video's clip judge uses it too.
 """
@@ -87,14 +88,19 @@ class KeyframeJudging:
         tags = [detail.split(":", 1)[0].strip() for detail in item.details]
         return self.subject(item.key, item.item_id, tags, "; ".join([item.caption, *item.details]))
 
-    def keyframe(self, item: ImageItem, item_fp: str, make: Make, subject: Subject | None = None) -> tuple[list[Path], dict[str, Any]]:
+    def keyframe(self, item: ImageItem, item_fp: str, make: Make) -> tuple[list[Path], dict[str, Any]]:
         """The scene's kept picture at `item.out`, and its checkpoint data: what `make` said, plus `identity`."""
-        kept = keep_best(subject or self.item_subject(item), make, base_seed=item.seed.value, item_fp=item_fp,
-                         judge=self.judge, policy=self.policy, store=self.store, folder=self.folder,
-                         preview=self.preview, seeded=self.seeded, say=self.say)
-        copy_kept(kept, item.out)
-        self.log.put(item.key, kept.record)
-        return [item.out], {**kept.made, "seed": kept.seed, "identity": kept.record}
+        return self.judged(self.item_subject(item), item.seed.value, item.out, item_fp, make)
+
+    def judged(self, subject: Subject, seed: int, out: Path, item_fp: str,
+               make: Make) -> tuple[list[Path], dict[str, Any]]:
+        """Any keyframe maker's way in: `make(seed, out_png)` for the scene `subject` from its own `seed`, the kept
+        picture at `out`; `item_fp`: the picture's fingerprint without the judge (each candidate's derives from it)."""
+        kept = keep_best(subject, make, base_seed=seed, item_fp=item_fp, judge=self.judge, policy=self.policy,
+                         store=self.store, folder=self.folder, preview=self.preview, seeded=self.seeded, say=self.say)
+        copy_kept(kept, out)
+        self.log.put(subject.key, kept.record)
+        return [out], {**kept.made, "seed": kept.seed, "identity": kept.record}
 
     def finish(self, keys: Sequence[str]) -> Path:
         """After the step: finished scenes' candidates deleted, identity.json rebuilt from the checkpoints."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from PIL import Image
 
@@ -107,6 +107,24 @@ def make_picture(engine: ImageEngine, item: ImageItem, passes: tuple[PassSpec, .
     return files, data
 
 
+def _judged_scene(judging: KeyframeJudging, engine: ImageEngine, passes: tuple[PassSpec, ...],
+                  store: CheckpointStore, pipeline_dir: Path,
+                  prints: dict[str, str]) -> Callable[[ImageItem], tuple[list[Path], dict[str, Any]]]:
+    """A scene's work: its candidates, each this step's picture with a seed of its own, judged."""
+    def work(item: ImageItem) -> tuple[list[Path], dict[str, Any]]:
+        picture_fp = prints[item.key]
+
+        def make(seed: int, out: Path) -> dict[str, Any]:
+            before = made_before(store, item.key, picture_fp, item.out, out) if seed == item.seed.value else None
+            if before is not None:
+                return before  # finished before the judge came: judged as it is
+            candidate = replace(item, seed=replace(item.seed, value=seed), out=out, clean=out)
+            return make_picture(engine, candidate, passes, store, pipeline_dir, fingerprint(picture_fp, seed))[1]
+
+        return judging.keyframe(item, picture_fp, make)
+    return work
+
+
 def _remove_stale(store: CheckpointStore, keys: set[str], pipeline_dir: Path, kind: str) -> list[str]:
     """Pictures of items that no longer exist (a character removed, fewer variations): files and entries.
     Keys with a `:` belong to another maker sharing the script's checkpoints (`sheet:<tag>`) and are left alone."""
@@ -154,16 +172,9 @@ def run_step(ctx: ScriptContext, kind: str) -> None:
     prints = {item.key: fingerprint(ident, _pass_identity(passes), item.identity()) for item in todo}
     item_prints, work = prints, lambda i: make_picture(engine, i, passes, store, ctx.pipeline_dir, prints[i.key])
     judging = KeyframeJudging(ctx, engine, [i.key for i in items]) if kind == "scene" else None
-    if judging is not None:  # scenes: candidates, each judged against the characters' sheets (common.pictures.identity)
+    if judging is not None:  # scenes: candidates, each judged against the characters' sheets
         item_prints = {key: fingerprint(fp, judging.identity()) for key, fp in prints.items()}
-
-        def work(item: ImageItem) -> tuple[list[Path], dict[str, Any]]:
-            def make(seed: int, out: Path) -> dict[str, Any]:
-                if seed == item.seed.value and (before := made_before(store, item.key, prints[item.key], item.out, out)):
-                    return before
-                candidate = replace(item, seed=replace(item.seed, value=seed), out=out, clean=out)
-                return make_picture(engine, candidate, passes, store, ctx.pipeline_dir, fingerprint(prints[item.key], seed))[1]
-            return judging.keyframe(item, prints[item.key], make)
+        work = _judged_scene(judging, engine, passes, store, ctx.pipeline_dir, prints)
     ctx.each(todo, label=KIND_FOLDERS[kind], key=lambda i: i.key, fingerprint=lambda i: item_prints[i.key],
              work=work, preview=engine.preview, workers=engine.parallel_jobs)
     if judging is not None:
