@@ -12,6 +12,7 @@ import pytest
 from common.run.errors import ConfigError, InputError, JobError, ServiceError
 from common.services.llm import LLMClient, normalize_base_url
 from common.services.llm_answers import Reply, answer_text, json_candidates, strip_think
+from common.services.llm_limits import json_budget
 from tests.fakes.llm_helpers import free_port, run_fake_lms, start_fake_llm, stop_fake_lms_server
 
 pytestmark = pytest.mark.timeout(60)
@@ -338,6 +339,28 @@ def test_image_part_is_sent(tmp_path):
         assert request["images"] == 1 and request["messages"] == 2
     with pytest.raises(InputError):
         LLMClient("http://127.0.0.1:9/v1", "m").describe_image("x", tmp_path / "missing.png")
+
+
+def test_json_question_about_several_images_keeps_the_format_fallback_and_the_budget(tmp_path):
+    """The identity judge's question: one JSON answer about a picture and its reference sheets."""
+    pictures = [tiny_png(tmp_path / f"{name}.png") for name in ("candidate", "sheet_a", "sheet_b")]
+    schema = {"type": "object", "properties": {"score": {"type": "number", "minimum": 0, "maximum": 1},
+                                               "reason": {"type": "string", "maxLength": 60}},
+              "required": ["score", "reason"], "additionalProperties": False}
+    answers = [{"contains": "Judge", "answers": [{"score": 7, "reason": "out of range"},
+                                                  {"score": 0.25, "reason": "the coat is red, the sheet's is blue"}]}]
+    with start_fake_llm(tmp_path, reject_json_schema=True, answers=answers) as fake:
+        client = client_for(fake)
+        answer = client.complete_json("Judge the first picture against the sheets", schema, images=pictures)
+        assert answer == {"score": 0.25, "reason": "the coat is red, the sheet's is blue"}
+        refused, bad, answered = fake.chat_requests()
+        assert refused["response_format"] == "json_schema" and answered["response_format"] == "json_object"
+        assert bad["images"] == answered["images"] == 3  # a retry shows the pictures again
+        assert answered["max_tokens"] == json_budget(schema) + client.thinking_tokens
+        assert client.complete_json("Judge again, no pictures this time", schema)["score"] == 0.25
+        assert fake.chat_requests()[-1]["images"] == 0 and fake.chat_requests()[-1]["response_format"] == "json_object"
+    with pytest.raises(InputError, match="missing.png"):
+        LLMClient("http://127.0.0.1:9/v1", "m").complete_json("x", schema, images=[tmp_path / "missing.png"])
 
 
 def test_image_data_url_shape(tmp_path):

@@ -37,7 +37,7 @@ def test_missing_node_and_model_stop_the_run_before_any_job(tmp_path: Path) -> N
         assert fake.prompts() == [] and fake.jobs_run() == 0
     output = pipeline / "output"
     assert not (output / "tracking").exists() and not list(output.glob("*.wav"))
-    assert {p.name for p in output.iterdir()} <= {"report.md", "report.html", "comfyui.log"}
+    assert {p.name for p in output.iterdir()} <= {"report.md", "report.html", "report.json", "comfyui.log"}
     report = (output / "report.md").read_text(encoding="utf-8")
     assert MISSING_MODEL in report and "python generate.py --check" in report
 

@@ -34,6 +34,16 @@ def record(pipeline: Path, script: str, key: str, kind: str, size: tuple[int, in
     return path
 
 
+def identity(score: float, flagged: bool, characters: dict[str, tuple[float, str]]) -> dict:
+    """An item's `identity` data as common.pictures.identity records it."""
+    scores = {tag: {"score": s, "reason": r} for tag, (s, r) in characters.items()}
+    tried = [{"candidate": n, "take": n - 1, "seed": 333555666 + n, "score": score, "characters": scores}
+             for n in range(1, 4 if flagged else 2)]
+    return {"scene": "x", "judge": "vision", "judged": True, "score": score, "flagged": flagged, "threshold": 0.6,
+            "kept": len(tried), "seed": tried[-1]["seed"], "retakes": len(tried) - 1, "characters": scores,
+            "candidates": tried}
+
+
 @pytest.fixture
 def pipeline(tmp_path: Path) -> Path:
     root = tmp_path / "gen.image"
@@ -42,8 +52,11 @@ def pipeline(tmp_path: Path) -> Path:
     for n in (1, 2):
         record(root, "2.location", f"loc_{n}", "location", (160, 90), n - 1)
     ref = picture(root / "output" / "references" / "scene_1.1.1.png", (60, 90), "red")
-    record(root, "3.scene", "scene_1.1", "scene", (160, 90), 0, references=["output/references/scene_1.1.1.png"])
-    record(root, "3.scene", "scene_1.2", "scene", (160, 90), 1)
+    record(root, "3.scene", "scene_1.1", "scene", (160, 90), 0, references=["output/references/scene_1.1.1.png"],
+           identity=identity(0.92, False, {"male_doctor_watson": (0.92, "same white shirt and grey hair")}))
+    record(root, "3.scene", "scene_1.2", "scene", (160, 90), 1,
+           identity=identity(0.31, True, {"male_doctor_watson": (0.88, "his loafers and shirt"),
+                                          "female_nervous_mother": (0.31, "her coat is red, the sheet's is charcoal")}))
     assert ref.is_file()
     return root
 
@@ -60,6 +73,10 @@ def test_the_page_lists_every_picture_with_relative_links_and_escaped_text(pipel
     assert "Characters (2)" in page and "Locations (2)" in page and "Scenes (2)" in page
     assert "seed 333555666" in page and "preview" in page and "retake.txt" in page
     assert "No scenes yet" in render_review(pipeline.parent / "elsewhere")
+    # The identity judge: a badge per scene picture, the flagged one first, each character's score and reason.
+    assert page.index('id="scene_1.2"') < page.index('id="scene_1.1"')
+    assert "flagged · identity 0.31" in page and "identity 0.92" in page and "1 picture(s) stayed under" in page
+    assert "her coat is red, the sheet&#x27;s is charcoal" in page and "after 2 retake(s)" in page
 
 
 def _browser() -> str:
@@ -79,16 +96,22 @@ def _loaded(browser: str, page: Path, profile: Path) -> tuple[list[str], str]:
     dom = done.stdout
     body = re.search(r"<body[^>]*>", dom)
     assert body, dom[:500]
-    return re.findall(r'<img[^>]*data-loaded="(yes|no)"', dom), body.group(0)
+    return re.findall(r'<img[^>]*data-loaded="(yes|no)"', dom), body.group(0), dom
 
 
 def test_every_picture_loads_in_a_real_browser(pipeline: Path, tmp_path: Path) -> None:
     browser = _browser()
     page = write_review(pipeline)
-    marks, body = _loaded(browser, page, tmp_path / "profile")
+    marks, body, dom = _loaded(browser, page, tmp_path / "profile")
     assert marks == ["yes"] * 7, marks  # six pictures and one reference thumbnail
     assert 'data-broken="0"' in body and 'data-images="7"' in body
+    # The identity judge's scores, as the browser built the page: a badge on each scene, the flagged one first.
+    scenes = dom[dom.index('<section id="scenes"'):]
+    badges = re.findall(r'<figure id="(scene_[\d.]+)"[^>]*>.*?<span class="badge (?:ok|flag) identity"[^>]*>([^<]+)</span>',
+                        scenes, re.S)
+    assert badges == [("scene_1.2", "flagged · identity 0.31"), ("scene_1.1", "identity 0.92")], badges
+    assert re.search(r'<td><code>female_nervous_mother</code></td><td class="score">0.31</td>', scenes)
     # The check is real: a picture that is gone shows up as not loaded.
     (pipeline / "output" / "locations" / "loc_2.png").unlink()
-    marks, body = _loaded(browser, page, tmp_path / "profile")
+    marks, body, _ = _loaded(browser, page, tmp_path / "profile")
     assert marks.count("no") == 1 and 'data-broken="1"' in body

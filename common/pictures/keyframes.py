@@ -22,7 +22,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from common.pictures.identity import made_before
 from common.pictures.image_files import fit_picture, request_size
+from common.pictures.keyframe_judge import KeyframeJudging
 from common.pictures.layers import (
     PLATE_PREFIX, PLATES, POSE_PREFIX, Plate, job_count, layers_folder, plan_layered,
 )
@@ -63,6 +65,8 @@ class Keyframes:
         self._failed: dict[str, str] = {}  # plates that failed in `prepare`: their scenes fail without a job
         self._prints: dict[str, str] = {}
         self._say_plan()
+        # Candidates per scene, each judged against the sheets of its characters (KEYFRAME_CANDIDATES, IDENTITY_*).
+        self.judging = KeyframeJudging(ctx, self.engine, [i.key for i in self.run.items])
 
     def _plan(self, kind: str, settings: Any, pipeline_dir: Path, seeds: SeedBook) -> list[ImageItem]:
         if not self.layered:
@@ -137,11 +141,36 @@ class Keyframes:
             return make_picture(self.engine, job, self.run.passes, self.store, self.pipeline_dir, job_fp)
         return self._make_layered(job, job_fp)
 
+    def judged_fingerprint(self, item: ImageItem) -> str:
+        """A scene's checkpoint fingerprint once judged: its picture's, plus the judge and its policy."""
+        return fingerprint(self.fingerprint(item), self.judging.identity())
+
+    def judged_keyframe(self, item: ImageItem) -> tuple[list[Path], dict[str, Any]]:
+        """Scene `item`'s picture as the judge keeps it: candidates made by `make_keyframe`, each with a seed
+        of its own, scored against the characters' sheets and retaken while under the threshold. A picture
+        finished before the judge came is judged as it is, never made again."""
+        picture_fp = self.fingerprint(item)
+
+        def make(seed: int, out: Path) -> dict[str, Any]:
+            if seed != item.seed.value:  # a further candidate or a retake: its own picture, layers and checkpoints
+                return self.make_keyframe(item, seed, out)[1]
+            before = made_before(self.store, item.key, picture_fp, item.out, out)
+            if before is not None:
+                return before
+            # The scene's own seed is made as the scene itself (its layers and references under its own
+            # name, as without a judge), then offered to the judge as a candidate.
+            data = self.make_keyframe(item)[1]
+            _copy(item.out, out)
+            return data
+
+        return self.judging.keyframe(item, picture_fp, make)
+
     def finish(self) -> None:
         """Remove what no longer belongs to any scene (pictures, and in layered mode plates, poses and their
-        folders), then rewrite the review page."""
+        folders), write identity.json, then rewrite the review page."""
         if self.layered:
             self._remove_stale_layers()
+        self.judging.finish([i.key for i in self.run.items])
         end_step(self.ctx, self.run)
 
     # ---------------------------------------------------------------- layered

@@ -4,7 +4,10 @@ Made from the three scripts' checkpoints (each picture's entry holds its prompt,
 settings and passes), so it always shows what was really made, and rewritten at the end of
 each script. One self-contained file: inline CSS, pictures linked relatively (open it from
 output/ in any browser, offline), every text escaped. It needs no JavaScript; a few lines of
-it only flag pictures that fail to load. Ids are shown ready to paste into retake.txt.
+it only flag pictures that fail to load. Ids are shown ready to paste into retake.txt. A scene
+picture the identity judge scored (common.pictures.identity) has a badge with its score and the
+judge's line per character; the flagged ones (still under the threshold after their retakes)
+come first in their section.
 """
 from __future__ import annotations
 
@@ -39,6 +42,8 @@ figcaption{font-size:13px;line-height:1.4;margin-top:6px}
 code{background:#2b2f38;padding:1px 5px;border-radius:3px;user-select:all}
 .meta{color:#b9b6ae}
 .badge{display:inline-block;background:#6b4f12;color:#ffd98a;border-radius:3px;padding:0 5px;font-size:11px;margin-left:4px}
+.badge.ok{background:#1d4d2b;color:#b8f0c6} .badge.flag{background:#7a1f1f;color:#ffd0d0} .badge.none{background:#333;color:#ccc}
+figure.flagged{outline:2px solid #c33}
 details{margin-top:4px} summary{cursor:pointer;color:#9cc4ff}
 pre{white-space:pre-wrap;word-break:break-word;background:#111318;padding:6px;border-radius:4px;margin:4px 0;font-size:12px}
 table{border-collapse:collapse;font-size:12px} td{padding:1px 6px;border-bottom:1px solid #2b2f38;vertical-align:top}
@@ -115,12 +120,46 @@ def _passes(passes: list[dict[str, Any]]) -> str:
     return f"<ol>{''.join(items)}</ol>"
 
 
+def _identity(record: Any) -> tuple[str, str]:
+    """The identity judge's badge (score, or flagged) and its details: each character's score and reason."""
+    if not isinstance(record, dict) or not record:
+        return "", ""
+    if not record.get("judged"):
+        why = record.get("note") or "no identity judge ran for this picture"
+        return f'<span class="badge none" title="{html.escape(str(why), quote=True)}">not judged</span>', ""
+    score = record.get("score")
+    shown = f"{score:.2f}" if isinstance(score, (int, float)) else "?"
+    retakes = int(record.get("retakes") or 0)
+    tried = record.get("candidates") or []
+    words = f"kept candidate {record.get('kept')} of {len(tried)}" + (f" after {retakes} retake(s)" if retakes else "")
+    if record.get("flagged"):
+        badge = f'<span class="badge flag identity" title="{html.escape(words, quote=True)}">flagged · identity {shown}</span>'
+    else:
+        badge = f'<span class="badge ok identity" title="{html.escape(words, quote=True)}">identity {shown}</span>'
+    rows = "".join(
+        f"<tr><td><code>{html.escape(tag)}</code></td><td class=\"score\">{html.escape(_score(v))}</td>"
+        f"<td>{html.escape(str(v.get('reason', '')) if isinstance(v, dict) else '')}</td></tr>"
+        for tag, v in (record.get("characters") or {}).items())
+    seeds = ", ".join(f"{c.get('seed')} ({_score(c)})" for c in tried)
+    details = (f"<details{' open' if record.get('flagged') else ''}><summary>identity judge ({html.escape(str(record.get('judge')))}, "
+               f"threshold {html.escape(str(record.get('threshold')))})</summary><table>{rows}</table>"
+               f"<p class=\"meta\">{html.escape(words)}; candidates' seeds (score): {html.escape(seeds)}</p></details>")
+    return badge, details
+
+
+def _score(value: Any) -> str:
+    score = value.get("score") if isinstance(value, dict) else None
+    return f"{score:.2f}" if isinstance(score, (int, float)) else "-"
+
+
 def _figure(pipeline_dir: Path, entry: Entry) -> str:
     data = entry.data
     width, height = int(data.get("width") or 0), int(data.get("height") or 0)
     src = _href(pipeline_dir, entry.files[0])
     size_attrs = f' width="{width}" height="{height}"' if width and height else ""
-    badge = '<span class="badge">preview</span>' if entry.preview else ""
+    identity_badge, identity = _identity(data.get("identity"))
+    badge = ('<span class="badge">preview</span>' if entry.preview else "") + identity_badge
+    flagged = ' class="flagged"' if isinstance(data.get("identity"), dict) and data["identity"].get("flagged") else ""
     seed = f"seed {data.get('seed')}" + (" (random)" if data.get("random_seed") else "")
     take = f" · take {data['take'] + 1}" if data.get("take") else ""
     meta = f"{seed} · {width}×{height}{take} · {entry.finished_at}"
@@ -137,10 +176,10 @@ def _figure(pipeline_dir: Path, entry: Entry) -> str:
     if data.get("start_image"):
         settings["start image"] = data["start_image"]
     return (
-        f'<figure id="{html.escape(entry.key, quote=True)}">'
+        f'<figure id="{html.escape(entry.key, quote=True)}"{flagged}>'
         f'<a href="{src}"><img src="{src}" alt="{html.escape(entry.key, quote=True)}"{size_attrs}></a>'
         f"<figcaption><code>{html.escape(entry.key)}</code>{badge}<br><span class=\"meta\">{html.escape(meta)}</span>"
-        f"{refs}"
+        f"{refs}{identity}"
         f"<details><summary>prompt</summary><pre>{prompt}</pre>"
         + (f"<p class=\"meta\">negative:</p><pre>{html.escape(str(negative))}</pre>" if negative else "")
         + f"</details><details><summary>settings and passes</summary>{_table(settings.items())}"
@@ -154,10 +193,14 @@ def render_review(pipeline_dir: Path) -> str:
     counts = []
     preview = False
     shown = []
+    flagged = 0
     for kind, title, script in SECTIONS:
         entries = [e for e in load_entries(pipeline_dir, script) if e.data.get("kind") == kind]
         if not entries and kind in _OPTIONAL:
             continue
+        # The identity judge's flagged pictures first: they are the ones to look at (sorted() keeps the order otherwise).
+        entries = sorted(entries, key=lambda e: not (e.data.get("identity") or {}).get("flagged"))
+        flagged += sum(1 for e in entries if (e.data.get("identity") or {}).get("flagged"))
         shown.append((kind, title))
         preview |= any(e.preview for e in entries)
         counts.append(f"{len(entries)} {title.lower()}")
@@ -176,7 +219,9 @@ def render_review(pipeline_dir: Path) -> str:
         "retake on the dailies page (<code>python generate.py --serve</code>): the next run makes them again "
         "(<code>2.character.py</code>, <code>2.location.py</code> or <code>3.scene.py</code> with <code>--retake</code> "
         "makes only them).</p>"
-        "</header><p id=\"broken\" hidden></p>"
+        + (f"<p class=\"flagged-note\">{flagged} picture(s) stayed under the identity judge's threshold after their "
+           "retakes: flagged, shown first (scores per character in <code>identity.json</code>).</p>" if flagged else "")
+        + "</header><p id=\"broken\" hidden></p>"
         f"<nav>{nav}</nav>{''.join(sections)}<script>{_SCRIPT}</script></body></html>\n"
     )
 

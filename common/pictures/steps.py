@@ -4,7 +4,8 @@ plan (common.pictures.plan) -> for each picture not yet checkpointed: stitch its
 prepare its start picture, run its LoRA passes (common.pictures.passes), crop it to the exact
 size, draw the name band -> record it -> rewrite output/review.html. 2.character.py and
 2.location.py are `run_step` with a different `kind`; 3.scene.py goes through
-common.pictures.keyframes, which uses `begin_step`/`end_step` and `make_picture` (its stitched mode).
+common.pictures.keyframes, which uses `begin_step`/`end_step` and `make_picture` (its stitched mode)
+and judges each scene's candidates (common.pictures.keyframe_judge).
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ SETTINGS_KEYS = {
     "location": ("ART_STYLE", "IMAGE_WIDTH", "IMAGE_HEIGHT", "VARIATIONS_PER_LOCATION"),
     "scene": ("ART_STYLE", "IMAGE_WIDTH", "IMAGE_HEIGHT", "VARIATIONS_PER_SCENE", "ACTIVE_CHARACTER_MODE",
               "ACTIVE_LOCATION_MODE", "IMAGE_STITCH_COUNT", "CHARACTER_RESIZE_FACTOR", "CHARACTER_REFERENCE",
-              "KEYFRAME_MODE", "PLATE_CHAIN_DENOISE"),
+              "KEYFRAME_MODE", "PLATE_CHAIN_DENOISE", "KEYFRAME_CANDIDATES", "IDENTITY_JUDGE", "IDENTITY_THRESHOLD",
+              "IDENTITY_RETAKES"),
 }
 _SHARED_KEYS = ("LATENT_MODE", "LATENT_DENOISING_STRENGTH", "USE_LORA", "LORA_MODE", "SAMPLING_STEPS",
                 "USE_RANDOM_SEED", "FIXED_SEED", "USE_SUMMARY_TEXT", "NAME_OVERLAY")

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from common.config.paths import PIPELINES, story_path
 from common.formats.story import read_story
 from common.run.errors import ConfigError, InputError, PipelineError, PreflightError
-from common.run.steps import COMFYUI_MIN_VERSIONS, COMFYUI_WORKFLOWS
+from common.run.steps import COMFYUI_MIN_VERSIONS, COMFYUI_WORKFLOWS, llm_model_for
 
 if TYPE_CHECKING:
     from common.run.steps import Step
@@ -254,7 +254,9 @@ def _check_version(report: PreflightReport, label: str, url: str, version: Any,
             report.add(f"{label} version", True, f"ComfyUI {version}: {need}")
 
 
-def _check_llm(report: PreflightReport, steps: Sequence[Step], settings: Any, manager: Any) -> None:
+def _check_llm(report: PreflightReport, steps: Sequence[Step], settings: Any, manager: Any, *, judged: bool) -> None:
+    """The server and every model the steps ask (`judged`: ComfyUI pictures, which the identity judge's vision
+    model checks in 3.scene.py and 3.animate.py)."""
     from common.services.llm import LLMClient
     from common.services.llm_endpoint import choose_auto_model, is_auto
     from common.services.llm_server import load_command
@@ -279,6 +281,11 @@ def _check_llm(report: PreflightReport, steps: Sequence[Step], settings: Any, ma
     if any((s.pipeline_dir.name, s.basename) == ("gen.video", "2.motion.py") for s in steps):
         motion = str(settings.MODEL_MOTION_GENERATION or "").strip()
         wanted.append(("MODEL_MOTION_GENERATION", motion or wanted[0][1]))
+    judge_steps = [s for s in steps if s.basename in ("3.scene.py", "3.animate.py") and s.needs_llm]
+    if judged and judge_steps and str(settings.IDENTITY_JUDGE).lower() in ("auto", "vision"):
+        model = llm_model_for(judge_steps[0], settings) or wanted[0][1]
+        if model not in [m for _, m in wanted]:
+            wanted.append(("IDENTITY_JUDGE_MODEL", model))
     for setting, model in wanted:
         if is_auto(model):
             chosen = choose_auto_model(offered)  # the model the questions will go to
@@ -325,6 +332,6 @@ def run_preflight(pipeline_dir: Path, steps: Sequence[Step], settings: Any, choi
     if choice.media == "comfyui" and manager.comfyui is not None and any(s.needs_comfyui for s in steps):
         _check_comfyui(report, steps, settings, manager)
     if choice.text == "llm" and manager.llm is not None and any(s.needs_llm for s in steps):
-        _check_llm(report, steps, settings, manager)
+        _check_llm(report, steps, settings, manager, judged=choice.media == "comfyui")
     _check_youtube(report, steps, settings)
     return report

@@ -84,9 +84,11 @@ COMFYUI_WORKFLOWS: dict[tuple[str, str], Callable[[Any], list[str]]] = {
 COMFYUI_MIN_VERSIONS: dict[str, tuple[str, str]] = {
     "OmniVoiceMultiSpeakerTTS": ("0.8.1", "speech"),  # its speaker inputs are a "dynamic combo"
 }
-# (pipeline folder, script) of the scripts that ask the LLM server.
+# (pipeline folder, script) of the scripts that ask the LLM server (3.scene.py and 3.animate.py: the identity
+# judge's vision model, when the pictures are ComfyUI's).
 LLM_SCRIPTS = {("gen.audio", "1.character.py"), ("gen.audio", "5.timeline.py"), ("gen.audio", "6.timing.py"),
-               ("gen.audio", "9.media.py"), ("gen.image", "1.story.py"), ("gen.video", "2.motion.py")}
+               ("gen.audio", "9.media.py"), ("gen.image", "1.story.py"), ("gen.video", "2.motion.py"),
+               ("gen.image", "3.scene.py"), ("gen.video", "3.animate.py")}
 
 
 def _needs(table: Needs | None, name: str, path: Path, service: str) -> bool:
@@ -122,15 +124,17 @@ def _in_workspace(arg: str, cwd: Path, code_root: Path, workspace: Path) -> str:
     return str(moved) if moved is not None else arg
 
 
-# Scripts that ask their own model of the LLM server rather than LM_STUDIO_MODEL.
-STEP_MODEL_SETTINGS = {"2.motion.py": "MODEL_MOTION_GENERATION"}
+# Scripts that ask their own model of the LLM server rather than LM_STUDIO_MODEL: the settings that name it,
+# the first one set wins (the identity judge's IDENTITY_JUDGE_MODEL falls back to 2.motion.py's vision model).
+STEP_MODEL_SETTINGS = {"2.motion.py": ("MODEL_MOTION_GENERATION",),
+                       "3.scene.py": ("IDENTITY_JUDGE_MODEL", "MODEL_MOTION_GENERATION"),
+                       "3.animate.py": ("IDENTITY_JUDGE_MODEL", "MODEL_MOTION_GENERATION")}
 
 
 def llm_model_for(step: Step, settings: Any) -> str | None:
     """The model the orchestrator loads for `step` (None: the LLM service's own, LM_STUDIO_MODEL)."""
-    name = STEP_MODEL_SETTINGS.get(step.basename)
-    model = str(getattr(settings, name, "") or "").strip() if name else ""
-    return model or None
+    names = STEP_MODEL_SETTINGS.get(step.basename, ())
+    return next((m for m in (str(getattr(settings, n, "") or "").strip() for n in names) if m), None)
 
 
 def _resolve_position(token: str, steps: Sequence[Step], flag: str) -> int:

@@ -412,13 +412,15 @@ class LLMClient:
 
     def complete_json(self, prompt: str, schema: dict[str, Any], *, system: str | None = None, name: str = "answer",
                       validate: Validator | None = None, temperature: float = 0.2,
-                      max_tokens: int | None = None, shrink: Sequence[str] = ()) -> Any:
+                      max_tokens: int | None = None, shrink: Sequence[str] = (),
+                      images: Sequence[str | Path] = ()) -> Any:
         """A JSON value valid against `schema` that also passes `validate`, parsed.
 
         Asks with `response_format` json_schema; a server that refuses it gets json_object, then
         plain instructions (the schema is always in the system message too, so every server
         knows the shape). The answer's budget is `max_tokens`, else what the longest document
-        the schema allows takes.
+        the schema allows takes. `images` (a vision model's question, e.g. the identity judge's)
+        follow the prompt, in order, as data URL parts.
         """
         jsonschema.validators.validator_for(schema).check_schema(schema)  # a bad schema is our bug
         safe_name = re.sub(r"[^A-Za-z0-9_-]", "_", name or "answer")[:64] or "answer"
@@ -433,7 +435,8 @@ class LLMClient:
                 return {"type": "json_object"}
             return None
 
-        return self._ask(_messages(full_system, prompt), lambda reply: json_answer(reply, schema, validate),
+        return self._ask(_messages(full_system, _with_images(prompt, images)),
+                         lambda reply: json_answer(reply, schema, validate),
                          temperature=temperature, answer_tokens=max_tokens or json_budget(schema), shrink=shrink,
                          response_format=response_format,
                          correction="Reply with only one JSON document that matches the schema.")
@@ -442,9 +445,8 @@ class LLMClient:
                        validate: Validator | None = None, temperature: float = 0.4,
                        max_tokens: int | None = None) -> str:
         """A text answer about one image (sent as a base64 data URL part); needs a vision model."""
-        url = image_data_url(image_path)
-        parts = [{"type": "text", "text": prompt}, {"type": "image_url", "image_url": {"url": url}}]
-        return self._ask(_messages(system, parts), lambda reply: text_answer(reply, validate),
+        return self._ask(_messages(system, _with_images(prompt, [image_path])),
+                         lambda reply: text_answer(reply, validate),
                          temperature=temperature, answer_tokens=max_tokens or DEFAULT_TEXT_TOKENS,
                          correction="Answer again about the same image, with only the answer itself.")
 
@@ -494,6 +496,14 @@ def _connection_problem(exc: openai.APIConnectionError, timeout: float) -> str:
     if _refused(exc):
         return "refused the connection (not running?)"
     return "closed the connection without answering"
+
+
+def _with_images(prompt: str, images: Sequence[str | Path]) -> str | list[dict[str, Any]]:
+    """The user message's content: the prompt alone, or it followed by each image as a data URL part."""
+    if not images:
+        return prompt
+    urls = [image_data_url(path) for path in images]
+    return [{"type": "text", "text": prompt}] + [{"type": "image_url", "image_url": {"url": url}} for url in urls]
 
 
 def _messages(system: str | None, prompt: str | list[dict[str, Any]]) -> list[Message]:

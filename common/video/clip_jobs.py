@@ -184,21 +184,24 @@ def remove_leftovers(folder: Path) -> int:
     return removed
 
 
-def run_item(item: Item, engine: Any, look: Look, folders: Folders) -> tuple[list[Path], dict[str, Any]]:
+def run_item(item: Item, engine: Any, look: Look, folders: Folders,
+             out: Path | None = None) -> tuple[list[Path], dict[str, Any]]:
+    """Make one item; `out`: where a finished clip goes instead of its place in `folders` (a judged candidate)."""
     from common.offline import kenburns
 
     job = item.job
+    clip = out or folders.clip(job)
     if job.hold:
-        out = kenburns.ken_burns(job.image, folders.clip(job), seconds=job.plan.frames / look.fps, width=look.width,
-                                 height=look.height, fps=look.fps, move=HOLD_MOVE, seed_text=job.shot.clip)
-        return [out], {"frames": job.plan.frames, "held": True}
+        made = kenburns.ken_burns(job.image, clip, seconds=job.plan.frames / look.fps, width=look.width,
+                                  height=look.height, fps=look.fps, move=HOLD_MOVE, seed_text=job.shot.clip)
+        return [made], {"frames": job.plan.frames, "held": True}
     if item.segment is None and not is_direct(job, engine.frame_rule()):
         parts = [(folders.segment(job, k), s.frame_indices()) for k, s in enumerate(job.plan.segments)]
-        frames = clips.join_segments(parts, folders.clip(job), width=look.width, height=look.height, fps=look.fps)
-        return [folders.clip(job)], {"frames": frames, "segments": len(parts)}
+        frames = clips.join_segments(parts, clip, width=look.width, height=look.height, fps=look.fps)
+        return [clip], {"frames": frames, "segments": len(parts)}
     k = item.index
     segment = job.plan.segments[k]
-    out = folders.clip(job) if item.segment is None else folders.segment(job, k)
+    out = clip if item.segment is None else folders.segment(job, k)
     out.parent.mkdir(parents=True, exist_ok=True)
     request = ClipRequest(
         scene_id=job.shot.scene_id, image=job.image if k == 0 else folders.last_frame(job, k - 1),

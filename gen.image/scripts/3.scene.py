@@ -8,7 +8,9 @@ stitched into reference images (IMAGE), both, or not at all (NONE); `layered`, a
 per place and time of day, each character posed from their sheet, composited onto the plate, every
 layer in output/layers/ (common.pictures.layers). Each scene is one checkpoint (and in layered mode
 each plate, pose and composite pass); a new character or location picture, sheet or asset redoes
-only the scenes that used it. Ends by rewriting output/review.html.
+only the scenes that used it. Each scene is made as KEYFRAME_CANDIDATES candidates judged against
+its characters' sheets and retaken while under IDENTITY_THRESHOLD (common.pictures.keyframe_judge),
+the scores in output/identity.json. Ends by rewriting output/review.html.
 """
 from common.pictures.keyframes import Keyframes
 from common.pictures.steps import answer_retakes, image_script
@@ -21,9 +23,8 @@ def main(ctx: ScriptContext) -> None:
     keyframes = Keyframes(ctx)
     try:
         keyframes.prepare()
-        ctx.each(keyframes.todo, label="scene", key=lambda item: item.key, fingerprint=keyframes.fingerprint,
-                 work=lambda item: keyframes.make_keyframe(item, item.seed.value, item.out),
-                 preview=keyframes.preview, workers=keyframes.workers)
+        ctx.each(keyframes.todo, label="scene", key=lambda item: item.key, fingerprint=keyframes.judged_fingerprint,
+                 work=keyframes.judged_keyframe, preview=keyframes.preview, workers=keyframes.workers)
     finally:  # the retake.txt lines whose pictures were made are answered, even when another failed
         answer_retakes(ctx, keyframes.run)
     keyframes.finish()

@@ -6,11 +6,16 @@ or WAN 2.2 (VIDEO_WORKFLOW), or offline as a Ken Burns move. A scene longer than
 MODEL_MAX_SECONDS is chained from segments, each starting from the previous one's last frame;
 with FIRST_LAST_FRAME a scene followed by one in the same place ends on that scene's picture.
 Short or listed scenes (HOLD_SHORT_SCENES_BELOW, HELD_SCENES) get a Ken Burns push instead.
-Every segment and clip is its own checkpoint: a killed run redoes only the job in flight.
+Each finished clip's first, middle and last frames are scored by the identity judge against its
+characters' sheets, and a clip that drifted is made again with new seeds (common.video.clip_judge,
+IDENTITY_THRESHOLD, IDENTITY_RETAKES; scores in output/identity.json).
+Every segment, clip, retake and judge's answer is its own checkpoint: a killed run redoes only the job in flight.
 """
 from __future__ import annotations
 
+from common.state.checkpoints import fingerprint
 from common.video.clip_jobs import Folders, Look, build_jobs, fingerprints, items_for, remove_leftovers, run_item
+from common.video.clip_judge import ClipJudging
 from common.engines.choice import engines_from_env
 from common.engines.registry import get_engine
 from common.formats.descriptions import read_motions, scene_id_for
@@ -63,9 +68,17 @@ def main(ctx: ScriptContext) -> None:
     ctx.say(f"{len(jobs)} clips at {look.width}x{look.height} {look.fps} fps with {engine.name} ({rule.name}, {limit}): "
             f"{held} held, {chained} chained from segments, {ends} ending on the next scene's picture")
 
-    ctx.each(items, label="animate", key=lambda it: it.key, fingerprint=lambda it: prints[it.key],
-             work=lambda it: run_item(it, engine, look, folders), preview=engine.preview,
-             workers=engine.parallel_jobs, chain=lambda it: it.job.shot.clip)
+    judging = ClipJudging(ctx, engine, look, folders, rule, [j.shot.clip for j in jobs])
+    judged = {it.key: fingerprint(prints[it.key], judging.identity()) for it in items if judging.judges(it)}
+
+    def work(it):
+        if it.key in judged:
+            return judging.clip(it, prints[it.key], engine.identity())
+        return run_item(it, engine, look, folders)
+
+    ctx.each(items, label="animate", key=lambda it: it.key, fingerprint=lambda it: judged.get(it.key, prints[it.key]),
+             work=work, preview=engine.preview, workers=engine.parallel_jobs, chain=lambda it: it.job.shot.clip)
+    judging.finish([j.shot.clip for j in jobs])
     ctx.checkpoints().retain_only(prints)
     ctx.say(f"wrote {len(jobs)} clips to {folders.clips}")
 
