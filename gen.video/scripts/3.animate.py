@@ -81,6 +81,9 @@ def main(ctx: ScriptContext) -> None:
     ends = sum(j.end_image is not None for j in jobs)
     speaking = sum(j.speech is not None for j in jobs)
     limit = f"{rule.max_seconds:g} s" if rule.max_seconds else "no limit"
+    if speaking and not engine.preview:
+        ctx.say(f"warning: {speaking} speaking shot(s) are animated as ordinary clips: {engine.name} has no "
+                "lip-sync workflow yet (the offline preview shows them)")
     ctx.say(f"{len(jobs)} clips at {look.width}x{look.height} {look.fps} fps with {engine.name} ({rule.name}, {limit}): "
             f"{held} held, {chained} chained from segments, {ends} ending on the next scene's picture, "
             f"{speaking} speaking")
