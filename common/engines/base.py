@@ -120,6 +120,11 @@ class ClipRequest:
     end_image: Path | None = None
     frames: int = 0
     camera: str = ""
+    # A speaking shot (common.video.speaking): the speaker's line cut from story.wav, who speaks
+    # (tag, attributes), and how many frames of the clip come before the line starts.
+    audio: Path | None = None
+    speaker: tuple[str, str] | None = None
+    lead: int = 0
 
     @property
     def frame_count(self) -> int:

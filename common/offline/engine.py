@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
@@ -157,8 +158,23 @@ class OfflineAnimation(_Offline):
     def animate(self, request: ClipRequest, out_mp4: Path) -> Path:
         from common.offline import kenburns
 
+        if request.audio is not None and request.speaker is not None:
+            return self._talking(request, out_mp4)
         move = request.camera if request.camera in kenburns.MOVES else None
         return kenburns.ken_burns(
             request.image, out_mp4, seconds=request.frame_count / request.fps, width=request.width,
             height=request.height, fps=request.fps, move=move, seed_text=request.scene_id,
         )
+
+    def _talking(self, request: ClipRequest, out_mp4: Path) -> Path:
+        """A speaking shot: the speaker's card, the mouth following the line's loudness."""
+        from common.offline.talking import talking_card
+        from common.video.speaking import envelope, read_pcm
+
+        assert request.audio is not None and request.speaker is not None
+        data, rate, channels, width = read_pcm(request.audio)
+        speech = max(1, math.ceil(len(data) // (channels * width) * request.fps / rate - 1e-6))
+        levels = envelope(request.audio, speech, request.fps)
+        tag, text = request.speaker
+        return talking_card(tag, text, levels, out_mp4, width=request.width, height=request.height, fps=request.fps,
+                            lead=request.lead, frames=request.frame_count)

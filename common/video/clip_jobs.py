@@ -24,6 +24,7 @@ from common.state.checkpoints import fingerprint
 from common.engines.base import ClipRequest
 from common.run.errors import InputError
 from common.video.motion import camera_for, clip_prompt, offline_motion
+from common.video.speaking import SpeakingSpan
 from common.video.storyboard import Shot, Storyboard, scene_image_path
 
 HOLD_MOVE = "zoom_in"  # a held frame is pushed in on
@@ -40,6 +41,16 @@ class ClipJob:
     camera: str
     plan: ClipPlan
     hold: bool
+    speech: SpeakingSpan | None = None  # a speaking shot: whose line, where in story.wav
+    audio: Path | None = None  # that span cut from story.wav (speaking.cut_span)
+    fps: int = 24
+
+    @property
+    def lead(self) -> int:
+        """Frames of the clip before its line starts (the slot may open with a pause)."""
+        if self.speech is None:
+            return 0
+        return max(0, round(self.speech.start * self.fps) - round(self.shot.start * self.fps))
 
     def seed(self, base: int, segment: int) -> int:
         digest = hashlib.sha256(f"{base}:{self.shot.clip}:{segment}".encode("utf-8")).digest()
@@ -86,8 +97,11 @@ class Look:
 
 
 def build_jobs(board: Storyboard, motions: Mapping[str, str], look: Look, rule: FrameRule,
-               pipeline_dir: Path) -> tuple[list[ClipJob], list[str]]:
-    """The jobs in screen order, and the scene ids that had no motion prompt (given the offline one)."""
+               pipeline_dir: Path, speech: Mapping[str, tuple[SpeakingSpan, Path]] | None = None,
+               ) -> tuple[list[ClipJob], list[str]]:
+    """The jobs in screen order, and the scene ids that had no motion prompt (given the offline one).
+    `speech`: clip -> (span, its cut audio) for the speaking shots (common.video.speaking)."""
+    speech = speech or {}
     missing = [s.scene_id for s in board.shots if not scene_image_path(pipeline_dir, s.scene_id).is_file()]
     if missing:
         first = scene_image_path(pipeline_dir, missing[0])
@@ -102,16 +116,21 @@ def build_jobs(board: Storyboard, motions: Mapping[str, str], look: Look, rule: 
             unprompted.append(shot.scene_id)
             motion = offline_motion(shot)
         following = board.shots[index + 1] if index + 1 < len(board.shots) else None
-        hold = shot.clip in look.held or shot.scene_id in look.held or shot.seconds < look.hold_below
+        span, audio = speech.get(shot.clip, (None, None))
+        hold = shot.clip in look.held or shot.scene_id in look.held or (shot.seconds < look.hold_below and span is None)
+        if hold:
+            span = audio = None
         end_image = None
-        if look.first_last_frame and following is not None and shot.same_location_as_next and not hold:
+        if (look.first_last_frame and following is not None and shot.same_location_as_next and not hold
+                and span is None):  # a speaking shot is driven by its audio, not towards a picture
             end_image = scene_image_path(pipeline_dir, following.scene_id)
         frames = max(1, slot_frames(shot.start, shot.end, look.fps))
         plan = (ClipPlan(frames, ()) if hold else plan_clip(frames, rule, look.fps, ends_on_image=end_image is not None))
         prompt = clip_prompt(shot, motion, art_style=look.art_style, enable_motion=look.enable_motion,
                              enable_scene=look.enable_scene, enable_location=look.enable_location)
         camera = HOLD_MOVE if hold else (camera_move_in(motion) or camera_for(shot))
-        jobs.append(ClipJob(shot, scene_image_path(pipeline_dir, shot.scene_id), end_image, prompt, camera, plan, hold))
+        jobs.append(ClipJob(shot, scene_image_path(pipeline_dir, shot.scene_id), end_image, prompt, camera, plan, hold,
+                            span, audio, look.fps))
     return jobs, list(dict.fromkeys(unprompted))
 
 
@@ -143,8 +162,10 @@ def fingerprints(items: list[Item], engine_identity: Mapping[str, Any], look: Lo
         elif is_direct(job, rule) or item.segment is not None:
             k = item.index
             start: Any = job.image if k == 0 else found[f"{job.shot.clip}#{k}"]
+            spoken = None if job.speech is None else (job.speech.speaker, job.shot.characters, job.audio, job.lead)
             found[item.key] = fingerprint(dict(engine_identity), job.prompt, job.camera, job.seed(look.seed, k), size,
-                                          job.plan.segments[k].frames, start, job.end_image if item.last else None)
+                                          job.plan.segments[k].frames, start, job.end_image if item.last else None,
+                                          *([spoken] if spoken else []))
         else:
             parts = [found[f"{job.shot.clip}#{k + 1}"] for k in range(len(job.plan.segments))]
             found[item.key] = fingerprint("join", parts, job.plan.to_json(), size)
@@ -207,10 +228,18 @@ def run_item(item: Item, engine: Any, look: Look, folders: Folders,
         scene_id=job.shot.scene_id, image=job.image if k == 0 else folders.last_frame(job, k - 1),
         prompt=job.prompt, seconds=segment.frames / look.fps, width=look.width, height=look.height, fps=look.fps,
         seed=job.seed(look.seed, k), end_image=job.end_image if item.last else None, frames=segment.frames,
-        camera=job.camera,
+        camera=job.camera, **_speech_fields(job),
     )
     engine.animate(request, out)
     files = [out]
     if not item.last:
         files.append(clips.last_frame(out, folders.last_frame(job, k)))
     return files, {"frames": segment.frames}
+
+
+def _speech_fields(job: ClipJob) -> dict[str, Any]:
+    """The speaking shot's part of a request: its audio, who speaks, the frames before the line."""
+    if job.speech is None:
+        return {}
+    attributes = dict(job.shot.characters).get(job.speech.speaker, "")
+    return {"audio": job.audio, "speaker": (job.speech.speaker, attributes), "lead": job.lead}

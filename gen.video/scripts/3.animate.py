@@ -6,6 +6,8 @@ or WAN 2.2 (VIDEO_WORKFLOW), or offline as a Ken Burns move. A scene longer than
 MODEL_MAX_SECONDS is chained from segments, each starting from the previous one's last frame;
 with FIRST_LAST_FRAME a scene followed by one in the same place ends on that scene's picture.
 Short or listed scenes (HOLD_SHORT_SCENES_BELOW, HELD_SCENES) get a Ken Burns push instead.
+A speaking shot (common.video.speaking, SPEAKING_SHOTS) gets its speaker's line cut from
+gen.audio's story.wav; offline it is the speaker's card with a mouth following the line.
 Each finished clip's first, middle and last frames are scored by the identity judge against its
 characters' sheets, and a clip that drifted is made again with new seeds (common.video.clip_judge,
 IDENTITY_THRESHOLD, IDENTITY_RETAKES; scores in output/identity.json).
@@ -20,12 +22,13 @@ from common.engines.choice import engines_from_env
 from common.engines.registry import get_engine
 from common.formats.descriptions import read_motions, scene_id_for
 from common.run.runner import Script, ScriptContext
+from common.video.speaking import cut_span, read_line_timings, speaking_spans
 from common.video.storyboard import read_storyboard
 
 script = Script(__file__, "animate every scene into output/animation/<scene_id>.mp4",
                 settings_keys=("VIDEO_WORKFLOW", "VIDEO_WIDTH", "VIDEO_HEIGHT", "FRAMES_PER_SECOND", "FIRST_LAST_FRAME",
                                "HOLD_SHORT_SCENES_BELOW", "HELD_SCENES", "ENABLE_MOTION", "ENABLE_SCENE",
-                               "ENABLE_LOCATION", "ART_STYLE", "MODEL_MAX_SECONDS"))
+                               "ENABLE_LOCATION", "ART_STYLE", "MODEL_MAX_SECONDS", "SPEAKING_SHOTS"))
 script.add_argument("--workflow", choices=("ltx", "wan"), setting="VIDEO_WORKFLOW", help="animation model (default ltx)")
 
 
@@ -37,6 +40,22 @@ def look_of(settings) -> Look:
         first_last_frame=settings.FIRST_LAST_FRAME, hold_below=settings.HOLD_SHORT_SCENES_BELOW,
         held=frozenset(str(s) for s in settings.HELD_SCENES),
     )
+
+
+def speaking_audio(ctx: ScriptContext, board, rule, fps: int) -> dict:
+    """clip -> (span, its audio cut from story.wav) for every speaking shot (common.video.speaking).
+
+    The cuts are cheap and exact, so they are simply redone on every run; the clip's
+    fingerprint includes the cut, so a changed line redoes only its clip."""
+    audio_out = ctx.pipeline_dir.parent / "gen.audio" / "output"
+    lines = read_line_timings(audio_out)
+    spans = speaking_spans(board, lines, rule, fps, enabled=ctx.settings.SPEAKING_SHOTS)
+    if not lines:
+        ctx.say(f"no {audio_out / 'story.timings.json'}: no speaking shots (gen.audio's 2.story.py writes it)")
+        return {}
+    story_wav = audio_out / "story.wav"
+    folder = ctx.output_dir / "animation" / "speech"
+    return {clip: (span, cut_span(story_wav, span, folder / f"{clip}.wav")) for clip, span in spans.items()}
 
 
 def main(ctx: ScriptContext) -> None:
@@ -52,7 +71,8 @@ def main(ctx: ScriptContext) -> None:
     ctx.say(engines_from_env(ctx.settings).reason)
     engine = get_engine("animation", ctx.settings, ctx.pipeline_dir)
     rule = engine.frame_rule()
-    jobs, unprompted = build_jobs(board, motions, look, rule, ctx.pipeline_dir)
+    speech = speaking_audio(ctx, board, rule, look.fps)
+    jobs, unprompted = build_jobs(board, motions, look, rule, ctx.pipeline_dir, speech)
     if unprompted:
         ctx.say(f"{len(unprompted)} scene(s) have no line in {motion_file.name} (e.g. {unprompted[0]}); "
                 "their scene lines stand in (run 2.motion.py to write them)")
@@ -64,9 +84,14 @@ def main(ctx: ScriptContext) -> None:
     held = sum(j.hold for j in jobs)
     chained = sum(len(j.plan.segments) > 1 for j in jobs)
     ends = sum(j.end_image is not None for j in jobs)
+    speaking = sum(j.speech is not None for j in jobs)
     limit = f"{rule.max_seconds:g} s" if rule.max_seconds else "no limit"
+    if speaking and not engine.preview:
+        ctx.say(f"warning: {speaking} speaking shot(s) are animated as ordinary clips: {engine.name} has no "
+                "lip-sync workflow yet (the offline preview shows them)")
     ctx.say(f"{len(jobs)} clips at {look.width}x{look.height} {look.fps} fps with {engine.name} ({rule.name}, {limit}): "
-            f"{held} held, {chained} chained from segments, {ends} ending on the next scene's picture")
+            f"{held} held, {chained} chained from segments, {ends} ending on the next scene's picture, "
+            f"{speaking} speaking")
 
     judging = ClipJudging(ctx, engine, look, folders, rule, [j.shot.clip for j in jobs])
     judged = {it.key: fingerprint(prints[it.key], judging.identity()) for it in items if judging.judges(it)}

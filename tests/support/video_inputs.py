@@ -90,3 +90,70 @@ def make_inputs(root: Path, scenes: Sequence[tuple[str, str, float]] = SCENES, *
         write_story(root / "gen.audio" / "input" / "1.story.txt", scenes)
     write_wav(root / "gen.audio" / "output" / "final.wav", total + TAIL)
     return total + TAIL
+
+
+# (speaker, scene line, seconds): a dialogue between two on-screen characters, a narrator line,
+# an off-screen voice, and lines forcing the rule either way.
+DIALOGUE: tuple[tuple[str, str, float], ...] = (
+    ("female_keeper_niece_ada", "(scene_1.1) {{loc_1, a lamp room}}, {Night}; ((female_keeper_niece_ada)){Worried}, "
+     "{Standing}{Calling out}; ((male_keeper_silas)){Weary}, {Sitting}{Listening};", 2.2),
+    ("male_keeper_silas", "(scene_1.2) {{loc_1}}, {Night}; ((male_keeper_silas)){Weary}, {Sitting}{Answering}; "
+     "((female_keeper_niece_ada)){Worried}, {Standing}{Listening};", 6.3),
+    ("narrator", "(scene_1.3) {{loc_1}}, {Night}; ((male_keeper_silas)){Weary}, {Sitting}{Turning a page};", 1.5),
+    ("male_fisherman_bram", "(scene_1.4) {{loc_1}}, {Night}; ((female_keeper_niece_ada)){Startled}, "
+     "{Standing}{Turning round};", 1.6),
+    ("female_keeper_niece_ada", "(scene_1.5) {{loc_1}}, {Night, no lip sync}; ((female_keeper_niece_ada)){Calm}, "
+     "{Standing}{Whispering};", 1.4),
+)
+SPEECH_LEAD, SPEECH_TAIL = 0.13, 0.21  # silence before and after each line inside its slot
+
+
+def speech_wav(path: Path, seconds: float, spans: Sequence[tuple[float, float]], rate: int = 24000,
+               seed: int = 7) -> Path:
+    """Speech-like audio: inside each span, voiced noise whose loudness rises and falls in
+    irregular syllables (so an envelope and a shifted copy of it differ); silence elsewhere."""
+    rng = np.random.default_rng(seed)
+    samples = np.zeros(int(round(seconds * rate)))
+    for start, end in spans:
+        a, b = int(round(start * rate)), int(round(end * rate))
+        at = a
+        while at < b:
+            syllable = int(rate * rng.uniform(0.06, 0.28))
+            gain = rng.uniform(0.05, 1.0) if rng.random() > 0.2 else 0.0
+            n = min(syllable, b - at)
+            shape = np.sin(np.pi * np.arange(n) / max(1, n)) * gain
+            t = np.arange(n) / rate
+            samples[at:at + n] = shape * (0.5 * np.sin(2 * np.pi * rng.uniform(110, 240) * t) + 0.2 * rng.standard_normal(n))
+            at += n
+    data = (np.clip(samples, -1, 1) * 0.5 * 32767).astype("<i2")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(data.tobytes())
+    return path
+
+
+def make_dialogue_inputs(root: Path, scenes: Sequence[tuple[str, str, float]] = DIALOGUE) -> list[tuple[float, float]]:
+    """The inputs of make_inputs plus gen.audio's story.wav (= final.wav here, no effects) and its
+    story.timings.json, one line per scene; returns each line's (start, end) in story.wav."""
+    import json
+
+    total = write_timeline(root / "gen.image" / "input" / "2.timeline.script.txt", scenes, pause_after=None)
+    for index, (_, line, _) in enumerate(scenes):
+        scene_picture(root / "gen.image" / "output" / "scene" / f"{scene_id(line)}.png", index)
+    write_story(root / "gen.audio" / "input" / "1.story.txt", scenes)
+    spans, lines, at = [], [], 0.0
+    for n, (speaker, _, seconds) in enumerate(scenes):
+        span = (round(at + SPEECH_LEAD, 4), round(at + seconds - SPEECH_TAIL, 4))
+        spans.append(span)
+        lines.append({"line": n + 1, "speaker": speaker, "text": f"Line {n + 1} of the test story.",
+                      "start": span[0], "end": span[1], "chunk": "c1", "timing": "exact"})
+        at += seconds
+    out = root / "gen.audio" / "output"
+    speech_wav(out / "story.wav", total, spans)
+    speech_wav(out / "final.wav", total, spans)
+    (out / "story.timings.json").write_text(json.dumps({"story_wav": "story.wav", "duration": total, "lines": lines}),
+                                            encoding="utf-8")
+    return spans

@@ -1,0 +1,171 @@
+"""Speaking shots: which clips move a character's lips to their own line, and the audio they get.
+
+A shot speaks when exactly one character of its scene line's cast (not the narrator) says a
+line during its slot on the narration, and that speech is long enough for the model's
+shortest job. SPEAKING_SHOTS=false turns the rule off; a scene line may force it either way
+with the words "lip sync" (on) or "no lip sync" (off), written in any brace of the line, e.g.
+`{Night, no lip sync}`.
+
+The times come from gen.audio's `story.timings.json` (2.story.py: every line's start and end
+in story.wav) and the span's audio is cut from story.wav to the sample, so what the model hears
+is exactly what the viewer hears under that clip. final.wav keeps story.wav's timing, so the
+same seconds place the clip in final_sd.mp4.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from common.run.errors import InputError
+from common.video.animation import FrameRule
+from common.video.storyboard import Shot, Storyboard
+
+TIMINGS_FILE = "story.timings.json"
+_FORCE_OFF = re.compile(r"\bno\s+lip[\s-]?sync\b", re.I)
+_FORCE_ON = re.compile(r"\blip[\s-]?sync\b", re.I)
+
+
+@dataclass(frozen=True)
+class LineTiming:
+    """One line of the story as spoken in story.wav."""
+
+    line: int
+    speaker: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class SpeakingSpan:
+    """The speaker's words under one shot, in story.wav seconds (also final.wav's)."""
+
+    clip: str
+    speaker: str
+    start: float
+    end: float
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+    def sample_range(self, rate: int) -> tuple[int, int]:
+        """The span in samples at `rate`: both ends rounded the same way, so spans never overlap."""
+        return round(self.start * rate), round(self.end * rate)
+
+    def frames(self, fps: float) -> int:
+        """Pixel frames the span covers at `fps` (before the model's rule rounds it up)."""
+        return max(1, math.ceil(self.seconds * fps - 1e-6))
+
+
+def is_narrator(tag: str) -> bool:
+    return "narrator" in tag.lower()
+
+
+def forced(scene_line: str) -> bool | None:
+    """True/False when the scene line says "lip sync"/"no lip sync", None when it says neither."""
+    if _FORCE_OFF.search(scene_line):
+        return False
+    if _FORCE_ON.search(scene_line):
+        return True
+    return None
+
+
+def read_line_timings(audio_output: Path) -> list[LineTiming]:
+    """gen.audio's per-line timings, or [] when 2.story.py has not written them (no speaking shots)."""
+    path = Path(audio_output) / TIMINGS_FILE
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        lines = [LineTiming(int(x["line"]), str(x["speaker"]), float(x["start"]), float(x["end"])) for x in data["lines"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path} is not a timings file 2.story.py wrote ({exc}); run gen.audio's 2.story.py again.") from None
+    return sorted(lines, key=lambda x: (x.start, x.line))
+
+
+def _span_for(shot: Shot, lines: Sequence[LineTiming]) -> SpeakingSpan | None:
+    """The one cast member's speech inside the shot's slot (lines whose middle falls in it)."""
+    cast = {tag for tag, _ in shot.characters}
+    inside = [x for x in lines if shot.start <= (x.start + x.end) / 2 < shot.end]
+    talkers = {x.speaker for x in inside if x.speaker in cast and not is_narrator(x.speaker)}
+    if len(talkers) != 1:
+        return None  # nobody on screen speaks, or two do (a two-shot cannot move one mouth to both)
+    speaker = talkers.pop()
+    own = [x for x in inside if x.speaker == speaker]
+    start, end = max(shot.start, own[0].start), min(shot.end, own[-1].end)
+    return SpeakingSpan(shot.clip, speaker, start, end) if end > start else None
+
+
+def speaking_spans(board: Storyboard, lines: Sequence[LineTiming], rule: FrameRule, fps: float, *,
+                   enabled: bool = True) -> dict[str, SpeakingSpan]:
+    """clip -> span for every speaking shot, by the rule in the module docstring."""
+    found: dict[str, SpeakingSpan] = {}
+    for shot in board.shots:
+        force = forced(shot.scene_line)
+        if force is False or (not enabled and force is not True):
+            continue
+        span = _span_for(shot, lines)
+        if span is None:
+            continue
+        if force is not True and span.frames(fps) < rule.min_frames:
+            continue  # too short for one model job: a still with moving lips would only flicker
+        found[shot.clip] = span
+    return found
+
+
+# ---------------------------------------------------------------- audio
+
+def read_pcm(path: Path) -> tuple[bytes, int, int, int]:
+    """(frames, rate, channels, sample width) of a PCM WAV such as story.wav."""
+    try:
+        with wave.open(str(path), "rb") as src:
+            return src.readframes(src.getnframes()), src.getframerate(), src.getnchannels(), src.getsampwidth()
+    except (wave.Error, EOFError, OSError) as exc:
+        raise InputError(f"{path} is not a PCM WAV ({exc}); run gen.audio's 2.story.py again to rewrite it.") from None
+
+
+def cut_span(story_wav: Path, span: SpeakingSpan, out: Path) -> Path:
+    """The span of story.wav, sample-exact, as its own WAV (what the speaking job uploads)."""
+    data, rate, channels, width = read_pcm(story_wav)
+    first, last = span.sample_range(rate)
+    step = channels * width
+    total = len(data) // step
+    if last > total:
+        raise InputError(f"{story_wav} is {total / rate:.2f} s long but {span.clip}'s line ends at {span.end:.2f} s; "
+                         "run gen.audio's 2.story.py again so the audio and its timings agree.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with wave.open(str(tmp), "wb") as dst:
+        dst.setnchannels(channels)
+        dst.setsampwidth(width)
+        dst.setframerate(rate)
+        dst.writeframes(data[first * step:last * step])
+    tmp.replace(out)
+    return out
+
+
+def envelope(wav: Path, frames: int, fps: float) -> list[float]:
+    """Loudness per video frame (RMS over each frame's samples), scaled so the loudest is 1."""
+    import numpy as np
+
+    data, rate, channels, width = read_pcm(wav)
+    if width != 2:
+        raise InputError(f"{wav} is {8 * width}-bit; speaking shots read 16-bit PCM (gen.audio writes it).")
+    samples = np.frombuffer(data, dtype="<i2").astype(np.float64).reshape(-1, channels).mean(axis=1)
+    values = []
+    for k in range(frames):
+        a, b = round(k * rate / fps), round((k + 1) * rate / fps)
+        chunk = samples[a:b]
+        values.append(float(np.sqrt(np.mean(chunk ** 2))) if len(chunk) else 0.0)
+    peak = max(values, default=0.0)
+    return [v / peak if peak > 0 else 0.0 for v in values]
+
+
+def describe(spans: Mapping[str, SpeakingSpan]) -> Iterable[str]:
+    for span in spans.values():
+        yield f"{span.clip}: {span.speaker} speaks {span.start:.2f}-{span.end:.2f} s"
