@@ -3,19 +3,16 @@ one of them broken, SIGKILLed in the middle of the second story and run again.""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import psutil
 import pytest
 
 from tests.support.channel import channel_state, write_stories
-from tests.support.project import copy_pipeline, env_for
+from tests.support.project import copy_pipeline, env_for, kill_tree
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -38,22 +35,6 @@ def _entries(folder: Path, story: str) -> dict[str, dict]:
             continue
         found.update({f"{path.name} {key}": entry for key, entry in items.items()})
     return found
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the queue's process group and the script it runs (in a session of its own)."""
-    try:
-        children = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    os.killpg(proc.pid, signal.SIGKILL)
-    for child in children:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait(timeout=20)
-    psutil.wait_procs(children, timeout=20)
 
 
 def _publish_at(folder: Path, story: str) -> str:
@@ -80,7 +61,7 @@ def test_a_killed_night_of_three_stories_resumes_with_the_series_voice_and_the_s
         assert night.poll() is None, "the queue ended before the second story's speech was checkpointed"
         assert any(k.startswith("2.story") for k in _entries(folder, "b")), "b's speech never got a checkpoint"
     finally:
-        _kill_group(night)
+        kill_tree(night)
     before = {story: _entries(folder, story) for story in ("a", "b")}
     a_log = (folder / "a" / "gen.audio" / "log.txt").read_text(encoding="utf-8")
     assert channel_state(folder)["a"]["state"] == "finished" and channel_state(folder)["b"]["state"] == "running"

@@ -2,18 +2,15 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
-from tests.support.project import copy_pipeline, env_for, run_generate
+from tests.support.project import copy_pipeline, env_for, run_generate, kill_tree
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes" / "orch"))
 import orch_support as S  # noqa: E402
@@ -40,22 +37,6 @@ def _status_rows(pipeline: Path, env: dict[str, str]) -> dict[str, list[str]]:
     return rows
 
 
-def _kill_run(proc: subprocess.Popen) -> None:
-    """SIGKILL the orchestrator's group and the script it runs (in a session of its own)."""
-    try:
-        children = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    os.killpg(proc.pid, signal.SIGKILL)
-    for child in children:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait(timeout=10)
-    psutil.wait_procs(children, timeout=10)
-
-
 def test_status_after_a_killed_and_resumed_run(tmp_path: Path) -> None:
     pipeline = copy_pipeline(tmp_path)
     env = env_for(PIPELINE_ENGINE="offline")
@@ -70,7 +51,7 @@ def test_status_after_a_killed_and_resumed_run(tmp_path: Path) -> None:
         assert proc.poll() is None, "the run ended before it could be killed"
         assert _items(state), "2.story.py recorded no item in time"
     finally:
-        _kill_run(proc)
+        kill_tree(proc)
     before = len(_items(state))
     assert 0 < before < STORY_ITEMS
 
@@ -138,7 +119,7 @@ def _kill_when(proc: subprocess.Popen, ready) -> None:
         assert proc.poll() is None, "the run ended before it could be killed"
         assert ready(), "the moment to kill never came"
     finally:
-        _kill_run(proc)
+        kill_tree(proc)
 
 
 def test_status_and_report_after_two_kills_and_a_final_resume(tmp_path: Path) -> None:

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import psutil
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,3 +68,20 @@ def spoken_pipeline(tmp_path: Path) -> Path:
         result = run_script(pipeline, step, env=offline)
         assert result.returncode == 0, result.stdout + result.stderr
     return pipeline
+
+
+def kill_tree(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGKILL an orchestrator's process group and the scripts it runs (each in a session of its own),
+    like a power cut; returns once they are all gone."""
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    os.killpg(proc.pid, signal.SIGKILL)
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait(timeout=timeout)
+    psutil.wait_procs(children, timeout=timeout)
