@@ -82,9 +82,12 @@ def test_sigkill_at_random_moments_never_publishes_twice(tmp_path, media):
     rng = random.Random(SEED)
     moments: list[str] = []
     night = 0
-    while len(moments) < WANTED_KILLS:
+    # Kill moments come from observed events; which event a kill lands after depends on the machine's
+    # speed, so nights go on until every kind of moment was hit (bounded), not for a fixed count only.
+    wanted = {"token", "chunk", "video_created", "thumbnail_set", "caption_added"}
+    while len(moments) < WANTED_KILLS or not wanted <= set(moments):
         night += 1
-        assert night <= 8, f"only {len(moments)} kills in {night - 1} nights: {moments}"
+        assert night <= 12, f"only {len(moments)} kills in {night - 1} nights, at {sorted(set(moments))}: {moments}"
         folder = tmp_path / f"night{night}"
         folder.mkdir()
         with start_fake_youtube(folder) as fake:
@@ -99,7 +102,7 @@ def test_sigkill_at_random_moments_never_publishes_twice(tmp_path, media):
             else:
                 raise AssertionError(f"never finished after 20 runs: {log.read_text()[-2000:]}")
             assert proc.returncode == 0, log.read_text()[-3000:]
-            if len(moments) >= WANTED_KILLS:  # the last night: one more run finds nothing left to do
+            if len(moments) >= WANTED_KILLS and wanted <= set(moments):  # the last night: nothing left to do
                 again = subprocess.run([sys.executable, "12.youtube.py"], cwd=pipeline / "scripts", env=env,
                                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=RUN_TIMEOUT)
                 assert again.returncode == 0 and "0 sent, 3 already done" in again.stdout, again.stdout
@@ -118,4 +121,4 @@ def test_sigkill_at_random_moments_never_publishes_twice(tmp_path, media):
             assert items["video"]["data"]["video_id"] == video_id
             assert items["captions"]["data"]["caption_id"] == fake.events("caption_added")[0]["caption_id"]
     # The kills fell before, during and after the chunks, and between the video, thumbnail and captions.
-    assert {"token", "chunk", "video_created", "thumbnail_set", "caption_added"} <= set(moments), moments
+    assert wanted <= set(moments), moments
