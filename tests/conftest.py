@@ -28,3 +28,18 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+@pytest.fixture
+def lms_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The fake `lms` CLI's state folder (FAKE_LMS_STATE); its server is stopped after the test."""
+    state = tmp_path / "lms-state"
+    state.mkdir()
+    monkeypatch.setenv("FAKE_LMS_STATE", str(state))
+    try:
+        yield state
+    finally:
+        sys.path.insert(0, str(REPO / "tests" / "fakes" / "orch"))
+        import orch_support
+
+        orch_support.stop_fake_lms_server(state)

@@ -27,6 +27,7 @@ from common.services.comfyui.errors import (
 from common.services.comfyui.messages import Progress
 from common.services.comfyui.workflow import Workflow
 from common.run.errors import JobError, ServiceError
+from tests.support.seed import image_prompt
 from tests.fakes import FakeServer, start_fake_comfyui
 from tests.support.project import REPO
 
@@ -37,13 +38,6 @@ pytestmark = pytest.mark.timeout(60)
 def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeServer]:
     with start_fake_comfyui(tmp_path_factory.mktemp("comfy"), job_seconds=0.1) as server:
         yield server
-
-
-def image_prompt(fixtures_dir: Path, text: str, size: tuple[int, int] = (96, 64)) -> dict:
-    wf = Workflow.load(fixtures_dir / "gen.image/workflow/character_location.json")
-    wf.set_prompt(text)
-    wf.set_size(*size)
-    return wf.to_prompt()
 
 
 def free_port() -> int:
@@ -57,18 +51,18 @@ def test_image_job_end_to_end(fake: FakeServer, fixtures_dir: Path, tmp_path: Pa
     assert client.is_up()
     assert client.system_stats()["system"]["comfyui_version"]
     seen: list[Progress] = []
-    files = client.run(image_prompt(fixtures_dir, "a red door"), tmp_path / "a", timeout=30, on_progress=seen.append)
+    files = client.run(image_prompt("a red door", (96, 64)), tmp_path / "a", timeout=30, on_progress=seen.append)
     assert [f.suffix for f in files] == [".png"] and files[0].parent == tmp_path / "a"
     with Image.open(files[0]) as img:
         assert img.size == (96, 64)
     assert any(p.max > 0 and p.value == p.max for p in seen)  # sampler steps reported
-    other = client.run(image_prompt(fixtures_dir, "a blue window"), tmp_path / "b", timeout=30)
+    other = client.run(image_prompt("a blue window", (96, 64)), tmp_path / "b", timeout=30)
     assert files[0].read_bytes() != other[0].read_bytes()  # the prompt shows in the picture
 
 
 def test_identical_resubmission_is_cached_with_the_same_files(fake: FakeServer, fixtures_dir: Path, tmp_path: Path) -> None:
     client = ComfyClient(fake.url)
-    prompt = image_prompt(fixtures_dir, "cached twice", (64, 64))
+    prompt = image_prompt("cached twice", (64, 64))
     first_id = client.queue(prompt)
     first = client.wait(first_id, timeout=30)
     second_id = client.queue(prompt)
@@ -149,7 +143,7 @@ def test_a_missing_input_file_is_named_from_the_node_and_a_subfolder_upload_load
 
 
 def test_unknown_node_class_names_the_class_and_the_missing_pack(fake: FakeServer, fixtures_dir: Path) -> None:
-    prompt = image_prompt(fixtures_dir, "x")
+    prompt = image_prompt("x", (96, 64))
     prompt["50"] = {"class_type": "NoSuchUpscaler", "inputs": {}}
     with pytest.raises(MissingNodeError) as err:
         ComfyClient(fake.url).queue(prompt)
@@ -159,7 +153,7 @@ def test_unknown_node_class_names_the_class_and_the_missing_pack(fake: FakeServe
 
 
 def test_missing_model_names_node_input_file_and_folder(fake: FakeServer, fixtures_dir: Path) -> None:
-    prompt = image_prompt(fixtures_dir, "x")
+    prompt = image_prompt("x", (96, 64))
     prompt["41"]["inputs"]["unet_name"] = "flux1-dev-Q4_0.gguf"
     with pytest.raises(MissingModelError) as err:
         ComfyClient(fake.url).queue(prompt)
@@ -171,7 +165,7 @@ def test_missing_model_names_node_input_file_and_folder(fake: FakeServer, fixtur
 
 def test_partly_valid_prompt_is_refused_and_its_valid_half_cancelled(fake: FakeServer, fixtures_dir: Path) -> None:
     # ComfyUI answers 200 and queues the valid outputs; the node_errors must still stop us.
-    prompt = image_prompt(fixtures_dir, "half")
+    prompt = image_prompt("half", (96, 64))
     prompt["60"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "missing.safetensors"}}
     prompt["61"] = {"class_type": "VAEDecode", "inputs": {"samples": ["16", 0], "vae": ["60", 2]}}
     prompt["62"] = {"class_type": "SaveImage", "inputs": {"images": ["61", 0], "filename_prefix": "half"}}
@@ -214,7 +208,7 @@ def test_connection_refused_is_one_plain_sentence() -> None:
 @pytest.mark.parametrize("ws_mode", ["refuse", "drop"])
 def test_waits_through_history_when_the_socket_fails(ws_mode: str, fixtures_dir: Path, tmp_path: Path) -> None:
     with start_fake_comfyui(tmp_path, ws=ws_mode, job_seconds=0.3) as server:
-        files = ComfyClient(server.url).run(image_prompt(fixtures_dir, f"no socket {ws_mode}"), tmp_path / "out", timeout=30)
+        files = ComfyClient(server.url).run(image_prompt(f"no socket {ws_mode}", (96, 64)), tmp_path / "out", timeout=30)
         assert len(files) == 1 and files[0].stat().st_size > 0
         assert server.jobs_run("success") == 1
 
@@ -223,21 +217,21 @@ def test_execution_error_then_oom_are_told_apart(fixtures_dir: Path, tmp_path: P
     with start_fake_comfyui(tmp_path, fail_mode="execution_error", fail_jobs=1) as server:
         client = ComfyClient(server.url)
         with pytest.raises(ExecutionError) as err:
-            client.run(image_prompt(fixtures_dir, "boom"), tmp_path / "o", timeout=30)
+            client.run(image_prompt("boom", (96, 64)), tmp_path / "o", timeout=30)
         assert not isinstance(err.value, OutOfMemoryJobError)
         assert "node 16 (KSampler)" in str(err.value) and "RuntimeError" in str(err.value)
-        assert client.run(image_prompt(fixtures_dir, "fine now"), tmp_path / "o", timeout=30)
+        assert client.run(image_prompt("fine now", (96, 64)), tmp_path / "o", timeout=30)
 
 
 def test_out_of_memory_is_recognisable(fixtures_dir: Path, tmp_path: Path) -> None:
     with start_fake_comfyui(tmp_path, fail_mode="oom", fail_jobs=1) as server:
         client = ComfyClient(server.url)
         with pytest.raises(OutOfMemoryJobError) as err:
-            client.run(image_prompt(fixtures_dir, "too big"), tmp_path / "o", timeout=30)
+            client.run(image_prompt("too big", (96, 64)), tmp_path / "o", timeout=30)
         assert isinstance(err.value, JobError)
         assert "ran out of GPU memory in node 16 (KSampler)" in str(err.value)
         assert err.value.exception_type == "torch.OutOfMemoryError"
-        assert client.run(image_prompt(fixtures_dir, "retry"), tmp_path / "o", timeout=30)  # the retry works
+        assert client.run(image_prompt("retry", (96, 64)), tmp_path / "o", timeout=30)  # the retry works
 
 
 def test_ctrl_c_interrupts_the_job_timeout_interrupts_and_a_restart_loses_it(
@@ -251,19 +245,19 @@ def test_ctrl_c_interrupts_the_job_timeout_interrupts_and_a_restart_loses_it(
                 raise KeyboardInterrupt
 
         with pytest.raises(KeyboardInterrupt):
-            client.run(image_prompt(fixtures_dir, "ctrl c"), tmp_path / "o", timeout=30, on_progress=press_ctrl_c)
+            client.run(image_prompt("ctrl c", (96, 64)), tmp_path / "o", timeout=30, on_progress=press_ctrl_c)
         pid = server.record_events("prompt")[-1]["prompt_id"]
         assert pid in [e["prompt_id"] for e in server.record_events("interrupt")]
         with pytest.raises(JobInterruptedError):
             client.wait(pid, timeout=10)  # the server stopped it: its history says interrupted
 
         with pytest.raises(JobTimeoutError) as late:
-            client.run(image_prompt(fixtures_dir, "too slow"), tmp_path / "o", timeout=1.0)
+            client.run(image_prompt("too slow", (96, 64)), tmp_path / "o", timeout=1.0)
         with pytest.raises(JobInterruptedError):
             client.wait(late.value.prompt_id, timeout=10)  # giving up also stopped it on the server
         assert server.jobs_run("interrupted") == 2
 
-        stuck = client.queue(image_prompt(fixtures_dir, "lost on restart"))
+        stuck = client.queue(image_prompt("lost on restart", (96, 64)))
         port = server.port
         server.kill()
     monkeypatch.setattr(client_module, "_SERVER_GONE_AFTER", 0.5)

@@ -18,19 +18,12 @@ from common.services.comfyui.client import ComfyClient, job_id
 from common.services.comfyui.errors import JobStalledError
 from common.services.comfyui.messages import Progress
 from common.services.comfyui.pool import ComfyPool, Recovery
-from common.services.comfyui.workflow import Workflow
+from tests.support.seed import image_prompt
 from tests.fakes import FakeServer, start_fake_comfyui
 
 pytestmark = pytest.mark.timeout(120)
 
 SAMPLER, DECODE, SAVE = "16", "20", "21"  # in gen.image/workflow/character_location.json
-
-
-def image_prompt(fixtures_dir: Path, text: str) -> dict[str, Any]:
-    wf = Workflow.load(fixtures_dir / "gen.image/workflow/character_location.json")
-    wf.set_prompt(text)
-    wf.set_size(64, 64)
-    return wf.to_prompt()
 
 
 def interrupted_in(fake: FakeServer, pid: str) -> dict[str, Any]:
@@ -43,7 +36,7 @@ def interrupted_in(fake: FakeServer, pid: str) -> dict[str, Any]:
 
 def test_a_silent_node_slower_than_the_stall_timeout_is_not_interrupted(fixtures_dir: Path, tmp_path: Path) -> None:
     with start_fake_comfyui(tmp_path, job_seconds=0.1, node_seconds={"VAEDecode": 3.0}) as fake:
-        files = ComfyClient(fake.url).run(image_prompt(fixtures_dir, "a long decode"), tmp_path / "out", timeout=60,
+        files = ComfyClient(fake.url).run(image_prompt("a long decode"), tmp_path / "out", timeout=60,
                                           stall_timeout=1, silent_timeout=60)
         assert [f.suffix for f in files] == [".png"]
         assert not fake.record_events("interrupt") and fake.jobs_run("success") == 1
@@ -54,7 +47,7 @@ def test_a_sampler_that_goes_quiet_after_progress_is_interrupted_and_retried(fix
     with start_fake_comfyui(tmp_path, job_seconds=0.1, fail_mode="hang", fail_jobs=1) as fake:
         pool = ComfyPool([fake.url], recovery=Recovery(stall_timeout=1, silent_timeout=0, job_retries=1), say=said.append)
         try:
-            prompt = image_prompt(fixtures_dir, "a quiet sampler")
+            prompt = image_prompt("a quiet sampler")
             files = pool.run(lambda client, lowered: prompt, tmp_path / "out", timeout=60, what="the picture")
         finally:
             pool.close()
@@ -69,7 +62,7 @@ def test_an_interrupt_that_lands_late_in_a_silent_node_is_a_stall_not_a_stuck_se
     with start_fake_comfyui(tmp_path, job_seconds=0.1, node_seconds={"VAEDecode": 4.0}) as fake:
         client = ComfyClient(fake.url)
         with pytest.raises(JobStalledError) as stalled:
-            client.run(image_prompt(fixtures_dir, "a decode too long"), tmp_path / "out", timeout=60,
+            client.run(image_prompt("a decode too long"), tmp_path / "out", timeout=60,
                        stall_timeout=1, silent_timeout=1)
         message = str(stalled.value)
         assert f"node {DECODE} (VAEDecode)" in message and "raise COMFYUI_SILENT_NODE_TIMEOUT" in message
@@ -84,7 +77,7 @@ def test_an_interrupt_that_lands_late_in_a_silent_node_is_a_stall_not_a_stuck_se
         said: list[str] = []
         pool = ComfyPool([fake.url], recovery=Recovery(stall_timeout=1, silent_timeout=1, job_retries=1), say=said.append)
         try:
-            files = pool.run(lambda client, lowered: image_prompt(fixtures_dir, "another long decode"),
+            files = pool.run(lambda client, lowered: image_prompt("another long decode"),
                              tmp_path / "out", timeout=60, what="the picture")
         finally:
             pool.close()
@@ -107,7 +100,7 @@ def test_a_server_that_stops_answering_is_stuck_and_used_again_once_it_answers(f
     with start_fake_comfyui(tmp_path, job_seconds=0.1, fail_mode="stuck", fail_jobs=1, stuck_until=thaw) as fake:
         pool = ComfyPool([fake.url], recovery=Recovery(stall_timeout=1, silent_timeout=0, return_wait=60), say=say)
         try:
-            prompt = image_prompt(fixtures_dir, "a wedged server")
+            prompt = image_prompt("a wedged server")
             files = pool.run(lambda client, lowered: prompt, tmp_path / "out", timeout=90, what="the picture")
         finally:
             pool.close()
@@ -124,7 +117,7 @@ def test_a_job_taken_over_that_ends_interrupted_is_made_again(fixtures_dir: Path
     id); if the watchdog's interrupt lands on it then, the picture is made by a new job."""
     with start_fake_comfyui(tmp_path, job_seconds=0.5) as fake:
         client = ComfyClient(fake.url)
-        prompt = image_prompt(fixtures_dir, "taken over, then stopped")
+        prompt = image_prompt("taken over, then stopped")
         left = client.queue(prompt, prompt_id=job_id(prompt))  # what the run that lost the server left
 
         def interrupt_once(progress: Progress) -> None:

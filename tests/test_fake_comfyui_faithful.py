@@ -22,7 +22,7 @@ import common.services.comfyui.client as client_module
 from common.services.comfyui.client import ComfyClient
 from common.services.comfyui.errors import WorkflowRejectedError
 from common.services.comfyui.messages import Progress
-from common.services.comfyui.workflow import Workflow
+from tests.support.seed import image_prompt
 from tests.fakes import FakeServer, start_fake_comfyui
 
 pytestmark = pytest.mark.timeout(90)
@@ -42,13 +42,6 @@ def hold(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fake(tmp_path_factory: pytest.TempPathFactory, hold: Path) -> Iterator[FakeServer]:
     with start_fake_comfyui(tmp_path_factory.mktemp("comfy"), job_seconds=0.1, hold=hold) as server:
         yield server
-
-
-def image_prompt(fixtures_dir: Path, text: str) -> dict[str, Any]:
-    wf = Workflow.load(fixtures_dir / "gen.image/workflow/character_location.json")
-    wf.set_prompt(text)
-    wf.set_size(64, 48)
-    return wf.to_prompt()
 
 
 def connect(fake: FakeServer, client_id: str) -> websocket.WebSocket:
@@ -98,7 +91,7 @@ def test_a_reconnect_mid_job_hears_the_running_node_without_a_prompt_id(fake: Fa
     hold.touch()
     try:
         first = connect(fake, cid)
-        pid = post(fake, {"prompt": image_prompt(fixtures_dir, "reconnect raw"), "client_id": cid}).json()["prompt_id"]
+        pid = post(fake, {"prompt": image_prompt("reconnect raw", (64, 48)), "client_id": cid}).json()["prompt_id"]
         read_until(first, executing(SAMPLER))
         again = connect(fake, cid)
         hello = read_until(again, lambda m: m["type"] == "executing")
@@ -147,7 +140,7 @@ def test_our_client_listening_again_mid_job_keeps_watching_it_to_the_end(fake: F
     heard = Heard(monkeypatch, on_bare=lambda: hold.unlink(missing_ok=True))  # told the node: let the job go on
     hold.touch()
     try:
-        pid = client.queue(image_prompt(fixtures_dir, "reconnect client"))
+        pid = client.queue(image_prompt("reconnect client", (64, 48)))
         watcher = connect(fake, client.client_id)  # our socket of the moment: it sees the job reach the sampler
         read_until(watcher, executing(SAMPLER))
         entry = client.wait(pid, timeout=WAIT, on_progress=heard.progress)  # listens again, mid-job
@@ -170,10 +163,10 @@ def test_a_bare_executing_of_another_job_is_never_taken_for_ours(fake: FakeServe
     heard = Heard(monkeypatch, on_bare=lambda: hold.unlink(missing_ok=True))
     hold.touch()
     try:
-        first = client.queue(image_prompt(fixtures_dir, "first of two"))
+        first = client.queue(image_prompt("first of two", (64, 48)))
         watcher = connect(fake, client.client_id)
         read_until(watcher, executing(SAMPLER))
-        second = client.queue(image_prompt(fixtures_dir, "second of two"))
+        second = client.queue(image_prompt("second of two", (64, 48)))
         client.wait(second, timeout=WAIT, on_progress=heard.progress)
         watcher.close()
     finally:
@@ -190,7 +183,7 @@ def test_a_bare_executing_of_another_job_is_never_taken_for_ours(fake: FakeServe
 def test_progress_state_lists_started_nodes_only_and_a_cached_output_is_still_executed(fake: FakeServer,
                                                                                        fixtures_dir: Path) -> None:
     cid = uuid.uuid4().hex
-    prompt = image_prompt(fixtures_dir, "progress state")
+    prompt = image_prompt("progress state", (64, 48))
     prompt["90"] = {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}}
     ws, bystander = connect(fake, cid), connect(fake, uuid.uuid4().hex)
     pid = post(fake, {"prompt": prompt, "client_id": cid}).json()["prompt_id"]
@@ -247,7 +240,7 @@ def test_progress_state_lists_started_nodes_only_and_a_cached_output_is_still_ex
 def test_our_client_downloads_the_outputs_of_a_fully_cached_job(fake: FakeServer, fixtures_dir: Path, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     client = ComfyClient(fake.url)
-    prompt = image_prompt(fixtures_dir, "cached job, client")
+    prompt = image_prompt("cached job, client", (64, 48))
     first = client.run(prompt, tmp_path / "first", timeout=WAIT)
     heard = Heard(monkeypatch)
     again = client.run(prompt, tmp_path / "again", timeout=WAIT, on_progress=heard.progress, stall_timeout=WAIT,
@@ -266,10 +259,10 @@ def test_a_null_prompt_id_becomes_None_and_queue_items_carry_their_create_time(f
     before = int(time.time() * 1000)
     hold.touch()
     try:
-        answer = post(fake, {"prompt": image_prompt(fixtures_dir, "null id"), "prompt_id": None, "client_id": cid,
+        answer = post(fake, {"prompt": image_prompt("null id", (64, 48)), "prompt_id": None, "client_id": cid,
                              "extra_data": {"api_key_comfy_org": "secret", "mine": 1}}).json()
         assert answer["prompt_id"] == "None"
-        behind = post(fake, {"prompt": image_prompt(fixtures_dir, "behind null id")}).json()["prompt_id"]
+        behind = post(fake, {"prompt": image_prompt("behind null id", (64, 48))}).json()["prompt_id"]
         queue = eventually(lambda: (q := requests.get(f"{fake.url}/queue", timeout=WAIT).json())["queue_running"] and q)
     finally:
         hold.unlink(missing_ok=True)
@@ -314,9 +307,9 @@ def test_validation_exceptions_carry_a_traceback(fake: FakeServer) -> None:
 def test_our_client_never_sends_a_null_prompt_id_and_names_a_broken_link(fake: FakeServer, fixtures_dir: Path,
                                                                          tmp_path: Path) -> None:
     client = ComfyClient(fake.url)
-    queued = client.queue(image_prompt(fixtures_dir, "own id"), prompt_id=None)
+    queued = client.queue(image_prompt("own id", (64, 48)), prompt_id=None)
     client.wait(queued, timeout=WAIT)
-    client.run(image_prompt(fixtures_dir, "own id, run"), tmp_path, timeout=WAIT)
+    client.run(image_prompt("own id, run", (64, 48)), tmp_path, timeout=WAIT)
     ours = [e["prompt_id"] for e in fake.record_events("prompt") if e["client_id"] == client.client_id]
     assert len(ours) == 2 and queued in ours and all(str(uuid.UUID(p)) == p for p in ours)
 

@@ -16,19 +16,12 @@ import pytest
 import requests
 import websocket
 
-from common.services.comfyui.workflow import Workflow
+from tests.support.seed import image_prompt
 from tests.fakes import FakeServer, start_fake_comfyui
 
 pytestmark = pytest.mark.timeout(60)
 
 SAMPLER, DECODE, SAVE = "16", "20", "21"  # in gen.image/workflow/character_location.json
-
-
-def image_prompt(fixtures_dir: Path, text: str) -> dict[str, Any]:
-    wf = Workflow.load(fixtures_dir / "gen.image/workflow/character_location.json")
-    wf.set_prompt(text)
-    wf.set_size(64, 64)
-    return wf.to_prompt()
 
 
 def run_job(fake: FakeServer, prompt: dict[str, Any],
@@ -77,7 +70,7 @@ def ending(seen: list[dict[str, Any]]) -> dict[str, Any]:
 def test_only_samplers_send_progress(fixtures_dir: Path, tmp_path: Path) -> None:
     slow = {"UnetLoaderGGUF": 0.3, "VAEDecode": 0.3, "SaveImage": 0.3}  # a load, a decode, a save: all silent
     with start_fake_comfyui(tmp_path, job_seconds=0.2, node_seconds=slow) as fake:
-        prompt = image_prompt(fixtures_dir, "progress from the sampler")
+        prompt = image_prompt("progress from the sampler")
         _, seen = run_job(fake, prompt)
         progress = [m["data"]["node"] for m in seen if m["type"] == "progress"]
         assert progress and set(progress) == {SAMPLER} and prompt[SAMPLER]["class_type"] == "KSampler"
@@ -92,7 +85,7 @@ def test_only_samplers_send_progress(fixtures_dir: Path, tmp_path: Path) -> None
 
 def test_an_interrupt_lands_inside_a_sampler(fixtures_dir: Path, tmp_path: Path) -> None:
     with start_fake_comfyui(tmp_path, job_seconds=2.0) as fake:
-        _, seen = run_job(fake, image_prompt(fixtures_dir, "stopped mid-sampling"),
+        _, seen = run_job(fake, image_prompt("stopped mid-sampling"),
                           on_message=interrupt_when("progress", SAMPLER, fake))
         end = ending(seen)
         assert end["type"] == "execution_interrupted" and end["data"]["node_id"] == SAMPLER
@@ -102,7 +95,7 @@ def test_an_interrupt_lands_inside_a_sampler(fixtures_dir: Path, tmp_path: Path)
 
 def test_an_interrupt_of_a_silent_node_waits_for_its_end(fixtures_dir: Path, tmp_path: Path) -> None:
     with start_fake_comfyui(tmp_path, job_seconds=0.1, node_seconds={"VAEDecode": 2.0, "SaveImage": 2.0}) as fake:
-        _, seen = run_job(fake, image_prompt(fixtures_dir, "a long decode"),
+        _, seen = run_job(fake, image_prompt("a long decode"),
                           on_message=interrupt_when("executing", DECODE, fake))
         assert fake.record_events("interrupt")[-1]["node"] == DECODE  # it came while the decode ran...
         end = ending(seen)
@@ -110,7 +103,7 @@ def test_an_interrupt_of_a_silent_node_waits_for_its_end(fixtures_dir: Path, tmp
         assert end["type"] == "execution_interrupted" and end["data"]["node_id"] == SAVE
         assert DECODE in end["data"]["executed"] and SAVE not in end["data"]["executed"]
         # In the last node, an interrupt lands nowhere: the job finishes and saves its picture.
-        pid, seen = run_job(fake, image_prompt(fixtures_dir, "a long save"), on_message=interrupt_when("executing", SAVE, fake))
+        pid, seen = run_job(fake, image_prompt("a long save"), on_message=interrupt_when("executing", SAVE, fake))
         assert fake.record_events("interrupt")[-1]["node"] == SAVE
         assert ending(seen)["type"] == "execution_success"
         history = requests.get(f"{fake.url}/history/{pid}", timeout=10).json()[pid]

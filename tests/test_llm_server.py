@@ -30,17 +30,6 @@ pytestmark = pytest.mark.timeout(60)
 URL_FORMS = ("http://127.0.0.1:{port}", "http://127.0.0.1:{port}/", "http://127.0.0.1:{port}/v1/")
 
 
-@pytest.fixture
-def lms_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    state = tmp_path / "lms-state"
-    state.mkdir()
-    monkeypatch.setenv("FAKE_LMS_STATE", str(state))
-    try:
-        yield state
-    finally:
-        S.stop_fake_lms_server(state)
-
-
 def lms(state: Path, *args: str) -> subprocess.CompletedProcess:
     """The fake `lms`, run as the user would run the real one."""
     return subprocess.run([sys.executable, str(S.FAKE_LMS), *args], env={**os.environ, "FAKE_LMS_STATE": str(state)},

@@ -34,17 +34,6 @@ def comfy_service(tmp_path: Path, comfy_dir: Path, port: int, lines: list[str] |
                           say=(lines.append if lines is not None else None))
 
 
-@pytest.fixture
-def lms_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    state = tmp_path / "lms-state"
-    state.mkdir()
-    monkeypatch.setenv("FAKE_LMS_STATE", str(state))
-    try:
-        yield state
-    finally:
-        S.stop_fake_lms_server(state)
-
-
 # --------------------------------------------------------------------------- wait_until
 
 
