@@ -90,6 +90,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported: its sibling by name
 from schema_faker import SchemaFaker, derived_text  # noqa: E402
+from serving import serve_until_stopped  # noqa: E402
 
 DEFAULT_MODEL = "fake-model"
 
@@ -473,23 +474,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    runner = web.AppRunner(build_app(args), access_log=None, handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port)
-    await site.start()
-    port = runner.addresses[0][1]
-    print(f"fake_llm ready on http://{args.host}:{port}/v1", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    if os.name != "nt":
-        import signal  # noqa: PLC0415
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serve_until_stopped(build_app(args), args.host, args.port, f"fake_llm ready on http://{args.host}:{{port}}/v1")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,6 +44,9 @@ from typing import Any
 
 from aiohttp import web
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported: its sibling by name
+from serving import serve_until_stopped  # noqa: E402
+
 _RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _QUERY = re.compile(r"bytes \*/(\d+)")
 
@@ -272,23 +275,7 @@ def build_app(state: State) -> web.Application:
 
 async def serve(args: argparse.Namespace) -> None:
     state = State(Path(args.record) if args.record else None)
-    runner = web.AppRunner(build_app(state), access_log=None, handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.port)
-    await site.start()
-    port = runner.addresses[0][1]
-    print(f"listening on http://127.0.0.1:{port}", flush=True)
-    stop = asyncio.Event()
-    if os.name != "nt":
-        import signal
-
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serve_until_stopped(build_app(state), "127.0.0.1", args.port, "listening on http://127.0.0.1:{port}")
 
 
 def main(argv: list[str] | None = None) -> int:
