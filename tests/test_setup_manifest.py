@@ -25,7 +25,7 @@ def _same_folder(a: str, b: str) -> bool:
 
 def test_every_shipped_workflow_is_covered() -> None:
     manifest = load_manifest()
-    assert len(WORKFLOWS) == 10 and len(CORE) == 568
+    assert len(WORKFLOWS) == 11 and len(CORE) == 568
     for path in WORKFLOWS:
         nodes = Workflow.load(path).nodes
         for node_id, node in nodes.items():

@@ -15,6 +15,7 @@ from common.audio.voices import Voice
 
 if TYPE_CHECKING:
     from common.video.animation import FrameRule
+    from common.video.speaking import TalkRule
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,10 @@ class ClipRequest:
     audio: Path | None = None
     speaker: tuple[str, str] | None = None
     lead: int = 0
+    # A sound-to-video chunk after the first continues the clip saved in `latent` (the previous job's
+    # SaveLatent file); `keep_latent`: this chunk is not the last, its product is that file, not a video.
+    latent: Path | None = None
+    keep_latent: bool = False
 
     @property
     def frame_count(self) -> int:
@@ -134,6 +139,11 @@ class ClipRequest:
 class AnimationEngine(Engine, Protocol):
     def frame_rule(self) -> "FrameRule":
         """Which frame counts one job may have, and how long it may be (common.video.animation.FrameRule)."""
+        ...
+
+    def talk_rule(self) -> "TalkRule | None":
+        """How this engine's sound-to-video model makes speaking clips (common.video.speaking.TalkPlan), or
+        None when a speaking shot is one ordinary job that gets the line's audio (offline) or none."""
         ...
 
     def animate(self, request: ClipRequest, out_mp4: Path) -> Path:

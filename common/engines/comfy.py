@@ -18,7 +18,9 @@ from common.services.comfyui.client import ComfyClient
 from common.services.comfyui.pool import ComfyPool
 from common.pictures.references import add_reference_latents, edit_encoders, set_edit_images
 from common.engines.comfy_speech import build_speech_prompt
+from common.engines.comfy_talk import talk_workflow
 from common.video.animation import FrameRule
+from common.video.speaking import TalkRule
 from common.services.comfyui.workflow import Workflow
 from common.engines.base import ClipRequest, ImageRequest, SpeechLine, SpokenChunk
 from common.run.errors import InputError, JobError
@@ -85,6 +87,16 @@ def apportion_spans(texts: Sequence[str], total: float, pause: float) -> tuple[t
 
 
 _AUDIO_FILES = (".wav", ".flac", ".mp3", ".ogg", ".opus")
+
+
+def _copied_to(out: Path) -> Callable[[Path], Path]:
+    """A job's `keep`: its file copied, whole or not at all, to `out`."""
+    def keep(made: Path) -> Path:
+        with atomic_path(out) as part:
+            part.write_bytes(made.read_bytes())
+        return out
+
+    return keep
 
 
 @dataclass
@@ -341,14 +353,21 @@ class ComfyAnimation(_OnPool):
     rule: FrameRule = field(default_factory=lambda: FrameRule(8, None, "ltx"))
     timeout: float = 3600.0
     oom_scale: float = 0.75
+    # The sound-to-video workflow (speak_wan.json) and its rule; None: speaking shots are ordinary clips.
+    speaking: Path | None = None
+    talk: TalkRule | None = None
 
     def identity(self) -> dict[str, object]:
-        # The length limit is not here: it changes the plan (and so each job's frames), not a job.
+        # The length limit is not here: it changes the plan (and so each job's frames), not a job. Nor is
+        # the speaking workflow: it is in its own jobs' fingerprints (TalkRule.identity).
         return {"engine": "comfyui-animation", "version": 2, **_template_identity(self.template),
                 "model": self.rule.name, "step": self.rule.step}
 
     def frame_rule(self) -> FrameRule:
         return self.rule
+
+    def talk_rule(self) -> TalkRule | None:
+        return self.talk if self.speaking is not None else None
 
     def _graph(self, request: ClipRequest, frames: int, client: ComfyClient) -> Workflow:
         workflow = Workflow.load(self.template)
@@ -377,6 +396,8 @@ class ComfyAnimation(_OnPool):
         return workflow
 
     def animate(self, request: ClipRequest, out_mp4: Path) -> Path:
+        if request.audio is not None and self.talk_rule() is not None:
+            return self._speak(request, out_mp4)
         frames = request.frame_count
         if not self.rule.valid(frames):
             frames = self.rule.round_up(frames)  # the model would round (or refuse) it anyway
@@ -387,10 +408,25 @@ class ComfyAnimation(_OnPool):
                 lower_for_memory(workflow, request.width, request.height, self.oom_scale)
             return workflow.to_prompt()
 
-        def keep(clip: Path) -> Path:
-            with atomic_path(out_mp4) as part:
-                part.write_bytes(clip.read_bytes())
-            return out_mp4
-
         return self._job(build, out_mp4, "clip-", what=f"the clip of {request.scene_id}",
-                         output=(_VIDEO_FILES, "animation"), keep=keep)
+                         output=(_VIDEO_FILES, "animation"), keep=_copied_to(out_mp4))
+
+    def _speak(self, request: ClipRequest, out: Path) -> Path:
+        """One chunk of a speaking clip (common.engines.comfy_talk): its video, or with `keep_latent` the
+        latent the next chunk extends. Frame counts are the caller's plan (TalkPlan), already on the rule."""
+        assert self.speaking is not None and self.talk is not None and request.audio is not None
+        template, fps = self.speaking, self.talk.fps
+
+        def build(client: ComfyClient, lowered: bool) -> dict:
+            latent = client.upload_image(request.latent) if request.latent is not None else None
+            workflow = talk_workflow(template, request, fps=fps, image=client.upload_image(request.image),
+                                     audio=client.upload_image(request.audio), latent=latent)
+            if lowered and latent is None:
+                lower_for_memory(workflow, request.width, request.height, self.oom_scale)
+            elif lowered:  # an extension's size is its latent's: only the decoding can need less
+                workflow.use_tiled_decode()
+            return workflow.to_prompt()
+
+        output = (((".latent",), "latent") if request.keep_latent else (_VIDEO_FILES, "speaking clip"))
+        return self._job(build, out, "talk-", what=f"the speaking clip of {request.scene_id}", output=output,
+                         keep=_copied_to(out))

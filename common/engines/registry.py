@@ -92,13 +92,16 @@ def _comfy_image(settings: Settings, pipeline_dir: Path) -> Any:
 @register("animation", "comfyui")
 def _comfy_animation(settings: Settings, pipeline_dir: Path) -> Any:
     from common.video.animation import model_rule
+    from common.video.speaking import s2v_rule
     from common.engines.comfy import ComfyAnimation
 
     # VIDEO_WORKFLOW picks the model family: its workflow file and its frame rule / length limit.
     files = {"ltx": "animate.json", "wan": "animate_wan.json"}
     rule = model_rule(settings.VIDEO_WORKFLOW, settings.MODEL_MAX_SECONDS)
+    speaking = _workflow(pipeline_dir, settings.SPEAKING_WORKFLOW) if settings.SPEAKING_WORKFLOW else None
     return ComfyAnimation(_comfy_pool(settings), _workflow(pipeline_dir, files[settings.VIDEO_WORKFLOW]), rule,
-                          timeout=settings.COMFYUI_JOB_TIMEOUT, oom_scale=settings.COMFYUI_OOM_SCALE)
+                          timeout=settings.COMFYUI_JOB_TIMEOUT, oom_scale=settings.COMFYUI_OOM_SCALE,
+                          speaking=speaking, talk=s2v_rule(speaking, settings.MODEL_MAX_SECONDS) if speaking else None)
 
 
 # Offline engines that take no settings; imported only when chosen, like every engine here.

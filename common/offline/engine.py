@@ -155,6 +155,9 @@ class OfflineAnimation(_Offline):
 
         return FrameRule(1, None, "kenburns")
 
+    def talk_rule(self) -> None:
+        return None  # a speaking shot is one direct job: the talking card takes the line's audio itself
+
     def animate(self, request: ClipRequest, out_mp4: Path) -> Path:
         from common.offline import kenburns
 

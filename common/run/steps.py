@@ -75,7 +75,7 @@ COMFYUI_WORKFLOWS: dict[tuple[str, str], Callable[[Any], list[str]]] = {
     ("gen.image", "3.scene.py"): lambda s: (["plate.json", "pose.json", "composite.json"] if s.KEYFRAME_MODE == "layered"
                                             else ["scene.json"]),
     ("gen.video", "3.animate.py"): lambda s: [{"ltx": "animate.json", "wan": "animate_wan.json"}.get(
-        str(s.VIDEO_WORKFLOW), "animate.json")],
+        str(s.VIDEO_WORKFLOW), "animate.json")] + ([s.SPEAKING_WORKFLOW] if s.SPEAKING_SHOTS and s.SPEAKING_WORKFLOW else []),
 }
 # Node classes that need a newer ComfyUI than the rest, with the minimum version and what they make: the
 # preflight compares /system_stats's comfyui_version with it for every workflow about to be queued. Keyed by

@@ -17,11 +17,12 @@ import json
 import math
 import re
 import wave
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from common.run.errors import InputError
+from common.run.errors import ConfigError, InputError
+from common.state.checkpoints import file_digest
 from common.video.animation import FrameRule
 from common.video.storyboard import Shot, Storyboard
 
@@ -116,6 +117,96 @@ def speaking_spans(board: Storyboard, lines: Sequence[LineTiming], rule: FrameRu
             continue  # too short for one model job: a still with moving lips would only flicker
         found[shot.clip] = span
     return found
+
+
+# ---------------------------------------------------------------- sound-to-video jobs
+
+@dataclass(frozen=True)
+class TalkRule:
+    """How a sound-to-video model makes a speaking clip (Wan 2.2 S2V: 4n+1 frames, at most 77 per job, 16 fps).
+
+    The model hears its audio at its own frame rate (frame i is the sound at i / fps), so its jobs
+    are counted at `fps`, not at the film's: asking Wan S2V for 24 frames a second would run the
+    lips half again as fast as the voice. `identity` goes into every speaking job's fingerprint.
+    """
+
+    rule: FrameRule
+    fps: float
+    identity: Mapping[str, object] = field(default_factory=dict, compare=False)
+
+    @property
+    def max_latent(self) -> int:
+        """Latent frames one job may add (77 frames at step 4: 20)."""
+        most = self.rule.max_frames(self.fps)
+        return (most - 1) // self.rule.step + 1 if most else 1 << 30
+
+
+@dataclass(frozen=True)
+class TalkPlan:
+    """A speaking clip as model jobs: the first makes `chunks[0]` frames from the picture and the line,
+    each next one extends the latent of all before it (WanSoundImageToVideoExtend, which reads the line
+    from where the latent ends); the last job decodes the whole latent into `frames` frames at `fps`.
+
+    A latent of T frames decodes to step * (T - 1) + 1 pixel frames, and a job of `length` frames
+    makes (length - 1) // step + 1 latent frames, so each chunk's length is step * (t - 1) + 1."""
+
+    chunks: tuple[int, ...]
+    talk: TalkRule
+
+    @property
+    def step(self) -> int:
+        return self.talk.rule.step
+
+    @property
+    def fps(self) -> float:
+        return self.talk.fps
+
+    @property
+    def latent(self) -> int:
+        return sum((length - 1) // self.step + 1 for length in self.chunks)
+
+    @property
+    def frames(self) -> int:
+        return self.step * (self.latent - 1) + 1
+
+    def to_json(self) -> dict[str, object]:
+        return {"chunks": list(self.chunks), "step": self.step, "fps": self.fps, "model": self.talk.rule.name}
+
+    def indices(self, slot: int, lead: int, fps: float) -> list[int]:
+        """Which model frame each of the slot's `slot` film frames shows: the first model frame until the
+        line starts (`lead` frames in), then the frame of the same instant (nearest), held at the end."""
+        last = self.frames - 1
+        return [min(last, max(0, round((k - lead) * self.fps / fps))) for k in range(slot)]
+
+
+# Wan 2.2 S2V hears its audio at 16 frames a second (comfy_extras/nodes_wan.py, wan_sound_to_video: fps = 16)
+# and makes 4n+1 frames; ComfyUI's own S2V template makes 77 of them (4.75 s) per job.
+S2V_FPS = 16
+S2V_MAX_SECONDS = 4.75
+
+
+def s2v_rule(workflow: Path, max_seconds: Mapping[str, object] | None = None) -> TalkRule:
+    """The Wan 2.2 S2V rule for a speaking workflow file (MODEL_MAX_SECONDS["s2v"] bounds one job)."""
+    value = (max_seconds or {}).get("s2v", S2V_MAX_SECONDS)
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not seconds * S2V_FPS >= 4:
+        raise ConfigError(f"MODEL_MAX_SECONDS['s2v'] is {value!r}; give at least 0.25 seconds (one 5-frame job).")
+    identity = {"engine": "comfyui-s2v", "workflow": workflow.name, "sha256": file_digest(workflow), "fps": S2V_FPS}
+    return TalkRule(FrameRule(4, seconds, "wan-s2v"), S2V_FPS, identity)
+
+
+def plan_talk(seconds: float, talk: TalkRule) -> TalkPlan:
+    """The fewest, most even jobs whose decoded frames cover `seconds` of speech at the model's fps."""
+    step = talk.rule.step
+    needed = max(talk.rule.min_frames, math.ceil(seconds * talk.fps - 1e-6))
+    total = (needed - 1 + step - 1) // step + 1  # latent frames: step * (total - 1) + 1 >= needed
+    count = -(-total // talk.max_latent)
+    share, extra = divmod(total, count)
+    latents = [share + (1 if k < extra else 0) for k in range(count)]
+    return TalkPlan(tuple(step * (t - 1) + 1 for t in latents), talk)
 
 
 # ---------------------------------------------------------------- audio

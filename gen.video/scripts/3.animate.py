@@ -7,7 +7,9 @@ MODEL_MAX_SECONDS is chained from segments, each starting from the previous one'
 with FIRST_LAST_FRAME a scene followed by one in the same place ends on that scene's picture.
 Short or listed scenes (HOLD_SHORT_SCENES_BELOW, HELD_SCENES) get a Ken Burns push instead.
 A speaking shot (common.video.speaking, SPEAKING_SHOTS) gets its speaker's line cut from
-gen.audio's story.wav; offline it is the speaker's card with a mouth following the line.
+gen.audio's story.wav: through ComfyUI it is made by Wan 2.2 S2V (SPEAKING_WORKFLOW), in chunks
+that extend each other's latent for a long line; offline it is the speaker's card with a mouth
+following the line.
 Each finished clip's first, middle and last frames are scored by the identity judge against its
 characters' sheets, and a clip that drifted is made again with new seeds (common.video.clip_judge,
 IDENTITY_THRESHOLD, IDENTITY_RETAKES; scores in output/identity.json).
@@ -28,7 +30,8 @@ from common.video.storyboard import read_storyboard
 script = Script(__file__, "animate every scene into output/animation/<scene_id>.mp4",
                 settings_keys=("VIDEO_WORKFLOW", "VIDEO_WIDTH", "VIDEO_HEIGHT", "FRAMES_PER_SECOND", "FIRST_LAST_FRAME",
                                "HOLD_SHORT_SCENES_BELOW", "HELD_SCENES", "ENABLE_MOTION", "ENABLE_SCENE",
-                               "ENABLE_LOCATION", "ART_STYLE", "MODEL_MAX_SECONDS", "SPEAKING_SHOTS"))
+                               "ENABLE_LOCATION", "ART_STYLE", "MODEL_MAX_SECONDS", "SPEAKING_SHOTS",
+                               "SPEAKING_WORKFLOW"))
 script.add_argument("--workflow", choices=("ltx", "wan"), setting="VIDEO_WORKFLOW", help="animation model (default ltx)")
 
 
@@ -70,9 +73,10 @@ def main(ctx: ScriptContext) -> None:
         ctx.say(f"warning: HELD_SCENES names {', '.join(unknown)}, which the timeline does not show")
     ctx.say(engines_from_env(ctx.settings).reason)
     engine = get_engine("animation", ctx.settings, ctx.pipeline_dir)
-    rule = engine.frame_rule()
-    speech = speaking_audio(ctx, board, rule, look.fps)
-    jobs, unprompted = build_jobs(board, motions, look, rule, ctx.pipeline_dir, speech)
+    rule, talk = engine.frame_rule(), engine.talk_rule()
+    # A speaking shot must be long enough for one job of the model that makes it, counted at its own rate.
+    speech = speaking_audio(ctx, board, talk.rule if talk else rule, talk.fps if talk else look.fps)
+    jobs, unprompted = build_jobs(board, motions, look, rule, ctx.pipeline_dir, speech, talk)
     if unprompted:
         ctx.say(f"{len(unprompted)} scene(s) have no line in {motion_file.name} (e.g. {unprompted[0]}); "
                 "their scene lines stand in (run 2.motion.py to write them)")
@@ -86,9 +90,12 @@ def main(ctx: ScriptContext) -> None:
     ends = sum(j.end_image is not None for j in jobs)
     speaking = sum(j.speech is not None for j in jobs)
     limit = f"{rule.max_seconds:g} s" if rule.max_seconds else "no limit"
-    if speaking and not engine.preview:
-        ctx.say(f"warning: {speaking} speaking shot(s) are animated as ordinary clips: {engine.name} has no "
-                "lip-sync workflow yet (the offline preview shows them)")
+    if speaking and not engine.preview and talk is None:
+        ctx.say(f"warning: {speaking} speaking shot(s) are animated as ordinary clips: SPEAKING_WORKFLOW is empty "
+                "(set it to speak_wan.json for lip sync)")
+    elif talk is not None and speaking:
+        chunks = sum(len(j.talk.chunks) for j in jobs if j.talk is not None)
+        ctx.say(f"{speaking} speaking shot(s) lip-synced by {talk.rule.name} at {talk.fps:g} fps in {chunks} job(s)")
     ctx.say(f"{len(jobs)} clips at {look.width}x{look.height} {look.fps} fps with {engine.name} ({rule.name}, {limit}): "
             f"{held} held, {chained} chained from segments, {ends} ending on the next scene's picture, "
             f"{speaking} speaking")

@@ -39,7 +39,7 @@ SIZE_CLASSES = {
     "EmptyHunyuanLatentVideo", "EmptyMochiLatentVideo", "EmptyCosmosLatentVideo",
     "EmptyHunyuanImageLatent", "EmptyQwenImageLayeredLatentImage", "EmptyFlux2LatentImage",
     "WanImageToVideo", "WanFirstLastFrameToVideo", "Wan22ImageToVideoLatent", "WanVaceToVideo",
-    "WanFunInpaintToVideo", "LTXVImgToVideo",
+    "WanFunInpaintToVideo", "LTXVImgToVideo", "WanSoundImageToVideo", "WanHuMoImageToVideo",
 }
 OUTPUT_CLASSES = {
     "SaveImage", "PreviewImage", "SaveAudio", "SaveAudioMP3", "SaveAudioOpus", "PreviewAudio",
@@ -180,6 +180,22 @@ class Workflow:
         if source_id not in self.nodes:
             raise KeyError(f"no node {source_id} in {self.source}")
         self.nodes[node_id]["inputs"][input_name] = [source_id, slot]
+
+    def ancestors(self, node_id: str) -> set[str]:
+        """`node_id` and every node it reads from, directly or not."""
+        found, todo = set(), [str(node_id)]
+        while todo:
+            current = todo.pop()
+            if current in found or current not in self.nodes:
+                continue
+            found.add(current)
+            todo += [src for _, (src, _) in self.links_of(current)]
+        return found
+
+    def keep_only(self, node_ids: set[str]) -> None:
+        """Drop every other node (a graph cut down to what one output needs)."""
+        for node_id in [n for n in self.nodes if n not in node_ids]:
+            del self.nodes[node_id]
 
     def output_node_ids(self) -> list[str]:
         """Nodes whose results ComfyUI saves or shows: the ones /history lists outputs for."""
