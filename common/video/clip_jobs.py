@@ -222,7 +222,8 @@ class Folders:
 
 def remove_leftovers(folder: Path) -> int:
     """Delete what a killed run left half-made: atomic writes' temp files (`.name.xxxx.tmp.mp4`)
-    and the engine's download folders (`clip-xxxx/`). Finished files are never touched."""
+    and the engine's download folders (`clip-xxxx/`, a speaking chunk's `talk-xxxx/`). Finished files are
+    never touched."""
     import shutil
 
     removed = 0
@@ -232,7 +233,7 @@ def remove_leftovers(folder: Path) -> int:
         if path.is_file() and path.name.startswith(".") and ".tmp" in path.name:
             path.unlink(missing_ok=True)
             removed += 1
-        elif path.is_dir() and path.name.startswith("clip-"):
+        elif path.is_dir() and path.name.startswith(("clip-", "talk-")):
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
     return removed
