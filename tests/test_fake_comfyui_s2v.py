@@ -199,16 +199,6 @@ def test_a_chunk_whose_latent_or_line_is_missing_is_refused_by_name(client: Comf
     s2v_checks.check_missing_audio(client)
 
 
-def test_a_latent_file_that_is_not_safetensors_fails_in_loadlatent(client: ComfyClient, tmp_path: Path) -> None:
-    broken = tmp_path / "broken.latent"
-    broken.write_bytes(b"this is not safetensors at all")
-    loaded = {"src": {"class_type": "LoadLatent", "inputs": {"latent": client.upload_image(broken)}}}
-    with pytest.raises(ExecutionError) as failed:
-        s2v_checks.save_latent(client, loaded, tmp_path / "out", "latents/broken")
-    assert (failed.value.node_type, failed.value.exception_type) == ("LoadLatent", "safetensors._safetensors_rust.SafetensorError")
-    assert failed.value.exception_message == "Error while deserializing header: header too large\n"
-
-
 def test_a_line_that_is_not_audio_fails_the_chunk_in_loadaudio(client: ComfyClient, tmp_path: Path) -> None:
     text = tmp_path / "line.wav"
     text.write_text("not a sound\n")
@@ -229,6 +219,10 @@ def test_shared_latent_round_trip(client: ComfyClient, tmp_path: Path) -> None:
 
 def test_shared_audio_that_is_not_audio(client: ComfyClient, tmp_path: Path) -> None:
     s2v_checks.check_audio_that_is_not_audio(client, tmp_path)
+
+
+def test_shared_latent_that_is_not_safetensors(client: ComfyClient, tmp_path: Path) -> None:
+    s2v_checks.check_latent_that_is_not_safetensors(client, tmp_path)
 
 
 def test_shared_latents_that_do_not_fit(client: ComfyClient, tmp_path: Path) -> None:

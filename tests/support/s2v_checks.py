@@ -20,6 +20,7 @@ import av
 import numpy as np
 import pytest
 import requests
+from PIL import Image
 
 from common.services.comfyui.client import ComfyClient
 from common.services.comfyui.errors import ExecutionError, WorkflowRejectedError
@@ -74,6 +75,7 @@ def save_latent(client: ComfyClient, source: dict[str, Any], dest: Path, prefix:
 
 def check_wav_round_trip(client: ComfyClient, tmp_path: Path) -> None:
     """LoadAudio -> SaveAudio keeps a 16 kHz mono WAV's rate, channels, length and samples (FLAC is lossless)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     source = write_wav(tmp_path / f"line-{uuid.uuid4().hex[:8]}.wav", 1.2345)
     name = client.upload_image(source)
     prompt = {"1": {"class_type": "LoadAudio", "inputs": {"audio": name}},
@@ -145,6 +147,7 @@ def check_missing_audio(client: ComfyClient) -> None:
 
 def check_audio_that_is_not_audio(client: ComfyClient, tmp_path: Path) -> None:
     """A .wav that is text passes validation (the file exists) and fails in LoadAudio, with PyAV's error."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     fake = tmp_path / f"contract-not-audio-{uuid.uuid4().hex[:8]}.wav"
     fake.write_text("this is not audio\n")
     name = client.upload_image(fake)
@@ -156,6 +159,25 @@ def check_audio_that_is_not_audio(client: ComfyClient, tmp_path: Path) -> None:
     assert failed.value.exception_type == "av.error.InvalidDataError"
     message = failed.value.exception_message
     assert message.startswith("[Errno 1094995529] Invalid data found when processing input: '") and message.endswith(f"{name}'\n")
+    picture = tmp_path / f"contract-picture-{uuid.uuid4().hex[:8]}.wav"
+    Image.new("RGB", (8, 8), (uuid.uuid4().int % 256, 0, 0)).save(picture, format="PNG")
+    prompt["1"]["inputs"]["audio"] = client.upload_image(picture)
+    with pytest.raises(ExecutionError) as failed:
+        client.run(prompt, tmp_path / "out", timeout=TIMEOUT)
+    assert (failed.value.exception_type, failed.value.exception_message) == ("ValueError", "No audio stream found in the file.\n")
+
+
+def check_latent_that_is_not_safetensors(client: ComfyClient, tmp_path: Path) -> None:
+    """A text .latent passes validation and fails in LoadLatent, with safetensors' error."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    broken = tmp_path / f"contract-broken-{uuid.uuid4().hex[:8]}.latent"
+    broken.write_bytes(b"this is not safetensors at all")
+    loaded = {"src": {"class_type": "LoadLatent", "inputs": {"latent": client.upload_image(broken)}}}
+    with pytest.raises(ExecutionError) as failed:
+        save_latent(client, loaded, tmp_path / "out", "latents/broken")
+    assert (failed.value.node_id, failed.value.node_type) == ("src", "LoadLatent")
+    assert failed.value.exception_type == "safetensors._safetensors_rust.SafetensorError"
+    assert failed.value.exception_message == "Error while deserializing header: header too large\n"
 
 
 def check_latents_that_do_not_fit(client: ComfyClient, tmp_path: Path) -> None:
@@ -170,3 +192,7 @@ def check_latents_that_do_not_fit(client: ComfyClient, tmp_path: Path) -> None:
     assert (failed.value.node_id, failed.value.node_type, failed.value.exception_type) == ("3", "LatentConcat", "RuntimeError")
     assert failed.value.exception_message == ("Sizes of tensors must match except in dimension 2. "
                                               "Expected size 8 but got size 4 for tensor number 1 in the list.\n")
+    prompt["2"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": height, "batch_size": 1}}
+    with pytest.raises(ExecutionError) as failed:
+        client.run(prompt, tmp_path, timeout=TIMEOUT)
+    assert failed.value.exception_message == "Tensors must have same number of dimensions: got 5 and 4\n"
