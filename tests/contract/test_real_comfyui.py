@@ -273,3 +273,43 @@ def test_gen_video_animates_scenes(server: RealServer, tmp_path: Path) -> None:
         probe = media.probe(clip)
         assert (probe.video.width, probe.video.height) == (64, 48)
         assert clips.decoded_frame_count(clip) == slot_frames(shot.start, shot.end, 8)
+
+
+# ---------------------------------------------------------------- what a Wan S2V chunk chain relies on
+# tests/support/s2v_checks.py: the same checks tests/test_fake_comfyui_s2v.py runs against the fake.
+
+def test_s2v_a_wav_line_and_latent_files_go_through(client: ComfyClient, tmp_path: Path) -> None:
+    """Observed on the real 0.8.0 (CPU, no models): LoadAudio -> SaveAudio of a 16 kHz mono 16-bit WAV
+    gives a 16 kHz mono FLAC of the same samples. SaveLatent writes `latents/<prefix>_00001_.latent`,
+    ui {"latents": [...]}: a safetensors file whose compact JSON header (padded with spaces to 8 bytes)
+    holds `__metadata__` {"prompt": the prompt as JSON, LoadLatent nodes with an `is_changed` hash},
+    `latent_format_version_0` F32 [0] and `latent_tensor` F32 [b, 16, T, h/8, w/8]; it uploads through
+    /upload/image and LoadLatent lists it. EmptyHunyuanLatentVideo's length 10 (not 4n+1) is taken: T = 3."""
+    from tests.support import s2v_checks
+
+    s2v_checks.check_wav_round_trip(client, tmp_path / "wav")
+    s2v_checks.check_latent_round_trip(client, tmp_path / "latent")
+
+
+def test_s2v_a_missing_latent_or_line_is_refused_by_name(client: ComfyClient) -> None:
+    """custom_validation_failed "latent - Invalid latent file: <name>" (LoadLatent's VALIDATE_INPUTS),
+    "audio - Invalid audio file: <name>"; extra_info holds only input_name."""
+    from tests.support import s2v_checks
+
+    s2v_checks.check_missing_latent(client)
+    s2v_checks.check_missing_audio(client)
+
+
+def test_s2v_run_time_failures_carry_the_real_exception(client: ComfyClient, tmp_path: Path) -> None:
+    """Every exception_message ends in "\n" (execution.py: "{ex}\n{tips}"). A text .wav fails in
+    LoadAudio with av.error.InvalidDataError "[Errno 1094995529] Invalid data found when processing
+    input: '<input dir>/<name>'" (a PNG named .wav: ValueError "No audio stream found in the file.");
+    a text .latent fails in LoadLatent with safetensors._safetensors_rust.SafetensorError "Error while
+    deserializing header: header too large"; LatentConcat(t) of widths 8 and 4 with RuntimeError "Sizes
+    of tensors must match except in dimension 2. Expected size 8 but got size 4 for tensor number 1 in
+    the list.", of a 5-D and a 4-D latent with "Tensors must have same number of dimensions: got 5 and 4"."""
+    from tests.support import s2v_checks
+
+    s2v_checks.check_audio_that_is_not_audio(client, tmp_path / "not-audio")
+    s2v_checks.check_latent_that_is_not_safetensors(client, tmp_path / "not-safetensors")
+    s2v_checks.check_latents_that_do_not_fit(client, tmp_path / "misfit")

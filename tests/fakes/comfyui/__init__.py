@@ -4,7 +4,7 @@
 
 It answers like ComfyUI 0.8 does (shared/COMFYUI_API.md): the same routes (also under /api),
 the same validation errors, the same WebSocket message order, a one-at-a-time queue, output
-files that are real media (PNG, FLAC/MP3, H.264 MP4) sized by the graph, per-node caching of
+files that are real media (PNG, FLAC/MP3, H.264 MP4, .latent) sized by the graph, per-node caching of
 the previous prompt. As in ComfyUI, only samplers send `progress` and take an interrupt mid-node;
 every other node (a model load, a VAE decode, a save, a TTS node) is silent while it works and an
 interrupt lands only once it has ended (--node-seconds makes such nodes slow). Model-free: nodes
@@ -20,6 +20,7 @@ The modules, each depending only on those above it:
     graph       reading a prompt: links, upstream nodes, execution order, text, cache keys
     media       real pictures, video, audio and speech made from what the graph says
     state       the server's state (queue, history, sockets, cache), the event record, messages
+    latents     latent shapes through a graph (Wan S2V, LoadLatent, LatentConcat) and .latent files
     validation  POST /prompt's validation and its error shapes
     outputs     the files an output node writes and its `ui` for /history
     execution   running a job: message order, caching, progress, interrupts, failure modes

@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from .graph import _order, _signature
+from .latents import run_node
+from .media import load_audio
 from .outputs import _evil_names, _run_output
 from .state import Interrupted, Job, NodeFailure, State, _record, _send, _status
+from .validation import _type_name
 
 
 def _is_sampler(cls: str) -> bool:
@@ -39,6 +42,24 @@ def _node_seconds(state: State, cls: str, heavy: bool) -> float:
         if name == cls:
             return float(seconds)
     return state.args.job_seconds if heavy else 0.0
+
+
+def _run_node(state: State, prompt: dict[str, Any], node_id: str) -> None:
+    """What a node does at run time where it can fail as the real one does: LoadAudio decodes its file
+    (PyAV's own exception for one that is not audio), LoadLatent reads its file's header, LatentConcat
+    joins sizes. As in ComfyUI the exception message ends in a newline (execution.py: "{ex}\n{tips}")."""
+    node = prompt[node_id]
+    if node["class_type"] == "LoadAudio":
+        try:
+            load_audio(state.input_dir / str(node["inputs"].get("audio")))
+        except Exception as ex:  # whatever av or the decoding raises, reported under its own type
+            raise NodeFailure(node_id, _type_name(ex), f"{ex}\n") from None
+        return
+    try:
+        run_node(prompt, node_id, state.input_dir)
+    except NodeFailure as failure:
+        failure.node_id = failure.node_id or node_id
+        raise
 
 
 def _exit_now(signum: int, frame: Any) -> None:
@@ -165,6 +186,7 @@ async def _execute(state: State, job: Job) -> None:
                     raise NodeFailure(node_id, "torch.OutOfMemoryError",
                                       "Allocation on device \nThis error means you ran out of memory on your GPU.\n\n"
                                       "TIPS: If the workflow worked before you might have accidentally set the batch_size to a large number.")
+            await asyncio.to_thread(_run_node, state, prompt, node_id)
             if node_id in job.outputs:
                 try:
                     ui = await asyncio.to_thread(_run_output, state, prompt, node_id)

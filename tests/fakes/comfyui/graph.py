@@ -62,9 +62,10 @@ def _signature(prompt: dict[str, Any], node_id: str, input_dir: Path, memo: dict
     for name, value in sorted(node.get("inputs", {}).items()):
         parts[name] = (["link", _signature(prompt, str(value[0]), input_dir, memo), value[1]]
                        if _is_link(value) and str(value[0]) in prompt else value)
-    if node["class_type"] in ("LoadImage", "LoadAudio"):
+    loaded = {"LoadImage": "image", "LoadAudio": "audio", "LoadLatent": "latent"}.get(node["class_type"])
+    if loaded:
         # IS_CHANGED: a re-uploaded file under the same name must run again.
-        path = input_dir / str(node["inputs"].get("image", node["inputs"].get("audio", "")))
+        path = input_dir / str(node["inputs"].get(loaded, ""))
         parts["__file__"] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
     memo[node_id] = hashlib.sha256(json.dumps([node["class_type"], parts], sort_keys=True, default=str).encode()).hexdigest()
     return memo[node_id]

@@ -1,14 +1,24 @@
-"""Real media made from a graph without a model: pictures, video, tones, noise and speech, and what an
-edit model (Qwen-Image-Edit) is asked to do with its input pictures, done crudely (`edit_frame`).
+"""Real media made from a graph without a model: pictures, video, tones, noise and speech, what an
+edit model (Qwen-Image-Edit) is asked to do with its input pictures, done crudely (`edit_frame`), and
+a speaking face's mouth for Wan S2V (`mouth_frames`).
 
 Each follows from what the graph says (sizes, lengths, frame rates, text, seeds), so different
-prompts give different files, and each is a file a real decoder opens.
+prompts give different files, and each is a file a real decoder opens. Audio a LoadAudio names is
+decoded as the real node does (`load_audio`, with PyAV), so it fails with the real exception.
+
+The mouth of an S2V video (the rule a test measures; Wan S2V hears its audio at 16 fps):
+    frame i stands for time t = i / 16 s of the LoadAudio file feeding the S2V node's audio encoder;
+    loudness = min(1, sqrt(2) * RMS) of that file's samples (as floats in -1..1, channels averaged) in
+        [t - 1/32 s, t + 1/32 s): a sine of peak amplitude a reads as a; past the end of the file, 0;
+    the mouth region is columns [w//4, 3*w//4) and rows [3*h//4 - h//8, 3*h//4 + h//8) (R = 2*(h//8)
+        rows); m = round(loudness * R) rows of it, from row 3*h//4 - m//2 down, are white (255), the
+        rest of the region black (0); so its mean value / 255 is the loudness, to 1/R.
+The rest of the frame is drawn as every other fake video frame is.
 """
 from __future__ import annotations
 
 import hashlib
 import subprocess
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +33,7 @@ IMAGE_EXT = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 AUDIO_EXT = (".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".webm", ".mp4")
 SAMPLE_RATE = 44100
 TTS_SECONDS_PER_CHAR = 0.06
+S2V_FPS = 16  # Wan S2V's own frame rate: video frame i is audio time i / 16 s
 
 
 def _ffmpeg() -> str:
@@ -91,19 +102,64 @@ def _noise(seconds: float, seed: bytes) -> np.ndarray:
     return (0.3 * np.convolve(white, kernel, mode="same")).astype(np.float32)
 
 
-def _write_audio(path: Path, samples: np.ndarray, fmt: str) -> None:
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+def _write_audio(path: Path, samples: np.ndarray, fmt: str, rate: int = SAMPLE_RATE) -> None:
+    """Mono samples, or [channels, n] as LoadAudio gives them, at `rate`."""
+    frames = samples.reshape(1, -1) if samples.ndim == 1 else samples
+    pcm = (np.clip(frames.T, -1.0, 1.0) * 32767).astype("<i2").tobytes()
     codec = {"flac": ["-c:a", "flac"], "mp3": ["-c:a", "libmp3lame", "-q:a", "0"], "opus": ["-c:a", "libopus", "-b:a", "64k"],
              "wav": ["-c:a", "pcm_s16le"]}[fmt]
-    _run_ffmpeg(["-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", "-", *codec, str(path)], pcm)
+    _run_ffmpeg(["-f", "s16le", "-ar", str(rate), "-ac", str(frames.shape[0]), "-i", "-", *codec, str(path)], pcm)
 
 
-def _wav_seconds(path: Path) -> float | None:
-    try:
-        with wave.open(str(path), "rb") as handle:
-            return handle.getnframes() / float(handle.getframerate())
-    except (OSError, wave.Error, EOFError):
-        return None
+def load_audio(path: Path) -> tuple[np.ndarray, int]:
+    """What LoadAudio gives: float samples [channels, n] and their rate, read with PyAV as the real node
+    reads them, so a file that is not audio raises what the real one raises (av.error.InvalidDataError,
+    or ValueError "No audio stream found in the file.")."""
+    import av
+
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            raise ValueError("No audio stream found in the file.")
+        stream = container.streams.audio[0]
+        rate, channels = stream.codec_context.sample_rate, stream.channels
+        chunks = []
+        for frame in container.decode(streams=stream.index):
+            block = frame.to_ndarray()
+            chunks.append(block if block.shape[0] == channels else block.reshape(-1, channels).T)
+    if not chunks:
+        raise ValueError("No audio frames decoded.")
+    wav = np.concatenate(chunks, axis=1)
+    if wav.dtype.kind == "f":
+        return wav.astype(np.float32), rate
+    scale = {np.dtype(np.int16): 2.0 ** 15, np.dtype(np.int32): 2.0 ** 31}.get(wav.dtype)
+    if scale is None:
+        raise ValueError(f"Unsupported wav dtype: torch.{wav.dtype.name}")
+    return (wav / scale).astype(np.float32), rate
+
+
+def loudness(samples: np.ndarray, rate: int, frame: int) -> float:
+    """The mouth rule's loudness of video frame `frame` (module docstring)."""
+    mono = samples.mean(axis=0) if samples.ndim == 2 else samples
+    t = frame / S2V_FPS
+    lo = max(0, round((t - 0.5 / S2V_FPS) * rate))
+    hi = min(len(mono), round((t + 0.5 / S2V_FPS) * rate))
+    if hi <= lo:
+        return 0.0
+    window = mono[lo:hi].astype(np.float64)
+    return float(min(1.0, np.sqrt(2.0) * np.sqrt(np.mean(window * window))))
+
+
+def mouth_frames(width: int, height: int, count: int, text: str, audio: tuple[np.ndarray, int] | None) -> np.ndarray:
+    """`_frames` with a mouth whose opening follows the audio's loudness frame by frame (module docstring)."""
+    out = _frames(width, height, count, text)
+    rows = 2 * (height // 8)
+    centre, x0, x1 = 3 * height // 4, width // 4, 3 * width // 4
+    for i in range(count):
+        out[i, centre - height // 8:centre + height // 8, x0:x1] = 0
+        opening = round((loudness(audio[0], audio[1], i) if audio else 0.0) * rows)
+        top = centre - opening // 2
+        out[i, top:top + opening, x0:x1] = 255
+    return out
 
 
 @dataclass
@@ -187,23 +243,25 @@ def edit_frame(pictures: list[Image.Image], width: int, height: int) -> np.ndarr
     return np.asarray(canvas, dtype=np.uint8)
 
 
-def _audio(prompt: dict[str, Any], node_id: str, input_dir: Path) -> tuple[np.ndarray, str | None]:
-    """The samples reaching an audio output node, and an error message if the TTS node would refuse."""
+def _audio(prompt: dict[str, Any], node_id: str, input_dir: Path) -> tuple[np.ndarray, int, str | None]:
+    """The samples reaching an audio output node and their rate, and an error message if the TTS node
+    would refuse. A LoadAudio's file comes through as it is (its rate and channels), as in ComfyUI."""
     text = _text_of(prompt, node_id)
     seed = _digest(text)
     for up in _upstream(prompt, node_id):
         cls = prompt[up]["class_type"]
         inputs = prompt[up]["inputs"]
         if "num_speakers" in inputs:
-            return _speech(prompt, up)
+            speech, problem = _speech(prompt, up)
+            return speech, SAMPLE_RATE, problem
         if cls == "EmptyLatentAudio":
-            return _noise(float(inputs.get("seconds", 1.0)), seed), None
+            return _noise(float(inputs.get("seconds", 1.0)), seed), SAMPLE_RATE, None
         if cls == "EmptyAudio":
-            return np.zeros(max(1, int(float(inputs.get("duration", 1.0)) * SAMPLE_RATE)), dtype=np.float32), None
+            return np.zeros(max(1, int(float(inputs.get("duration", 1.0)) * SAMPLE_RATE)), dtype=np.float32), SAMPLE_RATE, None
         if cls == "LoadAudio":
-            seconds = _wav_seconds(input_dir / str(inputs.get("audio"))) or 1.0
-            return _tone(seconds, 220.0, seed), None
-    return _noise(1.0, seed), None
+            samples, rate = load_audio(input_dir / str(inputs.get("audio")))
+            return samples, rate, None
+    return _noise(1.0, seed), SAMPLE_RATE, None
 
 
 def _speech(prompt: dict[str, Any], tts_id: str) -> tuple[np.ndarray, str | None]:

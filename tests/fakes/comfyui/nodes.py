@@ -23,9 +23,9 @@ class Files:
 
 @dataclass(frozen=True)
 class InputFiles:
-    """A combo listing the files in the input folder (LoadImage, LoadAudio), validated by content."""
+    """A combo listing the files in the input folder (LoadImage, LoadAudio, LoadLatent), validated by content."""
 
-    kind: str  # "image" | "audio"
+    kind: str  # "image" | "audio" | "latent"
 
 
 @dataclass
@@ -41,6 +41,7 @@ class NodeDef:
     python_module: str = "nodes"
     description: str = ""
     experimental: bool = False
+    hidden: dict[str, str] = field(default_factory=dict)
 
 
 REGISTRY: dict[str, NodeDef] = {}
@@ -76,11 +77,12 @@ DEFAULT_MODELS: dict[str, list[str]] = {
     "diffusion_models": [
         "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors", "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors",
         "qwen_image_fp8_e4m3fn.safetensors", "qwen_image_edit_2509_fp8_e4m3fn.safetensors",
+        "wan2.2_s2v_14B_fp8_scaled.safetensors",
     ],
     "loras": ["ghibli_style.safetensors", "detail_tweaker.safetensors"],
     "clip_vision": ["clip_vision_h.safetensors"],
     "upscale_models": [],
-    "audio_encoders": [],
+    "audio_encoders": ["wav2vec2_large_english_fp16.safetensors"],
     "hypernetworks": [],
     "omnivoice": ["OmniVoice (auto download)", "OmniVoice-bf16 (auto download)"],
 }
@@ -122,10 +124,11 @@ def COMBO(options: Any, **opts: Any) -> tuple[Any, dict[str, Any]]:
 
 def node(name: str, required: dict, outputs: tuple[str, ...] = (), *, optional: dict | None = None,
          output_node: bool = False, category: str = "", names: tuple[str, ...] = (), module: str = "nodes",
-         display_name: str | None = "", description: str = "", experimental: bool = False) -> None:
+         display_name: str | None = "", description: str = "", experimental: bool = False,
+         hidden: dict[str, str] | None = None) -> None:
     REGISTRY[name] = NodeDef(
         name, required, optional or {}, outputs, names or outputs, output_node, category,
-        name if display_name == "" else display_name, module, description, experimental,
+        name if display_name == "" else display_name, module, description, experimental, hidden or {},
     )
 
 
@@ -235,7 +238,8 @@ node("EmptyLatentAudio", {"seconds": FLOAT(47.6, 1.0, 1000.0), "batch_size": INT
 node("VAEDecodeAudio", {"samples": T("LATENT"), "vae": T("VAE")}, ("AUDIO",), category="latent/audio")
 node("EmptyAudio", {"duration": FLOAT(60.0, 0.0, 3600.0), "sample_rate": INT(44100, 1, 192000), "channels": INT(2, 1, 8)},
      ("AUDIO",), category="audio")
-node("LoadAudio", {"audio": COMBO(InputFiles("audio"), audio_upload=True)}, ("AUDIO",), category="audio")
+node("LoadAudio", {"audio": COMBO(InputFiles("audio"), audio_upload=True)}, ("AUDIO",), category="audio",
+     module="comfy_extras.nodes_audio", display_name="Load Audio")
 node("SaveAudio", {"audio": T("AUDIO"), "filename_prefix": STRING(default="audio/ComfyUI")}, output_node=True, category="audio")
 node("SaveAudioMP3", {"audio": T("AUDIO"), "filename_prefix": STRING(default="audio/ComfyUI"),
                       "quality": COMBO(["V0", "128k", "320k"])}, output_node=True, category="audio")
@@ -293,6 +297,35 @@ node("VHS_VideoCombine", {
     output_node=True, category="Video Helper Suite", module="custom_nodes.ComfyUI-VideoHelperSuite")
 
 
+# --- Wan 2.2 S2V (speaking shots) and latent files: entries as the real 0.8.0's, step included
+# (the step is a UI hint only: the server never checks `length` against it).
+def _step_int(default: int, lo: int, step: int) -> tuple[str, dict[str, Any]]:
+    return ("INT", {"default": default, "min": lo, "max": MAX_RES, "step": step})
+
+
+_s2v_out = dict(outputs=("CONDITIONING", "CONDITIONING", "LATENT"), names=("positive", "negative", "latent"),
+                category="conditioning/video_models", module="comfy_extras.nodes_wan", display_name=None)
+_s2v_cond = {"positive": T("CONDITIONING"), "negative": T("CONDITIONING"), "vae": T("VAE")}
+node("WanSoundImageToVideo", {**_s2v_cond, "width": _step_int(832, 16, 16), "height": _step_int(480, 16, 16),
+                              "length": _step_int(77, 1, 4), "batch_size": INT(1, 1, 4096)},
+     optional={"audio_encoder_output": T("AUDIO_ENCODER_OUTPUT"), "ref_image": T("IMAGE"), "control_video": T("IMAGE"),
+               "ref_motion": T("IMAGE")}, **_s2v_out)
+node("WanSoundImageToVideoExtend", {**_s2v_cond, "length": _step_int(77, 1, 4), "video_latent": T("LATENT")},
+     optional={"audio_encoder_output": T("AUDIO_ENCODER_OUTPUT"), "ref_image": T("IMAGE"), "control_video": T("IMAGE")},
+     **_s2v_out)
+node("AudioEncoderEncode", {"audio_encoder": T("AUDIO_ENCODER"), "audio": T("AUDIO")}, ("AUDIO_ENCODER_OUTPUT",),
+     category="conditioning", module="comfy_extras.nodes_audio_encoder", display_name=None)
+node("EmptyHunyuanLatentVideo", {"width": _step_int(848, 16, 16), "height": _step_int(480, 16, 16),
+                                 "length": _step_int(25, 1, 4), "batch_size": INT(1, 1, 4096)}, ("LATENT",),
+     category="latent/video", module="comfy_extras.nodes_hunyuan", display_name="Empty HunyuanVideo 1.0 Latent")
+node("LatentConcat", {"samples1": T("LATENT"), "samples2": T("LATENT"), "dim": COMBO(["x", "-x", "y", "-y", "t", "-t"])},
+     ("LATENT",), category="latent/advanced", module="comfy_extras.nodes_latent", display_name=None)
+node("SaveLatent", {"samples": ("LATENT", {}), "filename_prefix": ("STRING", {"default": "latents/ComfyUI"})},
+     output_node=True, category="_for_testing", hidden={"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"})
+node("LoadLatent", {"latent": COMBO(InputFiles("latent"))}, ("LATENT",), category="_for_testing")
+V3_S2V = frozenset({"WanSoundImageToVideo", "WanSoundImageToVideoExtend", "AudioEncoderEncode", "EmptyHunyuanLatentVideo",
+                    "LatentConcat"})
+
 # Classes the real 0.8.0 server defines with its newer node API (comfy_api v3): /object_info gives every
 # combo of theirs as ["COMBO", {"multiselect": false, "options": [...]}], every other input as
 # [type, {...}] even when empty, and three more keys (shared/fixtures/comfyui-0.8.0-object_info.json).
@@ -309,7 +342,7 @@ V3_NODES = frozenset({
 
 def object_info_entry(d: NodeDef, resolve: Any) -> dict[str, Any]:
     """The /object_info shape of one node; `resolve` turns Files/InputFiles into today's option list."""
-    v3 = d.name in V3_NODES
+    v3 = d.name in V3_NODES or d.name in V3_S2V
 
     def render(spec: tuple[Any, dict[str, Any]]) -> list[Any]:
         kind, opts = spec
@@ -319,9 +352,11 @@ def object_info_entry(d: NodeDef, resolve: Any) -> dict[str, Any]:
             return ["COMBO", {**opts, "multiselect": False, "options": kind}]
         return [kind, opts] if opts or v3 else [kind]
 
-    inputs = {"required": {k: render(v) for k, v in d.required.items()}}
+    inputs: dict[str, Any] = {"required": {k: render(v) for k, v in d.required.items()}}
     if d.optional:
         inputs["optional"] = {k: render(v) for k, v in d.optional.items()}
+    if d.hidden:
+        inputs["hidden"] = dict(d.hidden)
     entry = {
         "input": inputs,
         "input_order": {k: list(v.keys()) for k, v in inputs.items()},

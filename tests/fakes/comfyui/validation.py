@@ -14,9 +14,11 @@ def _resolve(state: State, kind: Any) -> list[str]:
         files = state.models.get(kind.folder, [])
         return [f for f in files if not kind.suffixes or f.endswith(kind.suffixes)]
     if isinstance(kind, InputFiles):
-        ext = IMAGE_EXT if kind.kind == "image" else AUDIO_EXT
         if not state.input_dir.is_dir():
             return []
+        if kind.kind == "latent":  # LoadLatent: the input folder's own *.latent files, case and all
+            return sorted(p.name for p in state.input_dir.iterdir() if p.is_file() and p.name.endswith(".latent"))
+        ext = IMAGE_EXT if kind.kind == "image" else AUDIO_EXT
         return sorted(p.name for p in state.input_dir.iterdir() if p.is_file() and p.suffix.lower() in ext)
     return list(kind)
 
@@ -96,10 +98,9 @@ def _validate_node(state: State, prompt: dict[str, Any], node_id: str, validated
         if isinstance(kind, InputFiles):
             # `sub/name.png` (an upload into a subfolder) loads; nothing outside the input folder does.
             if not (state.input_dir / str(value)).is_file() or ".." in str(value) or str(value).startswith("/"):
-                label = "image" if kind.kind == "image" else "audio"
                 # As the real server: only input_name, no received_value (COMFYUI_API.md).
                 errors.append(_error("custom_validation_failed", "Custom validation failed for node",
-                                     f"{name} - Invalid {label} file: {value}", input_name=name))
+                                     f"{name} - Invalid {kind.kind} file: {value}", input_name=name))
             continue
         if isinstance(kind, (Files, list)):
             options = _resolve(state, kind)
