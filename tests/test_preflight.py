@@ -140,3 +140,21 @@ def test_comfyui_too_old_for_speech_is_a_problem_of_the_speech_step_only(tmp_pat
         result = run_generate(pipeline, "--check", "--only", "2", env=_comfy_env(fake.url), timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "ComfyUI 0.8.1: speech workflows need 0.8.1 or newer" in result.stdout
+
+
+def test_check_names_the_speaking_shots_audio_encoder_and_its_folder(tmp_path: Path) -> None:
+    """gen.video's 3.animate.py queues speak_wan.json too (SPEAKING_SHOTS): its wav2vec2 encoder is checked
+    in ComfyUI/models/audio_encoders before the night starts; without speaking shots it is not needed."""
+    encoder = "wav2vec2_large_english_fp16.safetensors"
+    pipeline = copy_pipeline(tmp_path / "project", "gen.video")
+    with start_fake_comfyui(tmp_path, missing_model=[encoder]) as fake:
+        env = _comfy_env(fake.url, IDENTITY_JUDGE="off", VIDEO_WORKFLOW="wan")
+        result = run_generate(pipeline, "--check", "--only", "3.animate.py", env=env, timeout=60)
+        screen = result.stdout + result.stderr
+        assert result.returncode == 1, screen
+        assert encoder in screen and "ComfyUI/models/audio_encoders" in screen and "speak_wan.json" in screen
+        quiet = run_generate(pipeline, "--check", "--only", "3.animate.py", env={**env, "SPEAKING_SHOTS": "false"},
+                             timeout=60)
+        assert "animate_wan.json" in quiet.stdout and "speak_wan.json" not in quiet.stdout
+        assert encoder not in quiet.stdout + quiet.stderr
+        assert fake.jobs_run() == 0
