@@ -227,3 +227,10 @@ def test_shared_latent_that_is_not_safetensors(client: ComfyClient, tmp_path: Pa
 
 def test_shared_latents_that_do_not_fit(client: ComfyClient, tmp_path: Path) -> None:
     s2v_checks.check_latents_that_do_not_fit(client, tmp_path)
+
+
+def test_shared_chunk_graphs_fail_only_for_models(tmp_path: Path) -> None:
+    models = ["wan2.2_s2v_14B_fp8_scaled.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+              "wan_2.1_vae.safetensors", "wav2vec2_large_english_fp16.safetensors"]
+    with start_fake_comfyui(tmp_path, missing_model=models) as fake, ComfyClient(fake.url) as bare:
+        s2v_checks.check_chunk_graphs_fail_only_for_models(bare, tmp_path / "graphs")

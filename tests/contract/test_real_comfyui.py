@@ -313,3 +313,11 @@ def test_s2v_run_time_failures_carry_the_real_exception(client: ComfyClient, tmp
     s2v_checks.check_audio_that_is_not_audio(client, tmp_path / "not-audio")
     s2v_checks.check_latent_that_is_not_safetensors(client, tmp_path / "not-safetensors")
     s2v_checks.check_latents_that_do_not_fit(client, tmp_path / "misfit")
+
+
+def test_s2v_the_speaking_chunk_graphs_are_refused_only_for_their_models(client: ComfyClient, tmp_path: Path) -> None:
+    """Our first, middle (Extend + LoadLatent + LatentConcat + SaveLatent) and last chunk graphs, with real
+    uploads: the real server (no models) finds nothing wrong with them but the four model files."""
+    from tests.support import s2v_checks
+
+    s2v_checks.check_chunk_graphs_fail_only_for_models(client, tmp_path)

@@ -196,3 +196,38 @@ def check_latents_that_do_not_fit(client: ComfyClient, tmp_path: Path) -> None:
     with pytest.raises(ExecutionError) as failed:
         client.run(prompt, tmp_path, timeout=TIMEOUT)
     assert failed.value.exception_message == "Tensors must have same number of dimensions: got 5 and 4\n"
+
+
+# The model inputs of speak_wan.json: a server without the models refuses these and nothing else.
+S2V_MODEL_INPUTS = {"unet_name", "clip_name", "vae_name", "audio_encoder_name"}
+
+
+def check_chunk_graphs_fail_only_for_models(client: ComfyClient, tmp_path: Path) -> None:
+    """The three graphs a speaking clip's jobs send (common.engines.comfy_talk: the first chunk, a middle one
+    that extends and saves the latent, the last that decodes it) pass the server's validation of every
+    class, link and input, with real uploads for LoadImage, LoadAudio and LoadLatent; only the model files
+    (which a model-free server lacks) are refused, as value_not_in_list."""
+    from common.engines.base import ClipRequest
+    from common.engines.comfy_talk import talk_workflow
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    template = Path(__file__).resolve().parents[2] / "gen.video" / "workflow" / "speak_wan.json"
+    picture = tmp_path / f"face-{uuid.uuid4().hex[:8]}.png"
+    Image.new("RGB", (64, 48), (120, 90, 60)).save(picture)
+    line = write_wav(tmp_path / f"line-{uuid.uuid4().hex[:8]}.wav", 1.0)
+    source = {"src": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 64, "height": 48, "length": 9,
+                                                                          "batch_size": 1}}}
+    latent = save_latent(client, source, tmp_path / "latent", "latents/contract-chunk")
+    names = {"image": client.upload_image(picture), "audio": client.upload_image(line)}
+    uploaded = client.upload_image(latent)
+    for label, continues, keep in (("first", None, False), ("middle", uploaded, True), ("last", uploaded, False)):
+        request = ClipRequest(scene_id="scene_1.2", image=picture, prompt="She answers.", seconds=1.0, width=64,
+                              height=48, fps=16, seed=7, frames=17, audio=line, keep_latent=keep,
+                              latent=latent if continues else None)
+        prompt = talk_workflow(template, request, fps=16, latent=continues, **names).to_prompt()
+        body = raw_rejection(client, prompt)
+        assert body["error"]["type"] == "prompt_outputs_failed_validation", (label, body)
+        problems = [(node["class_type"], e["type"], e["extra_info"].get("input_name"))
+                    for node in body["node_errors"].values() for e in node["errors"]]
+        assert problems and all(kind == "value_not_in_list" and name in S2V_MODEL_INPUTS
+                                for _, kind, name in problems), (label, problems)
