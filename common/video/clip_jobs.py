@@ -52,7 +52,7 @@ class ClipJob:
 
     @property
     def jobs(self) -> int:
-        """Model jobs the clip takes before its join (0 for a held or direct clip's single item)."""
+        """Model jobs the clip takes (segments or sound-to-video chunks; 0 for a held clip)."""
         return len(self.talk.chunks) if self.talk is not None else len(self.plan.segments)
 
     @property

@@ -10,6 +10,10 @@ The times come from gen.audio's `story.timings.json` (2.story.py: every line's s
 in story.wav) and the span's audio is cut from story.wav to the sample, so what the model hears
 is exactly what the viewer hears under that clip. final.wav keeps story.wav's timing, so the
 same seconds place the clip in final_sd.mp4.
+
+A sound-to-video model (Wan 2.2 S2V) makes the clip in jobs counted at its own frame rate, chained
+for a long line (TalkRule, TalkPlan, plan_talk; the graphs are common.engines.comfy_talk's); the
+clip then goes on the film's frames by the instant each frame shows (TalkPlan.indices).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from common.run.errors import ConfigError, InputError
+from common.state.atomic import atomic_path
 from common.state.checkpoints import file_digest
 from common.video.animation import FrameRule
 from common.video.storyboard import Shot, Storyboard
@@ -229,14 +234,11 @@ def cut_span(story_wav: Path, span: SpeakingSpan, out: Path) -> Path:
     if last > total:
         raise InputError(f"{story_wav} is {total / rate:.2f} s long but {span.clip}'s line ends at {span.end:.2f} s; "
                          "run gen.audio's 2.story.py again so the audio and its timings agree.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with wave.open(str(tmp), "wb") as dst:
+    with atomic_path(out) as part, wave.open(str(part), "wb") as dst:
         dst.setnchannels(channels)
         dst.setsampwidth(width)
         dst.setframerate(rate)
         dst.writeframes(data[first * step:last * step])
-    tmp.replace(out)
     return out
 
 
