@@ -29,6 +29,12 @@ PathLike = str | os.PathLike[str]
 
 _BLOCK_FRAMES = 1 << 16  # frames per read while streaming WAVs: ~1.5 s at 44.1 kHz, 128 KiB
 _STDERR_TAIL_LINES = 40
+# x264's threaded lookahead (on whenever it encodes with several threads) decides frame types and
+# macroblock-tree weights from however many frames happen to be queued when it looks: the same
+# frames encoded twice could differ in a few frames' bits (seen on a Short cut from final_sd.mp4,
+# about one encode in three). With it off the frame threads stay and the encode is repeatable, so
+# a redone item is byte for byte the one a run without a kill makes. Every libx264 encode passes it.
+X264_REPEATABLE = "sync-lookahead=0"
 
 # ffmpeg's closing lines that restate an earlier, more specific one.
 _GENERIC_LINE = re.compile(

@@ -94,7 +94,8 @@ def _encoder_args(width: int, height: int, fps: float, out: Path, *, audio: Path
                  "-c:a", "aac", "-b:a", "192k", "-ar", "48000"]
     else:
         args += ["-an"]
-    args += ["-r", str(rate), "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p",
+    args += ["-r", str(rate), "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf),
+             "-x264-params", media.X264_REPEATABLE, "-pix_fmt", "yuv420p",
              "-movflags", "+faststart", "-f", "mp4", media.ff_path(out)]
     return args
 

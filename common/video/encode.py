@@ -29,7 +29,7 @@ from PIL import Image, ImageFilter
 from common.state.atomic import atomic_path
 from common.run.errors import InputError, PipelineError
 from common.formats.srt import Cue
-from common.media.ffmpeg import MediaInfo, audio_duration, ff_path, filter_value, probe, run_ffmpeg
+from common.media.ffmpeg import X264_REPEATABLE, MediaInfo, audio_duration, ff_path, filter_value, probe, run_ffmpeg
 from common.video.captions import CaptionFont, ass_filter, format_ass
 
 RECIPE = 1  # bump when an encode changes, so checkpoints of the old recipe are redone
@@ -155,7 +155,8 @@ def verify_video(path: Path, *, size: tuple[int, int], duration: float, what: st
 
 
 def _x264(crf: int, extra: Sequence[str]) -> list[str]:
-    return ["-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p", *extra, *_COLOR]
+    return ["-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-x264-params", X264_REPEATABLE,
+            "-pix_fmt", "yuv420p", *extra, *_COLOR]
 
 
 def _scratch_dir(near: Path) -> "tempfile.TemporaryDirectory[str]":
