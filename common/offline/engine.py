@@ -103,7 +103,7 @@ class OfflineImage(_Offline):
 
 
     def identity(self) -> dict[str, object]:
-        return {"engine": "offline-cards", "version": 5}  # 5: character, location and scene cards show their seed (a retake differs)
+        return {"engine": "offline-cards", "version": 4}  # 4: character and location cards show their seed (a retake differs)
 
     def kind_identity(self, kind: str) -> dict[str, object]:
         from common.offline import layers
@@ -136,7 +136,7 @@ class OfflineImage(_Offline):
             return cards.draw_card(out_png, width=request.width, height=request.height, title="",
                                    palette=cards.palette_from_text(request.prompt), seed_text=request.prompt)
         people = [(d.split(":", 1)[0], d.split(":", 1)[1].strip() if ":" in d else "") for d in request.details]
-        return cards.scene_card(request.item_id, text, people, out_png, request.width, request.height, take=take)
+        return cards.scene_card(request.item_id, text, people, out_png, request.width, request.height)
 
 
 @dataclass
