@@ -94,7 +94,7 @@ def main(ctx: ScriptContext) -> None:
         ctx.say(f"warning: {speaking} speaking shot(s) are animated as ordinary clips: SPEAKING_WORKFLOW is empty "
                 "(set it to speak_wan.json for lip sync)")
     elif talk is not None and speaking:
-        chunks = sum(len(j.talk.chunks) for j in jobs if j.talk is not None)
+        chunks = sum(j.jobs for j in jobs if j.talk is not None)
         ctx.say(f"{speaking} speaking shot(s) lip-synced by {talk.rule.name} at {talk.fps:g} fps in {chunks} job(s)")
     ctx.say(f"{len(jobs)} clips at {look.width}x{look.height} {look.fps} fps with {engine.name} ({rule.name}, {limit}): "
             f"{held} held, {chained} chained from segments, {ends} ending on the next scene's picture, "
